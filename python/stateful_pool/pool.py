@@ -1,0 +1,298 @@
+"""``SPool``: a pool of stateful worker processes run by the Rust supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import concurrent.futures
+import os
+import sys
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+import cloudpickle
+
+from . import _core
+from ._decode import decode
+from ._futures import Completer, PoolFuture
+from ._serialize import dumps
+from .errors import PoolShutDownError
+from .worker import SWorker
+
+__all__ = ["SPool"]
+
+W = TypeVar("W", bound=SWorker)
+
+_WORKER_ARGS = ["-c", "from stateful_pool._worker import main; main()"]
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_live_pools: weakref.WeakSet[SPool[Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_live_pools() -> None:
+    for pool in list(_live_pools):
+        pool.shutdown(wait=True, kill=True)
+
+
+def _worker_env() -> list[tuple[str, str]]:
+    # The worker must import this very package, even when it is not installed (a source tree).
+    path = os.environ.get("PYTHONPATH")
+    return [("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + path if path else ""))]
+
+
+class SPool(Generic[W]):
+    """A pool of worker processes, each hosting one instance of ``worker_cls``.
+
+    ``spawn()`` starts one worker (its ``spawn`` method runs there, once) and returns what that
+    returned; ``execute()`` and the ``submit_*``/``async_*`` variants run tasks on whichever
+    worker is free. Use it as a context manager, or call :meth:`shutdown`.
+
+    Args:
+        worker_cls: an :class:`SWorker` subclass.
+        queue_size: how many tasks may wait for a worker (``None``: unbounded). When the queue
+            is full, submitting blocks, or raises :class:`queue.Full` after ``submit_timeout``.
+        task_timeout: default seconds a task may run; past it the future fails with
+            :class:`TaskTimeoutError` and the worker is killed and replaced.
+        restart: ``"on-failure"`` (default: a crashed worker is started again with the same
+            spawn arguments), ``"never"``, or ``"always"``.
+        max_restarts, restart_window: at most this many restarts of one worker within this many
+            seconds; past that the worker stays failed (a crash loop does not spin).
+        max_tasks_per_worker: replace a worker gracefully after this many tasks.
+        max_memory_per_worker: replace a worker between tasks once its RSS exceeds these bytes.
+        submit_timeout: seconds a submit may wait on a full queue (``None``: wait as long as it
+            takes).
+        stop_timeout: seconds a worker may take to exit on shutdown before it is killed.
+    """
+
+    def __init__(
+        self,
+        worker_cls: type[W],
+        queue_size: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        restart: str = "on-failure",
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        max_tasks_per_worker: int | None = None,
+        max_memory_per_worker: int | None = None,
+        submit_timeout: float | None = None,
+        stop_timeout: float = 5.0,
+    ):
+        if not isinstance(worker_cls, type):
+            raise TypeError(f"worker_cls must be a class, got {worker_cls!r}")
+        if queue_size is not None and queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1 or None, got {queue_size}")
+        if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
+            raise ValueError(f"max_tasks_per_worker must be at least 1, got {max_tasks_per_worker}")
+        self._cls = worker_cls
+        self._class_blob = cloudpickle.dumps(worker_cls, protocol=5)
+        self._submit_timeout = submit_timeout
+        self._core = _core.CorePool(
+            sys.executable,
+            _WORKER_ARGS,
+            _worker_env(),
+            os.getcwd(),
+            queue_size=queue_size,
+            task_timeout=task_timeout,
+            restart=restart,
+            max_restarts=max_restarts,
+            restart_window=restart_window,
+            max_tasks_per_worker=max_tasks_per_worker,
+            max_memory_per_worker=max_memory_per_worker,
+            stop_timeout=stop_timeout,
+        )
+        self._completer = Completer(self._core)
+        self._closed = False
+        _live_pools.add(self)
+
+    # -- spawning workers ---------------------------------------------------------------
+
+    def _init_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        self._check_open()
+        return dumps((list(sys.path), self._class_blob, dumps((args, kwargs))))
+
+    def spawn(self, *args: Any, **kwargs: Any) -> Any:
+        """Starts one worker process, runs ``worker.spawn(*args, **kwargs)`` there and returns
+        its result. If ``spawn`` raises, the exception is re-raised here and no process is left."""
+        return decode(*self._core.spawn(self._init_payload(args, kwargs)))
+
+    def submit_spawn(self, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
+        """Like :meth:`spawn`, but returns a future at once: spawn many workers in parallel."""
+        future: PoolFuture[Any] = PoolFuture()
+        try:
+            init = self._init_payload(args, kwargs)
+        except Exception as exc:
+            future.set_exception(exc)
+            return future
+
+        def submit(token: int) -> None:
+            self._core.submit_spawn(init, token)
+
+        return self._completer.register(future, submit)
+
+    async def async_spawn(self, *args: Any, **kwargs: Any) -> Any:
+        """Awaitable :meth:`spawn`."""
+        return await asyncio.wrap_future(self.submit_spawn(*args, **kwargs))
+
+    # -- running tasks ------------------------------------------------------------------
+
+    def _payload(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        self._check_open()
+        if not isinstance(method, str) or method.startswith("_") or not callable(getattr(self._cls, method, None)):
+            raise AttributeError(f"{self._cls.__name__} has no public method {method!r}")
+        return dumps((method, args, kwargs))
+
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Runs ``worker.<method>(*args, **kwargs)`` on a free worker and returns its result."""
+        payload = self._payload(method, args, kwargs)
+        return decode(*self._core.call(payload, None, self._submit_timeout))
+
+    def submit_call(self, method: str, /, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
+        """Queues ``worker.<method>(*args, **kwargs)``; returns a future."""
+        future: PoolFuture[Any] = PoolFuture()
+        try:
+            payload = self._payload(method, args, kwargs)
+        except Exception as exc:
+            future.set_exception(exc)
+            return future
+
+        def submit(token: int) -> _core.CoreTicket:
+            return self._core.submit(payload, token, None, self._submit_timeout)
+
+        return self._completer.register(future, submit)
+
+    async def async_call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Awaitable :meth:`call`."""
+        return await asyncio.wrap_future(self.submit_call(method, *args, **kwargs))
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs ``worker.execute(*args, **kwargs)`` on a free worker; blocks for the result."""
+        return self.call("execute", *args, **kwargs)
+
+    def submit_execute(self, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
+        """Queues ``worker.execute(*args, **kwargs)``; returns a future at once (or blocks while
+        the queue is full)."""
+        return self.submit_call("execute", *args, **kwargs)
+
+    async def async_execute(self, *args: Any, **kwargs: Any) -> Any:
+        """Awaitable :meth:`execute`."""
+        return await asyncio.wrap_future(self.submit_call("execute", *args, **kwargs))
+
+    def broadcast(self, method: str, /, *args: Any, **kwargs: Any) -> list[Any]:
+        """Runs ``worker.<method>(*args, **kwargs)`` once on every live worker; returns the
+        results in worker order. Raises the first worker's exception if any raised."""
+        payload = self._payload(method, args, kwargs)
+        replies = self._core.broadcast(payload)
+        results: list[Any] = []
+        first_error: BaseException | None = None
+        for _worker_id, status, value in replies:
+            try:
+                results.append(decode(status, value))
+            except Exception as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return results
+
+    def map(
+        self,
+        iterable: Iterable[Any],
+        *,
+        ordered: bool = True,
+        progress: bool | str = False,
+        window: int | None = None,
+    ) -> Iterator[Any]:
+        """Yields ``execute(item)`` for each item, in input order (or as finished with
+        ``ordered=False``). At most ``window`` tasks are in flight, so huge or endless inputs
+        work. ``progress=True`` (or a description string) shows a tqdm progress bar. The first
+        failing task's exception is raised, and the tasks still queued are cancelled."""
+        self._check_open()
+        window = window or max(64, 4 * max(1, len(self._core.live_worker_ids())))
+        total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc=progress if isinstance(progress, str) else None, unit="task")
+        inflight: collections.deque[PoolFuture[Any]] = collections.deque()
+        items = iter(iterable)
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(inflight) < window:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    inflight.append(self.submit_call("execute", item))
+                if not inflight:
+                    return
+                if ordered:
+                    done = inflight.popleft()
+                else:
+                    finished, _ = concurrent.futures.wait(inflight, return_when=concurrent.futures.FIRST_COMPLETED)
+                    done = next(iter(finished))
+                    inflight.remove(done)
+                result = done.result()
+                if bar is not None:
+                    bar.update(1)
+                yield result
+        finally:
+            for future in inflight:
+                future.cancel()
+            if bar is not None:
+                bar.close()
+
+    # -- introspection and lifecycle ----------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Per-worker ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
+        ``last_error``; plus ``queued`` tasks and the number of ``live_workers``."""
+        workers = self._core.workers()
+        return {
+            "workers": workers,
+            "queued": self._core.queued,
+            "live_workers": sum(1 for w in workers if w["state"] in ("starting", "idle", "busy")),
+        }
+
+    @property
+    def num_workers(self) -> int:
+        """Workers starting or serving."""
+        return len(self._core.live_worker_ids())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoolShutDownError("cannot schedule new tasks after shutdown")
+
+    def shutdown(self, wait: bool = True, *, cancel_pending: bool = False, kill: bool = False) -> None:
+        """Stops the pool. By default running and queued tasks finish first;
+        ``cancel_pending=True`` cancels queued tasks; ``kill=True`` kills the workers now (running
+        tasks fail with :class:`PoolShutDownError`). With ``wait=True``, no worker process is
+        left when this returns. Ctrl-C while waiting escalates to a kill."""
+        self._closed = True
+        self._core.shutdown("kill" if kill else "cancel" if cancel_pending else "graceful")
+        if not wait:
+            return
+        try:
+            while not self._core.wait_stopped(3600.0):
+                pass
+        except BaseException:
+            self._core.shutdown("kill")
+            self._core.wait_stopped(30.0)
+            raise
+        finally:
+            _live_pools.discard(self)
+        self._completer.close(timeout=5.0)
+
+    def __enter__(self) -> SPool[W]:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        self.shutdown(wait=True, kill=exc_type is not None and not issubclass(exc_type, Exception))
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._closed else f"{self.num_workers} workers"
+        return f"<SPool of {self._cls.__name__}: {state}>"

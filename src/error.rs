@@ -1,0 +1,126 @@
+//! Typed errors. Operations that take a task give it back when they fail, as crossbeam does.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a worker stopped serving: it exited, was killed by a signal, or broke its protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerFault {
+    /// What happened, as a lowercase sentence.
+    pub message: String,
+    /// The process's exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the process, when one did.
+    pub signal: Option<i32>,
+}
+
+impl WorkerFault {
+    /// A fault with a message and no exit status.
+    #[must_use]
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), exit_code: None, signal: None }
+    }
+
+    /// Whether the worker exited with status 0 on its own (not a crash).
+    #[must_use]
+    pub fn is_clean_exit(&self) -> bool {
+        self.exit_code == Some(0) && self.signal.is_none()
+    }
+}
+
+impl fmt::Display for WorkerFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(sig) = self.signal {
+            write!(f, " (killed by signal {sig})")?;
+        } else if let Some(code) = self.exit_code {
+            write!(f, " (exit code {code})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WorkerFault {}
+
+/// Why a submitted task produced no output.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError<E> {
+    /// The worker ran the task and the task itself failed.
+    #[error("task failed")]
+    Failed(E),
+    /// The worker running the task died; the task may have run partly.
+    #[error("worker {worker} crashed while running the task: {fault}")]
+    WorkerCrashed {
+        /// The id of the worker that crashed.
+        worker: u64,
+        /// What happened to it.
+        fault: WorkerFault,
+    },
+    /// The task ran past its deadline; the worker was killed and replaced.
+    #[error("task timed out after {0:?}")]
+    TimedOut(Duration),
+    /// The task was cancelled before it ran (or while it ran, if killing was asked for).
+    #[error("task was cancelled")]
+    Cancelled,
+    /// The pool shut down before the task could run.
+    #[error("pool shut down before the task ran")]
+    ShutDown,
+    /// No worker is left that could run the task (none spawned, or all failed for good).
+    #[error("no live worker can run the task")]
+    NoWorkers,
+}
+
+/// [`crate::Supervisor::submit`] could not queue the task; the task is handed back.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError<T> {
+    /// The queue stayed full until the timeout.
+    #[error("task queue is full")]
+    Full(T),
+    /// The pool is shutting down or shut down.
+    #[error("cannot schedule new tasks after shutdown")]
+    ShutDown(T),
+    /// No worker is running or starting, so the task could never run.
+    #[error("no worker is running: spawn one first")]
+    NoWorkers(T),
+    /// The target worker does not exist or has stopped.
+    #[error("no such worker")]
+    UnknownWorker(T),
+}
+
+impl<T> SubmitError<T> {
+    /// The task that could not be submitted.
+    pub fn into_inner(self) -> T {
+        match self {
+            SubmitError::Full(t) | SubmitError::ShutDown(t) | SubmitError::NoWorkers(t) | SubmitError::UnknownWorker(t) => {
+                t
+            }
+        }
+    }
+}
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError<E> {
+    /// The worker's own setup failed.
+    #[error("worker setup failed")]
+    Failed(E),
+    /// The pool shut down while the worker was starting; it was stopped again.
+    #[error("pool shut down while the worker was starting")]
+    ShutDown,
+}
+
+/// Invalid pool configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// A numeric option is out of range.
+    #[error("{option} must be {expected}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// The tokio runtime could not be created.
+    #[error("cannot start the supervisor runtime: {0}")]
+    Runtime(String),
+}

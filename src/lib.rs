@@ -1,0 +1,54 @@
+//! `worker_pool`: a supervisor for pools of stateful workers.
+//!
+//! A [`Supervisor`] owns a task queue and a set of workers implementing [`Workable`]. Idle
+//! workers pull tasks from the queue; each worker moves through the [`WorkerState`] machine;
+//! crashed, timed-out and worn-out workers are restarted under a [`RestartPolicy`] and a
+//! restart intensity. [`process::ProcessWorker`] runs a worker in a child process (the Python
+//! package `stateful_pool` is built on it). See `src/SUPERVISOR.md` for the design.
+//!
+//! ```
+//! use worker_pool::{Response, Supervisor, Workable};
+//!
+//! struct Counter { seen: u64 }
+//!
+//! impl Workable for Counter {
+//!     type Task = String;
+//!     type Output = String;
+//!     type Error = String;
+//!     async fn process(&mut self, task: String) -> Response<Self> {
+//!         self.seen += 1;
+//!         Response::Complete(Ok(format!("task {} was {task:?}", self.seen)))
+//!     }
+//! }
+//!
+//! let pool: Supervisor<Counter> = Supervisor::builder().queue_capacity(16).build().unwrap();
+//! pool.add_worker(Counter { seen: 0 });
+//! let handle = pool.try_submit("hello".to_string()).unwrap();
+//! assert_eq!(handle.wait().unwrap(), "task 1 was \"hello\"");
+//! ```
+
+mod config;
+mod error;
+mod job;
+pub mod process;
+mod queue;
+mod restart;
+mod serve;
+mod shutdown;
+mod slot;
+mod state;
+mod supervisor;
+mod workable;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use crate::config::{Config, SupervisorBuilder};
+pub use crate::error::{BuildError, StartError, SubmitError, TaskError, WorkerFault};
+pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};
+pub use crate::restart::{RestartIntensity, RestartPolicy};
+pub use crate::shutdown::ShutdownMode;
+pub use crate::slot::WorkerInfo;
+pub use crate::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
+pub use crate::supervisor::{Backpressure, Supervisor};
+pub use crate::workable::{Response, Workable};

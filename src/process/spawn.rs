@@ -1,0 +1,106 @@
+//! Starting a worker process: fresh interpreter (no fork of the threaded parent past `exec`),
+//! its own process group, `PR_SET_PDEATHSIG`, and the two protocol pipes on fds 3 and 4.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// The descriptor the worker reads frames from.
+pub const WORKER_READ_FD: RawFd = 3;
+/// The descriptor the worker writes frames to.
+pub const WORKER_WRITE_FD: RawFd = 4;
+
+/// How to start one worker process.
+#[derive(Clone, Debug)]
+pub struct ProcessSpec {
+    /// The program to run, e.g. the Python interpreter.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Environment variables set on top of the parent's.
+    pub env: Vec<(OsString, OsString)>,
+    /// Its working directory (`None`: the parent's).
+    pub cwd: Option<PathBuf>,
+    /// How long a graceful stop may take before the process is killed.
+    pub stop_timeout: Duration,
+}
+
+impl ProcessSpec {
+    /// A spec running `program` with `args`, no extra environment, a 5 s stop timeout.
+    #[must_use]
+    pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<OsString>>) -> Self {
+        Self {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            env: Vec::new(),
+            cwd: None,
+            stop_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Runs in the child between `fork` and `exec`: only async-signal-safe calls.
+fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd) -> io::Result<()> {
+    let check = |rc: libc::c_int| if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) };
+    // SAFETY: prctl, getppid, fcntl and dup2 are async-signal-safe and touch no Rust state;
+    // the descriptors are open in the child (inherited from the parent's pipes).
+    unsafe {
+        // Die with the parent's spawning thread (a long-lived runtime thread), even on SIGKILL.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+        if libc::getppid() != parent {
+            // The parent died before prctl took effect.
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        // Move both ends above the target numbers first, so neither dup2 clobbers the other.
+        let r = check(libc::fcntl(read_end, libc::F_DUPFD_CLOEXEC, 10))?;
+        let w = check(libc::fcntl(write_end, libc::F_DUPFD_CLOEXEC, 10))?;
+        check(libc::dup2(r, WORKER_READ_FD))?;
+        check(libc::dup2(w, WORKER_WRITE_FD))?;
+    }
+    Ok(())
+}
+
+/// Starts the process; returns it with the supervisor's ends (to the worker, from the worker).
+pub(crate) fn spawn_child(spec: &ProcessSpec) -> io::Result<(Child, OwnedFd, OwnedFd)> {
+    let (worker_reads, to_worker) = pipe()?;
+    let (from_worker, worker_writes) = pipe()?;
+    for fd in [&to_worker, &from_worker] {
+        // Bigger pipes mean fewer wake-ups for large payloads; best effort.
+        // SAFETY: F_SETPIPE_SZ on an open pipe descriptor; failure is harmless.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    }
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let (r, w) = (worker_reads.as_raw_fd(), worker_writes.as_raw_fd());
+    // SAFETY: `child_setup` only makes async-signal-safe calls, as required after fork.
+    unsafe {
+        cmd.pre_exec(move || child_setup(parent, r, w));
+    }
+    let child = cmd.spawn()?;
+    drop((worker_reads, worker_writes));
+    Ok((child, to_worker, from_worker))
+}

@@ -1,0 +1,17 @@
+//! The PyO3 module `stateful_pool._core`: the supervisor with process workers, for the
+//! Python facade in `python/stateful_pool/`. Nothing outside this folder knows about Python.
+
+mod errors;
+mod pool;
+mod wait;
+
+use pyo3::prelude::*;
+
+/// The native core of `stateful_pool`.
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<pool::CorePool>()?;
+    m.add_class::<pool::CoreTicket>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

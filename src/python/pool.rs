@@ -1,0 +1,330 @@
+//! `CorePool`: a [`Supervisor`] of [`ProcessWorker`]s driven from Python with pickled bytes.
+//!
+//! Replies reach Python two ways: a blocking call waits on its own channel (so the calling
+//! thread unpickles its result itself, no hand-off through a GIL-hungry helper), and futures are
+//! completed in batches by one Python thread per pool that drains the completion channel.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::errors::{start_outcome, submit_error, task_outcome};
+use super::wait::{deadline, recv_interruptible, SLICE};
+use crate::error::{StartError, SubmitError};
+use crate::job::{Outcome, ReplyFn, TaskOptions, Ticket};
+use crate::process::{ProcessSpec, ProcessWorker, SpawnFailure};
+use crate::{Backpressure, Config, RestartPolicy, ShutdownMode, Supervisor};
+
+type Worker = ProcessWorker;
+type StartOutcome = Result<(u64, Vec<u8>), StartError<SpawnFailure>>;
+
+/// One finished task or worker start, waiting for the Python completion thread.
+enum Done {
+    Task(Outcome<Worker>),
+    Start(StartOutcome),
+}
+
+/// The supervisor of one `SPool`.
+#[pyclass(module = "stateful_pool._core", frozen)]
+pub(crate) struct CorePool {
+    supervisor: Supervisor<Worker>,
+    spec: Arc<ProcessSpec>,
+    done_tx: Sender<(u64, Done)>,
+    done_rx: Receiver<(u64, Done)>,
+}
+
+/// The handle Python futures keep to cancel their task.
+#[pyclass(module = "stateful_pool._core", frozen)]
+pub(crate) struct CoreTicket(Ticket);
+
+#[pymethods]
+impl CoreTicket {
+    /// Cancels the task if it has not started.
+    fn cancel(&self) -> bool {
+        self.0.cancel()
+    }
+
+    /// Cancels the task if queued, else kills the worker running it.
+    fn cancel_or_kill(&self) -> bool {
+        self.0.cancel_or_kill()
+    }
+
+    /// Whether a worker has picked the task up.
+    #[getter]
+    fn started(&self) -> bool {
+        self.0.started()
+    }
+}
+
+fn parse_restart(policy: &str) -> PyResult<RestartPolicy> {
+    match policy {
+        "never" => Ok(RestartPolicy::Never),
+        "on-failure" | "on_failure" => Ok(RestartPolicy::OnFailure),
+        "always" => Ok(RestartPolicy::Always),
+        other => Err(PyValueError::new_err(format!("restart must be 'never', 'on-failure' or 'always', got {other:?}"))),
+    }
+}
+
+fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
+    value
+        .map(|s| {
+            if s.is_finite() && s > 0.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {s}")))
+            }
+        })
+        .transpose()
+}
+
+impl CorePool {
+    fn task_reply(&self, token: u64) -> ReplyFn<Worker> {
+        let tx = self.done_tx.clone();
+        Box::new(move |outcome| {
+            let _ = tx.send((token, Done::Task(outcome)));
+        })
+    }
+
+    /// Submits, waiting in GIL-free slices while the queue is full, up to `submit_timeout`.
+    fn submit_blocking(
+        &self,
+        py: Python<'_>,
+        payload: Vec<u8>,
+        options: TaskOptions,
+        submit_timeout: Option<f64>,
+        mut reply: impl FnMut() -> ReplyFn<Worker>,
+    ) -> PyResult<Ticket> {
+        let until = deadline(submit_timeout)?;
+        let mut task = payload;
+        loop {
+            let slice = until.map_or(SLICE, |u| u.saturating_duration_since(Instant::now()).min(SLICE));
+            let backpressure = if slice.is_zero() { Backpressure::Fail } else { Backpressure::Block(slice) };
+            let r = reply();
+            match py.detach(|| self.supervisor.submit_with(task, options, r, backpressure)) {
+                Ok(ticket) => return Ok(ticket),
+                Err(SubmitError::Full(back)) if until.is_none_or(|u| Instant::now() < u) => {
+                    py.check_signals()?;
+                    task = back;
+                }
+                Err(e) => return Err(submit_error(py, &e)),
+            }
+        }
+    }
+
+    fn start(&self, init: Vec<u8>, on_ready: impl FnOnce(StartOutcome) + Send + 'static) {
+        let spec = Arc::clone(&self.spec);
+        let init = Arc::new(init);
+        self.supervisor.start_worker(ProcessWorker::start(spec, init), on_ready);
+    }
+}
+
+#[pymethods]
+impl CorePool {
+    #[new]
+    #[pyo3(signature = (
+        program, args, env, cwd=None, *, queue_size=None, task_timeout=None, restart="on-failure",
+        max_restarts=5, restart_window=60.0, max_tasks_per_worker=None, max_memory_per_worker=None,
+        stop_timeout=5.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<String>,
+        queue_size: Option<usize>,
+        task_timeout: Option<f64>,
+        restart: &str,
+        max_restarts: u32,
+        restart_window: f64,
+        max_tasks_per_worker: Option<u64>,
+        max_memory_per_worker: Option<u64>,
+        stop_timeout: f64,
+    ) -> PyResult<Self> {
+        let config = Config {
+            queue_capacity: queue_size,
+            runtime_threads: 1,
+            task_timeout: seconds("task_timeout", task_timeout)?,
+            restart_policy: parse_restart(restart)?,
+            max_restarts,
+            restart_window: seconds("restart_window", Some(restart_window))?.unwrap_or_default(),
+            max_tasks_per_worker,
+            max_memory_per_worker,
+        };
+        let supervisor =
+            Supervisor::<Worker>::builder().config(config).build().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let mut spec = ProcessSpec::new(program, args);
+        spec.env = env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
+        spec.cwd = cwd.map(Into::into);
+        spec.stop_timeout = seconds("stop_timeout", Some(stop_timeout))?.unwrap_or_default();
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        Ok(Self { supervisor, spec: Arc::new(spec), done_tx, done_rx })
+    }
+
+    /// Starts a worker and waits for its setup: `(status, value)`.
+    fn spawn<'py>(&self, py: Python<'py>, init: Vec<u8>) -> PyResult<(u8, Bound<'py, PyAny>)> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.start(init, move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        let outcome = recv_interruptible(py, &rx)?;
+        start_outcome(py, outcome)
+    }
+
+    /// Starts a worker; its outcome arrives through `take_completions` under `token`.
+    fn submit_spawn(&self, init: Vec<u8>, token: u64) {
+        let tx = self.done_tx.clone();
+        self.start(init, move |outcome| {
+            let _ = tx.send((token, Done::Start(outcome)));
+        });
+    }
+
+    /// Runs one call and waits for it: `(status, value)`.
+    #[pyo3(signature = (payload, timeout=None, submit_timeout=None))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        payload: Vec<u8>,
+        timeout: Option<f64>,
+        submit_timeout: Option<f64>,
+    ) -> PyResult<(u8, Bound<'py, PyAny>)> {
+        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let reply = || -> ReplyFn<Worker> {
+            let tx = tx.clone();
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            })
+        };
+        let ticket = self.submit_blocking(py, payload, options, submit_timeout, reply)?;
+        match recv_interruptible(py, &rx) {
+            Ok(outcome) => task_outcome(py, outcome),
+            Err(interrupted) => {
+                ticket.cancel();
+                Err(interrupted)
+            }
+        }
+    }
+
+    /// Queues one call; its outcome arrives through `take_completions` under `token`.
+    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        payload: Vec<u8>,
+        token: u64,
+        timeout: Option<f64>,
+        submit_timeout: Option<f64>,
+    ) -> PyResult<CoreTicket> {
+        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        let ticket = self.submit_blocking(py, payload, options, submit_timeout, || self.task_reply(token))?;
+        Ok(CoreTicket(ticket))
+    }
+
+    /// Runs one call on every live worker: a list of `(worker_id, status, value)`.
+    fn broadcast<'py>(&self, py: Python<'py>, payload: Vec<u8>) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
+        let handles = self.supervisor.broadcast(&payload);
+        let mut out = Vec::with_capacity(handles.len());
+        for (worker, handle) in handles {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            // Hand each reply to a channel we can wait on interruptibly.
+            self.supervisor.runtime().spawn(async move {
+                let _ = tx.send(handle.await);
+            });
+            let (status, value) = task_outcome(py, recv_interruptible(py, &rx)?)?;
+            out.push((worker, status, value));
+        }
+        Ok(out)
+    }
+
+    /// Waits up to `timeout` seconds for finished tasks and starts; returns up to `max_items`
+    /// `(token, status, value)` tuples (an empty list on timeout).
+    #[pyo3(signature = (timeout, max_items=4096))]
+    fn take_completions<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: f64,
+        max_items: usize,
+    ) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
+        let wait = Duration::from_secs_f64(timeout.max(0.0));
+        let first = match py.detach(|| self.done_rx.recv_timeout(wait)) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for (token, done) in std::iter::once(first).chain(self.done_rx.try_iter().take(max_items.saturating_sub(1))) {
+            let (status, value) = match done {
+                Done::Task(outcome) => task_outcome(py, outcome)?,
+                Done::Start(outcome) => start_outcome(py, outcome)?,
+            };
+            out.push((token, status, value));
+        }
+        Ok(out)
+    }
+
+    /// Starts shutting down: `mode` is "graceful", "cancel" or "kill". Returns at once.
+    fn shutdown(&self, mode: &str) -> PyResult<()> {
+        let mode = match mode {
+            "graceful" => ShutdownMode::Graceful,
+            "cancel" => ShutdownMode::CancelPending,
+            "kill" => ShutdownMode::Kill,
+            other => return Err(PyValueError::new_err(format!("unknown shutdown mode {other:?}"))),
+        };
+        self.supervisor.shutdown(mode);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` seconds (interruptibly) for every worker to stop.
+    fn wait_stopped(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let until = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if py.detach(|| self.supervisor.wait_stopped(left.min(SLICE))) {
+                return Ok(true);
+            }
+            if left <= SLICE {
+                return Ok(false);
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Whether shutdown was requested.
+    #[getter]
+    fn is_shutdown(&self) -> bool {
+        self.supervisor.is_shutdown()
+    }
+
+    /// Tasks waiting in the queue.
+    #[getter]
+    fn queued(&self) -> usize {
+        self.supervisor.queued()
+    }
+
+    /// Ids of workers starting or serving.
+    fn live_worker_ids(&self) -> Vec<u64> {
+        self.supervisor.live_worker_ids()
+    }
+
+    /// One dict per worker: id, state, pid, restarts, tasks_done, tasks_failed, last_error.
+    fn workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for w in self.supervisor.workers() {
+            let d = PyDict::new(py);
+            d.set_item("id", w.id)?;
+            d.set_item("state", w.state.as_str())?;
+            d.set_item("pid", w.pid)?;
+            d.set_item("restarts", w.restarts)?;
+            d.set_item("tasks_done", w.tasks_done)?;
+            d.set_item("tasks_failed", w.tasks_failed)?;
+            d.set_item("last_error", w.last_error)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+}

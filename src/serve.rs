@@ -1,0 +1,245 @@
+//! The loop each worker runs on the supervisor's runtime: take a task, run it, handle what
+//! went wrong, restart or retire. It alone moves its worker through the state machine.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{TaskError, WorkerFault};
+use crate::job::Job;
+use crate::restart::RestartIntensity;
+use crate::shutdown::Phase;
+use crate::slot::WorkerSlot;
+use crate::state::WorkerEvent;
+use crate::supervisor::Shared;
+use crate::workable::{Response, Workable};
+
+/// What the idle worker woke up for.
+enum Wake<W: Workable> {
+    Job(Job<W>),
+    Fault(WorkerFault),
+    /// Queue closed and empty (graceful), or kill requested.
+    Stop,
+}
+
+/// How one task ended, seen from the worker's side.
+enum Ran<W: Workable> {
+    Done(Result<W::Output, W::Error>),
+    Fatal(WorkerFault),
+    TimedOut(Duration),
+    Killed,
+    Aborted,
+}
+
+/// Why the loop ended.
+enum Exit {
+    Stop,
+    Kill,
+    GaveUp,
+}
+
+pub(crate) async fn serve<W: Workable>(
+    mut worker: W,
+    slot: Arc<WorkerSlot<W>>,
+    mut inbox: mpsc::UnboundedReceiver<Job<W>>,
+    shared: Arc<Shared<W>>,
+) {
+    let mut phase = shared.phase.subscribe();
+    let config = &shared.config;
+    let mut intensity = RestartIntensity::new(config.max_restarts, config.restart_window);
+    let exit = loop {
+        let wake = tokio::select! {
+            biased;
+            _ = phase.wait_for(|p| *p >= Phase::Killing) => Wake::Stop,
+            Some(job) = inbox.recv() => Wake::Job(job),
+            job = shared.queue.pop() => job.map_or(Wake::Stop, Wake::Job),
+            fault = worker.terminated() => Wake::Fault(fault),
+        };
+        let fault = match wake {
+            Wake::Stop => break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::Stop },
+            Wake::Fault(fault) => fault,
+            Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, config.task_timeout).await {
+                None => {
+                    if needs_recycling(&worker, &slot, config) {
+                        slot.apply(WorkerEvent::Recycle);
+                        slot.restarts.fetch_add(1, Ordering::Relaxed);
+                        worker.stop().await;
+                        match worker.restart().await {
+                            Ok(()) => {
+                                slot.set_pid(worker.pid());
+                                slot.apply(WorkerEvent::Ready);
+                                continue;
+                            }
+                            Err(fault) => {
+                                slot.apply(WorkerEvent::Crashed);
+                                fault
+                            }
+                        }
+                    } else {
+                        continue;
+                    }
+                }
+                Some(Err(())) => break Exit::Kill,
+                Some(Ok(fault)) => fault,
+            },
+        };
+        if !recover(&mut worker, &slot, &shared, &mut intensity, fault, &mut phase).await {
+            break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::GaveUp };
+        }
+    };
+
+    inbox.close();
+    while let Ok(job) = inbox.try_recv() {
+        job.fail(if matches!(exit, Exit::GaveUp) { TaskError::NoWorkers } else { TaskError::ShutDown });
+    }
+    match exit {
+        Exit::GaveUp => worker.kill().await,
+        Exit::Stop | Exit::Kill => {
+            if slot.state() != crate::WorkerState::Stopping {
+                slot.apply(WorkerEvent::StopRequested);
+            }
+            if matches!(exit, Exit::Stop) {
+                worker.stop().await;
+            } else {
+                worker.kill().await;
+            }
+            slot.apply(WorkerEvent::Exited);
+        }
+    }
+    slot.set_pid(None);
+    shared.worker_exited(&slot, true);
+}
+
+/// Runs one job. `None`: the worker is fine. `Some(Ok(fault))`: it must be recovered.
+/// `Some(Err(()))`: the pool is being killed.
+async fn run_job<W: Workable>(
+    worker: &mut W,
+    slot: &WorkerSlot<W>,
+    job: Job<W>,
+    phase: &mut watch::Receiver<Phase>,
+    default_timeout: Option<Duration>,
+) -> Option<Result<WorkerFault, ()>> {
+    let Job { task, ticket, options, reply } = job;
+    if !ticket.begin() {
+        reply(Err(TaskError::Cancelled));
+        return None;
+    }
+    slot.apply(WorkerEvent::TaskStarted);
+    let deadline = options.timeout.or(default_timeout);
+    let ran = {
+        let work = worker.process(task);
+        tokio::pin!(work);
+        let timed = async {
+            match deadline {
+                Some(d) => match tokio::time::timeout(d, &mut work).await {
+                    Ok(response) => response_to_ran(response),
+                    Err(_) => Ran::TimedOut(d),
+                },
+                None => response_to_ran(work.await),
+            }
+        };
+        tokio::select! {
+            ran = timed => ran,
+            () = ticket.kill_requested() => Ran::Killed,
+            _ = phase.wait_for(|p| *p >= Phase::Killing) => Ran::Aborted,
+        }
+    };
+    ticket.finish();
+    let (event, outcome, fault) = match ran {
+        Ran::Done(result) => {
+            slot.tasks_done.fetch_add(1, Ordering::Relaxed);
+            (WorkerEvent::TaskFinished, result.map_err(TaskError::Failed), None)
+        }
+        Ran::Fatal(fault) => {
+            let error = TaskError::WorkerCrashed { worker: slot.id, fault: fault.clone() };
+            (WorkerEvent::Crashed, Err(error), Some(fault))
+        }
+        Ran::TimedOut(d) => {
+            worker.kill().await;
+            let fault = WorkerFault::new(format!("task timed out after {d:?}; worker killed"));
+            (WorkerEvent::TimedOut, Err(TaskError::TimedOut(d)), Some(fault))
+        }
+        Ran::Killed => {
+            worker.kill().await;
+            (WorkerEvent::Crashed, Err(TaskError::Cancelled), Some(WorkerFault::new("killed to cancel its task")))
+        }
+        Ran::Aborted => {
+            reply(Err(TaskError::ShutDown));
+            slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
+            slot.apply(WorkerEvent::StopRequested);
+            return Some(Err(()));
+        }
+    };
+    if fault.is_some() {
+        slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
+    }
+    slot.apply(event);
+    reply(outcome);
+    fault.map(Ok)
+}
+
+fn response_to_ran<W: Workable>(response: Response<W>) -> Ran<W> {
+    match response {
+        Response::Complete(result) => Ran::Done(result),
+        Response::Fatal(fault) => Ran::Fatal(fault),
+    }
+}
+
+fn needs_recycling<W: Workable>(worker: &W, slot: &WorkerSlot<W>, config: &crate::Config) -> bool {
+    let by_count = config
+        .max_tasks_per_worker
+        .is_some_and(|max| slot.tasks_done.load(Ordering::Relaxed) % max == 0);
+    let by_memory =
+        config.max_memory_per_worker.is_some_and(|max| worker.memory_bytes().is_some_and(|rss| rss > max));
+    by_count || by_memory
+}
+
+/// Handles a failed worker (state `Failed`): restarts it if the policy and intensity allow.
+/// Returns whether the worker is serving again.
+async fn recover<W: Workable>(
+    worker: &mut W,
+    slot: &WorkerSlot<W>,
+    shared: &Shared<W>,
+    intensity: &mut RestartIntensity,
+    mut fault: WorkerFault,
+    phase: &mut watch::Receiver<Phase>,
+) -> bool {
+    if slot.state() != crate::WorkerState::Failed {
+        slot.apply(WorkerEvent::Crashed);
+    }
+    slot.set_pid(None);
+    loop {
+        slot.set_last_error(fault.to_string());
+        // Restart while draining too: a graceful shutdown still owes the queued tasks a worker.
+        if shared.phase() >= Phase::Killing || !shared.config.restart_policy.restarts(fault.is_clean_exit()) {
+            return false;
+        }
+        if !intensity.allow(Instant::now()) {
+            let c = &shared.config;
+            slot.set_last_error(format!(
+                "{fault}; gave up after {} restarts within {:?}",
+                c.max_restarts, c.restart_window
+            ));
+            return false;
+        }
+        slot.apply(WorkerEvent::Restart);
+        slot.restarts.fetch_add(1, Ordering::Relaxed);
+        let restarted = tokio::select! {
+            r = worker.restart() => r,
+            _ = phase.wait_for(|p| *p >= Phase::Killing) => Err(WorkerFault::new("pool is shutting down")),
+        };
+        match restarted {
+            Ok(()) => {
+                slot.set_pid(worker.pid());
+                slot.apply(WorkerEvent::Ready);
+                return true;
+            }
+            Err(next) => {
+                slot.apply(WorkerEvent::Crashed);
+                fault = next;
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The [`Supervisor`]: owns the runtime, the task queue and the worker registry.
+//! See `SUPERVISOR.md` beside this file for the data flow.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::config::{Config, SupervisorBuilder};
+use crate::error::{BuildError, StartError, SubmitError, TaskError};
+use crate::job::{Job, ReplyFn, TaskHandle, TaskOptions, Ticket};
+use crate::queue::{PushError, TaskQueue};
+use crate::serve::serve;
+use crate::shutdown::{Phase, ShutdownMode};
+use crate::slot::{WorkerInfo, WorkerSlot};
+use crate::state::WorkerEvent;
+use crate::workable::Workable;
+
+/// State shared by the supervisor handle and every worker task.
+pub(crate) struct Shared<W: Workable> {
+    pub(crate) config: Config,
+    pub(crate) queue: TaskQueue<Job<W>>,
+    /// Every worker that is starting, serving, or failed for good (for stats).
+    workers: Mutex<Vec<Arc<WorkerSlot<W>>>>,
+    pub(crate) phase: watch::Sender<Phase>,
+    /// Worker tasks that have not ended: starting, serving or restarting.
+    live: AtomicUsize,
+    /// Rung whenever a worker task ends.
+    exited: Notify,
+    next_worker_id: AtomicU64,
+}
+
+impl<W: Workable> Shared<W> {
+    pub(crate) fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WorkerSlot<W>>>> {
+        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called by each worker task as its last act.
+    pub(crate) fn worker_exited(&self, slot: &WorkerSlot<W>, keep_in_registry: bool) {
+        if !keep_in_registry {
+            self.slots().retain(|s| s.id != slot.id);
+        }
+        let remaining = self.live.fetch_sub(1, Ordering::AcqRel) - 1;
+        if remaining == 0 {
+            if self.phase() == Phase::Running {
+                // The last worker gave up: nothing could ever run what is queued.
+                self.fail_queued(|| TaskError::NoWorkers);
+            } else {
+                self.phase.send_replace(Phase::Stopped);
+                self.fail_queued(|| TaskError::ShutDown);
+            }
+        }
+        self.exited.notify_waiters();
+    }
+
+    fn fail_queued(&self, error: impl Fn() -> TaskError<W::Error>) {
+        for job in self.queue.drain() {
+            let error = if job.ticket.cancelled() { TaskError::Cancelled } else { error() };
+            job.fail(error);
+        }
+    }
+
+    /// Closes the race between a producer pushing and the pool losing its last worker or
+    /// stopping: whoever comes second fails what is queued.
+    fn after_push(&self) {
+        if self.live.load(Ordering::Acquire) == 0 {
+            match self.phase() {
+                Phase::Running => self.fail_queued(|| TaskError::NoWorkers),
+                Phase::Stopped => self.fail_queued(|| TaskError::ShutDown),
+                Phase::Draining | Phase::Killing => {}
+            }
+        }
+    }
+}
+
+/// How [`Supervisor::submit_with`] waits when the queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Fail at once with [`SubmitError::Full`].
+    Fail,
+    /// Block the calling thread up to this long, then fail with [`SubmitError::Full`].
+    Block(Duration),
+}
+
+/// A pool of stateful workers of type `W`, fed from one task queue.
+///
+/// Idle workers pull tasks from the shared queue, so a task starts as soon as any worker is
+/// free. Workers crash, time out and get recycled under the configured policies; see
+/// [`crate::Config`] and [`WorkerInfo`].
+pub struct Supervisor<W: Workable> {
+    shared: Arc<Shared<W>>,
+    runtime: Option<Runtime>,
+}
+
+impl<W: Workable> Supervisor<W> {
+    /// A builder for a supervisor.
+    #[must_use]
+    pub fn builder() -> SupervisorBuilder {
+        SupervisorBuilder::new()
+    }
+
+    /// A supervisor with the default configuration.
+    ///
+    /// # Panics
+    /// When the tokio runtime cannot start (out of threads).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::builder().build().expect("default supervisor configuration")
+    }
+
+    pub(crate) fn with_config(config: Config) -> Result<Self, BuildError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.runtime_threads)
+            .thread_name("worker-pool")
+            .enable_all()
+            .build()
+            .map_err(|e| BuildError::Runtime(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            queue: TaskQueue::new(config.queue_capacity),
+            config,
+            workers: Mutex::new(Vec::new()),
+            phase: watch::Sender::new(Phase::Running),
+            live: AtomicUsize::new(0),
+            exited: Notify::new(),
+            next_worker_id: AtomicU64::new(0),
+        });
+        Ok(Self { shared, runtime: Some(runtime) })
+    }
+
+    /// The configuration this supervisor runs with.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The supervisor's runtime, to run futures that belong to it (e.g. worker start-up).
+    ///
+    /// # Panics
+    /// Never: the runtime lives until the supervisor is dropped.
+    #[must_use]
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.runtime.as_ref().expect("runtime lives as long as the supervisor").handle()
+    }
+
+    /// Adds a worker that is ready now; returns its id.
+    pub fn add_worker(&self, worker: W) -> u64 {
+        self.start_worker(async move { Ok::<_, std::convert::Infallible>((worker, ())) }, |_| {})
+    }
+
+    /// Starts a worker whose setup is the future `start`, on the supervisor's runtime (so a
+    /// process it spawns is tied to a long-lived thread). `on_ready` receives the worker's id and
+    /// what the setup returned, or why it failed. Returns the id the worker will have.
+    ///
+    /// The worker counts as live while it starts, so tasks submitted meanwhile queue for it; if
+    /// its setup fails and no other worker is live, they fail with [`TaskError::NoWorkers`].
+    pub fn start_worker<S, E, F, R>(&self, start: F, on_ready: R) -> u64
+    where
+        S: Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = Result<(W, S), E>> + Send + 'static,
+        R: FnOnce(Result<(u64, S), StartError<E>>) + Send + 'static,
+    {
+        let id = self.shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
+        if self.shared.phase() != Phase::Running {
+            on_ready(Err(StartError::ShutDown));
+            return id;
+        }
+        let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+        let slot = Arc::new(WorkerSlot::new(id, inbox_tx));
+        self.shared.slots().push(Arc::clone(&slot));
+        self.shared.live.fetch_add(1, Ordering::AcqRel);
+        let shared = Arc::clone(&self.shared);
+        self.runtime().spawn(async move {
+            let mut phase = shared.phase.subscribe();
+            let started = tokio::select! {
+                started = start => Some(started),
+                _ = phase.wait_for(|p| *p >= Phase::Killing) => None,
+            };
+            match started {
+                Some(Ok((worker, value))) => {
+                    slot.set_pid(worker.pid());
+                    slot.apply(WorkerEvent::Ready);
+                    on_ready(Ok((id, value)));
+                    serve(worker, Arc::clone(&slot), inbox_rx, Arc::clone(&shared)).await;
+                }
+                Some(Err(error)) => {
+                    slot.apply(WorkerEvent::Crashed);
+                    slot.apply(WorkerEvent::Exited);
+                    on_ready(Err(StartError::Failed(error)));
+                    shared.worker_exited(&slot, false);
+                }
+                None => {
+                    slot.apply(WorkerEvent::StopRequested);
+                    slot.apply(WorkerEvent::Exited);
+                    on_ready(Err(StartError::ShutDown));
+                    shared.worker_exited(&slot, false);
+                }
+            }
+        });
+        id
+    }
+
+    /// Starts a worker and waits for its setup; see [`Supervisor::start_worker`].
+    ///
+    /// # Errors
+    /// [`StartError`] when the setup failed or the pool shut down meanwhile.
+    pub async fn spawn_worker<S, E, F>(&self, start: F) -> Result<(u64, S), StartError<E>>
+    where
+        S: Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = Result<(W, S), E>> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.start_worker(start, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await.unwrap_or(Err(StartError::ShutDown))
+    }
+
+    fn check_accepting(&self, task: W::Task) -> Result<W::Task, SubmitError<W::Task>> {
+        if self.shared.phase() != Phase::Running {
+            return Err(SubmitError::ShutDown(task));
+        }
+        if self.shared.live.load(Ordering::Acquire) == 0 {
+            return Err(SubmitError::NoWorkers(task));
+        }
+        Ok(task)
+    }
+
+    fn push_result(&self, pushed: Result<(), PushError<Job<W>>>) -> Result<(), SubmitError<W::Task>> {
+        match pushed {
+            Ok(()) => {
+                self.shared.after_push();
+                Ok(())
+            }
+            Err(PushError::Full(job)) => Err(SubmitError::Full(job.task)),
+            Err(PushError::Closed(job)) => Err(SubmitError::ShutDown(job.task)),
+        }
+    }
+
+    /// Queues `task`; `reply` is called once with its outcome. This is the primitive the other
+    /// submit methods and the Python bindings are built on.
+    ///
+    /// # Errors
+    /// [`SubmitError`] with the task handed back: queue full, pool shut down, or no worker.
+    pub fn submit_with(
+        &self,
+        task: W::Task,
+        options: TaskOptions,
+        reply: ReplyFn<W>,
+        backpressure: Backpressure,
+    ) -> Result<Ticket, SubmitError<W::Task>> {
+        let task = self.check_accepting(task)?;
+        let ticket = Ticket::default();
+        let job = Job { task, ticket: ticket.clone(), options, reply };
+        let pushed = match backpressure {
+            Backpressure::Fail => self.shared.queue.try_push(job),
+            Backpressure::Block(timeout) => self.shared.queue.push_blocking(job, timeout),
+        };
+        self.push_result(pushed).map(|()| ticket)
+    }
+
+    /// Queues `task` without waiting.
+    ///
+    /// # Errors
+    /// [`SubmitError::Full`] when the queue is full, and the other [`SubmitError`]s.
+    pub fn try_submit(&self, task: W::Task) -> Result<TaskHandle<W>, SubmitError<W::Task>> {
+        let (reply, rx) = TaskHandle::<W>::channel();
+        let ticket = self.submit_with(task, TaskOptions::default(), reply, Backpressure::Fail)?;
+        Ok(TaskHandle { ticket, rx })
+    }
+
+    /// Queues `task`, blocking this (non-runtime) thread up to `timeout` while the queue is full.
+    ///
+    /// # Errors
+    /// [`SubmitError::Full`] when the queue stayed full, and the other [`SubmitError`]s.
+    pub fn submit_timeout(&self, task: W::Task, timeout: Duration) -> Result<TaskHandle<W>, SubmitError<W::Task>> {
+        let (reply, rx) = TaskHandle::<W>::channel();
+        let ticket = self.submit_with(task, TaskOptions::default(), reply, Backpressure::Block(timeout))?;
+        Ok(TaskHandle { ticket, rx })
+    }
+
+    /// Queues `task`, waiting asynchronously while the queue is full.
+    ///
+    /// # Errors
+    /// [`SubmitError::ShutDown`] or [`SubmitError::NoWorkers`], with the task.
+    pub async fn enqueue(&self, task: W::Task) -> Result<TaskHandle<W>, SubmitError<W::Task>> {
+        let task = self.check_accepting(task)?;
+        let (reply, rx) = TaskHandle::<W>::channel();
+        let ticket = Ticket::default();
+        let job = Job { task, ticket: ticket.clone(), options: TaskOptions::default(), reply };
+        let pushed = self.shared.queue.push(job).await;
+        self.push_result(pushed)?;
+        Ok(TaskHandle { ticket, rx })
+    }
+
+    /// Sends `task` to one worker, past the queue (no backpressure); used for broadcasts.
+    ///
+    /// # Errors
+    /// [`SubmitError::UnknownWorker`] when that worker is not live, [`SubmitError::ShutDown`].
+    pub fn submit_to(
+        &self,
+        worker: u64,
+        task: W::Task,
+        options: TaskOptions,
+        reply: ReplyFn<W>,
+    ) -> Result<Ticket, SubmitError<W::Task>> {
+        let task = self.check_accepting(task)?;
+        let slot = self.shared.slots().iter().find(|s| s.id == worker && s.state().is_live()).cloned();
+        let Some(slot) = slot else { return Err(SubmitError::UnknownWorker(task)) };
+        let ticket = Ticket::default();
+        let job = Job { task, ticket: ticket.clone(), options, reply };
+        slot.inbox.send(job).map_err(|e| SubmitError::UnknownWorker(e.0.task))?;
+        Ok(ticket)
+    }
+
+    /// Runs a clone of `task` on every live worker and returns one handle per worker.
+    pub fn broadcast(&self, task: &W::Task) -> Vec<(u64, TaskHandle<W>)>
+    where
+        W::Task: Clone,
+    {
+        self.live_worker_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let (reply, rx) = TaskHandle::<W>::channel();
+                let ticket = self.submit_to(id, task.clone(), TaskOptions::default(), reply).ok()?;
+                Some((id, TaskHandle { ticket, rx }))
+            })
+            .collect()
+    }
+
+    /// Ids of the workers that are starting or serving.
+    #[must_use]
+    pub fn live_worker_ids(&self) -> Vec<u64> {
+        self.shared.slots().iter().filter(|s| s.state().is_live()).map(|s| s.id).collect()
+    }
+
+    /// A snapshot of every worker.
+    #[must_use]
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.shared.slots().iter().map(|s| s.info()).collect()
+    }
+
+    /// How many tasks wait in the queue.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.shared.queue.len()
+    }
+
+    /// Whether [`Supervisor::shutdown`] was called.
+    #[must_use]
+    pub fn is_shutdown(&self) -> bool {
+        self.shared.phase() != Phase::Running
+    }
+
+    /// Starts shutting down (see [`ShutdownMode`]) and returns at once; wait with
+    /// [`Supervisor::wait_stopped`] or [`Supervisor::stopped`]. Calling it again can only
+    /// escalate (graceful to kill).
+    pub fn shutdown(&self, mode: ShutdownMode) {
+        let target = mode.phase();
+        self.shared.phase.send_if_modified(|p| {
+            let escalate = *p < target;
+            if escalate {
+                *p = target;
+            }
+            escalate
+        });
+        self.shared.queue.close();
+        if mode.cancels_queued() {
+            self.shared.fail_queued(|| TaskError::Cancelled);
+        }
+        if self.shared.live.load(Ordering::Acquire) == 0 {
+            self.shared.phase.send_replace(Phase::Stopped);
+            self.shared.fail_queued(|| TaskError::ShutDown);
+        }
+    }
+
+    /// Resolves once every worker has stopped after [`Supervisor::shutdown`].
+    pub async fn stopped(&self) {
+        let mut phase = self.shared.phase.subscribe();
+        let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+    }
+
+    /// Blocks this (non-runtime) thread until every worker has stopped, up to `timeout`;
+    /// returns whether they all did.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        if self.shared.phase() == Phase::Stopped {
+            return true;
+        }
+        self.runtime().block_on(async { tokio::time::timeout(timeout, self.stopped()).await.is_ok() })
+    }
+}
+
+impl<W: Workable> Default for Supervisor<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W: Workable> Drop for Supervisor<W> {
+    fn drop(&mut self) {
+        let finish = || {
+            if self.shared.phase() != Phase::Stopped {
+                self.shutdown(ShutdownMode::Kill);
+                self.wait_stopped(Duration::from_secs(10));
+            }
+        };
+        // Blocking on our runtime from inside another runtime panics, so a supervisor dropped in
+        // async code finishes on a plain thread.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|scope| {
+                scope.spawn(finish);
+            });
+        } else {
+            finish();
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The [`Workable`] trait: what the supervisor needs from a worker.
+
+use std::future::Future;
+
+use crate::error::WorkerFault;
+
+/// What a worker made of one task.
+#[derive(Debug)]
+pub enum Response<W: Workable> {
+    /// The task ran to completion with this result; the worker is fine.
+    Complete(Result<W::Output, W::Error>),
+    /// The worker broke while running the task and must be restarted or retired.
+    Fatal(WorkerFault),
+}
+
+/// A stateful worker the [`crate::Supervisor`] runs tasks on.
+///
+/// The worker keeps state between tasks (`&mut self`); the supervisor calls one method at a time.
+/// Only [`Workable::process`] is required; the lifecycle hooks have defaults that suit
+/// in-process workers, and [`crate::process::ProcessWorker`] overrides them all.
+///
+/// ```compile_fail
+/// // A worker must be `Send + 'static`: it runs on the supervisor's tokio runtime.
+/// use std::rc::Rc;
+/// use worker_pool::{Response, Workable};
+/// struct NotSend(Rc<u8>);
+/// impl Workable for NotSend {
+///     type Task = ();
+///     type Output = ();
+///     type Error = ();
+///     async fn process(&mut self, _task: ()) -> Response<Self> { Response::Complete(Ok(())) }
+/// }
+/// ```
+pub trait Workable: Send + Sized + 'static {
+    /// The input of one task.
+    type Task: Send + 'static;
+    /// What a successful task produces.
+    type Output: Send + 'static;
+    /// What a failed task produces (the worker survives it).
+    type Error: Send + 'static;
+
+    /// Runs one task.
+    fn process(&mut self, task: Self::Task) -> impl Future<Output = Response<Self>> + Send;
+
+    /// Brings a failed (or recycled) worker back to a fresh, ready state, e.g. by starting its
+    /// process again with its original setup arguments.
+    ///
+    /// # Errors
+    /// A [`WorkerFault`] when the new worker could not be started; the supervisor counts it
+    /// against the restart intensity and may try again.
+    fn restart(&mut self) -> impl Future<Output = Result<(), WorkerFault>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Resolves when the worker dies while idle. Must be cancel-safe; the default never resolves.
+    fn terminated(&mut self) -> impl Future<Output = WorkerFault> + Send {
+        std::future::pending()
+    }
+
+    /// Stops the worker gracefully (the pool is shutting down or shrinking).
+    fn stop(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Stops the worker now, without waiting for it (a task timed out or was killed).
+    fn kill(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The operating-system process id behind this worker, if it has one.
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+
+    /// The worker's resident memory in bytes, if it can be measured.
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
+}
