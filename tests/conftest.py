@@ -1,0 +1,85 @@
+"""Shared helpers: real processes, real descriptors, bounded polling (no sleep-and-hope)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def child_pids(parent: int | None = None) -> set[int]:
+    """Live (non-zombie) child processes of ``parent`` (default: this process)."""
+    parent = os.getpid() if parent is None else parent
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and fields[0] != "Z":
+            out.add(int(entry))
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Polls ``predicate`` until it holds; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def run_script(source: str, *args: str, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Runs ``source`` as a script (its classes live in ``__main__``) in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(REPO),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test must leave no worker process, no extra thread and no descriptor behind."""
+    fds_before = open_fds()
+    yield
+    wait_until(lambda: not child_pids(), timeout=15, what=f"worker processes {child_pids()} to exit")
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name == "stateful-pool-completer"],
+        timeout=15,
+        what="completion threads to end",
+    )
+    leaked = open_fds() - fds_before
+    # Descriptors opened by other libraries during the test (e.g. asyncio's self-pipe) may be
+    # legitimately cached; the pool's pipes are what we look for.
+    pipes = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}") and "pipe" in os.readlink(f"/proc/self/fd/{fd}")}
+    assert not pipes, f"leaked pipe descriptors: {pipes}"
