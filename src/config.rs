@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::balance::LoadBalancing;
 use crate::error::BuildError;
 use crate::restart::RestartPolicy;
 use crate::supervisor::Supervisor;
@@ -26,6 +27,8 @@ pub struct Config {
     pub max_tasks_per_worker: Option<u64>,
     /// Replace a worker, between tasks, once its resident memory exceeds this many bytes.
     pub max_memory_per_worker: Option<u64>,
+    /// Which idle worker gets the next task.
+    pub load_balancing: LoadBalancing,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
             restart_window: Duration::from_secs(60),
             max_tasks_per_worker: None,
             max_memory_per_worker: None,
+            load_balancing: LoadBalancing::RoundRobin,
         }
     }
 }
@@ -122,6 +126,13 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Sets the load balancer.
+    #[must_use]
+    pub fn load_balancing(mut self, balancing: LoadBalancing) -> Self {
+        self.config.load_balancing = balancing;
+        self
+    }
+
     /// Replaces the whole configuration.
     #[must_use]
     pub fn config(mut self, config: Config) -> Self {
@@ -136,16 +147,28 @@ impl SupervisorBuilder {
     pub fn build<W: Workable>(self) -> Result<Supervisor<W>, BuildError> {
         let c = &self.config;
         if c.queue_capacity == Some(0) {
-            return Err(BuildError::InvalidOption { option: "queue_capacity", expected: "at least 1" });
+            return Err(BuildError::InvalidOption {
+                option: "queue_capacity",
+                expected: "at least 1",
+            });
         }
         if c.runtime_threads == 0 {
-            return Err(BuildError::InvalidOption { option: "runtime_threads", expected: "at least 1" });
+            return Err(BuildError::InvalidOption {
+                option: "runtime_threads",
+                expected: "at least 1",
+            });
         }
         if c.max_tasks_per_worker == Some(0) {
-            return Err(BuildError::InvalidOption { option: "max_tasks_per_worker", expected: "at least 1" });
+            return Err(BuildError::InvalidOption {
+                option: "max_tasks_per_worker",
+                expected: "at least 1",
+            });
         }
         if c.task_timeout == Some(Duration::ZERO) {
-            return Err(BuildError::InvalidOption { option: "task_timeout", expected: "positive" });
+            return Err(BuildError::InvalidOption {
+                option: "task_timeout",
+                expected: "positive",
+            });
         }
         Supervisor::with_config(self.config)
     }

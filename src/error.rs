@@ -18,7 +18,11 @@ impl WorkerFault {
     /// A fault with a message and no exit status.
     #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), exit_code: None, signal: None }
+        Self {
+            message: message.into(),
+            exit_code: None,
+            signal: None,
+        }
     }
 
     /// Whether the worker exited with status 0 on its own (not a crash).
@@ -91,9 +95,10 @@ impl<T> SubmitError<T> {
     /// The task that could not be submitted.
     pub fn into_inner(self) -> T {
         match self {
-            SubmitError::Full(t) | SubmitError::ShutDown(t) | SubmitError::NoWorkers(t) | SubmitError::UnknownWorker(t) => {
-                t
-            }
+            SubmitError::Full(t)
+            | SubmitError::ShutDown(t)
+            | SubmitError::NoWorkers(t)
+            | SubmitError::UnknownWorker(t) => t,
         }
     }
 }

@@ -21,13 +21,15 @@
 //!     }
 //! }
 //!
-//! let pool: Supervisor<Counter> = Supervisor::builder().queue_capacity(16).build().unwrap();
+//! let pool = Supervisor::<Counter>::builder().queue_capacity(16).build().unwrap();
 //! pool.add_worker(Counter { seen: 0 });
 //! let handle = pool.try_submit("hello".to_string()).unwrap();
 //! assert_eq!(handle.wait().unwrap(), "task 1 was \"hello\"");
 //! ```
 
+mod balance;
 mod config;
+mod dispatch;
 mod error;
 mod job;
 pub mod process;
@@ -43,6 +45,7 @@ mod workable;
 #[cfg(feature = "python")]
 mod python;
 
+pub use crate::balance::{Balancer, Candidate, LoadBalancing, UnknownBalancer};
 pub use crate::config::{Config, SupervisorBuilder};
 pub use crate::error::{BuildError, StartError, SubmitError, TaskError, WorkerFault};
 pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};

@@ -21,6 +21,10 @@ pub(crate) enum PushError<T> {
 pub(crate) struct TaskQueue<T> {
     tx: Sender<T>,
     rx: Receiver<T>,
+    /// Items handed back by a worker that left (retired or gave up): served before the rest,
+    /// never refused, so nothing is lost to capacity or shutdown.
+    returned_tx: Sender<T>,
+    returned_rx: Receiver<T>,
     /// Rung after every push and on close; idle workers wait on it.
     items: Notify,
     /// Rung after every pop; async producers wait on it when the queue is full.
@@ -35,7 +39,16 @@ impl<T> TaskQueue<T> {
             Some(cap) => crossbeam_channel::bounded(cap),
             None => crossbeam_channel::unbounded(),
         };
-        Self { tx, rx, items: Notify::new(), space: Notify::new(), closed: AtomicBool::new(false) }
+        let (returned_tx, returned_rx) = crossbeam_channel::unbounded();
+        Self {
+            tx,
+            rx,
+            returned_tx,
+            returned_rx,
+            items: Notify::new(),
+            space: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -97,8 +110,17 @@ impl<T> TaskQueue<T> {
         }
     }
 
+    /// Puts back an item that was already accepted once; it is served first.
+    pub(crate) fn give_back(&self, item: T) {
+        let _ = self.returned_tx.send(item);
+        self.items.notify_one();
+    }
+
     /// Takes an item without waiting.
     pub(crate) fn try_pop(&self) -> Option<T> {
+        if let Ok(item) = self.returned_rx.try_recv() {
+            return Some(item);
+        }
         let item = self.rx.try_recv().ok()?;
         self.space.notify_one();
         if !self.rx.is_empty() {
@@ -133,7 +155,7 @@ impl<T> TaskQueue<T> {
 
     /// Takes every queued item.
     pub(crate) fn drain(&self) -> Vec<T> {
-        let items: Vec<T> = self.rx.try_iter().collect();
+        let items: Vec<T> = self.returned_rx.try_iter().chain(self.rx.try_iter()).collect();
         if !items.is_empty() {
             self.space.notify_waiters();
         }
@@ -141,7 +163,7 @@ impl<T> TaskQueue<T> {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.rx.len()
+        self.rx.len() + self.returned_rx.len()
     }
 }
 
@@ -156,9 +178,15 @@ mod tests {
         assert!(q.try_push(1).is_ok());
         assert!(q.try_push(2).is_ok());
         assert!(matches!(q.try_push(3), Err(PushError::Full(3))));
-        assert!(matches!(q.push_blocking(3, Duration::from_millis(10)), Err(PushError::Full(3))));
+        assert!(matches!(
+            q.push_blocking(3, Duration::from_millis(10)),
+            Err(PushError::Full(3))
+        ));
         assert_eq!(q.try_pop(), Some(1));
         assert!(q.try_push(3).is_ok());
+        q.give_back(9);
+        assert_eq!(q.len(), 3, "given-back items ignore the capacity");
+        assert_eq!(q.try_pop(), Some(9), "and are served first");
         assert_eq!(q.drain(), vec![2, 3]);
     }
 

@@ -37,6 +37,7 @@ enum Ran<W: Workable> {
 enum Exit {
     Stop,
     Kill,
+    Retire,
     GaveUp,
 }
 
@@ -47,18 +48,33 @@ pub(crate) async fn serve<W: Workable>(
     shared: Arc<Shared<W>>,
 ) {
     let mut phase = shared.phase.subscribe();
+    let mut drained = shared.drained.subscribe();
     let config = &shared.config;
     let mut intensity = RestartIntensity::new(config.max_restarts, config.restart_window);
     let exit = loop {
+        if slot.is_retiring() {
+            break Exit::Retire;
+        }
+        if inbox.is_empty() {
+            let _ = shared.idle_tx.send(Arc::clone(&slot));
+        }
         let wake = tokio::select! {
             biased;
             _ = phase.wait_for(|p| *p >= Phase::Killing) => Wake::Stop,
             Some(job) = inbox.recv() => Wake::Job(job),
-            job = shared.queue.pop() => job.map_or(Wake::Stop, Wake::Job),
+            () = slot.retire.notified() => continue,
+            _ = drained.wait_for(|d| *d) => Wake::Stop,
             fault = worker.terminated() => Wake::Fault(fault),
+            else => Wake::Stop,
         };
         let fault = match wake {
-            Wake::Stop => break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::Stop },
+            Wake::Stop => {
+                break if shared.phase() >= Phase::Killing {
+                    Exit::Kill
+                } else {
+                    Exit::Stop
+                }
+            }
             Wake::Fault(fault) => fault,
             Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, config.task_timeout).await {
                 None => {
@@ -86,21 +102,30 @@ pub(crate) async fn serve<W: Workable>(
             },
         };
         if !recover(&mut worker, &slot, &shared, &mut intensity, fault, &mut phase).await {
-            break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::GaveUp };
+            break if shared.phase() >= Phase::Killing {
+                Exit::Kill
+            } else {
+                Exit::GaveUp
+            };
         }
     };
 
     inbox.close();
     while let Ok(job) = inbox.try_recv() {
-        job.fail(if matches!(exit, Exit::GaveUp) { TaskError::NoWorkers } else { TaskError::ShutDown });
+        if matches!(exit, Exit::GaveUp | Exit::Retire) {
+            // Another worker can still run it; if none is left, the queue fails it.
+            shared.queue.give_back(job);
+        } else {
+            job.fail(TaskError::ShutDown);
+        }
     }
     match exit {
         Exit::GaveUp => worker.kill().await,
-        Exit::Stop | Exit::Kill => {
+        Exit::Stop | Exit::Kill | Exit::Retire => {
             if slot.state() != crate::WorkerState::Stopping {
                 slot.apply(WorkerEvent::StopRequested);
             }
-            if matches!(exit, Exit::Stop) {
+            if matches!(exit, Exit::Stop | Exit::Retire) {
                 worker.stop().await;
             } else {
                 worker.kill().await;
@@ -109,7 +134,7 @@ pub(crate) async fn serve<W: Workable>(
         }
     }
     slot.set_pid(None);
-    shared.worker_exited(&slot, true);
+    shared.worker_exited(&slot, !matches!(exit, Exit::Retire));
 }
 
 /// Runs one job. `None`: the worker is fine. `Some(Ok(fault))`: it must be recovered.
@@ -121,7 +146,12 @@ async fn run_job<W: Workable>(
     phase: &mut watch::Receiver<Phase>,
     default_timeout: Option<Duration>,
 ) -> Option<Result<WorkerFault, ()>> {
-    let Job { task, ticket, options, reply } = job;
+    let Job {
+        task,
+        ticket,
+        options,
+        reply,
+    } = job;
     if !ticket.begin() {
         reply(Err(TaskError::Cancelled));
         return None;
@@ -153,7 +183,10 @@ async fn run_job<W: Workable>(
             (WorkerEvent::TaskFinished, result.map_err(TaskError::Failed), None)
         }
         Ran::Fatal(fault) => {
-            let error = TaskError::WorkerCrashed { worker: slot.id, fault: fault.clone() };
+            let error = TaskError::WorkerCrashed {
+                worker: slot.id,
+                fault: fault.clone(),
+            };
             (WorkerEvent::Crashed, Err(error), Some(fault))
         }
         Ran::TimedOut(d) => {
@@ -163,7 +196,11 @@ async fn run_job<W: Workable>(
         }
         Ran::Killed => {
             worker.kill().await;
-            (WorkerEvent::Crashed, Err(TaskError::Cancelled), Some(WorkerFault::new("killed to cancel its task")))
+            (
+                WorkerEvent::Crashed,
+                Err(TaskError::Cancelled),
+                Some(WorkerFault::new("killed to cancel its task")),
+            )
         }
         Ran::Aborted => {
             reply(Err(TaskError::ShutDown));
@@ -191,8 +228,9 @@ fn needs_recycling<W: Workable>(worker: &W, slot: &WorkerSlot<W>, config: &crate
     let by_count = config
         .max_tasks_per_worker
         .is_some_and(|max| slot.tasks_done.load(Ordering::Relaxed) % max == 0);
-    let by_memory =
-        config.max_memory_per_worker.is_some_and(|max| worker.memory_bytes().is_some_and(|rss| rss > max));
+    let by_memory = config
+        .max_memory_per_worker
+        .is_some_and(|max| worker.memory_bytes().is_some_and(|rss| rss > max));
     by_count || by_memory
 }
 

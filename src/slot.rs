@@ -1,9 +1,9 @@
 //! What the supervisor knows about each worker, readable without stopping it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::job::Job;
 use crate::state::{transition, WorkerEvent, WorkerState};
@@ -26,6 +26,8 @@ pub struct WorkerInfo {
     pub tasks_failed: u64,
     /// The last fault it had, as text.
     pub last_error: Option<String>,
+    /// Tasks the dispatcher gave it (its lifetime load, for the `total` balancer).
+    pub dispatched: u64,
 }
 
 pub(crate) struct WorkerSlot<W: Workable> {
@@ -36,6 +38,9 @@ pub(crate) struct WorkerSlot<W: Workable> {
     pub(crate) tasks_done: AtomicU64,
     pub(crate) tasks_failed: AtomicU64,
     last_error: Mutex<Option<String>>,
+    pub(crate) dispatched: AtomicU64,
+    retiring: AtomicBool,
+    pub(crate) retire: Notify,
     /// Tasks addressed to this worker alone (broadcasts); they skip the shared queue.
     pub(crate) inbox: mpsc::UnboundedSender<Job<W>>,
 }
@@ -50,12 +55,22 @@ impl<W: Workable> WorkerSlot<W> {
             tasks_done: AtomicU64::new(0),
             tasks_failed: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            dispatched: AtomicU64::new(0),
+            retiring: AtomicBool::new(false),
+            retire: Notify::new(),
             inbox,
         }
     }
 
     pub(crate) fn state(&self) -> WorkerState {
         WorkerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Marks the worker failed for good after its task panicked.
+    pub(crate) fn mark_panicked(&self, message: String) {
+        self.state.store(WorkerState::Failed as u8, Ordering::Release);
+        self.set_last_error(message);
+        self.set_pid(None);
     }
 
     /// Applies `event`; only the worker's own task calls this, so load-then-store is race-free.
@@ -65,12 +80,25 @@ impl<W: Workable> WorkerSlot<W> {
         self.state.store(to as u8, Ordering::Release);
     }
 
+    /// Asks the worker to leave after its current task.
+    pub(crate) fn request_retire(&self) {
+        self.retiring.store(true, Ordering::Release);
+        self.retire.notify_one();
+    }
+
+    pub(crate) fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Acquire)
+    }
+
     pub(crate) fn set_pid(&self, pid: Option<u32>) {
         self.pid.store(pid.unwrap_or(0), Ordering::Release);
     }
 
     pub(crate) fn set_last_error(&self, error: String) {
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
     }
 
     pub(crate) fn info(&self) -> WorkerInfo {
@@ -82,7 +110,12 @@ impl<W: Workable> WorkerSlot<W> {
             restarts: self.restarts.load(Ordering::Relaxed),
             tasks_done: self.tasks_done.load(Ordering::Relaxed),
             tasks_failed: self.tasks_failed.load(Ordering::Relaxed),
-            last_error: self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            dispatched: self.dispatched.load(Ordering::Relaxed),
         }
     }
 }

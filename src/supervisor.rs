@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::balance::LoadBalancing;
 use crate::config::{Config, SupervisorBuilder};
+use crate::dispatch::dispatch;
 use crate::error::{BuildError, StartError, SubmitError, TaskError};
 use crate::job::{Job, ReplyFn, TaskHandle, TaskOptions, Ticket};
 use crate::queue::{PushError, TaskQueue};
@@ -31,6 +33,12 @@ pub(crate) struct Shared<W: Workable> {
     /// Rung whenever a worker task ends.
     exited: Notify,
     next_worker_id: AtomicU64,
+    /// Idle workers announce themselves to the dispatcher here.
+    pub(crate) idle_tx: mpsc::UnboundedSender<Arc<WorkerSlot<W>>>,
+    /// Tasks the dispatcher handed to workers.
+    pub(crate) dispatched: AtomicU64,
+    /// Set once the dispatcher has handed out the last queued task of a graceful shutdown.
+    pub(crate) drained: watch::Sender<bool>,
 }
 
 impl<W: Workable> Shared<W> {
@@ -62,7 +70,11 @@ impl<W: Workable> Shared<W> {
 
     fn fail_queued(&self, error: impl Fn() -> TaskError<W::Error>) {
         for job in self.queue.drain() {
-            let error = if job.ticket.cancelled() { TaskError::Cancelled } else { error() };
+            let error = if job.ticket.cancelled() {
+                TaskError::Cancelled
+            } else {
+                error()
+            };
             job.fail(error);
         }
     }
@@ -122,6 +134,7 @@ impl<W: Workable> Supervisor<W> {
             .enable_all()
             .build()
             .map_err(|e| BuildError::Runtime(e.to_string()))?;
+        let (idle_tx, idle_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             queue: TaskQueue::new(config.queue_capacity),
             config,
@@ -130,8 +143,15 @@ impl<W: Workable> Supervisor<W> {
             live: AtomicUsize::new(0),
             exited: Notify::new(),
             next_worker_id: AtomicU64::new(0),
+            idle_tx,
+            dispatched: AtomicU64::new(0),
+            drained: watch::Sender::new(false),
         });
-        Ok(Self { shared, runtime: Some(runtime) })
+        runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
+        Ok(Self {
+            shared,
+            runtime: Some(runtime),
+        })
     }
 
     /// The configuration this supervisor runs with.
@@ -146,7 +166,10 @@ impl<W: Workable> Supervisor<W> {
     /// Never: the runtime lives until the supervisor is dropped.
     #[must_use]
     pub fn runtime(&self) -> &tokio::runtime::Handle {
-        self.runtime.as_ref().expect("runtime lives as long as the supervisor").handle()
+        self.runtime
+            .as_ref()
+            .expect("runtime lives as long as the supervisor")
+            .handle()
     }
 
     /// Adds a worker that is ready now; returns its id.
@@ -188,7 +211,12 @@ impl<W: Workable> Supervisor<W> {
                     slot.set_pid(worker.pid());
                     slot.apply(WorkerEvent::Ready);
                     on_ready(Ok((id, value)));
-                    serve(worker, Arc::clone(&slot), inbox_rx, Arc::clone(&shared)).await;
+                    // Serve on a task of its own so a panicking worker is noticed, not lost.
+                    let serving = tokio::spawn(serve(worker, Arc::clone(&slot), inbox_rx, Arc::clone(&shared)));
+                    if let Err(error) = serving.await {
+                        slot.mark_panicked(format!("worker task ended abnormally: {error}"));
+                        shared.worker_exited(&slot, true);
+                    }
                 }
                 Some(Err(error)) => {
                     slot.apply(WorkerEvent::Crashed);
@@ -259,7 +287,12 @@ impl<W: Workable> Supervisor<W> {
     ) -> Result<Ticket, SubmitError<W::Task>> {
         let task = self.check_accepting(task)?;
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options, reply };
+        let job = Job {
+            task,
+            ticket: ticket.clone(),
+            options,
+            reply,
+        };
         let pushed = match backpressure {
             Backpressure::Fail => self.shared.queue.try_push(job),
             Backpressure::Block(timeout) => self.shared.queue.push_blocking(job, timeout),
@@ -295,7 +328,12 @@ impl<W: Workable> Supervisor<W> {
         let task = self.check_accepting(task)?;
         let (reply, rx) = TaskHandle::<W>::channel();
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options: TaskOptions::default(), reply };
+        let job = Job {
+            task,
+            ticket: ticket.clone(),
+            options: TaskOptions::default(),
+            reply,
+        };
         let pushed = self.shared.queue.push(job).await;
         self.push_result(pushed)?;
         Ok(TaskHandle { ticket, rx })
@@ -313,10 +351,22 @@ impl<W: Workable> Supervisor<W> {
         reply: ReplyFn<W>,
     ) -> Result<Ticket, SubmitError<W::Task>> {
         let task = self.check_accepting(task)?;
-        let slot = self.shared.slots().iter().find(|s| s.id == worker && s.state().is_live()).cloned();
-        let Some(slot) = slot else { return Err(SubmitError::UnknownWorker(task)) };
+        let slot = self
+            .shared
+            .slots()
+            .iter()
+            .find(|s| s.id == worker && s.state().is_live())
+            .cloned();
+        let Some(slot) = slot else {
+            return Err(SubmitError::UnknownWorker(task));
+        };
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options, reply };
+        let job = Job {
+            task,
+            ticket: ticket.clone(),
+            options,
+            reply,
+        };
         slot.inbox.send(job).map_err(|e| SubmitError::UnknownWorker(e.0.task))?;
         Ok(ticket)
     }
@@ -336,10 +386,42 @@ impl<W: Workable> Supervisor<W> {
             .collect()
     }
 
+    /// Asks worker `id` to leave after its current task (its queued work goes to the others).
+    /// Returns whether such a live worker existed.
+    pub fn retire_worker(&self, id: u64) -> bool {
+        let slot = self
+            .shared
+            .slots()
+            .iter()
+            .find(|s| s.id == id && s.state().is_live())
+            .cloned();
+        slot.is_some_and(|slot| {
+            slot.request_retire();
+            true
+        })
+    }
+
+    /// Tasks handed to workers so far.
+    #[must_use]
+    pub fn dispatched(&self) -> u64 {
+        self.shared.dispatched.load(Ordering::Relaxed)
+    }
+
+    /// The load balancer in use.
+    #[must_use]
+    pub fn load_balancing(&self) -> LoadBalancing {
+        self.shared.config.load_balancing
+    }
+
     /// Ids of the workers that are starting or serving.
     #[must_use]
     pub fn live_worker_ids(&self) -> Vec<u64> {
-        self.shared.slots().iter().filter(|s| s.state().is_live()).map(|s| s.id).collect()
+        self.shared
+            .slots()
+            .iter()
+            .filter(|s| s.state().is_live())
+            .map(|s| s.id)
+            .collect()
     }
 
     /// A snapshot of every worker.
@@ -394,7 +476,8 @@ impl<W: Workable> Supervisor<W> {
         if self.shared.phase() == Phase::Stopped {
             return true;
         }
-        self.runtime().block_on(async { tokio::time::timeout(timeout, self.stopped()).await.is_ok() })
+        self.runtime()
+            .block_on(async { tokio::time::timeout(timeout, self.stopped()).await.is_ok() })
     }
 }
 

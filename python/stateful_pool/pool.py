@@ -64,6 +64,10 @@ class SPool(Generic[W]):
         submit_timeout: seconds a submit may wait on a full queue (``None``: wait as long as it
             takes).
         stop_timeout: seconds a worker may take to exit on shutdown before it is killed.
+        load_balancing: which idle worker gets the next task: ``"round_robin"`` (``"rr"``,
+            default), ``"active"`` (``"least_active"``), ``"total"`` (``"least_total"``) or
+            ``"random"`` (``"rand"``). Tasks are bound to workers only when one is idle, so no
+            balancer queues a task behind a running one while another worker is free.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class SPool(Generic[W]):
         max_memory_per_worker: int | None = None,
         submit_timeout: float | None = None,
         stop_timeout: float = 5.0,
+        load_balancing: str = "round_robin",
     ):
         if not isinstance(worker_cls, type):
             raise TypeError(f"worker_cls must be a class, got {worker_cls!r}")
@@ -102,6 +107,7 @@ class SPool(Generic[W]):
             max_tasks_per_worker=max_tasks_per_worker,
             max_memory_per_worker=max_memory_per_worker,
             stop_timeout=stop_timeout,
+            load_balancing=load_balancing,
         )
         self._completer = Completer(self._core)
         self._closed = False
@@ -246,16 +252,33 @@ class SPool(Generic[W]):
             if bar is not None:
                 bar.close()
 
+    def resize(self, n: int, *spawn_args: Any, **spawn_kwargs: Any) -> None:
+        """Grows the pool to ``n`` workers (new ones spawned in parallel with the given spawn
+        arguments) or shrinks it (the newest workers leave after their current task; their
+        queued work goes to the others). No task is lost either way."""
+        if n < 0:
+            raise ValueError(f"n must be at least 0, got {n}")
+        live = self._core.live_worker_ids()
+        if n > len(live):
+            futures = [self.submit_spawn(*spawn_args, **spawn_kwargs) for _ in range(n - len(live))]
+            for future in futures:
+                future.result()
+        for worker_id in sorted(live, reverse=True)[: max(0, len(live) - n)]:
+            self._core.retire_worker(worker_id)
+
     # -- introspection and lifecycle ----------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Per-worker ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
-        ``last_error``; plus ``queued`` tasks and the number of ``live_workers``."""
+        """Per-worker ``id``, ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
+        ``last_error``, ``dispatched``; plus ``queued`` tasks, ``live_workers``, total
+        ``dispatched`` and the ``load_balancing`` name."""
         workers = self._core.workers()
         return {
             "workers": workers,
             "queued": self._core.queued,
             "live_workers": sum(1 for w in workers if w["state"] in ("starting", "idle", "busy")),
+            "dispatched": self._core.dispatched,
+            "load_balancing": self._core.load_balancing,
         }
 
     @property

@@ -57,7 +57,13 @@ pub struct Frame {
 
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Frame({:?}, id={}, {} bytes)", self.kind, self.id, self.payload.len())
+        write!(
+            f,
+            "Frame({:?}, id={}, {} bytes)",
+            self.kind,
+            self.id,
+            self.payload.len()
+        )
     }
 }
 
@@ -104,7 +110,10 @@ impl<'a> RaisedPayload<'a> {
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
         let summary = payload.get(4..4 + len).ok_or_else(bad)?;
         let summary = std::str::from_utf8(summary).map_err(|_| bad())?;
-        Ok(Self { summary, exception: &payload[4 + len..] })
+        Ok(Self {
+            summary,
+            exception: &payload[4 + len..],
+        })
     }
 }
 
@@ -114,7 +123,14 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        for kind in [FrameKind::Init, FrameKind::Call, FrameKind::Stop, FrameKind::Ready, FrameKind::Ok, FrameKind::Raised] {
+        for kind in [
+            FrameKind::Init,
+            FrameKind::Call,
+            FrameKind::Stop,
+            FrameKind::Ready,
+            FrameKind::Ok,
+            FrameKind::Raised,
+        ] {
             let h = encode_header(kind, u64::MAX - 3, 1 << 40);
             assert_eq!(decode_header(&h).unwrap(), (kind, u64::MAX - 3, 1 << 40));
         }

@@ -38,7 +38,9 @@ impl SpawnFailure {
         match self {
             SpawnFailure::Io(e) => WorkerFault::new(format!("cannot start worker process: {e}")),
             SpawnFailure::Raised(payload) => {
-                let summary = RaisedPayload::parse(&payload).map_or("unknown error", |r| r.summary).to_owned();
+                let summary = RaisedPayload::parse(&payload)
+                    .map_or("unknown error", |r| r.summary)
+                    .to_owned();
                 WorkerFault::new(format!("worker setup raised {summary}"))
             }
             SpawnFailure::Crashed(fault) => fault,
@@ -74,7 +76,13 @@ impl ProcessWorker<PipeTransport> {
     /// [`SpawnFailure`]; no process is left behind.
     pub async fn start(spec: Arc<ProcessSpec>, init: Arc<Vec<u8>>) -> Result<(Self, Vec<u8>), SpawnFailure> {
         let (child, to_worker, from_worker) = spawn::spawn_child(&spec)?;
-        let mut worker = Self { spec, init, child: Some(child), transport: None, next_id: 1 };
+        let mut worker = Self {
+            spec,
+            init,
+            child: Some(child),
+            transport: None,
+            next_id: 1,
+        };
         let transport = match PipeTransport::new(to_worker, from_worker) {
             Ok(t) => t,
             Err(e) => {
@@ -94,18 +102,29 @@ impl ProcessWorker<PipeTransport> {
 
     async fn handshake(&mut self) -> Result<Vec<u8>, SpawnFailure> {
         let init = Arc::clone(&self.init);
-        let reply = self.round_trip(FrameKind::Init, 0, &init, "during setup").await.map_err(SpawnFailure::Crashed)?;
+        let reply = self
+            .round_trip(FrameKind::Init, 0, &init, "during setup")
+            .await
+            .map_err(SpawnFailure::Crashed)?;
         match reply.kind {
             FrameKind::Ready => Ok(reply.payload),
             FrameKind::Raised => Err(SpawnFailure::Raised(reply.payload)),
-            other => Err(SpawnFailure::Crashed(WorkerFault::new(format!("unexpected {other:?} frame during setup")))),
+            other => Err(SpawnFailure::Crashed(WorkerFault::new(format!(
+                "unexpected {other:?} frame during setup"
+            )))),
         }
     }
 }
 
 impl<T: Transport> ProcessWorker<T> {
     /// Sends one frame and waits for the reply, watching for the process to die meanwhile.
-    async fn round_trip(&mut self, kind: FrameKind, id: u64, payload: &[u8], during: &str) -> Result<frame::Frame, WorkerFault> {
+    async fn round_trip(
+        &mut self,
+        kind: FrameKind,
+        id: u64,
+        payload: &[u8],
+        during: &str,
+    ) -> Result<frame::Frame, WorkerFault> {
         let (Some(transport), Some(child)) = (self.transport.as_mut(), self.child.as_mut()) else {
             return Err(WorkerFault::new("worker process is not running"));
         };
@@ -156,11 +175,16 @@ impl Workable for ProcessWorker<PipeTransport> {
     async fn process(&mut self, task: Vec<u8>) -> Response<Self> {
         let id = self.next_id;
         self.next_id += 1;
-        match self.round_trip(FrameKind::Call, id, &task, "while running a task").await {
+        match self
+            .round_trip(FrameKind::Call, id, &task, "while running a task")
+            .await
+        {
             Ok(reply) => match reply.kind {
                 FrameKind::Ok => Response::Complete(Ok(reply.payload)),
                 FrameKind::Raised => Response::Complete(Err(reply.payload)),
-                other => Response::Fatal(WorkerFault::new(format!("unexpected {other:?} frame in reply to a call"))),
+                other => Response::Fatal(WorkerFault::new(format!(
+                    "unexpected {other:?} frame in reply to a call"
+                ))),
             },
             Err(fault) => Response::Fatal(fault),
         }
@@ -168,8 +192,9 @@ impl Workable for ProcessWorker<PipeTransport> {
 
     async fn restart(&mut self) -> Result<(), WorkerFault> {
         self.kill().await;
-        let (fresh, _ready) =
-            Self::start(Arc::clone(&self.spec), Arc::clone(&self.init)).await.map_err(SpawnFailure::into_fault)?;
+        let (fresh, _ready) = Self::start(Arc::clone(&self.spec), Arc::clone(&self.init))
+            .await
+            .map_err(SpawnFailure::into_fault)?;
         *self = fresh;
         Ok(())
     }
@@ -190,7 +215,10 @@ impl Workable for ProcessWorker<PipeTransport> {
         }
         self.transport = None;
         if let Some(mut child) = self.child.take() {
-            if tokio::time::timeout(self.spec.stop_timeout, child.wait()).await.is_err() {
+            if tokio::time::timeout(self.spec.stop_timeout, child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }

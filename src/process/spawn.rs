@@ -56,7 +56,13 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Runs in the child between `fork` and `exec`: only async-signal-safe calls.
 fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd) -> io::Result<()> {
-    let check = |rc: libc::c_int| if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) };
+    let check = |rc: libc::c_int| {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    };
     // SAFETY: prctl, getppid, fcntl and dup2 are async-signal-safe and touch no Rust state;
     // the descriptors are open in the child (inherited from the parent's pipes).
     unsafe {

@@ -66,7 +66,9 @@ fn parse_restart(policy: &str) -> PyResult<RestartPolicy> {
         "never" => Ok(RestartPolicy::Never),
         "on-failure" | "on_failure" => Ok(RestartPolicy::OnFailure),
         "always" => Ok(RestartPolicy::Always),
-        other => Err(PyValueError::new_err(format!("restart must be 'never', 'on-failure' or 'always', got {other:?}"))),
+        other => Err(PyValueError::new_err(format!(
+            "restart must be 'never', 'on-failure' or 'always', got {other:?}"
+        ))),
     }
 }
 
@@ -76,7 +78,9 @@ fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
             if s.is_finite() && s > 0.0 {
                 Ok(Duration::from_secs_f64(s))
             } else {
-                Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {s}")))
+                Err(PyValueError::new_err(format!(
+                    "{name} must be a positive number of seconds, got {s}"
+                )))
             }
         })
         .transpose()
@@ -103,7 +107,11 @@ impl CorePool {
         let mut task = payload;
         loop {
             let slice = until.map_or(SLICE, |u| u.saturating_duration_since(Instant::now()).min(SLICE));
-            let backpressure = if slice.is_zero() { Backpressure::Fail } else { Backpressure::Block(slice) };
+            let backpressure = if slice.is_zero() {
+                Backpressure::Fail
+            } else {
+                Backpressure::Block(slice)
+            };
             let r = reply();
             match py.detach(|| self.supervisor.submit_with(task, options, r, backpressure)) {
                 Ok(ticket) => return Ok(ticket),
@@ -129,7 +137,7 @@ impl CorePool {
     #[pyo3(signature = (
         program, args, env, cwd=None, *, queue_size=None, task_timeout=None, restart="on-failure",
         max_restarts=5, restart_window=60.0, max_tasks_per_worker=None, max_memory_per_worker=None,
-        stop_timeout=5.0,
+        stop_timeout=5.0, load_balancing="round_robin",
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -145,6 +153,7 @@ impl CorePool {
         max_tasks_per_worker: Option<u64>,
         max_memory_per_worker: Option<u64>,
         stop_timeout: f64,
+        load_balancing: &str,
     ) -> PyResult<Self> {
         let config = Config {
             queue_capacity: queue_size,
@@ -155,15 +164,28 @@ impl CorePool {
             restart_window: seconds("restart_window", Some(restart_window))?.unwrap_or_default(),
             max_tasks_per_worker,
             max_memory_per_worker,
+            load_balancing: load_balancing
+                .parse()
+                .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,
         };
-        let supervisor =
-            Supervisor::<Worker>::builder().config(config).build().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let supervisor = Supervisor::<Worker>::builder()
+            .config(config)
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut spec = ProcessSpec::new(program, args);
-        spec.env = env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
+        spec.env = env
+            .into_iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
         spec.cwd = cwd.map(Into::into);
         spec.stop_timeout = seconds("stop_timeout", Some(stop_timeout))?.unwrap_or_default();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        Ok(Self { supervisor, spec: Arc::new(spec), done_tx, done_rx })
+        Ok(Self {
+            supervisor,
+            spec: Arc::new(spec),
+            done_tx,
+            done_rx,
+        })
     }
 
     /// Starts a worker and waits for its setup: `(status, value)`.
@@ -193,7 +215,9 @@ impl CorePool {
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
     ) -> PyResult<(u8, Bound<'py, PyAny>)> {
-        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        let options = TaskOptions {
+            timeout: seconds("timeout", timeout)?,
+        };
         let (tx, rx) = crossbeam_channel::bounded(1);
         let reply = || -> ReplyFn<Worker> {
             let tx = tx.clone();
@@ -221,7 +245,9 @@ impl CorePool {
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
     ) -> PyResult<CoreTicket> {
-        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        let options = TaskOptions {
+            timeout: seconds("timeout", timeout)?,
+        };
         let ticket = self.submit_blocking(py, payload, options, submit_timeout, || self.task_reply(token))?;
         Ok(CoreTicket(ticket))
     }
@@ -306,6 +332,23 @@ impl CorePool {
         self.supervisor.queued()
     }
 
+    /// Asks one worker to leave after its current task; returns whether it was live.
+    fn retire_worker(&self, worker_id: u64) -> bool {
+        self.supervisor.retire_worker(worker_id)
+    }
+
+    /// Tasks handed to workers so far.
+    #[getter]
+    fn dispatched(&self) -> u64 {
+        self.supervisor.dispatched()
+    }
+
+    /// The load balancer's canonical name.
+    #[getter]
+    fn load_balancing(&self) -> &'static str {
+        self.supervisor.load_balancing().as_str()
+    }
+
     /// Ids of workers starting or serving.
     fn live_worker_ids(&self) -> Vec<u64> {
         self.supervisor.live_worker_ids()
@@ -323,6 +366,7 @@ impl CorePool {
             d.set_item("tasks_done", w.tasks_done)?;
             d.set_item("tasks_failed", w.tasks_failed)?;
             d.set_item("last_error", w.last_error)?;
+            d.set_item("dispatched", w.dispatched)?;
             list.append(d)?;
         }
         Ok(list)

@@ -1,0 +1,424 @@
+//! The supervisor with in-process workers and with real worker processes (this test binary
+//! re-executes itself as an echo worker, so no Python is needed).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use worker_pool::process::{FrameKind, ProcessSpec, ProcessWorker, SpawnFailure, WORKER_READ_FD, WORKER_WRITE_FD};
+use worker_pool::{
+    LoadBalancing, Response, RestartPolicy, ShutdownMode, StartError, SubmitError, Supervisor, TaskError, Workable,
+    WorkerState,
+};
+
+/// Sleeps `task` milliseconds, counts its tasks; task 999 crashes it (a fatal response).
+struct Sleeper {
+    id: usize,
+    done: usize,
+    starts: Arc<AtomicUsize>,
+}
+
+impl Workable for Sleeper {
+    type Task = u64;
+    type Output = (usize, usize);
+    type Error = String;
+
+    async fn process(&mut self, task: u64) -> Response<Self> {
+        match task {
+            999 => Response::Fatal(worker_pool::WorkerFault::new("boom")),
+            998 => Response::Complete(Err("task failed".into())),
+            ms => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                self.done += 1;
+                Response::Complete(Ok((self.id, self.done)))
+            }
+        }
+    }
+
+    async fn restart(&mut self) -> Result<(), worker_pool::WorkerFault> {
+        self.done = 0;
+        self.starts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn sleepers(pool: &Supervisor<Sleeper>, n: usize) -> Arc<AtomicUsize> {
+    let starts = Arc::new(AtomicUsize::new(0));
+    for id in 0..n {
+        pool.add_worker(Sleeper {
+            id,
+            done: 0,
+            starts: Arc::clone(&starts),
+        });
+    }
+    starts
+}
+
+#[test]
+fn runs_every_task_exactly_once_across_workers() {
+    let pool = Supervisor::<Sleeper>::builder().queue_capacity(1000).build().unwrap();
+    sleepers(&pool, 3);
+    let handles: Vec<_> = (0..300).map(|_| pool.try_submit(0).unwrap()).collect();
+    let mut per_worker: HashMap<usize, usize> = HashMap::new();
+    for h in handles {
+        let (id, _) = h.wait().unwrap();
+        *per_worker.entry(id).or_default() += 1;
+    }
+    assert_eq!(per_worker.values().sum::<usize>(), 300);
+    let done: u64 = pool.workers().iter().map(|w| w.tasks_done).sum();
+    assert_eq!(done, 300);
+    assert_eq!(pool.dispatched(), 300);
+}
+
+#[test]
+fn a_fast_task_never_waits_behind_a_slow_one_while_a_worker_is_idle() {
+    for balancing in [
+        LoadBalancing::RoundRobin,
+        LoadBalancing::LeastActive,
+        LoadBalancing::LeastTotal,
+        LoadBalancing::Random,
+    ] {
+        let pool = Supervisor::<Sleeper>::builder()
+            .load_balancing(balancing)
+            .build()
+            .unwrap();
+        sleepers(&pool, 2);
+        let slow = pool.try_submit(2_000).unwrap();
+        // Each fast task must finish while the slow one still runs, whichever worker is picked.
+        for _ in 0..5 {
+            let (id, _) = pool.try_submit(1).unwrap().wait().unwrap();
+            assert!(!slow.ticket().cancelled());
+            let busy = pool.workers().iter().filter(|w| w.state == WorkerState::Busy).count();
+            assert_eq!(busy, 1, "{balancing}: the slow task is still running");
+            let _ = id;
+        }
+        pool.shutdown(ShutdownMode::Kill);
+        assert!(matches!(slow.wait(), Err(TaskError::ShutDown)));
+    }
+}
+
+#[test]
+fn task_errors_and_fatal_responses() {
+    let pool = Supervisor::<Sleeper>::builder().build().unwrap();
+    let starts = sleepers(&pool, 1);
+    assert!(matches!(pool.try_submit(998).unwrap().wait(), Err(TaskError::Failed(e)) if e == "task failed"));
+    assert!(matches!(
+        pool.try_submit(999).unwrap().wait(),
+        Err(TaskError::WorkerCrashed { worker: 0, .. })
+    ));
+    assert_eq!(
+        pool.try_submit(0).unwrap().wait().unwrap(),
+        (0, 1),
+        "restarted with fresh state"
+    );
+    assert_eq!(starts.load(Ordering::SeqCst), 1);
+    let info = &pool.workers()[0];
+    assert_eq!(info.restarts, 1);
+    assert!(info.last_error.as_deref().unwrap().contains("boom"));
+}
+
+#[test]
+fn crash_loop_stops_at_the_restart_intensity_and_fails_queued_tasks() {
+    let pool = Supervisor::<Sleeper>::builder()
+        .restart_intensity(2, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    sleepers(&pool, 1);
+    for _ in 0..2 {
+        assert!(matches!(
+            pool.try_submit(999).unwrap().wait(),
+            Err(TaskError::WorkerCrashed { .. })
+        ));
+    }
+    let last = pool.try_submit(999).unwrap();
+    assert!(matches!(last.wait(), Err(TaskError::WorkerCrashed { .. })));
+    // Third crash within the window: the worker stays failed and nothing can run any more.
+    let info = &pool.workers()[0];
+    assert_eq!(info.state, WorkerState::Failed);
+    assert!(info.last_error.as_deref().unwrap().contains("gave up"));
+    assert!(matches!(pool.try_submit(0), Err(SubmitError::NoWorkers(0))));
+}
+
+#[test]
+fn restart_policy_never_retires_a_crashed_worker() {
+    let pool = Supervisor::<Sleeper>::builder()
+        .restart_policy(RestartPolicy::Never)
+        .build()
+        .unwrap();
+    sleepers(&pool, 2);
+    assert!(matches!(
+        pool.try_submit(999).unwrap().wait(),
+        Err(TaskError::WorkerCrashed { .. })
+    ));
+    assert_eq!(pool.live_worker_ids().len(), 1);
+    assert!(pool.try_submit(0).unwrap().wait().is_ok());
+}
+
+#[test]
+fn timeouts_cancellation_and_kill() {
+    let pool = Supervisor::<Sleeper>::builder()
+        .task_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let starts = sleepers(&pool, 1);
+    assert!(matches!(
+        pool.try_submit(5_000).unwrap().wait(),
+        Err(TaskError::TimedOut(_))
+    ));
+    assert_eq!(starts.load(Ordering::SeqCst), 1, "a timed-out worker is replaced");
+    let pool = Supervisor::<Sleeper>::builder().build().unwrap();
+    sleepers(&pool, 1);
+    let running = pool.try_submit(5_000).unwrap();
+    while !running.ticket().started() {
+        std::thread::yield_now();
+    }
+    let queued = pool.try_submit(0).unwrap();
+    assert!(queued.ticket().cancel());
+    assert!(!running.ticket().cancel(), "a running task cannot be plainly cancelled");
+    assert!(running.ticket().cancel_or_kill());
+    assert!(matches!(running.wait(), Err(TaskError::Cancelled)));
+    assert!(matches!(queued.wait(), Err(TaskError::Cancelled)));
+    assert!(pool.try_submit(0).unwrap().wait().is_ok());
+}
+
+#[test]
+fn backpressure_hands_the_task_back() {
+    let pool = Supervisor::<Sleeper>::builder().queue_capacity(1).build().unwrap();
+    sleepers(&pool, 1);
+    let running = pool.try_submit(300).unwrap();
+    while !running.ticket().started() {
+        std::thread::yield_now();
+    }
+    let queued = pool.try_submit(0).unwrap();
+    assert!(matches!(pool.try_submit(7), Err(SubmitError::Full(7))));
+    assert!(matches!(
+        pool.submit_timeout(8, Duration::from_millis(20)),
+        Err(SubmitError::Full(8))
+    ));
+    // Blocks until the running task ends and the queued one is taken.
+    let late = pool.submit_timeout(9, Duration::from_secs(10)).unwrap();
+    for h in [running, queued, late] {
+        h.wait().unwrap();
+    }
+}
+
+#[test]
+fn graceful_shutdown_finishes_queued_tasks_and_refuses_new_ones() {
+    let pool = Supervisor::<Sleeper>::builder().build().unwrap();
+    sleepers(&pool, 2);
+    let handles: Vec<_> = (0..20).map(|_| pool.try_submit(5).unwrap()).collect();
+    pool.shutdown(ShutdownMode::Graceful);
+    assert!(matches!(pool.try_submit(0), Err(SubmitError::ShutDown(0))));
+    assert!(pool.wait_stopped(Duration::from_secs(10)));
+    assert!(handles.into_iter().all(|h| h.wait().is_ok()));
+    assert!(pool.workers().iter().all(|w| w.state == WorkerState::Stopped));
+}
+
+#[test]
+fn cancel_pending_shutdown_cancels_only_queued_tasks() {
+    let pool = Supervisor::<Sleeper>::builder().build().unwrap();
+    sleepers(&pool, 1);
+    let running = pool.try_submit(200).unwrap();
+    while !running.ticket().started() {
+        std::thread::yield_now();
+    }
+    let queued: Vec<_> = (0..5).map(|_| pool.try_submit(0).unwrap()).collect();
+    pool.shutdown(ShutdownMode::CancelPending);
+    assert!(pool.wait_stopped(Duration::from_secs(10)));
+    assert!(running.wait().is_ok());
+    assert!(queued
+        .into_iter()
+        .all(|h| matches!(h.wait(), Err(TaskError::Cancelled))));
+}
+
+#[test]
+fn broadcast_reaches_every_worker_and_retire_shrinks_the_pool() {
+    let pool = Supervisor::<Sleeper>::builder().build().unwrap();
+    sleepers(&pool, 3);
+    let replies = pool.broadcast(&0);
+    let mut ids: Vec<usize> = replies.into_iter().map(|(_, h)| h.wait().unwrap().0).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1, 2]);
+    let queued: Vec<_> = (0..30).map(|_| pool.try_submit(2).unwrap()).collect();
+    assert!(pool.retire_worker(0));
+    assert!(pool.retire_worker(1));
+    assert!(queued.into_iter().all(|h| h.wait().is_ok()), "retiring loses no task");
+    while pool.live_worker_ids().len() > 1 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pool.live_worker_ids(), vec![2]);
+}
+
+#[test]
+fn start_worker_reports_setup_failure_and_shutdown() {
+    let pool = Supervisor::<Sleeper>::builder().build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    pool.start_worker(async { Err::<(Sleeper, ()), _>("no gpu") }, move |r| {
+        tx.send(r.map(|_| ())).unwrap()
+    });
+    assert!(matches!(rx.recv().unwrap(), Err(StartError::Failed("no gpu"))));
+    assert!(pool.workers().is_empty(), "a failed start leaves no worker behind");
+    pool.shutdown(ShutdownMode::Graceful);
+    let (tx, rx) = std::sync::mpsc::channel();
+    pool.start_worker(
+        async {
+            Ok::<_, ()>((
+                Sleeper {
+                    id: 0,
+                    done: 0,
+                    starts: Arc::default(),
+                },
+                (),
+            ))
+        },
+        move |r| {
+            tx.send(r.is_err()).unwrap();
+        },
+    );
+    assert!(rx.recv().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_enqueue_and_await_from_another_runtime() {
+    let pool = Supervisor::<Sleeper>::builder().queue_capacity(2).build().unwrap();
+    sleepers(&pool, 2);
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        handles.push(pool.enqueue(1).await.unwrap());
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    pool.shutdown(ShutdownMode::Graceful);
+    pool.stopped().await;
+    drop(pool); // dropping inside a runtime must not panic
+}
+
+#[test]
+fn a_panicking_worker_is_marked_failed_not_lost() {
+    struct Panicky;
+    impl Workable for Panicky {
+        type Task = ();
+        type Output = ();
+        type Error = ();
+        async fn process(&mut self, (): ()) -> Response<Self> {
+            panic!("bug in worker");
+        }
+    }
+    let pool = Supervisor::<Panicky>::builder().build().unwrap();
+    pool.add_worker(Panicky);
+    assert!(pool.try_submit(()).unwrap().wait().is_err());
+    while pool.workers()[0].state != WorkerState::Failed {
+        std::thread::yield_now();
+    }
+    assert!(matches!(pool.try_submit(()), Err(SubmitError::NoWorkers(()))));
+}
+
+// ---- real processes --------------------------------------------------------------------
+
+const ECHO_ENV: &str = "WORKER_POOL_TEST_ECHO_WORKER";
+
+/// Not a test: the body of the echo worker process, selected by an environment variable.
+#[test]
+fn echo_worker_main() {
+    if std::env::var_os(ECHO_ENV).is_none() {
+        return;
+    }
+    // SAFETY: the supervisor passed these descriptors open; nothing else in this process owns them.
+    let (mut input, mut output) = unsafe {
+        (
+            std::fs::File::from_raw_fd(WORKER_READ_FD),
+            std::fs::File::from_raw_fd(WORKER_WRITE_FD),
+        )
+    };
+    let mut header = [0u8; 17];
+    while input.read_exact(&mut header).is_ok() {
+        let (kind, id, len) = worker_pool::process::frame::decode_header(&header).unwrap();
+        let mut payload = vec![0u8; len];
+        input.read_exact(&mut payload).unwrap();
+        let (reply_kind, reply) = match (kind, payload.as_slice()) {
+            (FrameKind::Stop, _) => std::process::exit(0),
+            (FrameKind::Init, b"fail") => (FrameKind::Raised, [4u32.to_le_bytes().as_slice(), b"nope"].concat()),
+            (FrameKind::Init, _) => (FrameKind::Ready, std::process::id().to_string().into_bytes()),
+            (_, b"exit") => std::process::exit(3),
+            (_, p) => (FrameKind::Ok, p.to_vec()),
+        };
+        output
+            .write_all(&worker_pool::process::frame::encode_header(reply_kind, id, reply.len()))
+            .unwrap();
+        output.write_all(&reply).unwrap();
+    }
+    std::process::exit(0);
+}
+
+fn echo_spec() -> Arc<ProcessSpec> {
+    let mut spec = ProcessSpec::new(
+        std::env::current_exe().unwrap(),
+        ["--exact", "echo_worker_main", "--nocapture", "--quiet"],
+    );
+    spec.env.push((ECHO_ENV.into(), "1".into()));
+    Arc::new(spec)
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
+}
+
+#[test]
+fn process_workers_round_trip_crash_restart_and_stop() {
+    let pool = Supervisor::<ProcessWorker>::builder().build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    pool.start_worker(
+        ProcessWorker::start(echo_spec(), Arc::new(b"hello".to_vec())),
+        move |r| tx.send(r).unwrap(),
+    );
+    let (_, ready) = rx.recv().unwrap().unwrap();
+    let first_pid: u32 = String::from_utf8(ready).unwrap().parse().unwrap();
+    assert!(alive(first_pid));
+    let big = vec![7u8; 3 << 20];
+    assert_eq!(
+        pool.try_submit(big.clone()).unwrap().wait().unwrap(),
+        big,
+        "a 3 MiB frame round-trips"
+    );
+    let crash = pool.try_submit(b"exit".to_vec()).unwrap().wait();
+    match crash {
+        Err(TaskError::WorkerCrashed { fault, .. }) => assert_eq!(fault.exit_code, Some(3)),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    assert_eq!(pool.try_submit(b"again".to_vec()).unwrap().wait().unwrap(), b"again");
+    let info = &pool.workers()[0];
+    assert_eq!(info.restarts, 1);
+    let second_pid = info.pid.unwrap();
+    assert_ne!(second_pid, first_pid);
+    assert!(!alive(first_pid));
+    pool.shutdown(ShutdownMode::Graceful);
+    assert!(pool.wait_stopped(Duration::from_secs(10)));
+    assert!(!alive(second_pid), "no worker process outlives shutdown");
+}
+
+#[test]
+fn process_worker_setup_failure_leaves_no_process() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let failure = rt
+        .block_on(ProcessWorker::start(echo_spec(), Arc::new(b"fail".to_vec())))
+        .unwrap_err();
+    match failure {
+        SpawnFailure::Raised(payload) => {
+            assert_eq!(
+                worker_pool::process::RaisedPayload::parse(&payload).unwrap().summary,
+                "nope"
+            );
+        }
+        other => panic!("expected Raised, got {other:?}"),
+    }
+    let missing = ProcessSpec::new("/nonexistent/worker", Vec::<String>::new());
+    assert!(matches!(
+        rt.block_on(ProcessWorker::start(Arc::new(missing), Arc::default())),
+        Err(SpawnFailure::Io(_))
+    ));
+}
