@@ -29,6 +29,9 @@ pub struct Config {
     pub max_memory_per_worker: Option<u64>,
     /// Which idle worker gets the next task.
     pub load_balancing: LoadBalancing,
+    /// How many times a task whose worker crashed under it is run again on another worker
+    /// (0, the default: its caller gets `WorkerCrashed`). Needs [`crate::Workable::clone_task`].
+    pub crash_retries: u32,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             max_tasks_per_worker: None,
             max_memory_per_worker: None,
             load_balancing: LoadBalancing::RoundRobin,
+            crash_retries: 0,
         }
     }
 }
@@ -130,6 +134,13 @@ impl SupervisorBuilder {
     #[must_use]
     pub fn load_balancing(mut self, balancing: LoadBalancing) -> Self {
         self.config.load_balancing = balancing;
+        self
+    }
+
+    /// Runs a task again, up to `retries` times, when its worker crashes under it.
+    #[must_use]
+    pub fn crash_retries(mut self, retries: u32) -> Self {
+        self.config.crash_retries = retries;
         self
     }
 

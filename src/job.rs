@@ -77,6 +77,10 @@ impl Ticket {
             .is_ok()
     }
 
+    pub(crate) fn requeue(&self) {
+        self.0.phase.store(QUEUED, Ordering::Release);
+    }
+
     pub(crate) fn finish(&self) {
         self.0.phase.store(FINISHED, Ordering::Release);
     }
@@ -104,6 +108,8 @@ pub(crate) struct Job<W: Workable> {
     pub(crate) ticket: Ticket,
     pub(crate) options: TaskOptions,
     pub(crate) reply: ReplyFn<W>,
+    /// Runs already cut short by a crash (see `Config::crash_retries`).
+    pub(crate) attempts: u32,
 }
 
 impl<W: Workable> Job<W> {

@@ -32,6 +32,7 @@ mod config;
 mod dispatch;
 mod error;
 mod job;
+pub mod limits;
 pub mod process;
 mod queue;
 mod restart;

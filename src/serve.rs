@@ -76,7 +76,7 @@ pub(crate) async fn serve<W: Workable>(
                 }
             }
             Wake::Fault(fault) => fault,
-            Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, config.task_timeout).await {
+            Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared).await {
                 None => {
                     if needs_recycling(&worker, &slot, config) {
                         slot.apply(WorkerEvent::Recycle);
@@ -144,20 +144,28 @@ async fn run_job<W: Workable>(
     slot: &WorkerSlot<W>,
     job: Job<W>,
     phase: &mut watch::Receiver<Phase>,
-    default_timeout: Option<Duration>,
+    shared: &Shared<W>,
 ) -> Option<Result<WorkerFault, ()>> {
     let Job {
         task,
         ticket,
         options,
         reply,
+        attempts,
     } = job;
     if !ticket.begin() {
         reply(Err(TaskError::Cancelled));
         return None;
     }
     slot.apply(WorkerEvent::TaskStarted);
-    let deadline = options.timeout.or(default_timeout);
+    let deadline = options.timeout.or(shared.config.task_timeout);
+    // Keep a copy to run again elsewhere if this worker crashes under it (opt-in: a task that
+    // crashes its worker may crash the next one too).
+    let spare = if attempts < shared.config.crash_retries {
+        W::clone_task(&task)
+    } else {
+        None
+    };
     let ran = {
         let work = worker.process(task);
         tokio::pin!(work);
@@ -181,6 +189,20 @@ async fn run_job<W: Workable>(
         Ran::Done(result) => {
             slot.tasks_done.fetch_add(1, Ordering::Relaxed);
             (WorkerEvent::TaskFinished, result.map_err(TaskError::Failed), None)
+        }
+        Ran::Fatal(fault) if spare.is_some() => {
+            slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
+            slot.apply(WorkerEvent::Crashed);
+            ticket.requeue();
+            let task = spare.expect("checked");
+            shared.queue.give_back(Job {
+                task,
+                ticket,
+                options,
+                reply,
+                attempts: attempts + 1,
+            });
+            return Some(Ok(fault));
         }
         Ran::Fatal(fault) => {
             let error = TaskError::WorkerCrashed {

@@ -221,14 +221,14 @@ impl<W: Workable> Supervisor<W> {
                 Some(Err(error)) => {
                     slot.apply(WorkerEvent::Crashed);
                     slot.apply(WorkerEvent::Exited);
-                    on_ready(Err(StartError::Failed(error)));
                     shared.worker_exited(&slot, false);
+                    on_ready(Err(StartError::Failed(error)));
                 }
                 None => {
                     slot.apply(WorkerEvent::StopRequested);
                     slot.apply(WorkerEvent::Exited);
-                    on_ready(Err(StartError::ShutDown));
                     shared.worker_exited(&slot, false);
+                    on_ready(Err(StartError::ShutDown));
                 }
             }
         });
@@ -292,6 +292,7 @@ impl<W: Workable> Supervisor<W> {
             ticket: ticket.clone(),
             options,
             reply,
+            attempts: 0,
         };
         let pushed = match backpressure {
             Backpressure::Fail => self.shared.queue.try_push(job),
@@ -333,6 +334,7 @@ impl<W: Workable> Supervisor<W> {
             ticket: ticket.clone(),
             options: TaskOptions::default(),
             reply,
+            attempts: 0,
         };
         let pushed = self.shared.queue.push(job).await;
         self.push_result(pushed)?;
@@ -366,6 +368,7 @@ impl<W: Workable> Supervisor<W> {
             ticket: ticket.clone(),
             options,
             reply,
+            attempts: 0,
         };
         slot.inbox.send(job).map_err(|e| SubmitError::UnknownWorker(e.0.task))?;
         Ok(ticket)

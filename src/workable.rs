@@ -67,6 +67,13 @@ pub trait Workable: Send + Sized + 'static {
         async {}
     }
 
+    /// A copy of `task` to run again on another worker if this one crashes under it (only used
+    /// when [`crate::Config::crash_retries`] is above 0). `None` (the default): no retry.
+    fn clone_task(task: &Self::Task) -> Option<Self::Task> {
+        let _ = task;
+        None
+    }
+
     /// The operating-system process id behind this worker, if it has one.
     fn pid(&self) -> Option<u32> {
         None

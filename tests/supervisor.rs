@@ -45,6 +45,16 @@ impl Workable for Sleeper {
     }
 }
 
+/// Polls `cond` until it holds, failing after 10 s: replies go out before the supervisor finishes
+/// its bookkeeping (restarts happen after the caller has its answer).
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn sleepers(pool: &Supervisor<Sleeper>, n: usize) -> Arc<AtomicUsize> {
     let starts = Arc::new(AtomicUsize::new(0));
     for id in 0..n {
@@ -114,7 +124,7 @@ fn task_errors_and_fatal_responses() {
         (0, 1),
         "restarted with fresh state"
     );
-    assert_eq!(starts.load(Ordering::SeqCst), 1);
+    eventually("the restart", || starts.load(Ordering::SeqCst) == 1);
     let info = &pool.workers()[0];
     assert_eq!(info.restarts, 1);
     assert!(info.last_error.as_deref().unwrap().contains("boom"));
@@ -136,6 +146,12 @@ fn crash_loop_stops_at_the_restart_intensity_and_fails_queued_tasks() {
     let last = pool.try_submit(999).unwrap();
     assert!(matches!(last.wait(), Err(TaskError::WorkerCrashed { .. })));
     // Third crash within the window: the worker stays failed and nothing can run any more.
+    eventually("the worker to give up", || {
+        pool.workers()[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("gave up"))
+    });
     let info = &pool.workers()[0];
     assert_eq!(info.state, WorkerState::Failed);
     assert!(info.last_error.as_deref().unwrap().contains("gave up"));
@@ -153,7 +169,7 @@ fn restart_policy_never_retires_a_crashed_worker() {
         pool.try_submit(999).unwrap().wait(),
         Err(TaskError::WorkerCrashed { .. })
     ));
-    assert_eq!(pool.live_worker_ids().len(), 1);
+    eventually("the crashed worker to retire", || pool.live_worker_ids().len() == 1);
     assert!(pool.try_submit(0).unwrap().wait().is_ok());
 }
 
@@ -168,7 +184,9 @@ fn timeouts_cancellation_and_kill() {
         pool.try_submit(5_000).unwrap().wait(),
         Err(TaskError::TimedOut(_))
     ));
-    assert_eq!(starts.load(Ordering::SeqCst), 1, "a timed-out worker is replaced");
+    eventually("the timed-out worker to be replaced", || {
+        starts.load(Ordering::SeqCst) == 1
+    });
     let pool = Supervisor::<Sleeper>::builder().build().unwrap();
     sleepers(&pool, 1);
     let running = pool.try_submit(5_000).unwrap();
@@ -246,9 +264,7 @@ fn broadcast_reaches_every_worker_and_retire_shrinks_the_pool() {
     assert!(pool.retire_worker(0));
     assert!(pool.retire_worker(1));
     assert!(queued.into_iter().all(|h| h.wait().is_ok()), "retiring loses no task");
-    while pool.live_worker_ids().len() > 1 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("two workers to retire", || pool.live_worker_ids().len() == 1);
     assert_eq!(pool.live_worker_ids(), vec![2]);
 }
 
@@ -311,9 +327,9 @@ fn a_panicking_worker_is_marked_failed_not_lost() {
     let pool = Supervisor::<Panicky>::builder().build().unwrap();
     pool.add_worker(Panicky);
     assert!(pool.try_submit(()).unwrap().wait().is_err());
-    while pool.workers()[0].state != WorkerState::Failed {
-        std::thread::yield_now();
-    }
+    eventually("the worker to be marked failed", || {
+        pool.workers()[0].state == WorkerState::Failed
+    });
     assert!(matches!(pool.try_submit(()), Err(SubmitError::NoWorkers(()))));
 }
 
@@ -391,9 +407,8 @@ fn process_workers_round_trip_crash_restart_and_stop() {
         other => panic!("expected a crash, got {other:?}"),
     }
     assert_eq!(pool.try_submit(b"again".to_vec()).unwrap().wait().unwrap(), b"again");
-    let info = &pool.workers()[0];
-    assert_eq!(info.restarts, 1);
-    let second_pid = info.pid.unwrap();
+    eventually("the restart", || pool.workers()[0].restarts == 1);
+    let second_pid = pool.workers()[0].pid.unwrap();
     assert_ne!(second_pid, first_pid);
     assert!(!alive(first_pid));
     pool.shutdown(ShutdownMode::Graceful);
@@ -421,4 +436,41 @@ fn process_worker_setup_failure_leaves_no_process() {
         rt.block_on(ProcessWorker::start(Arc::new(missing), Arc::default())),
         Err(SpawnFailure::Io(_))
     ));
+}
+
+#[test]
+fn crash_retries_run_the_task_again_on_another_worker() {
+    /// Crashes on task 1 the first time each worker sees it.
+    struct Flaky {
+        id: usize,
+        crashed: bool,
+    }
+    impl Workable for Flaky {
+        type Task = u64;
+        type Output = usize;
+        type Error = ();
+        async fn process(&mut self, task: u64) -> Response<Self> {
+            if task == 1 && !self.crashed {
+                self.crashed = true;
+                return Response::Fatal(worker_pool::WorkerFault::new("flaky"));
+            }
+            Response::Complete(Ok(self.id))
+        }
+        fn clone_task(task: &u64) -> Option<u64> {
+            Some(*task)
+        }
+    }
+    let pool = Supervisor::<Flaky>::builder().crash_retries(1).build().unwrap();
+    pool.add_worker(Flaky { id: 0, crashed: false });
+    assert_eq!(
+        pool.try_submit(1).unwrap().wait().unwrap(),
+        0,
+        "ran again after the restart"
+    );
+    let pool = Supervisor::<Flaky>::builder().build().unwrap();
+    pool.add_worker(Flaky { id: 0, crashed: false });
+    assert!(
+        matches!(pool.try_submit(1).unwrap().wait(), Err(TaskError::WorkerCrashed { .. })),
+        "off by default"
+    );
 }

@@ -64,3 +64,60 @@ class CrashingSpawn(SWorker):
 
     def execute(self) -> None:
         os._exit(1)
+
+
+def detonate(how: str) -> None:
+    """Ends the calling process the way real workers die."""
+    if how == "exit":
+        os._exit(3)
+    if how == "sigkill":  # what the OOM killer does
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "segfault":  # a crash in a C extension
+        import ctypes
+
+        ctypes.string_at(0)
+    raise ValueError(f"unknown fault {how!r}")
+
+
+class ArgumentBomb:
+    """Detonates in the process that unpickles it (the worker, reading its arguments)."""
+
+    def __init__(self, how: str):
+        self.how = how
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (detonate, (self.how,))
+
+
+class ResultBomb:
+    """Detonates in the process that pickles it (the worker, sending its result)."""
+
+    def __init__(self, how: str):
+        self.how = how
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        detonate(self.how)
+        raise AssertionError("unreachable")
+
+
+class Faulty(Echo):
+    def boom(self, how: str) -> None:
+        detonate(how)
+
+    def boom_result(self, how: str) -> ResultBomb:
+        return ResultBomb(how)
+
+    def take(self, arg: Any) -> None:
+        return None
+
+    def crash_once(self, marker: str) -> int:
+        """Crashes the first worker that runs it; succeeds when run again."""
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(5)
+        return os.getpid()
+
+
+class SpawnBomb(SWorker):
+    def spawn(self, how: str) -> None:
+        detonate(how)

@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import collections
 import concurrent.futures
+import copy
 import os
 import sys
 import weakref
@@ -64,6 +65,9 @@ class SPool(Generic[W]):
         submit_timeout: seconds a submit may wait on a full queue (``None``: wait as long as it
             takes).
         stop_timeout: seconds a worker may take to exit on shutdown before it is killed.
+        crash_retries: how many times a task whose worker crashed under it is run again on
+            another worker (default 0: its future fails with :class:`WorkerCrashedError`; a task
+            that crashes its worker may well crash the next).
         load_balancing: which idle worker gets the next task: ``"round_robin"`` (``"rr"``,
             default), ``"active"`` (``"least_active"``), ``"total"`` (``"least_total"``) or
             ``"random"`` (``"rand"``). Tasks are bound to workers only when one is idle, so no
@@ -84,6 +88,7 @@ class SPool(Generic[W]):
         submit_timeout: float | None = None,
         stop_timeout: float = 5.0,
         load_balancing: str = "round_robin",
+        crash_retries: int = 0,
     ):
         if not isinstance(worker_cls, type):
             raise TypeError(f"worker_cls must be a class, got {worker_cls!r}")
@@ -94,6 +99,7 @@ class SPool(Generic[W]):
         self._cls = worker_cls
         self._class_blob = cloudpickle.dumps(worker_cls, protocol=5)
         self._submit_timeout = submit_timeout
+        self._call_timeout: float | None = None
         self._core = _core.CorePool(
             sys.executable,
             _WORKER_ARGS,
@@ -108,10 +114,23 @@ class SPool(Generic[W]):
             max_memory_per_worker=max_memory_per_worker,
             stop_timeout=stop_timeout,
             load_balancing=load_balancing,
+            crash_retries=crash_retries,
         )
         self._completer = Completer(self._core)
-        self._closed = False
         _live_pools.add(self)
+
+    def options(self, *, timeout: float | None = None, submit_timeout: float | None = None) -> SPool[W]:
+        """A view of this pool whose calls use these options: ``timeout`` seconds per task
+        (past it the task fails with :class:`TaskTimeoutError` and its worker is replaced) and
+        ``submit_timeout`` seconds of waiting on a full queue. The view shares the workers::
+
+            pool.options(timeout=5).execute(x)
+        """
+        view = copy.copy(self)
+        view._call_timeout = timeout
+        if submit_timeout is not None:
+            view._submit_timeout = submit_timeout
+        return view
 
     # -- spawning workers ---------------------------------------------------------------
 
@@ -153,7 +172,7 @@ class SPool(Generic[W]):
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``worker.<method>(*args, **kwargs)`` on a free worker and returns its result."""
         payload = self._payload(method, args, kwargs)
-        return decode(*self._core.call(payload, None, self._submit_timeout))
+        return decode(*self._core.call(payload, self._call_timeout, self._submit_timeout))
 
     def submit_call(self, method: str, /, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
         """Queues ``worker.<method>(*args, **kwargs)``; returns a future."""
@@ -165,7 +184,7 @@ class SPool(Generic[W]):
             return future
 
         def submit(token: int) -> _core.CoreTicket:
-            return self._core.submit(payload, token, None, self._submit_timeout)
+            return self._core.submit(payload, token, self._call_timeout, self._submit_timeout)
 
         return self._completer.register(future, submit)
 
@@ -286,6 +305,10 @@ class SPool(Generic[W]):
         """Workers starting or serving."""
         return len(self._core.live_worker_ids())
 
+    @property
+    def _closed(self) -> bool:
+        return self._core.is_shutdown
+
     def _check_open(self) -> None:
         if self._closed:
             raise PoolShutDownError("cannot schedule new tasks after shutdown")
@@ -295,7 +318,6 @@ class SPool(Generic[W]):
         ``cancel_pending=True`` cancels queued tasks; ``kill=True`` kills the workers now (running
         tasks fail with :class:`PoolShutDownError`). With ``wait=True``, no worker process is
         left when this returns. Ctrl-C while waiting escalates to a kill."""
-        self._closed = True
         self._core.shutdown("kill" if kill else "cancel" if cancel_pending else "graceful")
         if not wait:
             return

@@ -232,6 +232,10 @@ impl Workable for ProcessWorker<PipeTransport> {
         }
     }
 
+    fn clone_task(task: &Vec<u8>) -> Option<Vec<u8>> {
+        Some(task.clone())
+    }
+
     fn pid(&self) -> Option<u32> {
         self.process_id()
     }

@@ -2,6 +2,7 @@
 //! Python facade in `python/stateful_pool/`. Nothing outside this folder knows about Python.
 
 mod errors;
+mod inprocess;
 mod pool;
 mod wait;
 
@@ -12,6 +13,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pool::CorePool>()?;
     m.add_class::<pool::CoreTicket>()?;
+    m.add_class::<inprocess::CoreThreadPool>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -137,7 +137,7 @@ impl CorePool {
     #[pyo3(signature = (
         program, args, env, cwd=None, *, queue_size=None, task_timeout=None, restart="on-failure",
         max_restarts=5, restart_window=60.0, max_tasks_per_worker=None, max_memory_per_worker=None,
-        stop_timeout=5.0, load_balancing="round_robin",
+        stop_timeout=5.0, load_balancing="round_robin", crash_retries=0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -154,6 +154,7 @@ impl CorePool {
         max_memory_per_worker: Option<u64>,
         stop_timeout: f64,
         load_balancing: &str,
+        crash_retries: u32,
     ) -> PyResult<Self> {
         let config = Config {
             queue_capacity: queue_size,
@@ -164,6 +165,7 @@ impl CorePool {
             restart_window: seconds("restart_window", Some(restart_window))?.unwrap_or_default(),
             max_tasks_per_worker,
             max_memory_per_worker,
+            crash_retries,
             load_balancing: load_balancing
                 .parse()
                 .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,

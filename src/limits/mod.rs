@@ -1,0 +1,439 @@
+//! Limits shared by every process of a pool: rate limits (token bucket, GCRA, leaky bucket,
+//! sliding window, fixed window) and resource limits (a counting semaphore).
+//!
+//! The state of each limit is one or two atomic 64-bit words in a [`Segment`] of shared memory,
+//! updated with compare-and-swap loops, so processes that map the same segment share the limit
+//! exactly: no process holds a lock, and a process killed at any instruction leaves the words
+//! consistent. The algorithms are pure functions of the words, the request and `now`; a
+//! [`Clock`] supplies `now` ([`ManualClock`] in tests).
+//!
+//! ```
+//! use worker_pool::limits::{Algorithm, Decision, LimitSpec, ManualClock, SharedLimits};
+//! use std::sync::Arc;
+//!
+//! let clock = Arc::new(ManualClock::new(10_000_000_000));
+//! let spec = LimitSpec::rate(Algorithm::TokenBucket, 1_000_000_000, 10); // 10 per second
+//! let limits = SharedLimits::with_clock(&[spec], Arc::clone(&clock)).unwrap();
+//! assert!(matches!(limits.try_acquire(0, 10).unwrap(), Decision::Granted { .. }));
+//! assert!(matches!(limits.try_acquire(0, 1).unwrap(), Decision::Wait(100_000_000)));
+//! clock.advance(100_000_000);
+//! assert!(matches!(limits.try_acquire(0, 1).unwrap(), Decision::Granted { .. }));
+//! ```
+
+mod clock;
+mod fixed_window;
+mod gcra;
+mod leaky_bucket;
+mod segment;
+mod semaphore;
+mod sliding_window;
+mod token_bucket;
+
+use std::fmt;
+use std::os::fd::RawFd;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use self::clock::{Clock, ManualClock, MonotonicClock};
+pub use self::segment::Segment;
+
+/// Marks a segment as a limit table (`b"wplimits"`), checked when a process attaches.
+const MAGIC: u64 = u64::from_le_bytes(*b"wplimits");
+/// The layout version.
+const VERSION: u64 = 1;
+/// Words per limit (and in the header): one cache line, so limits do not share one.
+const STRIDE: usize = 8;
+/// Where a limit's state words start within its stride (after kind, window, capacity).
+const STATE: usize = 3;
+
+/// How a limit decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Continuous refill at `capacity / window`, bursts up to `capacity`.
+    TokenBucket,
+    /// Generic cell rate algorithm (one theoretical arrival time); same traffic as the bucket.
+    Gcra,
+    /// A shaper: grants are spaced evenly at `capacity / window`, never bursting; a grant can
+    /// come with a delay to wait before proceeding.
+    LeakyBucket,
+    /// The weighted estimate of the units in the last `window`.
+    SlidingWindow,
+    /// At most `capacity` units per aligned window.
+    FixedWindow,
+    /// At most `capacity` units held at once, until released (a resource limit).
+    Semaphore,
+}
+
+impl Algorithm {
+    const ALL: [Algorithm; 6] = [
+        Algorithm::TokenBucket,
+        Algorithm::Gcra,
+        Algorithm::LeakyBucket,
+        Algorithm::SlidingWindow,
+        Algorithm::FixedWindow,
+        Algorithm::Semaphore,
+    ];
+
+    /// The name used by the Python API (`"token_bucket"`, `"gcra"`, ...).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::Gcra => "gcra",
+            Algorithm::LeakyBucket => "leaky_bucket",
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::Semaphore => "semaphore",
+        }
+    }
+
+    fn code(self) -> u64 {
+        Self::ALL.iter().position(|a| *a == self).expect("listed") as u64 + 1
+    }
+
+    fn from_code(code: u64) -> Option<Self> {
+        let i = usize::try_from(code.checked_sub(1)?).ok()?;
+        Self::ALL.get(i).copied()
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = LimitError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "token_bucket" | "tokenbucket" => Ok(Algorithm::TokenBucket),
+            "gcra" => Ok(Algorithm::Gcra),
+            "leaky_bucket" | "leakybucket" => Ok(Algorithm::LeakyBucket),
+            "sliding_window" | "slidingwindow" => Ok(Algorithm::SlidingWindow),
+            "fixed_window" | "fixedwindow" => Ok(Algorithm::FixedWindow),
+            "semaphore" | "resource" => Ok(Algorithm::Semaphore),
+            _ => Err(LimitError::UnknownAlgorithm(s.to_owned())),
+        }
+    }
+}
+
+/// One limit: its algorithm, window and capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitSpec {
+    /// How it decides.
+    pub algorithm: Algorithm,
+    /// The window in nanoseconds (unused by [`Algorithm::Semaphore`]).
+    pub window: u64,
+    /// Units per window, or units held at once for a semaphore.
+    pub capacity: u64,
+}
+
+impl LimitSpec {
+    /// A rate limit: `capacity` units per `window_nanos`.
+    #[must_use]
+    pub fn rate(algorithm: Algorithm, window_nanos: u64, capacity: u64) -> Self {
+        Self { algorithm, window: window_nanos, capacity }
+    }
+
+    /// A resource limit: at most `capacity` units held at once.
+    #[must_use]
+    pub fn resource(capacity: u64) -> Self {
+        Self { algorithm: Algorithm::Semaphore, window: 0, capacity }
+    }
+
+    fn validate(self) -> Result<Self, LimitError> {
+        let invalid = |why: &str| Err(LimitError::InvalidSpec(format!("{} limit: {why}", self.algorithm)));
+        if self.capacity == 0 {
+            return invalid("capacity must be at least 1");
+        }
+        if self.algorithm != Algorithm::Semaphore && self.window == 0 {
+            return invalid("the window must be positive");
+        }
+        let windowed = matches!(self.algorithm, Algorithm::SlidingWindow | Algorithm::FixedWindow);
+        if windowed && self.capacity > u64::from(u32::MAX) {
+            return invalid("capacity must be below 2^32");
+        }
+        Ok(self)
+    }
+
+    fn params(self) -> Params {
+        Params { window: self.window, capacity: self.capacity }
+    }
+}
+
+/// What a limit says to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Granted. `token` identifies the grant for [`SharedLimits::refund`]; `delay` is how many
+    /// nanoseconds the caller must wait before proceeding (only a leaky bucket sets it).
+    Granted {
+        /// Identifies the grant (the window for windowed limits, the slot for a leaky bucket).
+        token: u64,
+        /// Nanoseconds to wait before using the grant.
+        delay: u64,
+    },
+    /// Refused for now: try again in about this many nanoseconds.
+    Wait(u64),
+}
+
+/// Why a limit operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// The shared memory could not be created or mapped.
+    #[error("shared memory for limits: {0}")]
+    Io(#[from] std::io::Error),
+    /// The mapped memory is not a limit table of this version.
+    #[error("the shared memory is not a limit table of this version")]
+    NotALimitTable,
+    /// A spec that cannot work (zero capacity or window, ...).
+    #[error("invalid limit: {0}")]
+    InvalidSpec(String),
+    /// An algorithm name nobody knows.
+    #[error("unknown limit algorithm {0:?}")]
+    UnknownAlgorithm(String),
+    /// There is no limit with this index.
+    #[error("no limit #{index} (there are {count})")]
+    NoSuchLimit {
+        /// The index asked for.
+        index: usize,
+        /// How many limits there are.
+        count: usize,
+    },
+    /// More units than the limit ever allows at once: waiting would never end.
+    #[error("cannot acquire {amount} units from a limit of capacity {capacity}")]
+    ExceedsCapacity {
+        /// Units asked for.
+        amount: u64,
+        /// The limit's capacity.
+        capacity: u64,
+    },
+}
+
+/// Window and capacity, with the unit arithmetic the algorithms share.
+#[derive(Clone, Copy, Debug)]
+struct Params {
+    window: u64,
+    capacity: u64,
+}
+
+impl Params {
+    /// Nanoseconds of refill that `units` cost, rounded up.
+    fn cost(self, units: u64) -> u64 {
+        let ns = (u128::from(units) * u128::from(self.window)).div_ceil(u128::from(self.capacity));
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+
+    /// Nanoseconds of refill that `units` cost, rounded down (what a refund gives back).
+    fn cost_floor(self, units: u64) -> u64 {
+        u64::try_from(u128::from(units) * u128::from(self.window) / u128::from(self.capacity)).unwrap_or(u64::MAX)
+    }
+
+    /// Whole units that refill in `nanos`, at most the capacity.
+    fn units_in(self, nanos: u64) -> u64 {
+        let units = u128::from(nanos) * u128::from(self.capacity) / u128::from(self.window);
+        u64::try_from(units).unwrap_or(u64::MAX).min(self.capacity)
+    }
+}
+
+/// A table of limits in shared memory, used the same way from every process that maps it.
+pub struct SharedLimits<C: Clock = MonotonicClock> {
+    /// The mapped table.
+    segment: Segment,
+    /// The limits, read back from the table when attaching.
+    specs: Vec<LimitSpec>,
+    /// Where `now` comes from.
+    clock: C,
+    /// The process holding the memfd others attach through.
+    creator: u32,
+}
+
+impl<C: Clock> fmt::Debug for SharedLimits<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedLimits").field("specs", &self.specs).field("creator", &self.creator).finish()
+    }
+}
+
+impl SharedLimits<MonotonicClock> {
+    /// A new table of `specs` in fresh shared memory, on the system monotonic clock.
+    ///
+    /// # Errors
+    /// An invalid spec, or shared memory the kernel refuses.
+    pub fn create(specs: &[LimitSpec]) -> Result<Self, LimitError> {
+        Self::with_clock(specs, MonotonicClock)
+    }
+
+    /// Maps the table that process `pid` created and holds as descriptor `fd`.
+    ///
+    /// # Errors
+    /// When the creator or its descriptor is gone, or it is not a limit table.
+    pub fn attach(pid: u32, fd: RawFd) -> Result<Self, LimitError> {
+        let segment = Segment::attach(pid, fd)?;
+        let words = segment.words();
+        if words.len() < STRIDE
+            || words[0].load(Ordering::Acquire) != MAGIC
+            || words[1].load(Ordering::Acquire) != VERSION
+        {
+            return Err(LimitError::NotALimitTable);
+        }
+        let count = usize::try_from(words[2].load(Ordering::Acquire)).unwrap_or(usize::MAX);
+        if words.len() < STRIDE * (count + 1) {
+            return Err(LimitError::NotALimitTable);
+        }
+        let specs = (0..count)
+            .map(|i| {
+                let base = STRIDE * (i + 1);
+                let algorithm = Algorithm::from_code(words[base].load(Ordering::Acquire))
+                    .ok_or(LimitError::NotALimitTable)?;
+                let window = words[base + 1].load(Ordering::Acquire);
+                let capacity = words[base + 2].load(Ordering::Acquire);
+                LimitSpec { algorithm, window, capacity }.validate()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { segment, specs, clock: MonotonicClock, creator: pid })
+    }
+}
+
+impl<C: Clock> SharedLimits<C> {
+    /// A new table of `specs` in fresh shared memory, reading time from `clock`.
+    ///
+    /// # Errors
+    /// An invalid spec, or shared memory the kernel refuses.
+    pub fn with_clock(specs: &[LimitSpec], clock: C) -> Result<Self, LimitError> {
+        let specs = specs.iter().map(|s| s.validate()).collect::<Result<Vec<_>, _>>()?;
+        let segment = Segment::create("worker_pool-limits", STRIDE * (specs.len() + 1))?;
+        let words = segment.words();
+        for (i, spec) in specs.iter().enumerate() {
+            let base = STRIDE * (i + 1);
+            words[base].store(spec.algorithm.code(), Ordering::Relaxed);
+            words[base + 1].store(spec.window, Ordering::Relaxed);
+            words[base + 2].store(spec.capacity, Ordering::Relaxed);
+        }
+        words[2].store(specs.len() as u64, Ordering::Relaxed);
+        words[1].store(VERSION, Ordering::Relaxed);
+        words[0].store(MAGIC, Ordering::Release);
+        Ok(Self { segment, specs, clock, creator: std::process::id() })
+    }
+
+    /// The limits, in order.
+    #[must_use]
+    pub fn specs(&self) -> &[LimitSpec] {
+        &self.specs
+    }
+
+    /// The process whose descriptor [`attach`](SharedLimits::attach) opens.
+    #[must_use]
+    pub fn creator_pid(&self) -> u32 {
+        self.creator
+    }
+
+    /// The descriptor of the table in this process.
+    #[must_use]
+    pub fn raw_fd(&self) -> RawFd {
+        self.segment.raw_fd()
+    }
+
+    /// Now, on this table's clock.
+    #[must_use]
+    pub fn now(&self) -> u64 {
+        self.clock.now_nanos()
+    }
+
+    fn limit(&self, index: usize) -> Result<(LimitSpec, &[AtomicU64]), LimitError> {
+        let spec = *self.specs.get(index).ok_or(LimitError::NoSuchLimit { index, count: self.specs.len() })?;
+        let base = STRIDE * (index + 1) + STATE;
+        Ok((spec, &self.segment.words()[base..base + 2]))
+    }
+
+    /// Asks limit `index` for `amount` units now.
+    ///
+    /// # Errors
+    /// No such limit, or more units than its capacity.
+    pub fn try_acquire(&self, index: usize, amount: u64) -> Result<Decision, LimitError> {
+        self.try_acquire_at(index, amount, self.now())
+    }
+
+    /// Asks limit `index` for `amount` units at time `now` (nanoseconds on this table's clock).
+    ///
+    /// # Errors
+    /// No such limit, or more units than its capacity.
+    pub fn try_acquire_at(&self, index: usize, amount: u64, now: u64) -> Result<Decision, LimitError> {
+        let (spec, state) = self.limit(index)?;
+        if amount > spec.capacity {
+            return Err(LimitError::ExceedsCapacity { amount, capacity: spec.capacity });
+        }
+        if amount == 0 {
+            return Ok(Decision::Granted { token: 0, delay: 0 });
+        }
+        let p = spec.params();
+        Ok(match spec.algorithm {
+            Algorithm::TokenBucket => token_bucket::try_acquire(&state[0], p, amount, now),
+            Algorithm::Gcra => gcra::try_acquire(&state[0], p, amount, now),
+            Algorithm::LeakyBucket => leaky_bucket::try_acquire(&state[0], p, amount, now),
+            Algorithm::SlidingWindow => sliding_window::try_acquire(state, p, amount, now),
+            Algorithm::FixedWindow => fixed_window::try_acquire(&state[0], p, amount, now),
+            Algorithm::Semaphore => semaphore::try_acquire(&state[0], p, amount),
+        })
+    }
+
+    /// Gives back `amount` units of a rate grant that were not used (`token` from the grant);
+    /// for a semaphore this is [`release`](SharedLimits::release).
+    ///
+    /// # Errors
+    /// No such limit.
+    pub fn refund(&self, index: usize, amount: u64, token: u64) -> Result<(), LimitError> {
+        let (spec, state) = self.limit(index)?;
+        let p = spec.params();
+        match spec.algorithm {
+            Algorithm::TokenBucket => token_bucket::refund(&state[0], p, amount),
+            Algorithm::Gcra => gcra::refund(&state[0], p, amount),
+            Algorithm::LeakyBucket => leaky_bucket::refund(&state[0], p, amount, self.now()),
+            Algorithm::SlidingWindow => sliding_window::refund(state, amount, token),
+            Algorithm::FixedWindow => fixed_window::refund(&state[0], amount, token),
+            Algorithm::Semaphore => semaphore::release(&state[0], amount),
+        }
+        Ok(())
+    }
+
+    /// Releases `amount` units held from a semaphore (no effect on rate limits, whose units
+    /// come back with time).
+    ///
+    /// # Errors
+    /// No such limit.
+    pub fn release(&self, index: usize, amount: u64) -> Result<(), LimitError> {
+        let (spec, state) = self.limit(index)?;
+        if spec.algorithm == Algorithm::Semaphore {
+            semaphore::release(&state[0], amount);
+        }
+        Ok(())
+    }
+
+    /// Units limit `index` would grant right now.
+    ///
+    /// # Errors
+    /// No such limit.
+    pub fn available(&self, index: usize) -> Result<u64, LimitError> {
+        self.available_at(index, self.now())
+    }
+
+    /// Units limit `index` would grant at time `now`.
+    ///
+    /// # Errors
+    /// No such limit.
+    pub fn available_at(&self, index: usize, now: u64) -> Result<u64, LimitError> {
+        let (spec, state) = self.limit(index)?;
+        let p = spec.params();
+        Ok(match spec.algorithm {
+            Algorithm::TokenBucket => token_bucket::available(&state[0], p, now),
+            Algorithm::Gcra => gcra::available(&state[0], p, now),
+            Algorithm::LeakyBucket => leaky_bucket::available(&state[0], p, now),
+            Algorithm::SlidingWindow => sliding_window::available(state, p, now),
+            Algorithm::FixedWindow => fixed_window::available(&state[0], p, now),
+            Algorithm::Semaphore => semaphore::available(&state[0], p),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
