@@ -15,6 +15,8 @@ pub struct Config {
     pub queue_capacity: Option<usize>,
     /// Threads of the supervisor's tokio runtime.
     pub runtime_threads: usize,
+    /// The name of those threads (as `top -H` and debuggers show it).
+    pub thread_name: String,
     /// Default deadline of a task (`None`: no deadline).
     pub task_timeout: Option<Duration>,
     /// When a worker that died is restarted.
@@ -39,6 +41,7 @@ impl Default for Config {
         Self {
             queue_capacity: None,
             runtime_threads: 1,
+            thread_name: "worker-pool".to_owned(),
             task_timeout: None,
             restart_policy: RestartPolicy::OnFailure,
             max_restarts: 5,
@@ -91,6 +94,13 @@ impl SupervisorBuilder {
     #[must_use]
     pub fn runtime_threads(mut self, threads: usize) -> Self {
         self.config.runtime_threads = threads;
+        self
+    }
+
+    /// Names the runtime's threads.
+    #[must_use]
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.config.thread_name = name.into();
         self
     }
 

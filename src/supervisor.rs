@@ -108,7 +108,9 @@ pub enum Backpressure {
 /// [`crate::Config`] and [`WorkerInfo`].
 pub struct Supervisor<W: Workable> {
     shared: Arc<Shared<W>>,
-    runtime: Option<Runtime>,
+    /// Taken out by [`Supervisor::release`] once stopped, so its threads and descriptors end
+    /// with the pool. No handle to it is kept elsewhere: a handle would keep its driver alive.
+    runtime: Mutex<Option<Runtime>>,
 }
 
 impl<W: Workable> Supervisor<W> {
@@ -130,7 +132,7 @@ impl<W: Workable> Supervisor<W> {
     pub(crate) fn with_config(config: Config) -> Result<Self, BuildError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.runtime_threads)
-            .thread_name("worker-pool")
+            .thread_name(config.thread_name.clone())
             .enable_all()
             .build()
             .map_err(|e| BuildError::Runtime(e.to_string()))?;
@@ -150,7 +152,7 @@ impl<W: Workable> Supervisor<W> {
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
         Ok(Self {
             shared,
-            runtime: Some(runtime),
+            runtime: Mutex::new(Some(runtime)),
         })
     }
 
@@ -160,16 +162,32 @@ impl<W: Workable> Supervisor<W> {
         &self.shared.config
     }
 
-    /// The supervisor's runtime, to run futures that belong to it (e.g. worker start-up).
-    ///
-    /// # Panics
-    /// Never: the runtime lives until the supervisor is dropped.
+    /// A handle to the supervisor's runtime, to run futures that belong to it (e.g. worker
+    /// start-up); `None` after [`Supervisor::release`].
     #[must_use]
-    pub fn runtime(&self) -> &tokio::runtime::Handle {
+    pub fn runtime(&self) -> Option<tokio::runtime::Handle> {
         self.runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .expect("runtime lives as long as the supervisor")
-            .handle()
+            .map(|r| r.handle().clone())
+    }
+
+    /// Ends the runtime's threads once the pool has stopped; returns whether it had. Dropping
+    /// the supervisor does this too; call it to free the threads of a pool you still hold.
+    pub fn release(&self) -> bool {
+        if self.shared.phase() != Phase::Stopped {
+            return false;
+        }
+        let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(runtime) = runtime {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(Duration::from_secs(5));
+            }
+        }
+        true
     }
 
     /// Adds a worker that is ready now; returns its id.
@@ -200,7 +218,12 @@ impl<W: Workable> Supervisor<W> {
         self.shared.slots().push(Arc::clone(&slot));
         self.shared.live.fetch_add(1, Ordering::AcqRel);
         let shared = Arc::clone(&self.shared);
-        self.runtime().spawn(async move {
+        let Some(runtime) = self.runtime() else {
+            shared.worker_exited(&slot, false);
+            on_ready(Err(StartError::ShutDown));
+            return id;
+        };
+        runtime.spawn(async move {
             let mut phase = shared.phase.subscribe();
             let started = tokio::select! {
                 started = start => Some(started),
@@ -479,8 +502,8 @@ impl<W: Workable> Supervisor<W> {
         if self.shared.phase() == Phase::Stopped {
             return true;
         }
-        self.runtime()
-            .block_on(async { tokio::time::timeout(timeout, self.stopped()).await.is_ok() })
+        let Some(runtime) = self.runtime() else { return true };
+        runtime.block_on(async { tokio::time::timeout(timeout, self.stopped()).await.is_ok() })
     }
 }
 
@@ -507,7 +530,7 @@ impl<W: Workable> Drop for Supervisor<W> {
         } else {
             finish();
         }
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(runtime) = self.runtime.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
             runtime.shutdown_background();
         }
     }

@@ -474,3 +474,27 @@ fn crash_retries_run_the_task_again_on_another_worker() {
         "off by default"
     );
 }
+
+#[test]
+fn release_ends_the_runtime_threads_of_a_stopped_pool() {
+    fn runtime_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter(|t| {
+                let comm = t.as_ref().unwrap().path().join("comm");
+                std::fs::read_to_string(comm).is_ok_and(|c| c.trim() == "release-test")
+            })
+            .count()
+    }
+    let pool = Supervisor::<Sleeper>::builder()
+        .thread_name("release-test")
+        .build()
+        .unwrap();
+    sleepers(&pool, 1);
+    assert!(!pool.release(), "a running pool keeps its runtime");
+    eventually("the runtime thread to start", || runtime_threads() == 1);
+    pool.shutdown(ShutdownMode::Graceful);
+    assert!(pool.wait_stopped(Duration::from_secs(10)));
+    assert!(pool.release());
+    assert_eq!(runtime_threads(), 0);
+}

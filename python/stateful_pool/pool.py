@@ -11,7 +11,7 @@ import os
 import sys
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import cloudpickle
 
@@ -72,6 +72,14 @@ class SPool(Generic[W]):
             default), ``"active"`` (``"least_active"``), ``"total"`` (``"least_total"``) or
             ``"random"`` (``"rand"``). Tasks are bound to workers only when one is idle, so no
             balancer queues a task behind a running one while another worker is free.
+        mode: where workers run: ``"process"`` (default: fresh interpreters), ``"thread"``
+            (threads of this process, for I/O-bound work), ``"asyncio"`` (an event loop per
+            worker; methods may be ``async def``), ``"ray"`` (one Ray actor per worker) or
+            ``"sync"`` (inline in the caller; futures come back done, for debugging). Errors,
+            stats, shutdown, ``queue_size``, ``task_timeout`` and cancelling behave the same in
+            every mode; see ``stateful_pool.modes``.
+        actor_options: Ray actor options for ``mode="ray"``, e.g. ``{"num_cpus": 0.5}``.
+        max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32).
     """
 
     def __init__(
@@ -89,6 +97,9 @@ class SPool(Generic[W]):
         stop_timeout: float = 5.0,
         load_balancing: str = "round_robin",
         crash_retries: int = 0,
+        mode: str = "process",
+        actor_options: dict[str, Any] | None = None,
+        max_concurrency: int | None = None,
     ):
         if not isinstance(worker_cls, type):
             raise TypeError(f"worker_cls must be a class, got {worker_cls!r}")
@@ -100,23 +111,50 @@ class SPool(Generic[W]):
         self._class_blob = cloudpickle.dumps(worker_cls, protocol=5)
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
-        self._core = _core.CorePool(
-            sys.executable,
-            _WORKER_ARGS,
-            _worker_env(),
-            os.getcwd(),
-            queue_size=queue_size,
-            task_timeout=task_timeout,
-            restart=restart,
-            max_restarts=max_restarts,
-            restart_window=restart_window,
-            max_tasks_per_worker=max_tasks_per_worker,
-            max_memory_per_worker=max_memory_per_worker,
-            stop_timeout=stop_timeout,
-            load_balancing=load_balancing,
-            crash_retries=crash_retries,
-        )
-        self._completer = Completer(self._core)
+        if mode != "process":
+            # Same supervisor semantics, other hosts for the workers (see stateful_pool.modes).
+            from .modes import make_completer, make_engine
+
+            self._core = cast(
+                _core.CorePool,
+                make_engine(
+                    mode,
+                    worker_cls,
+                    actor_options=actor_options,
+                    max_concurrency=max_concurrency,
+                    queue_size=queue_size,
+                    task_timeout=task_timeout,
+                    restart=restart,
+                    max_restarts=max_restarts,
+                    restart_window=restart_window,
+                    max_tasks_per_worker=max_tasks_per_worker,
+                    max_memory_per_worker=max_memory_per_worker,
+                    stop_timeout=stop_timeout,
+                    load_balancing=load_balancing,
+                    crash_retries=crash_retries,
+                ),
+            )
+            self._completer = make_completer(self._core)
+        elif actor_options is not None or max_concurrency is not None:
+            raise ValueError("actor_options needs mode='ray' and max_concurrency needs mode='asyncio'")
+        else:
+            self._core = _core.CorePool(
+                sys.executable,
+                _WORKER_ARGS,
+                _worker_env(),
+                os.getcwd(),
+                queue_size=queue_size,
+                task_timeout=task_timeout,
+                restart=restart,
+                max_restarts=max_restarts,
+                restart_window=restart_window,
+                max_tasks_per_worker=max_tasks_per_worker,
+                max_memory_per_worker=max_memory_per_worker,
+                stop_timeout=stop_timeout,
+                load_balancing=load_balancing,
+                crash_retries=crash_retries,
+            )
+            self._completer = Completer(self._core)
         _live_pools.add(self)
 
     def options(self, *, timeout: float | None = None, submit_timeout: float | None = None) -> SPool[W]:
@@ -331,6 +369,7 @@ class SPool(Generic[W]):
         finally:
             _live_pools.discard(self)
         self._completer.close(timeout=5.0)
+        self._core.release()
 
     def __enter__(self) -> SPool[W]:
         return self

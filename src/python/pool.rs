@@ -159,6 +159,7 @@ impl CorePool {
         let config = Config {
             queue_capacity: queue_size,
             runtime_threads: 1,
+            thread_name: "stateful-pool".to_owned(),
             task_timeout: seconds("task_timeout", task_timeout)?,
             restart_policy: parse_restart(restart)?,
             max_restarts,
@@ -261,7 +262,10 @@ impl CorePool {
         for (worker, handle) in handles {
             let (tx, rx) = crossbeam_channel::bounded(1);
             // Hand each reply to a channel we can wait on interruptibly.
-            self.supervisor.runtime().spawn(async move {
+            let Some(runtime) = self.supervisor.runtime() else {
+                break;
+            };
+            runtime.spawn(async move {
                 let _ = tx.send(handle.await);
             });
             let (status, value) = task_outcome(py, recv_interruptible(py, &rx)?)?;
@@ -320,6 +324,11 @@ impl CorePool {
             }
             py.check_signals()?;
         }
+    }
+
+    /// Ends the supervisor's threads after the pool has stopped; returns whether it had.
+    fn release(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.supervisor.release())
     }
 
     /// Whether shutdown was requested.

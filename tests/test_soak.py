@@ -1,0 +1,84 @@
+"""Soak test, run by hand: ``pytest -m slow tests/test_soak.py -s`` (SOAK_TASKS overrides the
+task count, default 1,000,000). Random SIGKILLs hit the workers while tasks stream through;
+every task must either complete exactly once with its own result or fail with
+WorkerCrashedError, and nothing may leak."""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+from conftest import child_pids, open_fds
+from workers import Echo
+
+from stateful_pool import SPool, WorkerCrashedError
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_soak_with_random_worker_kills() -> None:
+    total = int(os.environ.get("SOAK_TASKS", "1000000"))
+    # tokio's SIGCHLD listener (a socket pair) is created once per process, by the first pool:
+    # make it exist before counting descriptors.
+    with SPool(Echo) as warmup:
+        warmup.spawn()
+    gc.collect()
+    fds_before = len(open_fds())
+    threads_before = threading.active_count()
+    kills = 0
+    stop = threading.Event()
+
+    with SPool(Echo, queue_size=10_000, max_restarts=1_000_000, restart_window=1) as pool:
+        for _ in range(2):
+            pool.spawn()
+
+        def killer() -> None:
+            nonlocal kills
+            rng = random.Random(7)
+            while not stop.wait(rng.uniform(0.005, 0.05)):
+                pids = [w["pid"] for w in pool.stats()["workers"] if w["pid"]]
+                if pids:
+                    try:
+                        os.kill(rng.choice(pids), signal.SIGKILL)
+                        kills += 1
+                    except ProcessLookupError:
+                        pass
+
+        thread = threading.Thread(target=killer)
+        thread.start()
+        started = time.perf_counter()
+        completed = crashed = 0
+        try:
+            window = 20_000
+            for base in range(0, total, window):
+                futures = [pool.submit_execute(i) for i in range(base, min(total, base + window))]
+                for i, f in enumerate(futures, base):
+                    exc = f.exception(timeout=120)
+                    if exc is None:
+                        assert f.result() == i, "a result went to the wrong task"
+                        completed += 1
+                    else:
+                        assert isinstance(exc, WorkerCrashedError), repr(exc)
+                        crashed += 1
+        finally:
+            stop.set()
+            thread.join()
+        elapsed = time.perf_counter() - started
+        restarts = sum(w["restarts"] for w in pool.stats()["workers"])
+    gc.collect()
+    leaked_fds = len(open_fds()) - fds_before
+    leaked_children = len(child_pids())
+    leaked_threads = threading.active_count() - threads_before
+    print(
+        f"\nsoak: tasks={total} completed={completed} crashed={crashed} lost={total - completed - crashed} "
+        f"kills={kills} restarts={restarts} leaked_fds={max(0, leaked_fds)} leaked_children={leaked_children} "
+        f"leaked_threads={leaked_threads} in {elapsed:.1f}s ({total / elapsed:,.0f} tasks/s)"
+    )
+    assert completed + crashed == total
+    assert crashed <= kills, "only a kill can fail a task"
+    assert leaked_fds <= 0 and leaked_children == 0 and leaked_threads <= 0
