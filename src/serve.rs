@@ -20,6 +20,8 @@ use crate::workable::{Response, Workable};
 enum Wake<W: Workable> {
     Job(Job<W>),
     Fault(WorkerFault),
+    /// A direct-lane call gave the worker back.
+    Released,
     /// Queue closed and empty (graceful), or kill requested.
     Stop,
 }
@@ -31,6 +33,18 @@ enum Ran<W: Workable> {
     TimedOut(Duration),
     Killed,
     Aborted,
+}
+
+/// What `run_job` left the worker in.
+enum JobEnd {
+    /// Fine, idle again.
+    Idle,
+    /// Broken: recover it.
+    Failed(WorkerFault),
+    /// The pool is being killed.
+    Killed,
+    /// A direct-lane caller holds the worker; the job went back to the queue.
+    Deferred,
 }
 
 /// Why the loop ended.
@@ -51,64 +65,94 @@ pub(crate) async fn serve<W: Workable>(
     let mut drained = shared.drained.subscribe();
     let config = &shared.config;
     let mut intensity = RestartIntensity::new(config.max_restarts, config.restart_window);
+    slot.set_lane(worker.lane());
     let exit = loop {
-        if slot.is_retiring() {
+        if slot.is_retiring() && slot.state() != crate::WorkerState::Busy {
             break Exit::Retire;
         }
-        if inbox.is_empty() {
+        let claimed_elsewhere = slot.state() == crate::WorkerState::Busy;
+        if inbox.is_empty() && !claimed_elsewhere {
             let _ = shared.idle_tx.send(Arc::clone(&slot));
         }
         let wake = tokio::select! {
             biased;
             _ = phase.wait_for(|p| *p >= Phase::Killing) => Wake::Stop,
-            Some(job) = inbox.recv() => Wake::Job(job),
+            () = slot.released.notified() => Wake::Released,
+            Some(job) = inbox.recv(), if !claimed_elsewhere => Wake::Job(job),
             () = slot.retire.notified() => continue,
-            _ = drained.wait_for(|d| *d) => Wake::Stop,
+            _ = drained.wait_for(|d| *d), if !claimed_elsewhere => Wake::Stop,
             fault = worker.terminated() => Wake::Fault(fault),
             else => Wake::Stop,
         };
         let fault = match wake {
-            Wake::Stop => {
-                break if shared.phase() >= Phase::Killing {
-                    Exit::Kill
-                } else {
-                    Exit::Stop
+            Wake::Stop => break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::Stop },
+            Wake::Released => match slot.state() {
+                crate::WorkerState::Failed => {
+                    slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed"))
                 }
+                _ => continue,
+            },
+            Wake::Fault(fault) => {
+                // Take the worker before touching it; if a direct caller holds it, the closed
+                // lane wakes that caller, and we recover once it lets go.
+                if !slot.try_claim() && slot.state() == crate::WorkerState::Busy {
+                    let released = tokio::select! {
+                        () = slot.released.notified() => true,
+                        _ = phase.wait_for(|p| *p >= Phase::Killing) => false,
+                    };
+                    if !released {
+                        break Exit::Kill;
+                    }
+                    if slot.state() == crate::WorkerState::Idle && !slot.try_claim() {
+                        continue;
+                    }
+                }
+                let _ = slot.take_claim_fault();
+                fault
             }
-            Wake::Fault(fault) => fault,
             Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared).await {
-                None => {
-                    if needs_recycling(&worker, &slot, config) {
-                        slot.apply(WorkerEvent::Recycle);
-                        slot.restarts.fetch_add(1, Ordering::Relaxed);
-                        worker.stop().await;
-                        match worker.restart().await {
-                            Ok(()) => {
-                                slot.set_pid(worker.pid());
-                                slot.apply(WorkerEvent::Ready);
-                                continue;
-                            }
-                            Err(fault) => {
-                                slot.apply(WorkerEvent::Crashed);
-                                fault
-                            }
+                JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
+                    slot.apply(WorkerEvent::Recycle);
+                    slot.set_lane(None);
+                    slot.restarts.fetch_add(1, Ordering::Relaxed);
+                    worker.stop().await;
+                    match worker.restart().await {
+                        Ok(()) => {
+                            slot.set_pid(worker.pid());
+                            slot.set_lane(worker.lane());
+                            slot.apply(WorkerEvent::Ready);
+                            continue;
                         }
+                        Err(fault) => {
+                            slot.apply(WorkerEvent::Crashed);
+                            fault
+                        }
+                    }
+                }
+                JobEnd::Idle => continue,
+                JobEnd::Deferred => {
+                    // Wait for the direct caller to give the worker back.
+                    tokio::select! {
+                        () = slot.released.notified() => {}
+                        _ = phase.wait_for(|p| *p >= Phase::Killing) => {}
+                    }
+                    if slot.state() == crate::WorkerState::Failed {
+                        slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed"))
                     } else {
                         continue;
                     }
                 }
-                Some(Err(())) => break Exit::Kill,
-                Some(Ok(fault)) => fault,
+                JobEnd::Killed => break Exit::Kill,
+                JobEnd::Failed(fault) => fault,
             },
         };
+        slot.set_lane(None);
         if !recover(&mut worker, &slot, &shared, &mut intensity, fault, &mut phase).await {
-            break if shared.phase() >= Phase::Killing {
-                Exit::Kill
-            } else {
-                Exit::GaveUp
-            };
+            break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::GaveUp };
         }
+        slot.set_lane(worker.lane());
     };
+    slot.set_lane(None);
 
     inbox.close();
     while let Ok(job) = inbox.try_recv() {
@@ -137,35 +181,28 @@ pub(crate) async fn serve<W: Workable>(
     shared.worker_exited(&slot, !matches!(exit, Exit::Retire));
 }
 
-/// Runs one job. `None`: the worker is fine. `Some(Ok(fault))`: it must be recovered.
-/// `Some(Err(()))`: the pool is being killed.
+/// Runs one job on the worker, which it first takes (`Idle` to `Busy`).
 async fn run_job<W: Workable>(
     worker: &mut W,
     slot: &WorkerSlot<W>,
     job: Job<W>,
     phase: &mut watch::Receiver<Phase>,
     shared: &Shared<W>,
-) -> Option<Result<WorkerFault, ()>> {
-    let Job {
-        task,
-        ticket,
-        options,
-        reply,
-        attempts,
-    } = job;
-    if !ticket.begin() {
-        reply(Err(TaskError::Cancelled));
-        return None;
+) -> JobEnd {
+    if !slot.try_claim() {
+        shared.queue.give_back(job);
+        return JobEnd::Deferred;
     }
-    slot.apply(WorkerEvent::TaskStarted);
+    let Job { task, ticket, options, reply, attempts } = job;
+    if !ticket.begin() {
+        slot.apply(WorkerEvent::TaskFinished);
+        reply(Err(TaskError::Cancelled));
+        return JobEnd::Idle;
+    }
     let deadline = options.timeout.or(shared.config.task_timeout);
     // Keep a copy to run again elsewhere if this worker crashes under it (opt-in: a task that
     // crashes its worker may crash the next one too).
-    let spare = if attempts < shared.config.crash_retries {
-        W::clone_task(&task)
-    } else {
-        None
-    };
+    let spare = if attempts < shared.config.crash_retries { W::clone_task(&task) } else { None };
     let ran = {
         let work = worker.process(task);
         tokio::pin!(work);
@@ -195,20 +232,11 @@ async fn run_job<W: Workable>(
             slot.apply(WorkerEvent::Crashed);
             ticket.requeue();
             let task = spare.expect("checked");
-            shared.queue.give_back(Job {
-                task,
-                ticket,
-                options,
-                reply,
-                attempts: attempts + 1,
-            });
-            return Some(Ok(fault));
+            shared.queue.give_back(Job { task, ticket, options, reply, attempts: attempts + 1 });
+            return JobEnd::Failed(fault);
         }
         Ran::Fatal(fault) => {
-            let error = TaskError::WorkerCrashed {
-                worker: slot.id,
-                fault: fault.clone(),
-            };
+            let error = TaskError::WorkerCrashed { worker: slot.id, fault: fault.clone() };
             (WorkerEvent::Crashed, Err(error), Some(fault))
         }
         Ran::TimedOut(d) => {
@@ -218,17 +246,13 @@ async fn run_job<W: Workable>(
         }
         Ran::Killed => {
             worker.kill().await;
-            (
-                WorkerEvent::Crashed,
-                Err(TaskError::Cancelled),
-                Some(WorkerFault::new("killed to cancel its task")),
-            )
+            (WorkerEvent::Crashed, Err(TaskError::Cancelled), Some(WorkerFault::new("killed to cancel its task")))
         }
         Ran::Aborted => {
             reply(Err(TaskError::ShutDown));
             slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
             slot.apply(WorkerEvent::StopRequested);
-            return Some(Err(()));
+            return JobEnd::Killed;
         }
     };
     if fault.is_some() {
@@ -236,7 +260,7 @@ async fn run_job<W: Workable>(
     }
     slot.apply(event);
     reply(outcome);
-    fault.map(Ok)
+    fault.map_or(JobEnd::Idle, JobEnd::Failed)
 }
 
 fn response_to_ran<W: Workable>(response: Response<W>) -> Ran<W> {
@@ -247,12 +271,8 @@ fn response_to_ran<W: Workable>(response: Response<W>) -> Ran<W> {
 }
 
 fn needs_recycling<W: Workable>(worker: &W, slot: &WorkerSlot<W>, config: &crate::Config) -> bool {
-    let by_count = config
-        .max_tasks_per_worker
-        .is_some_and(|max| slot.tasks_done.load(Ordering::Relaxed) % max == 0);
-    let by_memory = config
-        .max_memory_per_worker
-        .is_some_and(|max| worker.memory_bytes().is_some_and(|rss| rss > max));
+    let by_count = config.max_tasks_per_worker.is_some_and(|max| slot.tasks_done.load(Ordering::Relaxed) % max == 0);
+    let by_memory = config.max_memory_per_worker.is_some_and(|max| worker.memory_bytes().is_some_and(|rss| rss > max));
     by_count || by_memory
 }
 

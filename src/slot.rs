@@ -43,7 +43,16 @@ pub(crate) struct WorkerSlot<W: Workable> {
     pub(crate) retire: Notify,
     /// Tasks addressed to this worker alone (broadcasts); they skip the shared queue.
     pub(crate) inbox: mpsc::UnboundedSender<Job<W>>,
+    /// The worker's direct lane, while it is serving (see `Supervisor::claim_idle`).
+    lane: Mutex<Option<Lane>>,
+    /// Rung when a direct-lane claim ends.
+    pub(crate) released: Notify,
+    /// Why the worker died under a direct-lane claim, for its serve loop to recover from.
+    claim_fault: Mutex<Option<crate::error::WorkerFault>>,
 }
+
+/// A type-erased direct lane (see [`crate::Workable::lane`]).
+pub(crate) type Lane = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 impl<W: Workable> WorkerSlot<W> {
     pub(crate) fn new(id: u64, inbox: mpsc::UnboundedSender<Job<W>>) -> Self {
@@ -59,6 +68,9 @@ impl<W: Workable> WorkerSlot<W> {
             retiring: AtomicBool::new(false),
             retire: Notify::new(),
             inbox,
+            lane: Mutex::new(None),
+            released: Notify::new(),
+            claim_fault: Mutex::new(None),
         }
     }
 
@@ -71,6 +83,44 @@ impl<W: Workable> WorkerSlot<W> {
         self.state.store(WorkerState::Failed as u8, Ordering::Release);
         self.set_last_error(message);
         self.set_pid(None);
+    }
+
+    /// Takes the worker for one task: `Idle` to `Busy`, atomically. Whoever succeeds (the serve
+    /// loop or a direct-lane caller) is its only driver until it gives it back.
+    pub(crate) fn try_claim(&self) -> bool {
+        self.state
+            .compare_exchange(WorkerState::Idle as u8, WorkerState::Busy as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Ends a direct-lane claim: back to `Idle`, or `Failed` with the fault for the serve loop.
+    pub(crate) fn release_claim(&self, fault: Option<crate::error::WorkerFault>) {
+        let to = match fault {
+            None => {
+                self.tasks_done.fetch_add(1, Ordering::Relaxed);
+                WorkerState::Idle
+            }
+            Some(fault) => {
+                self.tasks_failed.fetch_add(1, Ordering::Relaxed);
+                *self.claim_fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fault);
+                WorkerState::Failed
+            }
+        };
+        // Only from Busy: a pool being killed may have moved the worker on already.
+        let _ = self.state.compare_exchange(WorkerState::Busy as u8, to as u8, Ordering::AcqRel, Ordering::Acquire);
+        self.released.notify_one();
+    }
+
+    pub(crate) fn take_claim_fault(&self) -> Option<crate::error::WorkerFault> {
+        self.claim_fault.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    pub(crate) fn set_lane(&self, lane: Option<Lane>) {
+        *self.lane.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = lane;
+    }
+
+    pub(crate) fn lane(&self) -> Option<Lane> {
+        self.lane.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Applies `event`; only the worker's own task calls this, so load-then-store is race-free.
@@ -95,10 +145,7 @@ impl<W: Workable> WorkerSlot<W> {
     }
 
     pub(crate) fn set_last_error(&self, error: String) {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
     }
 
     pub(crate) fn info(&self) -> WorkerInfo {
@@ -110,11 +157,7 @@ impl<W: Workable> WorkerSlot<W> {
             restarts: self.restarts.load(Ordering::Relaxed),
             tasks_done: self.tasks_done.load(Ordering::Relaxed),
             tasks_failed: self.tasks_failed.load(Ordering::Relaxed),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            last_error: self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             dispatched: self.dispatched.load(Ordering::Relaxed),
         }
     }

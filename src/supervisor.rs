@@ -39,6 +39,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) dispatched: AtomicU64,
     /// Set once the dispatcher has handed out the last queued task of a graceful shutdown.
     pub(crate) drained: watch::Sender<bool>,
+    /// Where [`Supervisor::claim_idle`] starts looking, so direct calls rotate over workers.
+    claim_cursor: AtomicUsize,
 }
 
 impl<W: Workable> Shared<W> {
@@ -70,11 +72,7 @@ impl<W: Workable> Shared<W> {
 
     fn fail_queued(&self, error: impl Fn() -> TaskError<W::Error>) {
         for job in self.queue.drain() {
-            let error = if job.ticket.cancelled() {
-                TaskError::Cancelled
-            } else {
-                error()
-            };
+            let error = if job.ticket.cancelled() { TaskError::Cancelled } else { error() };
             job.fail(error);
         }
     }
@@ -88,6 +86,43 @@ impl<W: Workable> Shared<W> {
                 Phase::Stopped => self.fail_queued(|| TaskError::ShutDown),
                 Phase::Draining | Phase::Killing => {}
             }
+        }
+    }
+}
+
+/// A worker taken for one call run by the calling thread through its direct lane
+/// ([`Supervisor::claim_idle`]). Give it back with [`Claim::finish`]; dropping it unfinished
+/// counts as a crash (the worker may be mid-call), so the worker is restarted.
+pub struct Claim<W: Workable> {
+    slot: Arc<WorkerSlot<W>>,
+    lane: crate::slot::Lane,
+    finished: bool,
+}
+
+impl<W: Workable> Claim<W> {
+    /// The claimed worker's id.
+    #[must_use]
+    pub fn worker_id(&self) -> u64 {
+        self.slot.id
+    }
+
+    /// The worker's lane as its concrete type (e.g. [`crate::process::ShmLane`]).
+    #[must_use]
+    pub fn lane<L: std::any::Any + Send + Sync>(&self) -> Option<Arc<L>> {
+        Arc::clone(&self.lane).downcast::<L>().ok()
+    }
+
+    /// Gives the worker back: idle again, or failed with `fault` (its serve loop restarts it).
+    pub fn finish(mut self, fault: Option<crate::error::WorkerFault>) {
+        self.finished = true;
+        self.slot.release_claim(fault);
+    }
+}
+
+impl<W: Workable> Drop for Claim<W> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.slot.release_claim(Some(crate::error::WorkerFault::new("a direct call was abandoned mid-way")));
         }
     }
 }
@@ -148,12 +183,10 @@ impl<W: Workable> Supervisor<W> {
             idle_tx,
             dispatched: AtomicU64::new(0),
             drained: watch::Sender::new(false),
+            claim_cursor: AtomicUsize::new(0),
         });
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
-        Ok(Self {
-            shared,
-            runtime: Mutex::new(Some(runtime)),
-        })
+        Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })
     }
 
     /// The configuration this supervisor runs with.
@@ -166,11 +199,7 @@ impl<W: Workable> Supervisor<W> {
     /// start-up); `None` after [`Supervisor::release`].
     #[must_use]
     pub fn runtime(&self) -> Option<tokio::runtime::Handle> {
-        self.runtime
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|r| r.handle().clone())
+        self.runtime.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.handle().clone())
     }
 
     /// Ends the runtime's threads once the pool has stopped; returns whether it had. Dropping
@@ -310,13 +339,7 @@ impl<W: Workable> Supervisor<W> {
     ) -> Result<Ticket, SubmitError<W::Task>> {
         let task = self.check_accepting(task)?;
         let ticket = Ticket::default();
-        let job = Job {
-            task,
-            ticket: ticket.clone(),
-            options,
-            reply,
-            attempts: 0,
-        };
+        let job = Job { task, ticket: ticket.clone(), options, reply, attempts: 0 };
         let pushed = match backpressure {
             Backpressure::Fail => self.shared.queue.try_push(job),
             Backpressure::Block(timeout) => self.shared.queue.push_blocking(job, timeout),
@@ -352,13 +375,7 @@ impl<W: Workable> Supervisor<W> {
         let task = self.check_accepting(task)?;
         let (reply, rx) = TaskHandle::<W>::channel();
         let ticket = Ticket::default();
-        let job = Job {
-            task,
-            ticket: ticket.clone(),
-            options: TaskOptions::default(),
-            reply,
-            attempts: 0,
-        };
+        let job = Job { task, ticket: ticket.clone(), options: TaskOptions::default(), reply, attempts: 0 };
         let pushed = self.shared.queue.push(job).await;
         self.push_result(pushed)?;
         Ok(TaskHandle { ticket, rx })
@@ -376,23 +393,12 @@ impl<W: Workable> Supervisor<W> {
         reply: ReplyFn<W>,
     ) -> Result<Ticket, SubmitError<W::Task>> {
         let task = self.check_accepting(task)?;
-        let slot = self
-            .shared
-            .slots()
-            .iter()
-            .find(|s| s.id == worker && s.state().is_live())
-            .cloned();
+        let slot = self.shared.slots().iter().find(|s| s.id == worker && s.state().is_live()).cloned();
         let Some(slot) = slot else {
             return Err(SubmitError::UnknownWorker(task));
         };
         let ticket = Ticket::default();
-        let job = Job {
-            task,
-            ticket: ticket.clone(),
-            options,
-            reply,
-            attempts: 0,
-        };
+        let job = Job { task, ticket: ticket.clone(), options, reply, attempts: 0 };
         slot.inbox.send(job).map_err(|e| SubmitError::UnknownWorker(e.0.task))?;
         Ok(ticket)
     }
@@ -412,15 +418,28 @@ impl<W: Workable> Supervisor<W> {
             .collect()
     }
 
+    /// Takes an idle worker that has a direct lane, for one call run by the calling thread,
+    /// provided nothing is queued (a direct call never overtakes queued tasks). `None`: no
+    /// worker is free that way; submit normally.
+    pub fn claim_idle(&self) -> Option<Claim<W>> {
+        if self.shared.phase() != Phase::Running || self.shared.queue.len() > 0 {
+            return None;
+        }
+        let slots = self.shared.slots();
+        let start = self.shared.claim_cursor.fetch_add(1, Ordering::Relaxed);
+        (0..slots.len()).map(|i| &slots[(start + i) % slots.len()]).find_map(|slot| {
+            if slot.state() != crate::WorkerState::Idle || slot.is_retiring() {
+                return None;
+            }
+            let lane = slot.lane()?;
+            slot.try_claim().then(|| Claim { slot: Arc::clone(slot), lane, finished: false })
+        })
+    }
+
     /// Asks worker `id` to leave after its current task (its queued work goes to the others).
     /// Returns whether such a live worker existed.
     pub fn retire_worker(&self, id: u64) -> bool {
-        let slot = self
-            .shared
-            .slots()
-            .iter()
-            .find(|s| s.id == id && s.state().is_live())
-            .cloned();
+        let slot = self.shared.slots().iter().find(|s| s.id == id && s.state().is_live()).cloned();
         slot.is_some_and(|slot| {
             slot.request_retire();
             true
@@ -442,12 +461,7 @@ impl<W: Workable> Supervisor<W> {
     /// Ids of the workers that are starting or serving.
     #[must_use]
     pub fn live_worker_ids(&self) -> Vec<u64> {
-        self.shared
-            .slots()
-            .iter()
-            .filter(|s| s.state().is_live())
-            .map(|s| s.id)
-            .collect()
+        self.shared.slots().iter().filter(|s| s.state().is_live()).map(|s| s.id).collect()
     }
 
     /// A snapshot of every worker.

@@ -74,6 +74,13 @@ pub trait Workable: Send + Sized + 'static {
         None
     }
 
+    /// A handle through which a caller thread may drive this worker directly while it holds a
+    /// claim on it ([`crate::Supervisor::claim_idle`]); the concrete type is the worker's own
+    /// (e.g. [`crate::process::ShmLane`]). `None` (the default): no direct lane.
+    fn lane(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
     /// The operating-system process id behind this worker, if it has one.
     fn pid(&self) -> Option<u32> {
         None

@@ -2,13 +2,11 @@
 //! re-executes itself as an echo worker, so no Python is needed).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use worker_pool::process::{FrameKind, ProcessSpec, ProcessWorker, SpawnFailure, WORKER_READ_FD, WORKER_WRITE_FD};
+use worker_pool::process::{FrameKind, ProcessSpec, ProcessWorker, SpawnFailure, WorkerEndpoint};
 use worker_pool::{
     LoadBalancing, Response, RestartPolicy, ShutdownMode, StartError, SubmitError, Supervisor, TaskError, Workable,
     WorkerState,
@@ -58,11 +56,7 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
 fn sleepers(pool: &Supervisor<Sleeper>, n: usize) -> Arc<AtomicUsize> {
     let starts = Arc::new(AtomicUsize::new(0));
     for id in 0..n {
-        pool.add_worker(Sleeper {
-            id,
-            done: 0,
-            starts: Arc::clone(&starts),
-        });
+        pool.add_worker(Sleeper { id, done: 0, starts: Arc::clone(&starts) });
     }
     starts
 }
@@ -85,16 +79,10 @@ fn runs_every_task_exactly_once_across_workers() {
 
 #[test]
 fn a_fast_task_never_waits_behind_a_slow_one_while_a_worker_is_idle() {
-    for balancing in [
-        LoadBalancing::RoundRobin,
-        LoadBalancing::LeastActive,
-        LoadBalancing::LeastTotal,
-        LoadBalancing::Random,
-    ] {
-        let pool = Supervisor::<Sleeper>::builder()
-            .load_balancing(balancing)
-            .build()
-            .unwrap();
+    for balancing in
+        [LoadBalancing::RoundRobin, LoadBalancing::LeastActive, LoadBalancing::LeastTotal, LoadBalancing::Random]
+    {
+        let pool = Supervisor::<Sleeper>::builder().load_balancing(balancing).build().unwrap();
         sleepers(&pool, 2);
         let slow = pool.try_submit(2_000).unwrap();
         // Each fast task must finish while the slow one still runs, whichever worker is picked.
@@ -115,15 +103,8 @@ fn task_errors_and_fatal_responses() {
     let pool = Supervisor::<Sleeper>::builder().build().unwrap();
     let starts = sleepers(&pool, 1);
     assert!(matches!(pool.try_submit(998).unwrap().wait(), Err(TaskError::Failed(e)) if e == "task failed"));
-    assert!(matches!(
-        pool.try_submit(999).unwrap().wait(),
-        Err(TaskError::WorkerCrashed { worker: 0, .. })
-    ));
-    assert_eq!(
-        pool.try_submit(0).unwrap().wait().unwrap(),
-        (0, 1),
-        "restarted with fresh state"
-    );
+    assert!(matches!(pool.try_submit(999).unwrap().wait(), Err(TaskError::WorkerCrashed { worker: 0, .. })));
+    assert_eq!(pool.try_submit(0).unwrap().wait().unwrap(), (0, 1), "restarted with fresh state");
     eventually("the restart", || starts.load(Ordering::SeqCst) == 1);
     let info = &pool.workers()[0];
     assert_eq!(info.restarts, 1);
@@ -132,25 +113,16 @@ fn task_errors_and_fatal_responses() {
 
 #[test]
 fn crash_loop_stops_at_the_restart_intensity_and_fails_queued_tasks() {
-    let pool = Supervisor::<Sleeper>::builder()
-        .restart_intensity(2, Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let pool = Supervisor::<Sleeper>::builder().restart_intensity(2, Duration::from_secs(60)).build().unwrap();
     sleepers(&pool, 1);
     for _ in 0..2 {
-        assert!(matches!(
-            pool.try_submit(999).unwrap().wait(),
-            Err(TaskError::WorkerCrashed { .. })
-        ));
+        assert!(matches!(pool.try_submit(999).unwrap().wait(), Err(TaskError::WorkerCrashed { .. })));
     }
     let last = pool.try_submit(999).unwrap();
     assert!(matches!(last.wait(), Err(TaskError::WorkerCrashed { .. })));
     // Third crash within the window: the worker stays failed and nothing can run any more.
     eventually("the worker to give up", || {
-        pool.workers()[0]
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("gave up"))
+        pool.workers()[0].last_error.as_deref().is_some_and(|e| e.contains("gave up"))
     });
     let info = &pool.workers()[0];
     assert_eq!(info.state, WorkerState::Failed);
@@ -160,33 +132,19 @@ fn crash_loop_stops_at_the_restart_intensity_and_fails_queued_tasks() {
 
 #[test]
 fn restart_policy_never_retires_a_crashed_worker() {
-    let pool = Supervisor::<Sleeper>::builder()
-        .restart_policy(RestartPolicy::Never)
-        .build()
-        .unwrap();
+    let pool = Supervisor::<Sleeper>::builder().restart_policy(RestartPolicy::Never).build().unwrap();
     sleepers(&pool, 2);
-    assert!(matches!(
-        pool.try_submit(999).unwrap().wait(),
-        Err(TaskError::WorkerCrashed { .. })
-    ));
+    assert!(matches!(pool.try_submit(999).unwrap().wait(), Err(TaskError::WorkerCrashed { .. })));
     eventually("the crashed worker to retire", || pool.live_worker_ids().len() == 1);
     assert!(pool.try_submit(0).unwrap().wait().is_ok());
 }
 
 #[test]
 fn timeouts_cancellation_and_kill() {
-    let pool = Supervisor::<Sleeper>::builder()
-        .task_timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let pool = Supervisor::<Sleeper>::builder().task_timeout(Duration::from_millis(100)).build().unwrap();
     let starts = sleepers(&pool, 1);
-    assert!(matches!(
-        pool.try_submit(5_000).unwrap().wait(),
-        Err(TaskError::TimedOut(_))
-    ));
-    eventually("the timed-out worker to be replaced", || {
-        starts.load(Ordering::SeqCst) == 1
-    });
+    assert!(matches!(pool.try_submit(5_000).unwrap().wait(), Err(TaskError::TimedOut(_))));
+    eventually("the timed-out worker to be replaced", || starts.load(Ordering::SeqCst) == 1);
     let pool = Supervisor::<Sleeper>::builder().build().unwrap();
     sleepers(&pool, 1);
     let running = pool.try_submit(5_000).unwrap();
@@ -212,10 +170,7 @@ fn backpressure_hands_the_task_back() {
     }
     let queued = pool.try_submit(0).unwrap();
     assert!(matches!(pool.try_submit(7), Err(SubmitError::Full(7))));
-    assert!(matches!(
-        pool.submit_timeout(8, Duration::from_millis(20)),
-        Err(SubmitError::Full(8))
-    ));
+    assert!(matches!(pool.submit_timeout(8, Duration::from_millis(20)), Err(SubmitError::Full(8))));
     // Blocks until the running task ends and the queued one is taken.
     let late = pool.submit_timeout(9, Duration::from_secs(10)).unwrap();
     for h in [running, queued, late] {
@@ -247,9 +202,7 @@ fn cancel_pending_shutdown_cancels_only_queued_tasks() {
     pool.shutdown(ShutdownMode::CancelPending);
     assert!(pool.wait_stopped(Duration::from_secs(10)));
     assert!(running.wait().is_ok());
-    assert!(queued
-        .into_iter()
-        .all(|h| matches!(h.wait(), Err(TaskError::Cancelled))));
+    assert!(queued.into_iter().all(|h| matches!(h.wait(), Err(TaskError::Cancelled))));
 }
 
 #[test]
@@ -272,28 +225,14 @@ fn broadcast_reaches_every_worker_and_retire_shrinks_the_pool() {
 fn start_worker_reports_setup_failure_and_shutdown() {
     let pool = Supervisor::<Sleeper>::builder().build().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    pool.start_worker(async { Err::<(Sleeper, ()), _>("no gpu") }, move |r| {
-        tx.send(r.map(|_| ())).unwrap()
-    });
+    pool.start_worker(async { Err::<(Sleeper, ()), _>("no gpu") }, move |r| tx.send(r.map(|_| ())).unwrap());
     assert!(matches!(rx.recv().unwrap(), Err(StartError::Failed("no gpu"))));
     assert!(pool.workers().is_empty(), "a failed start leaves no worker behind");
     pool.shutdown(ShutdownMode::Graceful);
     let (tx, rx) = std::sync::mpsc::channel();
-    pool.start_worker(
-        async {
-            Ok::<_, ()>((
-                Sleeper {
-                    id: 0,
-                    done: 0,
-                    starts: Arc::default(),
-                },
-                (),
-            ))
-        },
-        move |r| {
-            tx.send(r.is_err()).unwrap();
-        },
-    );
+    pool.start_worker(async { Ok::<_, ()>((Sleeper { id: 0, done: 0, starts: Arc::default() }, ())) }, move |r| {
+        tx.send(r.is_err()).unwrap();
+    });
     assert!(rx.recv().unwrap());
 }
 
@@ -327,9 +266,7 @@ fn a_panicking_worker_is_marked_failed_not_lost() {
     let pool = Supervisor::<Panicky>::builder().build().unwrap();
     pool.add_worker(Panicky);
     assert!(pool.try_submit(()).unwrap().wait().is_err());
-    eventually("the worker to be marked failed", || {
-        pool.workers()[0].state == WorkerState::Failed
-    });
+    eventually("the worker to be marked failed", || pool.workers()[0].state == WorkerState::Failed);
     assert!(matches!(pool.try_submit(()), Err(SubmitError::NoWorkers(()))));
 }
 
@@ -343,18 +280,10 @@ fn echo_worker_main() {
     if std::env::var_os(ECHO_ENV).is_none() {
         return;
     }
-    // SAFETY: the supervisor passed these descriptors open; nothing else in this process owns them.
-    let (mut input, mut output) = unsafe {
-        (
-            std::fs::File::from_raw_fd(WORKER_READ_FD),
-            std::fs::File::from_raw_fd(WORKER_WRITE_FD),
-        )
-    };
-    let mut header = [0u8; 17];
-    while input.read_exact(&mut header).is_ok() {
-        let (kind, id, len) = worker_pool::process::frame::decode_header(&header).unwrap();
+    let mut endpoint = WorkerEndpoint::from_inherited().unwrap();
+    while let Some((kind, id, len)) = endpoint.recv_header().unwrap() {
         let mut payload = vec![0u8; len];
-        input.read_exact(&mut payload).unwrap();
+        endpoint.read_exact(&mut payload).unwrap();
         let (reply_kind, reply) = match (kind, payload.as_slice()) {
             (FrameKind::Stop, _) => std::process::exit(0),
             (FrameKind::Init, b"fail") => (FrameKind::Raised, [4u32.to_le_bytes().as_slice(), b"nope"].concat()),
@@ -362,21 +291,21 @@ fn echo_worker_main() {
             (_, b"exit") => std::process::exit(3),
             (_, p) => (FrameKind::Ok, p.to_vec()),
         };
-        output
-            .write_all(&worker_pool::process::frame::encode_header(reply_kind, id, reply.len()))
-            .unwrap();
-        output.write_all(&reply).unwrap();
+        endpoint.send(reply_kind, id, &[&reply]).unwrap();
     }
     std::process::exit(0);
 }
 
-fn echo_spec() -> Arc<ProcessSpec> {
-    let mut spec = ProcessSpec::new(
-        std::env::current_exe().unwrap(),
-        ["--exact", "echo_worker_main", "--nocapture", "--quiet"],
-    );
+fn echo_spec_with(shm_capacity: Option<usize>) -> Arc<ProcessSpec> {
+    let mut spec =
+        ProcessSpec::new(std::env::current_exe().unwrap(), ["--exact", "echo_worker_main", "--nocapture", "--quiet"]);
     spec.env.push((ECHO_ENV.into(), "1".into()));
+    spec.shm_capacity = shm_capacity;
     Arc::new(spec)
+}
+
+fn echo_spec() -> Arc<ProcessSpec> {
+    echo_spec_with(None)
 }
 
 fn alive(pid: u32) -> bool {
@@ -385,22 +314,27 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
-fn process_workers_round_trip_crash_restart_and_stop() {
+fn process_workers_round_trip_crash_restart_and_stop_over_pipes() {
+    round_trip_crash_restart_and_stop(None);
+}
+
+#[test]
+fn process_workers_round_trip_crash_restart_and_stop_over_shared_memory() {
+    // A 64 KiB ring: the 3 MiB frame below streams through it in pieces.
+    round_trip_crash_restart_and_stop(Some(64 << 10));
+}
+
+fn round_trip_crash_restart_and_stop(shm_capacity: Option<usize>) {
     let pool = Supervisor::<ProcessWorker>::builder().build().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    pool.start_worker(
-        ProcessWorker::start(echo_spec(), Arc::new(b"hello".to_vec())),
-        move |r| tx.send(r).unwrap(),
-    );
+    pool.start_worker(ProcessWorker::start(echo_spec_with(shm_capacity), Arc::new(b"hello".to_vec())), move |r| {
+        tx.send(r).unwrap()
+    });
     let (_, ready) = rx.recv().unwrap().unwrap();
     let first_pid: u32 = String::from_utf8(ready).unwrap().parse().unwrap();
     assert!(alive(first_pid));
     let big = vec![7u8; 3 << 20];
-    assert_eq!(
-        pool.try_submit(big.clone()).unwrap().wait().unwrap(),
-        big,
-        "a 3 MiB frame round-trips"
-    );
+    assert_eq!(pool.try_submit(big.clone()).unwrap().wait().unwrap(), big, "a 3 MiB frame round-trips");
     let crash = pool.try_submit(b"exit".to_vec()).unwrap().wait();
     match crash {
         Err(TaskError::WorkerCrashed { fault, .. }) => assert_eq!(fault.exit_code, Some(3)),
@@ -419,23 +353,15 @@ fn process_workers_round_trip_crash_restart_and_stop() {
 #[test]
 fn process_worker_setup_failure_leaves_no_process() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let failure = rt
-        .block_on(ProcessWorker::start(echo_spec(), Arc::new(b"fail".to_vec())))
-        .unwrap_err();
+    let failure = rt.block_on(ProcessWorker::start(echo_spec(), Arc::new(b"fail".to_vec()))).unwrap_err();
     match failure {
         SpawnFailure::Raised(payload) => {
-            assert_eq!(
-                worker_pool::process::RaisedPayload::parse(&payload).unwrap().summary,
-                "nope"
-            );
+            assert_eq!(worker_pool::process::RaisedPayload::parse(&payload).unwrap().summary, "nope");
         }
         other => panic!("expected Raised, got {other:?}"),
     }
     let missing = ProcessSpec::new("/nonexistent/worker", Vec::<String>::new());
-    assert!(matches!(
-        rt.block_on(ProcessWorker::start(Arc::new(missing), Arc::default())),
-        Err(SpawnFailure::Io(_))
-    ));
+    assert!(matches!(rt.block_on(ProcessWorker::start(Arc::new(missing), Arc::default())), Err(SpawnFailure::Io(_))));
 }
 
 #[test]
@@ -462,17 +388,10 @@ fn crash_retries_run_the_task_again_on_another_worker() {
     }
     let pool = Supervisor::<Flaky>::builder().crash_retries(1).build().unwrap();
     pool.add_worker(Flaky { id: 0, crashed: false });
-    assert_eq!(
-        pool.try_submit(1).unwrap().wait().unwrap(),
-        0,
-        "ran again after the restart"
-    );
+    assert_eq!(pool.try_submit(1).unwrap().wait().unwrap(), 0, "ran again after the restart");
     let pool = Supervisor::<Flaky>::builder().build().unwrap();
     pool.add_worker(Flaky { id: 0, crashed: false });
-    assert!(
-        matches!(pool.try_submit(1).unwrap().wait(), Err(TaskError::WorkerCrashed { .. })),
-        "off by default"
-    );
+    assert!(matches!(pool.try_submit(1).unwrap().wait(), Err(TaskError::WorkerCrashed { .. })), "off by default");
 }
 
 #[test]
@@ -486,10 +405,7 @@ fn release_ends_the_runtime_threads_of_a_stopped_pool() {
             })
             .count()
     }
-    let pool = Supervisor::<Sleeper>::builder()
-        .thread_name("release-test")
-        .build()
-        .unwrap();
+    let pool = Supervisor::<Sleeper>::builder().thread_name("release-test").build().unwrap();
     sleepers(&pool, 1);
     assert!(!pool.release(), "a running pool keeps its runtime");
     eventually("the runtime thread to start", || runtime_threads() == 1);

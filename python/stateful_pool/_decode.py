@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._serialize import load_exception, loads
+from ._serialize import decode as decode_payload
+from ._serialize import load_exception
 
 STATUS_OK, STATUS_RAISED, STATUS_ERROR = 0, 1, 2
+# The in-process engines (thread, asyncio, ray, sync modes) hand over the result object itself.
+STATUS_OBJECT = 3
 
 
 def decode(status: int, value: Any) -> Any:
-    """The result for ``STATUS_OK``; raises the worker's or the pool's exception otherwise."""
+    """The result for ``STATUS_OK`` and ``STATUS_OBJECT``; raises the worker's or the pool's
+    exception otherwise."""
+    if status == STATUS_OBJECT:
+        return value
     if status == STATUS_OK:
-        return loads(value)
+        return decode_payload(value)
     if status == STATUS_RAISED:
         raise load_exception(value)
     raise value

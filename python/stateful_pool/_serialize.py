@@ -25,6 +25,43 @@ def dumps(obj: Any) -> bytes:
 
 loads = pickle.loads
 
+# A payload is a small header (buffer count, then the length of the pickle body and of each
+# out-of-band buffer), the body, then the buffers. Large arrays travel as protocol-5 buffers,
+# copied once into the channel and rebuilt on the receiving side without another copy.
+_COUNT = struct.Struct("<I")
+
+
+def encode(obj: Any) -> list[Any]:
+    """``obj`` as a list of buffers to send: header, pickle body, out-of-band buffers."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        body = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        buffers.clear()
+        body = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    try:
+        raws = [b.raw() for b in buffers]
+    except BufferError:  # a non-contiguous buffer: let pickle copy it in-band
+        raws, body = [], pickle.dumps(obj, protocol=5)
+    sizes = struct.pack(f"<{len(raws) + 1}Q", len(body), *(r.nbytes for r in raws))
+    return [_COUNT.pack(len(raws)) + sizes, body, *raws]
+
+
+def decode(data: Any) -> Any:
+    """The object of a payload made by :func:`encode` (``data`` is any bytes-like object; arrays
+    in it are rebuilt as views of ``data``, which they keep alive)."""
+    view = memoryview(data).cast("B")
+    (count,) = _COUNT.unpack_from(view)
+    sizes = struct.unpack_from(f"<{count + 1}Q", view, _COUNT.size)
+    offset = _COUNT.size + 8 * (count + 1)
+    body = view[offset : offset + sizes[0]]
+    offset += sizes[0]
+    buffers = []
+    for size in sizes[1:]:
+        buffers.append(view[offset : offset + size])
+        offset += size
+    return pickle.loads(body, buffers=buffers)
+
 
 def dump_exception(exc: BaseException) -> bytes:
     """The payload of a ``Raised`` frame: a one-line summary, then the pickled exception and

@@ -18,7 +18,7 @@ import cloudpickle
 from . import _core
 from ._decode import decode
 from ._futures import Completer, PoolFuture
-from ._serialize import dumps
+from ._serialize import dumps, encode
 from .errors import PoolShutDownError
 from .worker import SWorker
 
@@ -68,6 +68,8 @@ class SPool(Generic[W]):
         crash_retries: how many times a task whose worker crashed under it is run again on
             another worker (default 0: its future fails with :class:`WorkerCrashedError`; a task
             that crashes its worker may well crash the next).
+        shm_capacity: bytes per direction of each worker's shared-memory channel (default
+            8 MiB; larger messages stream through it). ``None`` sends frames through pipes.
         load_balancing: which idle worker gets the next task: ``"round_robin"`` (``"rr"``,
             default), ``"active"`` (``"least_active"``), ``"total"`` (``"least_total"``) or
             ``"random"`` (``"rand"``). Tasks are bound to workers only when one is idle, so no
@@ -97,6 +99,7 @@ class SPool(Generic[W]):
         stop_timeout: float = 5.0,
         load_balancing: str = "round_robin",
         crash_retries: int = 0,
+        shm_capacity: int | None = 8 << 20,
         mode: str = "process",
         actor_options: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
@@ -153,6 +156,7 @@ class SPool(Generic[W]):
                 stop_timeout=stop_timeout,
                 load_balancing=load_balancing,
                 crash_retries=crash_retries,
+                shm_capacity=shm_capacity,
             )
             self._completer = Completer(self._core)
         _live_pools.add(self)
@@ -201,11 +205,11 @@ class SPool(Generic[W]):
 
     # -- running tasks ------------------------------------------------------------------
 
-    def _payload(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def _payload(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         self._check_open()
         if not isinstance(method, str) or method.startswith("_") or not callable(getattr(self._cls, method, None)):
             raise AttributeError(f"{self._cls.__name__} has no public method {method!r}")
-        return dumps((method, args, kwargs))
+        return encode((method, args, kwargs))
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``worker.<method>(*args, **kwargs)`` on a free worker and returns its result."""

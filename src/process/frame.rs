@@ -26,7 +26,9 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
-    fn from_u8(raw: u8) -> Option<Self> {
+    /// The kind with this wire value.
+    #[must_use]
+    pub fn from_u8(raw: u8) -> Option<Self> {
         Some(match raw {
             1 => FrameKind::Init,
             2 => FrameKind::Call,
@@ -57,13 +59,7 @@ pub struct Frame {
 
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Frame({:?}, id={}, {} bytes)",
-            self.kind,
-            self.id,
-            self.payload.len()
-        )
+        write!(f, "Frame({:?}, id={}, {} bytes)", self.kind, self.id, self.payload.len())
     }
 }
 
@@ -110,10 +106,7 @@ impl<'a> RaisedPayload<'a> {
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
         let summary = payload.get(4..4 + len).ok_or_else(bad)?;
         let summary = std::str::from_utf8(summary).map_err(|_| bad())?;
-        Ok(Self {
-            summary,
-            exception: &payload[4 + len..],
-        })
+        Ok(Self { summary, exception: &payload[4 + len..] })
     }
 }
 
@@ -123,14 +116,9 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        for kind in [
-            FrameKind::Init,
-            FrameKind::Call,
-            FrameKind::Stop,
-            FrameKind::Ready,
-            FrameKind::Ok,
-            FrameKind::Raised,
-        ] {
+        for kind in
+            [FrameKind::Init, FrameKind::Call, FrameKind::Stop, FrameKind::Ready, FrameKind::Ok, FrameKind::Raised]
+        {
             let h = encode_header(kind, u64::MAX - 3, 1 << 40);
             assert_eq!(decode_header(&h).unwrap(), (kind, u64::MAX - 3, 1 << 40));
         }

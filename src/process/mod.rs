@@ -2,7 +2,10 @@
 //! frame protocol of [`frame`]. The Python bindings run `SWorker`s with it; any program that
 //! speaks the protocol can be a worker.
 
+mod endpoint;
 pub mod frame;
+mod lane;
+mod shm_transport;
 mod spawn;
 pub mod transport;
 
@@ -13,10 +16,14 @@ use std::time::Duration;
 
 use tokio::process::Child;
 
+pub use self::endpoint::WorkerEndpoint;
 pub use self::frame::{FrameKind, ProtocolError, RaisedPayload};
-pub use self::spawn::{ProcessSpec, WORKER_READ_FD, WORKER_WRITE_FD};
-pub use self::transport::{PipeTransport, Transport};
+pub use self::lane::{LaneError, ShmLane};
+pub use self::shm_transport::ShmTransport;
+pub use self::spawn::{ProcessSpec, TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
+pub use self::transport::{AnyTransport, PipeTransport, Transport};
 use crate::error::WorkerFault;
+use crate::shm::{Segment, Wait};
 use crate::workable::{Response, Workable};
 
 /// Why a worker process could not be started.
@@ -38,9 +45,7 @@ impl SpawnFailure {
         match self {
             SpawnFailure::Io(e) => WorkerFault::new(format!("cannot start worker process: {e}")),
             SpawnFailure::Raised(payload) => {
-                let summary = RaisedPayload::parse(&payload)
-                    .map_or("unknown error", |r| r.summary)
-                    .to_owned();
+                let summary = RaisedPayload::parse(&payload).map_or("unknown error", |r| r.summary).to_owned();
                 WorkerFault::new(format!("worker setup raised {summary}"))
             }
             SpawnFailure::Crashed(fault) => fault,
@@ -57,33 +62,56 @@ fn fault_from_status(status: ExitStatus, during: &str) -> WorkerFault {
 
 /// A worker living in a child process, re-created with the same setup payload on restart.
 #[derive(Debug)]
-pub struct ProcessWorker<T: Transport = PipeTransport> {
+pub struct ProcessWorker {
     spec: Arc<ProcessSpec>,
     init: Arc<Vec<u8>>,
     child: Option<Child>,
-    transport: Option<T>,
-    next_id: u64,
+    transport: Option<AnyTransport>,
+    /// Our write end of the request pipe, kept open so the worker sees EOF only when we go.
+    _keepalive: Option<std::os::fd::OwnedFd>,
+    /// Task ids, shared with the lane so both number calls the same way.
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+    /// The direct lane into the shared-memory rings, when there are rings.
+    lane: Option<Arc<ShmLane>>,
 }
 
 /// How long to wait for the exit status of a worker that closed its pipe.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
-impl ProcessWorker<PipeTransport> {
+impl ProcessWorker {
     /// Starts a worker process and sends it `init`; returns the worker and the payload of its
     /// `Ready` frame. Must run on the supervisor's runtime (see [`crate::Supervisor::start_worker`]).
     ///
     /// # Errors
     /// [`SpawnFailure`]; no process is left behind.
     pub async fn start(spec: Arc<ProcessSpec>, init: Arc<Vec<u8>>) -> Result<(Self, Vec<u8>), SpawnFailure> {
-        let (child, to_worker, from_worker) = spawn::spawn_child(&spec)?;
-        let mut worker = Self {
-            spec,
-            init,
-            child: Some(child),
-            transport: None,
-            next_id: 1,
+        use std::os::fd::AsRawFd;
+        let segment = match spec.shm_capacity {
+            Some(capacity) => {
+                Some(Arc::new(Segment::create(capacity).map_err(|e| SpawnFailure::Io(std::io::Error::other(e)))?))
+            }
+            None => None,
         };
-        let transport = match PipeTransport::new(to_worker, from_worker) {
+        let (child, to_worker, from_worker) = spawn::spawn_child(&spec, segment.as_ref().map(|s| s.fd().as_raw_fd()))?;
+        let next_id = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let mut worker =
+            Self { spec, init, child: Some(child), transport: None, _keepalive: None, next_id, lane: None };
+        let transport = match segment {
+            Some(segment) => {
+                worker._keepalive = Some(to_worker);
+                let wait = Wait::default();
+                match from_worker.try_clone() {
+                    Ok(doorbell) => {
+                        let lane = ShmLane::new(Arc::clone(&segment), doorbell, Arc::clone(&worker.next_id), wait);
+                        worker.lane = Some(Arc::new(lane));
+                        ShmTransport::new(segment, from_worker, wait).map(AnyTransport::Shm)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => PipeTransport::new(to_worker, from_worker).map(AnyTransport::Pipe),
+        };
+        let transport = match transport {
             Ok(t) => t,
             Err(e) => {
                 worker.kill().await;
@@ -102,21 +130,16 @@ impl ProcessWorker<PipeTransport> {
 
     async fn handshake(&mut self) -> Result<Vec<u8>, SpawnFailure> {
         let init = Arc::clone(&self.init);
-        let reply = self
-            .round_trip(FrameKind::Init, 0, &init, "during setup")
-            .await
-            .map_err(SpawnFailure::Crashed)?;
+        let reply = self.round_trip(FrameKind::Init, 0, &init, "during setup").await.map_err(SpawnFailure::Crashed)?;
         match reply.kind {
             FrameKind::Ready => Ok(reply.payload),
             FrameKind::Raised => Err(SpawnFailure::Raised(reply.payload)),
-            other => Err(SpawnFailure::Crashed(WorkerFault::new(format!(
-                "unexpected {other:?} frame during setup"
-            )))),
+            other => Err(SpawnFailure::Crashed(WorkerFault::new(format!("unexpected {other:?} frame during setup")))),
         }
     }
 }
 
-impl<T: Transport> ProcessWorker<T> {
+impl ProcessWorker {
     /// Sends one frame and waits for the reply, watching for the process to die meanwhile.
     async fn round_trip(
         &mut self,
@@ -164,7 +187,18 @@ impl<T: Transport> ProcessWorker<T> {
 /// What a worker process answered to a call.
 pub type CallReply = Vec<u8>;
 
-impl Workable for ProcessWorker<PipeTransport> {
+impl ProcessWorker {
+    /// Drops the channel, waking anything still waiting on its shared memory.
+    fn close_transport(&mut self) {
+        if let Some(AnyTransport::Shm(shm)) = &self.transport {
+            shm.segment().close();
+        }
+        self.transport = None;
+        self._keepalive = None;
+    }
+}
+
+impl Workable for ProcessWorker {
     /// A serialized call.
     type Task = Vec<u8>;
     /// The serialized return value.
@@ -173,18 +207,12 @@ impl Workable for ProcessWorker<PipeTransport> {
     type Error = Vec<u8>;
 
     async fn process(&mut self, task: Vec<u8>) -> Response<Self> {
-        let id = self.next_id;
-        self.next_id += 1;
-        match self
-            .round_trip(FrameKind::Call, id, &task, "while running a task")
-            .await
-        {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.round_trip(FrameKind::Call, id, &task, "while running a task").await {
             Ok(reply) => match reply.kind {
                 FrameKind::Ok => Response::Complete(Ok(reply.payload)),
                 FrameKind::Raised => Response::Complete(Err(reply.payload)),
-                other => Response::Fatal(WorkerFault::new(format!(
-                    "unexpected {other:?} frame in reply to a call"
-                ))),
+                other => Response::Fatal(WorkerFault::new(format!("unexpected {other:?} frame in reply to a call"))),
             },
             Err(fault) => Response::Fatal(fault),
         }
@@ -192,40 +220,46 @@ impl Workable for ProcessWorker<PipeTransport> {
 
     async fn restart(&mut self) -> Result<(), WorkerFault> {
         self.kill().await;
-        let (fresh, _ready) = Self::start(Arc::clone(&self.spec), Arc::clone(&self.init))
-            .await
-            .map_err(SpawnFailure::into_fault)?;
+        let (fresh, _ready) =
+            Self::start(Arc::clone(&self.spec), Arc::clone(&self.init)).await.map_err(SpawnFailure::into_fault)?;
         *self = fresh;
         Ok(())
     }
 
     async fn terminated(&mut self) -> WorkerFault {
-        match self.child.as_mut() {
+        let fault = match self.child.as_mut() {
             Some(child) => match child.wait().await {
-                Ok(status) => fault_from_status(status, "while idle"),
+                // Idle as far as the supervisor knows: a direct-lane caller may be running a task.
+                Ok(status) => fault_from_status(status, "while idle or running a direct call"),
                 Err(e) => WorkerFault::new(format!("cannot wait for worker process: {e}")),
             },
             None => std::future::pending().await,
+        };
+        if let Some(lane) = &self.lane {
+            lane.set_exit(fault.clone());
         }
+        fault
+    }
+
+    fn lane(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        self.lane.clone().map(|lane| lane as Arc<dyn std::any::Any + Send + Sync>)
     }
 
     async fn stop(&mut self) {
         if let Some(transport) = self.transport.as_mut() {
             let _ = transport.send(FrameKind::Stop, 0, &[]).await;
         }
-        self.transport = None;
-        if let Some(mut child) = self.child.take() {
-            if tokio::time::timeout(self.spec.stop_timeout, child.wait())
-                .await
-                .is_err()
-            {
+        let stopping = self.child.take();
+        if let Some(mut child) = stopping {
+            if tokio::time::timeout(self.spec.stop_timeout, child.wait()).await.is_err() {
                 let _ = child.kill().await;
             }
         }
+        self.close_transport();
     }
 
     async fn kill(&mut self) {
-        self.transport = None;
+        self.close_transport();
         if let Some(mut child) = self.child.take() {
             // `Child::kill` sends SIGKILL and reaps, so no zombie is left.
             let _ = child.kill().await;

@@ -12,8 +12,13 @@ use tokio::process::{Child, Command};
 
 /// The descriptor the worker reads frames from.
 pub const WORKER_READ_FD: RawFd = 3;
-/// The descriptor the worker writes frames to.
+/// The descriptor the worker writes frames to (with shared memory: doorbell bytes only).
 pub const WORKER_WRITE_FD: RawFd = 4;
+/// The shared-memory segment's descriptor in the worker, when the spec asks for one.
+pub const WORKER_SHM_FD: RawFd = 5;
+/// Environment variable telling the worker that its frames travel through the segment on
+/// [`WORKER_SHM_FD`] (value `"shm"`); absent, they travel through the pipes.
+pub const TRANSPORT_ENV: &str = "WORKER_POOL_TRANSPORT";
 
 /// How to start one worker process.
 #[derive(Clone, Debug)]
@@ -28,6 +33,9 @@ pub struct ProcessSpec {
     pub cwd: Option<PathBuf>,
     /// How long a graceful stop may take before the process is killed.
     pub stop_timeout: Duration,
+    /// Bytes per direction of a shared-memory channel to the worker (`None`: frames travel
+    /// through the pipes). Larger messages stream through it.
+    pub shm_capacity: Option<usize>,
 }
 
 impl ProcessSpec {
@@ -40,6 +48,7 @@ impl ProcessSpec {
             env: Vec::new(),
             cwd: None,
             stop_timeout: Duration::from_secs(5),
+            shm_capacity: None,
         }
     }
 }
@@ -55,7 +64,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Runs in the child between `fork` and `exec`: only async-signal-safe calls.
-fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd) -> io::Result<()> {
+fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd, shm: Option<RawFd>) -> io::Result<()> {
     let check = |rc: libc::c_int| {
         if rc < 0 {
             Err(io::Error::last_os_error())
@@ -75,14 +84,21 @@ fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd) -> io::Re
         // Move both ends above the target numbers first, so neither dup2 clobbers the other.
         let r = check(libc::fcntl(read_end, libc::F_DUPFD_CLOEXEC, 10))?;
         let w = check(libc::fcntl(write_end, libc::F_DUPFD_CLOEXEC, 10))?;
+        let m = match shm {
+            Some(fd) => Some(check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10))?),
+            None => None,
+        };
         check(libc::dup2(r, WORKER_READ_FD))?;
         check(libc::dup2(w, WORKER_WRITE_FD))?;
+        if let Some(m) = m {
+            check(libc::dup2(m, WORKER_SHM_FD))?;
+        }
     }
     Ok(())
 }
 
 /// Starts the process; returns it with the supervisor's ends (to the worker, from the worker).
-pub(crate) fn spawn_child(spec: &ProcessSpec) -> io::Result<(Child, OwnedFd, OwnedFd)> {
+pub(crate) fn spawn_child(spec: &ProcessSpec, shm: Option<RawFd>) -> io::Result<(Child, OwnedFd, OwnedFd)> {
     let (worker_reads, to_worker) = pipe()?;
     let (from_worker, worker_writes) = pipe()?;
     for fd in [&to_worker, &from_worker] {
@@ -99,12 +115,15 @@ pub(crate) fn spawn_child(spec: &ProcessSpec) -> io::Result<(Child, OwnedFd, Own
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
+    if shm.is_some() {
+        cmd.env(TRANSPORT_ENV, "shm");
+    }
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let (r, w) = (worker_reads.as_raw_fd(), worker_writes.as_raw_fd());
     // SAFETY: `child_setup` only makes async-signal-safe calls, as required after fork.
     unsafe {
-        cmd.pre_exec(move || child_setup(parent, r, w));
+        cmd.pre_exec(move || child_setup(parent, r, w, shm));
     }
     let child = cmd.spawn()?;
     drop((worker_reads, worker_writes));

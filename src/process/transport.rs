@@ -66,3 +66,28 @@ impl Transport for PipeTransport {
         Ok(Frame { kind, id, payload })
     }
 }
+
+/// The transports a [`super::ProcessWorker`] can use.
+#[derive(Debug)]
+pub enum AnyTransport {
+    /// Frames through the pipes.
+    Pipe(PipeTransport),
+    /// Frames through shared memory; the pipe carries wake-ups and EOF.
+    Shm(super::ShmTransport),
+}
+
+impl Transport for AnyTransport {
+    async fn send(&mut self, kind: FrameKind, id: u64, payload: &[u8]) -> io::Result<()> {
+        match self {
+            AnyTransport::Pipe(t) => t.send(kind, id, payload).await,
+            AnyTransport::Shm(t) => t.send(kind, id, payload).await,
+        }
+    }
+
+    async fn recv(&mut self) -> io::Result<Frame> {
+        match self {
+            AnyTransport::Pipe(t) => t.recv().await,
+            AnyTransport::Shm(t) => t.recv().await,
+        }
+    }
+}

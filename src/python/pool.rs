@@ -13,14 +13,28 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::buffers::{gather, Views};
 use super::errors::{start_outcome, submit_error, task_outcome};
 use super::wait::{deadline, recv_interruptible, SLICE};
 use crate::error::{StartError, SubmitError};
 use crate::job::{Outcome, ReplyFn, TaskOptions, Ticket};
-use crate::process::{ProcessSpec, ProcessWorker, SpawnFailure};
+use crate::process::{FrameKind, LaneError, ProcessSpec, ProcessWorker, ShmLane, SpawnFailure};
 use crate::{Backpressure, Config, RestartPolicy, ShutdownMode, Supervisor};
 
 type Worker = ProcessWorker;
+
+/// Runs the rest of a direct call whose caller was interrupted, so the worker's reply is
+/// consumed before anyone else drives it, then gives the worker back.
+fn finish_in_background(claim: crate::Claim<Worker>, lane: Arc<ShmLane>, id: u64) {
+    std::thread::spawn(move || {
+        let fault = match lane.wait_reply(id, &mut || false) {
+            Ok(_) => None,
+            Err(LaneError::Crashed(fault)) => Some(fault),
+            Err(LaneError::Interrupted { .. }) => unreachable!("never interrupted"),
+        };
+        claim.finish(fault);
+    });
+}
 type StartOutcome = Result<(u64, Vec<u8>), StartError<SpawnFailure>>;
 
 /// One finished task or worker start, waiting for the Python completion thread.
@@ -33,6 +47,9 @@ enum Done {
 #[pyclass(module = "stateful_pool._core", frozen)]
 pub(crate) struct CorePool {
     supervisor: Supervisor<Worker>,
+    /// Whether blocking calls may take the direct lane: not when per-task policies (timeouts,
+    /// recycling, crash retries) need the serve loop to watch each task.
+    direct: bool,
     spec: Arc<ProcessSpec>,
     done_tx: Sender<(u64, Done)>,
     done_rx: Receiver<(u64, Done)>,
@@ -66,9 +83,9 @@ fn parse_restart(policy: &str) -> PyResult<RestartPolicy> {
         "never" => Ok(RestartPolicy::Never),
         "on-failure" | "on_failure" => Ok(RestartPolicy::OnFailure),
         "always" => Ok(RestartPolicy::Always),
-        other => Err(PyValueError::new_err(format!(
-            "restart must be 'never', 'on-failure' or 'always', got {other:?}"
-        ))),
+        other => {
+            Err(PyValueError::new_err(format!("restart must be 'never', 'on-failure' or 'always', got {other:?}")))
+        }
     }
 }
 
@@ -78,9 +95,7 @@ fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
             if s.is_finite() && s > 0.0 {
                 Ok(Duration::from_secs_f64(s))
             } else {
-                Err(PyValueError::new_err(format!(
-                    "{name} must be a positive number of seconds, got {s}"
-                )))
+                Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {s}")))
             }
         })
         .transpose()
@@ -107,11 +122,7 @@ impl CorePool {
         let mut task = payload;
         loop {
             let slice = until.map_or(SLICE, |u| u.saturating_duration_since(Instant::now()).min(SLICE));
-            let backpressure = if slice.is_zero() {
-                Backpressure::Fail
-            } else {
-                Backpressure::Block(slice)
-            };
+            let backpressure = if slice.is_zero() { Backpressure::Fail } else { Backpressure::Block(slice) };
             let r = reply();
             match py.detach(|| self.supervisor.submit_with(task, options, r, backpressure)) {
                 Ok(ticket) => return Ok(ticket),
@@ -121,6 +132,63 @@ impl CorePool {
                 }
                 Err(e) => return Err(submit_error(py, &e)),
             }
+        }
+    }
+
+    /// Runs a call on this thread through a claimed worker's lane: the payload is copied once,
+    /// from the caller's buffers into shared memory.
+    fn call_direct<'py>(
+        &self,
+        py: Python<'py>,
+        claim: crate::Claim<Worker>,
+        lane: Arc<ShmLane>,
+        parts: &[Bound<'py, PyAny>],
+    ) -> PyResult<(u8, Bound<'py, PyAny>)> {
+        let views = Views::new(parts)?;
+        let slices = views.slices();
+        let sent = py.detach(|| lane.send_call(&slices));
+        drop(slices);
+        drop(views);
+        let mut waited = sent.and_then(|id| {
+            // Wait in slices, checking for Ctrl-C between them (signals need the GIL).
+            loop {
+                match py.detach(|| lane.wait_reply(id, &mut || true)) {
+                    Err(LaneError::Interrupted { id }) => {
+                        if let Err(interrupt) = py.check_signals() {
+                            return Ok(Err((id, interrupt)));
+                        }
+                    }
+                    other => return other.map(Ok),
+                }
+            }
+        });
+        let worker = claim.worker_id();
+        match waited.as_mut() {
+            Ok(Ok(frame)) => {
+                let payload = std::mem::take(&mut frame.payload);
+                let outcome = match frame.kind {
+                    FrameKind::Ok => Ok(payload),
+                    FrameKind::Raised => Err(crate::TaskError::Failed(payload)),
+                    other => {
+                        let fault = crate::WorkerFault::new(format!("unexpected {other:?} frame in reply to a call"));
+                        claim.finish(Some(fault.clone()));
+                        return task_outcome(py, Err(crate::TaskError::WorkerCrashed { worker, fault }));
+                    }
+                };
+                claim.finish(None);
+                task_outcome(py, outcome)
+            }
+            Ok(Err(_)) => {
+                let Ok(Err((id, interrupt))) = waited else { unreachable!() };
+                finish_in_background(claim, lane, id);
+                Err(interrupt)
+            }
+            Err(LaneError::Crashed(fault)) => {
+                let fault = fault.clone();
+                claim.finish(Some(fault.clone()));
+                task_outcome(py, Err(crate::TaskError::WorkerCrashed { worker, fault }))
+            }
+            Err(LaneError::Interrupted { .. }) => unreachable!("handled in the loop"),
         }
     }
 
@@ -137,7 +205,7 @@ impl CorePool {
     #[pyo3(signature = (
         program, args, env, cwd=None, *, queue_size=None, task_timeout=None, restart="on-failure",
         max_restarts=5, restart_window=60.0, max_tasks_per_worker=None, max_memory_per_worker=None,
-        stop_timeout=5.0, load_balancing="round_robin", crash_retries=0,
+        stop_timeout=5.0, load_balancing="round_robin", crash_retries=0, shm_capacity=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -155,6 +223,7 @@ impl CorePool {
         stop_timeout: f64,
         load_balancing: &str,
         crash_retries: u32,
+        shm_capacity: Option<usize>,
     ) -> PyResult<Self> {
         let config = Config {
             queue_capacity: queue_size,
@@ -171,24 +240,20 @@ impl CorePool {
                 .parse()
                 .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,
         };
-        let supervisor = Supervisor::<Worker>::builder()
-            .config(config)
-            .build()
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let supervisor =
+            Supervisor::<Worker>::builder().config(config).build().map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut spec = ProcessSpec::new(program, args);
-        spec.env = env
-            .into_iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-            .collect();
+        spec.env = env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
         spec.cwd = cwd.map(Into::into);
         spec.stop_timeout = seconds("stop_timeout", Some(stop_timeout))?.unwrap_or_default();
+        spec.shm_capacity = shm_capacity;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        Ok(Self {
-            supervisor,
-            spec: Arc::new(spec),
-            done_tx,
-            done_rx,
-        })
+        let c = supervisor.config();
+        let direct = c.task_timeout.is_none()
+            && c.max_tasks_per_worker.is_none()
+            && c.max_memory_per_worker.is_none()
+            && c.crash_retries == 0;
+        Ok(Self { supervisor, direct, spec: Arc::new(spec), done_tx, done_rx })
     }
 
     /// Starts a worker and waits for its setup: `(status, value)`.
@@ -210,17 +275,23 @@ impl CorePool {
     }
 
     /// Runs one call and waits for it: `(status, value)`.
-    #[pyo3(signature = (payload, timeout=None, submit_timeout=None))]
+    #[pyo3(signature = (parts, timeout=None, submit_timeout=None))]
     fn call<'py>(
         &self,
         py: Python<'py>,
-        payload: Vec<u8>,
+        parts: Vec<Bound<'py, PyAny>>,
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
     ) -> PyResult<(u8, Bound<'py, PyAny>)> {
-        let options = TaskOptions {
-            timeout: seconds("timeout", timeout)?,
-        };
+        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        if self.direct && options.timeout.is_none() {
+            if let Some(claim) = self.supervisor.claim_idle() {
+                if let Some(lane) = claim.lane::<ShmLane>() {
+                    return self.call_direct(py, claim, lane, &parts);
+                }
+            }
+        }
+        let payload = gather(py, &parts)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let reply = || -> ReplyFn<Worker> {
             let tx = tx.clone();
@@ -239,24 +310,28 @@ impl CorePool {
     }
 
     /// Queues one call; its outcome arrives through `take_completions` under `token`.
-    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None))]
+    #[pyo3(signature = (parts, token, timeout=None, submit_timeout=None))]
     fn submit(
         &self,
         py: Python<'_>,
-        payload: Vec<u8>,
+        parts: Vec<Bound<'_, PyAny>>,
         token: u64,
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
     ) -> PyResult<CoreTicket> {
-        let options = TaskOptions {
-            timeout: seconds("timeout", timeout)?,
-        };
+        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        let payload = gather(py, &parts)?;
         let ticket = self.submit_blocking(py, payload, options, submit_timeout, || self.task_reply(token))?;
         Ok(CoreTicket(ticket))
     }
 
     /// Runs one call on every live worker: a list of `(worker_id, status, value)`.
-    fn broadcast<'py>(&self, py: Python<'py>, payload: Vec<u8>) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
+    fn broadcast<'py>(
+        &self,
+        py: Python<'py>,
+        parts: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
+        let payload = gather(py, &parts)?;
         let handles = self.supervisor.broadcast(&payload);
         let mut out = Vec::with_capacity(handles.len());
         for (worker, handle) in handles {

@@ -1,0 +1,105 @@
+"""The data path: shared-memory rings (default) and pipes, direct-lane calls, large arrays."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import wait_until
+from workers import Faulty
+
+from stateful_pool import SPool, WorkerCrashedError
+
+
+class Arrays(Faulty):
+    def double(self, a: np.ndarray) -> np.ndarray:
+        assert a.flags.writeable, "arrays arrive writable"
+        a *= 2
+        return a
+
+    def make(self, n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.int64)
+
+
+@pytest.mark.parametrize("shm_capacity", [8 << 20, 64 << 10, None], ids=["shm", "small-ring", "pipes"])
+def test_large_arrays_round_trip_intact_and_writable(shm_capacity: int | None) -> None:
+    data = np.arange(3 << 20, dtype=np.int64)  # 24 MiB: bigger than every ring here
+    with SPool(Arrays, shm_capacity=shm_capacity) as pool:
+        pool.spawn()
+        direct = pool.call("double", data)
+        queued = pool.submit_call("double", data).result(timeout=60)
+        for result in (direct, queued):
+            assert result.dtype == np.int64 and result.shape == data.shape
+            assert np.array_equal(result, data * 2)
+            result[0] = -1  # writable on this side too
+        made = pool.call("make", 1000)
+        assert made.sum() == 999 * 1000 // 2
+
+
+@pytest.mark.parametrize("shm_capacity", [8 << 20, None], ids=["shm", "pipes"])
+def test_many_small_calls_both_ways(shm_capacity: int | None) -> None:
+    with SPool(Faulty, shm_capacity=shm_capacity) as pool:
+        pool.spawn()
+        pool.spawn()
+        assert [pool.execute(i) for i in range(300)] == list(range(300))
+        futures = [pool.submit_execute({"i": i, "pad": "x" * (i % 7000)}) for i in range(2000)]
+        assert [f.result(timeout=60)["i"] for f in futures] == list(range(2000))
+
+
+@pytest.mark.parametrize("fault", ["sigkill", "exit", "segfault"])
+def test_crash_during_a_direct_call(fault: str) -> None:
+    with SPool(Faulty) as pool:
+        old = pool.spawn(tag="d")["pid"]
+        with pytest.raises(WorkerCrashedError) as info:
+            pool.call("boom", fault)
+        expected = {"sigkill": (None, signal.SIGKILL), "exit": (3, None), "segfault": (None, signal.SIGSEGV)}[fault]
+        assert (info.value.exitcode, info.value.signal) == expected
+
+        def restarted() -> bool:
+            (w,) = pool.stats()["workers"]
+            return w["state"] == "idle" and w["pid"] not in (None, old)
+
+        wait_until(restarted, what="the worker to be restarted")
+        assert pool.call("whoami")["tag"] == "d"
+        assert pool.execute(5) == 5
+
+
+def test_direct_calls_and_queued_tasks_share_workers_safely() -> None:
+    import concurrent.futures
+    import threading
+
+    with SPool(Faulty) as pool:
+        pool.spawn()
+        pool.spawn()
+        errors: list[BaseException] = []
+
+        def caller(k: int) -> None:
+            try:
+                for i in range(200):
+                    assert pool.execute((k, i)) == (k, i)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        futures = [pool.submit_execute(i) for i in range(600)]
+        for t in threads:
+            t.join()
+        assert not errors
+        assert [f.result(timeout=60) for f in concurrent.futures.as_completed(futures)] is not None
+        assert sorted(f.result() for f in futures) == list(range(600))
+        assert sum(w["tasks_done"] for w in pool.stats()["workers"]) == 1200
+
+
+def test_shared_memory_leaves_nothing_in_dev_shm() -> None:
+    before = set(os.listdir("/dev/shm"))
+    with SPool(Faulty) as pool:
+        pid = pool.spawn()["pid"]
+        pool.execute(1)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: pool.stats()["workers"][0]["restarts"] == 1, what="a restart")
+        pool.execute(2)
+    assert set(os.listdir("/dev/shm")) == before
