@@ -53,19 +53,10 @@ fn throughput(c: &mut Criterion) {
 
 fn balancer_pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("balancer/pick");
-    let candidates: Vec<Candidate> = (0..16)
-        .map(|id| Candidate {
-            id,
-            active: id % 3,
-            total: id * 7 % 11,
-        })
-        .collect();
-    for kind in [
-        LoadBalancing::RoundRobin,
-        LoadBalancing::LeastActive,
-        LoadBalancing::LeastTotal,
-        LoadBalancing::Random,
-    ] {
+    let candidates: Vec<Candidate> = (0..16).map(|id| Candidate { id, active: id % 3, total: id * 7 % 11 }).collect();
+    for kind in
+        [LoadBalancing::RoundRobin, LoadBalancing::LeastActive, LoadBalancing::LeastTotal, LoadBalancing::Random]
+    {
         let mut balancer = Balancer::new(kind, 42);
         group.bench_function(kind.as_str(), |b| b.iter(|| balancer.pick(black_box(&candidates))));
     }

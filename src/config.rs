@@ -168,28 +168,16 @@ impl SupervisorBuilder {
     pub fn build<W: Workable>(self) -> Result<Supervisor<W>, BuildError> {
         let c = &self.config;
         if c.queue_capacity == Some(0) {
-            return Err(BuildError::InvalidOption {
-                option: "queue_capacity",
-                expected: "at least 1",
-            });
+            return Err(BuildError::InvalidOption { option: "queue_capacity", expected: "at least 1" });
         }
         if c.runtime_threads == 0 {
-            return Err(BuildError::InvalidOption {
-                option: "runtime_threads",
-                expected: "at least 1",
-            });
+            return Err(BuildError::InvalidOption { option: "runtime_threads", expected: "at least 1" });
         }
         if c.max_tasks_per_worker == Some(0) {
-            return Err(BuildError::InvalidOption {
-                option: "max_tasks_per_worker",
-                expected: "at least 1",
-            });
+            return Err(BuildError::InvalidOption { option: "max_tasks_per_worker", expected: "at least 1" });
         }
         if c.task_timeout == Some(Duration::ZERO) {
-            return Err(BuildError::InvalidOption {
-                option: "task_timeout",
-                expected: "positive",
-            });
+            return Err(BuildError::InvalidOption { option: "task_timeout", expected: "positive" });
         }
         Supervisor::with_config(self.config)
     }

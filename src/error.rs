@@ -18,11 +18,7 @@ impl WorkerFault {
     /// A fault with a message and no exit status.
     #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            exit_code: None,
-            signal: None,
-        }
+        Self { message: message.into(), exit_code: None, signal: None }
     }
 
     /// Whether the worker exited with status 0 on its own (not a crash).

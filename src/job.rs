@@ -38,10 +38,7 @@ impl Ticket {
     /// Cancels the task if it has not started; returns whether it was cancelled.
     /// A cancelled task is skipped by the workers and its reply says [`TaskError::Cancelled`].
     pub fn cancel(&self) -> bool {
-        self.0
-            .phase
-            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.0.phase.compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Cancels the task if queued, or kills the worker running it (which is then restarted).
@@ -71,10 +68,7 @@ impl Ticket {
     }
 
     pub(crate) fn begin(&self) -> bool {
-        self.0
-            .phase
-            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.0.phase.compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     pub(crate) fn requeue(&self) {
@@ -127,9 +121,7 @@ pub struct TaskHandle<W: Workable> {
 
 impl<W: Workable> std::fmt::Debug for TaskHandle<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskHandle")
-            .field("ticket", &self.ticket)
-            .finish_non_exhaustive()
+        f.debug_struct("TaskHandle").field("ticket", &self.ticket).finish_non_exhaustive()
     }
 }
 
@@ -161,8 +153,6 @@ impl<W: Workable> Future for TaskHandle<W> {
     type Output = Outcome<W>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(TaskError::ShutDown)))
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(TaskError::ShutDown)))
     }
 }

@@ -178,10 +178,7 @@ mod tests {
         assert!(q.try_push(1).is_ok());
         assert!(q.try_push(2).is_ok());
         assert!(matches!(q.try_push(3), Err(PushError::Full(3))));
-        assert!(matches!(
-            q.push_blocking(3, Duration::from_millis(10)),
-            Err(PushError::Full(3))
-        ));
+        assert!(matches!(q.push_blocking(3, Duration::from_millis(10)), Err(PushError::Full(3))));
         assert_eq!(q.try_pop(), Some(1));
         assert!(q.try_push(3).is_ok());
         q.give_back(9);

@@ -41,11 +41,7 @@ impl RestartIntensity {
     /// A tracker allowing `max_restarts` restarts within any `window`.
     #[must_use]
     pub fn new(max_restarts: u32, window: Duration) -> Self {
-        Self {
-            max_restarts,
-            window,
-            recent: VecDeque::new(),
-        }
+        Self { max_restarts, window, recent: VecDeque::new() }
     }
 
     /// Records a restart at `now` if the intensity allows it; returns whether it does.

@@ -154,34 +154,13 @@ mod tests {
 
     #[test]
     fn failures_lead_to_failed_and_back_through_starting() {
-        assert_eq!(
-            transition(WorkerState::Busy, WorkerEvent::Crashed),
-            Ok(WorkerState::Failed)
-        );
-        assert_eq!(
-            transition(WorkerState::Busy, WorkerEvent::TimedOut),
-            Ok(WorkerState::Failed)
-        );
-        assert_eq!(
-            transition(WorkerState::Idle, WorkerEvent::Crashed),
-            Ok(WorkerState::Failed)
-        );
-        assert_eq!(
-            transition(WorkerState::Starting, WorkerEvent::Crashed),
-            Ok(WorkerState::Failed)
-        );
-        assert_eq!(
-            transition(WorkerState::Failed, WorkerEvent::Restart),
-            Ok(WorkerState::Starting)
-        );
-        assert_eq!(
-            transition(WorkerState::Failed, WorkerEvent::Exited),
-            Ok(WorkerState::Stopped)
-        );
-        assert_eq!(
-            transition(WorkerState::Idle, WorkerEvent::Recycle),
-            Ok(WorkerState::Starting)
-        );
+        assert_eq!(transition(WorkerState::Busy, WorkerEvent::Crashed), Ok(WorkerState::Failed));
+        assert_eq!(transition(WorkerState::Busy, WorkerEvent::TimedOut), Ok(WorkerState::Failed));
+        assert_eq!(transition(WorkerState::Idle, WorkerEvent::Crashed), Ok(WorkerState::Failed));
+        assert_eq!(transition(WorkerState::Starting, WorkerEvent::Crashed), Ok(WorkerState::Failed));
+        assert_eq!(transition(WorkerState::Failed, WorkerEvent::Restart), Ok(WorkerState::Starting));
+        assert_eq!(transition(WorkerState::Failed, WorkerEvent::Exited), Ok(WorkerState::Stopped));
+        assert_eq!(transition(WorkerState::Idle, WorkerEvent::Recycle), Ok(WorkerState::Starting));
     }
 
     #[test]

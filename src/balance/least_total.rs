@@ -3,10 +3,5 @@
 use super::Candidate;
 
 pub(super) fn pick(candidates: &[Candidate]) -> usize {
-    candidates
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, c)| (c.total, c.id))
-        .map(|(i, _)| i)
-        .expect("candidates is not empty")
+    candidates.iter().enumerate().min_by_key(|(_, c)| (c.total, c.id)).map(|(i, _)| i).expect("candidates is not empty")
 }

@@ -90,11 +90,7 @@ impl Balancer {
     /// A balancer of `kind`; `seed` feeds the random one.
     #[must_use]
     pub fn new(kind: LoadBalancing, seed: u64) -> Self {
-        Self {
-            kind,
-            last: None,
-            rng: seed | 1,
-        }
+        Self { kind, last: None, rng: seed | 1 }
     }
 
     /// Its algorithm.
@@ -125,13 +121,7 @@ mod tests {
     use super::*;
 
     fn idle(ids: &[u64]) -> Vec<Candidate> {
-        ids.iter()
-            .map(|&id| Candidate {
-                id,
-                active: 0,
-                total: 0,
-            })
-            .collect()
+        ids.iter().map(|&id| Candidate { id, active: 0, total: 0 }).collect()
     }
 
     #[test]
@@ -163,48 +153,23 @@ mod tests {
     #[test]
     fn least_total_prefers_the_least_used() {
         let mut b = Balancer::new(LoadBalancing::LeastTotal, 1);
-        let c = [
-            Candidate {
-                id: 0,
-                active: 0,
-                total: 9,
-            },
-            Candidate {
-                id: 1,
-                active: 0,
-                total: 3,
-            },
-        ];
+        let c = [Candidate { id: 0, active: 0, total: 9 }, Candidate { id: 1, active: 0, total: 3 }];
         assert_eq!(b.pick(&c), 1);
     }
 
     #[test]
     fn least_active_prefers_fewest_in_flight() {
         let mut b = Balancer::new(LoadBalancing::LeastActive, 1);
-        let c = [
-            Candidate {
-                id: 0,
-                active: 2,
-                total: 0,
-            },
-            Candidate {
-                id: 1,
-                active: 1,
-                total: 50,
-            },
-        ];
+        let c = [Candidate { id: 0, active: 2, total: 0 }, Candidate { id: 1, active: 1, total: 50 }];
         assert_eq!(b.pick(&c), 1);
     }
 
     #[test]
     fn every_balancer_picks_in_range_and_random_spreads() {
         let all = idle(&[3, 5, 8, 13]);
-        for kind in [
-            LoadBalancing::RoundRobin,
-            LoadBalancing::LeastActive,
-            LoadBalancing::LeastTotal,
-            LoadBalancing::Random,
-        ] {
+        for kind in
+            [LoadBalancing::RoundRobin, LoadBalancing::LeastActive, LoadBalancing::LeastTotal, LoadBalancing::Random]
+        {
             let mut b = Balancer::new(kind, 42);
             for n in 1..=all.len() {
                 assert!(b.pick(&all[..n]) < n);

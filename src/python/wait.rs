@@ -27,8 +27,8 @@ pub(crate) fn deadline(seconds: Option<f64>) -> PyResult<Option<Instant>> {
     match seconds {
         None => Ok(None),
         Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Instant::now() + Duration::from_secs_f64(s))),
-        Some(s) => Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "timeout must be a non-negative number, got {s}"
-        ))),
+        Some(s) => {
+            Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be a non-negative number, got {s}")))
+        }
     }
 }
