@@ -3,30 +3,106 @@
 >>> from stateful_pool import SPool, SWorker
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._core import __version__
-from ._futures import PoolFuture
-from .errors import (
-    NoWorkersError,
-    PoolError,
-    PoolShutDownError,
-    RemoteError,
-    RemoteTraceback,
-    TaskTimeoutError,
-    WorkerCrashedError,
-)
-from .pool import SPool
-from .worker import SWorker
+
+# Imported on first use: worker processes import this package too and need none of it.
+_LAZY = {
+    "CallLimit": ".concurry",
+    "Concurrent": ".groups",
+    "LimitSet": ".concurry",
+    "Namespace": ".groups",
+    "NoWorkersError": ".errors",
+    "PoolError": ".errors",
+    "PoolFuture": "._futures",
+    "PoolShutDownError": ".errors",
+    "ProcTask": ".groups",
+    "RateLimit": ".concurry",
+    "RemoteError": ".errors",
+    "RemoteTraceback": ".errors",
+    "ResourceLimit": ".concurry",
+    "RunReport": ".groups",
+    "SPool": ".pool",
+    "SWorker": ".worker",
+    "Sequential": ".groups",
+    "SharedNamespace": ".groups",
+    "TaskResult": ".groups",
+    "TaskTimeoutError": ".errors",
+    "TaskTree": ".groups",
+    "TaskTreeError": ".groups",
+    "TaskWorker": ".concurry",
+    "Worker": ".concurry",
+    "WorkerCrashedError": ".errors",
+}
+
+if TYPE_CHECKING:
+    from ._futures import PoolFuture
+    from .concurry import CallLimit, LimitSet, RateLimit, ResourceLimit, TaskWorker, Worker
+    from .errors import (
+        NoWorkersError,
+        PoolError,
+        PoolShutDownError,
+        RemoteError,
+        RemoteTraceback,
+        TaskTimeoutError,
+        WorkerCrashedError,
+    )
+    from .groups import (
+        Concurrent,
+        Namespace,
+        ProcTask,
+        RunReport,
+        Sequential,
+        SharedNamespace,
+        TaskResult,
+        TaskTree,
+        TaskTreeError,
+    )
+    from .pool import SPool
+    from .worker import SWorker
 
 __all__ = [
+    "CallLimit",
+    "LimitSet",
+    "RateLimit",
+    "ResourceLimit",
+    "TaskWorker",
+    "Worker",
+    "Concurrent",
+    "Namespace",
     "NoWorkersError",
     "PoolError",
     "PoolFuture",
     "PoolShutDownError",
+    "ProcTask",
     "RemoteError",
     "RemoteTraceback",
+    "RunReport",
     "SPool",
     "SWorker",
+    "Sequential",
+    "SharedNamespace",
+    "TaskResult",
     "TaskTimeoutError",
+    "TaskTree",
+    "TaskTreeError",
     "WorkerCrashedError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stateful_pool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
