@@ -27,8 +27,7 @@ pub(super) fn try_acquire(word: &AtomicU64, p: Params, amount: u64, now: u64) ->
         if count + amount > p.capacity {
             return Decision::Wait(((window + 1) * p.window).saturating_sub(now).max(1));
         }
-        match word.compare_exchange_weak(current, pack(window, count + amount), Ordering::AcqRel, Ordering::Acquire)
-        {
+        match word.compare_exchange_weak(current, pack(window, count + amount), Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Decision::Granted { token: window, delay: 0 },
             Err(seen) => current = seen,
         }

@@ -25,9 +25,8 @@ pub(super) fn try_acquire(word: &AtomicU64, p: Params, amount: u64, now: u64) ->
 pub(super) fn refund(word: &AtomicU64, p: Params, amount: u64, now: u64) {
     // Unused units shorten the queue, but never move the next slot into the past.
     let cost = p.cost_floor(amount);
-    let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-        (n > now).then(|| n.saturating_sub(cost).max(now))
-    });
+    let _ =
+        word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > now).then(|| n.saturating_sub(cost).max(now)));
 }
 
 pub(super) fn available(word: &AtomicU64, p: Params, now: u64) -> u64 {

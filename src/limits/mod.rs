@@ -284,8 +284,8 @@ impl SharedLimits<MonotonicClock> {
         let specs = (0..count)
             .map(|i| {
                 let base = STRIDE * (i + 1);
-                let algorithm = Algorithm::from_code(words[base].load(Ordering::Acquire))
-                    .ok_or(LimitError::NotALimitTable)?;
+                let algorithm =
+                    Algorithm::from_code(words[base].load(Ordering::Acquire)).ok_or(LimitError::NotALimitTable)?;
                 let window = words[base + 1].load(Ordering::Acquire);
                 let capacity = words[base + 2].load(Ordering::Acquire);
                 LimitSpec { algorithm, window, capacity }.validate()

@@ -78,8 +78,8 @@ pub(super) fn try_acquire(words: &[AtomicU64], p: Params, amount: u64, now: u64)
             let room = p.capacity.saturating_sub(count + amount);
             let wait = if count + amount <= p.capacity && prev.count > 0 {
                 // Wait until the previous window's share has shrunk to `room`.
-                let keep = u64::try_from(u128::from(room) * u128::from(p.window) / u128::from(prev.count))
-                    .unwrap_or(u64::MAX);
+                let keep =
+                    u64::try_from(u128::from(room) * u128::from(p.window) / u128::from(prev.count)).unwrap_or(u64::MAX);
                 (p.window.saturating_sub(keep)).saturating_sub(elapsed)
             } else {
                 (start + p.window).saturating_sub(now)

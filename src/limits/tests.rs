@@ -51,8 +51,8 @@ fn gcra_admits_exactly_what_the_token_bucket_admits() {
         let cap = 1 + rng.below(50);
         let window = SEC / 10 * (1 + rng.below(20));
         let (tb, clock) = table(LimitSpec::rate(Algorithm::TokenBucket, window, cap));
-        let gcra = SharedLimits::with_clock(&[LimitSpec::rate(Algorithm::Gcra, window, cap)], Arc::clone(&clock))
-            .unwrap();
+        let gcra =
+            SharedLimits::with_clock(&[LimitSpec::rate(Algorithm::Gcra, window, cap)], Arc::clone(&clock)).unwrap();
         for _ in 0..300 {
             clock.advance(rng.below(window / 4));
             let n = 1 + rng.below(cap);
@@ -202,7 +202,7 @@ fn hammer(spec: LimitSpec, steps: u64) -> Vec<Grant> {
     let mut rng = Rng(77);
     for _ in 0..steps {
         clock.advance(rng.below(spec.window.max(SEC) / 50));
-        std::thread::yield_now();
+        std::thread::sleep(std::time::Duration::from_micros(20));
     }
     done.store(true, Ordering::Relaxed);
     let mut all: Vec<Grant> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();

@@ -1,0 +1,361 @@
+"""``WorkerPool``: what ``Worker.options(...).init(...)`` returns. Method calls on it are
+dispatched to the workers of an :class:`~stateful_pool.SPool` (or, ``on_demand``, to a fresh
+worker per call) and return futures at once.
+
+::
+
+    pool.process(x) ─▶ when_resolved (argument futures) ─▶ backend.submit ─▶ PoolFuture
+                                                             │
+                     _Fixed:    one SPool, max_workers workers, core load balancing
+                     _OnDemand: per call SPool.spawn + call + shutdown, ≤ max_workers at once
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from ..errors import PoolShutDownError
+from ..pool import SPool
+from .futures import when_resolved
+from .limits import LimitSet
+from .retry import RetryConfig
+from .worker import Worker, WorkerHost, host_class, public_methods
+
+__all__ = ["WorkerPool"]
+
+_BALANCERS = {
+    "round_robin": "RoundRobin",
+    "rr": "RoundRobin",
+    "active": "LeastActiveLoad",
+    "least_active": "LeastActiveLoad",
+    "total": "LeastTotalLoad",
+    "least_total": "LeastTotalLoad",
+    "random": "Random",
+    "rand": "Random",
+}
+_CANONICAL = {"RoundRobin": "round_robin", "LeastActiveLoad": "active", "LeastTotalLoad": "total", "Random": "random"}
+_SPOOL_PARAMS = frozenset(inspect.signature(SPool.__init__).parameters)
+_LATENCY_SAMPLES = 10_000
+
+
+def _spool_options(mode: str, load_balancing: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """The SPool arguments this core accepts: ``mode`` and ``load_balancing`` pass through
+    where SPool has them (without a ``mode`` parameter, workers are processes)."""
+    options = dict(extra)
+    if "mode" in _SPOOL_PARAMS:
+        options["mode"] = mode
+    if "load_balancing" in _SPOOL_PARAMS:
+        options["load_balancing"] = load_balancing
+    unknown = set(options) - _SPOOL_PARAMS
+    if unknown:
+        raise TypeError(f"unknown pool options: {sorted(unknown)}")
+    return options
+
+
+class _Fixed:
+    """``max_workers`` long-lived workers in one SPool."""
+
+    def __init__(self, host: type[WorkerHost], n: int, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any):
+        self.spool: SPool[Any] = SPool(host, **options)
+        self._spawn = (args, kwargs)
+        try:
+            for f in [self.spool.submit_spawn(*args, **kwargs) for _ in range(n)]:
+                f.result()
+        except BaseException:
+            self.spool.shutdown(wait=True, kill=True)
+            raise
+
+    def submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        return self.spool.submit_call(method, *args, **kwargs)
+
+    def resize(self, n: int) -> None:
+        args, kwargs = self._spawn
+        self.spool.resize(n, *args, **kwargs)
+
+    def workers(self) -> list[dict[str, Any]]:
+        stats = self.spool.stats()
+        out = []
+        for w in stats["workers"]:
+            if w["state"] not in ("starting", "idle", "busy"):
+                continue
+            total = w.get("dispatched", w.get("tasks_done", 0) + w.get("tasks_failed", 0))
+            out.append(
+                {
+                    "id": w.get("id"),
+                    "pid": w.get("pid"),
+                    "state": w["state"],
+                    "active_calls": 1 if w["state"] == "busy" else 0,
+                    "total_calls": total,
+                    "tasks_failed": w.get("tasks_failed", 0),
+                    "restarts": w.get("restarts", 0),
+                }
+            )
+        return out
+
+    def queued(self) -> int:
+        return int(self.spool.stats()["queued"])
+
+    def stop(self, timeout: float | None) -> None:
+        if timeout is None:
+            self.spool.shutdown(wait=True)
+            return
+        graceful = threading.Thread(target=self.spool.shutdown, name="concurry-stop", daemon=True)
+        graceful.start()
+        graceful.join(timeout)
+        if graceful.is_alive():
+            self.spool.shutdown(wait=True, kill=True)
+            graceful.join()
+
+
+class _OnDemand:
+    """A fresh worker per call, destroyed after it; at most ``cap`` at once. Each call runs on
+    a driver thread: it starts a one-worker SPool, calls, and shuts the pool down."""
+
+    def __init__(self, host: type[WorkerHost], cap: int, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any):
+        self._host = host
+        self._spawn = (args, kwargs)
+        self._options = {**options, "restart": "never"}
+        self.cap = cap
+        self._calls: queue.SimpleQueue[tuple[Future[Any], str, tuple[Any, ...], dict[str, Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._waiting = 0  # calls queued, not yet taken by a driver
+        self._idle = 0  # drivers waiting for a call
+        self.live: dict[int, dict[str, Any]] = {}  # driver id -> its worker's stats
+        self.created = 0
+
+    def submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            self._waiting += 1
+            self._calls.put((future, method, args, kwargs))
+            if self._waiting > self._idle and len(self._threads) < self.cap:
+                driver = threading.Thread(target=self._drive, name="concurry-on-demand", daemon=True)
+                self._threads.append(driver)
+                driver.start()
+        return future
+
+    def _drive(self) -> None:
+        me = threading.get_ident()
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self._calls.get()
+            with self._lock:
+                self._idle -= 1
+                if item is None:
+                    return
+                self._waiting -= 1
+            future, method, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                with SPool(self._host, **self._options) as spool:
+                    init_args, init_kwargs = self._spawn
+                    pid = spool.spawn(*init_args, **init_kwargs)
+                    with self._lock:
+                        self.created += 1
+                        self.live[me] = {"id": self.created, "pid": pid, "state": "busy", "active_calls": 1}
+                    result = spool.call(method, *args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            finally:
+                with self._lock:
+                    self.live.pop(me, None)
+
+    def resize(self, n: int) -> None:
+        self.cap = max(1, n)
+
+    def workers(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{**w, "total_calls": 1} for w in self.live.values()]
+
+    def queued(self) -> int:
+        return self._waiting
+
+    def stop(self, timeout: float | None) -> None:
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
+            self._calls.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+
+class _Method:
+    """``pool.<method>``: calling it dispatches the call."""
+
+    def __init__(self, pool: WorkerPool, name: str):
+        self._pool = pool
+        self._name = name
+        self.__name__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        future = self._pool._submit(self._name, args, kwargs)
+        return future.result() if self._pool._blocking else future
+
+    def __repr__(self) -> str:
+        return f"<pool method {self._name} of {self._pool!r}>"
+
+
+class WorkerPool:
+    """Workers of one :class:`Worker` class behind a single interface: ``pool.method(*a)``
+    runs ``method`` on a worker chosen by the load balancer and returns a future (the value
+    with ``blocking=True``). Futures among the arguments are resolved first, without blocking.
+    Use it as a context manager, or call :meth:`stop`."""
+
+    def __init__(
+        self,
+        worker_cls: type[Worker],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        mode: str = "process",
+        max_workers: int | None = None,
+        load_balancing: str | None = None,
+        max_queued_tasks: int | None = None,
+        on_demand: bool = False,
+        limits: LimitSet | None = None,
+        retry: RetryConfig | None = None,
+        blocking: bool = False,
+        actor_options: dict[str, Any] | None = None,
+        pool_options: dict[str, Any] | None = None,
+    ):
+        balancer = load_balancing or ("random" if on_demand else "round_robin")
+        if balancer not in _BALANCERS:
+            raise ValueError(f"load_balancing must be one of {sorted(_BALANCERS)}, got {balancer!r}")
+        if max_workers is not None and max_workers < 0:
+            raise ValueError(f"max_workers must be at least 0, got {max_workers}")
+        if mode in ("sync", "asyncio") and max_workers not in (None, 1) and not on_demand:
+            raise ValueError(f"mode={mode!r} runs exactly one worker, got max_workers={max_workers}")
+        self.worker_cls = worker_cls
+        self.mode = mode
+        self.on_demand = on_demand
+        self.max_queued_tasks = max_queued_tasks
+        self.actor_options = actor_options
+        self.limits = limits if limits is not None else LimitSet()
+        self._algorithm = _BALANCERS[balancer]
+        self._blocking = blocking
+        self._methods = frozenset(public_methods(worker_cls))
+        self._dispatched = 0
+        self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_SAMPLES)
+        self._stopped = False
+        host = host_class(worker_cls, self.limits, retry or RetryConfig())
+        options = _spool_options(mode, _CANONICAL[self._algorithm], pool_options or {})
+        self._backend: _Fixed | _OnDemand
+        if on_demand:
+            cap = max_workers or max(1, (os.cpu_count() or 2) - 1)
+            self.max_workers = cap
+            self._backend = _OnDemand(host, cap, args, kwargs, **options)
+        else:
+            self.max_workers = 1 if max_workers in (None, 0) else int(max_workers or 1)
+            self._backend = _Fixed(host, self.max_workers, args, kwargs, **options)
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in self.__dict__.get("_methods", ()):
+            raise AttributeError(f"{type(self).__name__} of {self.worker_cls.__name__} has no method {name!r}")
+        method = _Method(self, name)
+        self.__dict__[name] = method  # cached: __getattr__ is not asked again
+        return method
+
+    def _submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        if self._stopped:
+            raise PoolShutDownError("cannot schedule new tasks after the pool stopped")
+        return when_resolved(args, kwargs, lambda *a, **kw: self._dispatch(method, a, kw))
+
+    def _dispatch(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        if self._stopped:
+            raise PoolShutDownError("cannot schedule new tasks after the pool stopped")
+        self._dispatched += 1
+        start = time.perf_counter()
+        future = self._backend.submit(method, args, kwargs)
+        latencies = self._latencies
+        future.add_done_callback(lambda _: latencies.append(time.perf_counter() - start))
+        return future
+
+    # -- management ----------------------------------------------------------------------
+
+    def resize(self, n: int) -> None:
+        """Grows or shrinks the pool to ``n`` workers (on-demand: the cap) without losing
+        tasks: leaving workers finish their current task, queued tasks go to the others."""
+        if n < 0 or (n == 0 and not self.on_demand):
+            raise ValueError(f"a pool needs at least one worker, got {n}")
+        self._backend.resize(n)
+        self.max_workers = n if not self.on_demand else max(1, n)
+
+    def get_pool_stats(self) -> dict[str, Any]:
+        """``total_workers``, ``max_workers``, ``on_demand``, ``stopped``, ``mode``,
+        ``load_balancer`` (``algorithm``, ``total_dispatched``, per-worker ``active_calls`` and
+        ``total_calls``, ``total_active``), ``workers``, ``queued``, ``max_queued_tasks`` and
+        ``latency`` (seconds from dispatch to result: ``count``, ``mean``, ``p50``, ``p90``,
+        ``p99``, ``max`` over the last 10,000 calls)."""
+        workers = [] if self._stopped else self._backend.workers()
+        active = [w["active_calls"] for w in workers]
+        samples = sorted(self._latencies)
+
+        def pct(q: float) -> float | None:
+            return samples[min(len(samples) - 1, int(q * len(samples)))] if samples else None
+
+        return {
+            "total_workers": len(workers),
+            "max_workers": self.max_workers,
+            "on_demand": self.on_demand,
+            "stopped": self._stopped,
+            "mode": self.mode,
+            "load_balancer": {
+                "algorithm": self._algorithm,
+                "total_dispatched": self._dispatched,
+                "active_calls": active,
+                "total_active": sum(active),
+                "total_calls": [w["total_calls"] for w in workers],
+            },
+            "workers": workers,
+            "queued": 0 if self._stopped else self._backend.queued(),
+            "max_queued_tasks": self.max_queued_tasks,
+            "latency": {
+                "count": len(samples),
+                "mean": sum(samples) / len(samples) if samples else None,
+                "p50": pct(0.50),
+                "p90": pct(0.90),
+                "p99": pct(0.99),
+                "max": samples[-1] if samples else None,
+            },
+        }
+
+    @property
+    def spool(self) -> SPool[Any] | None:
+        """The underlying :class:`~stateful_pool.SPool` (``None`` for on-demand pools)."""
+        return self._backend.spool if isinstance(self._backend, _Fixed) else None
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stops the pool after the queued and running calls finish; with ``timeout``, kills
+        the workers still busy after that many seconds. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._backend.stop(timeout)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped else f"max_workers={self.max_workers}"
+        kind = "on-demand " if self.on_demand else ""
+        return f"<{kind}{type(self).__name__} of {self.worker_cls.__name__}: {state}>"

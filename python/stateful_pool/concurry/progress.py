@@ -1,0 +1,72 @@
+"""Progress bars (tqdm) for loops, pool maps and lists of futures; they work inside worker
+processes too (a worker's bar is drawn on the stderr it shares with the parent)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+__all__ = ["ProgressBar"]
+
+
+class ProgressBar:
+    """A tqdm bar: ``for item in ProgressBar(items, desc="Processing"): ...``, or a manual one
+    (``ProgressBar(total=n)`` with :meth:`update`). ``style`` (``"auto"``, ``"std"``,
+    ``"notebook"``, ``"ray"``) is accepted for compatibility; tqdm picks the rendering."""
+
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        *,
+        total: int | None = None,
+        desc: str | None = None,
+        unit: str = "it",
+        style: str = "auto",
+        disable: bool = False,
+        **tqdm_kwargs: Any,
+    ):
+        from tqdm.auto import tqdm
+
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        self.style = style
+        self._iterable = iterable
+        self._bar = tqdm(total=total, desc=desc, unit=unit, disable=disable, **tqdm_kwargs)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._iterable is None:
+            raise TypeError("this ProgressBar has no iterable")
+        try:
+            for item in self._iterable:
+                yield item
+                self._bar.update(1)
+        finally:
+            self.close()
+
+    @property
+    def n(self) -> int:
+        """Steps done."""
+        return int(self._bar.n)
+
+    @property
+    def total(self) -> int | None:
+        """Steps expected, if known."""
+        return self._bar.total  # type: ignore[no-any-return]
+
+    def update(self, n: int = 1) -> None:
+        """Advances the bar by ``n`` steps."""
+        self._bar.update(n)
+
+    def set_description(self, desc: str) -> None:
+        """Changes the label."""
+        self._bar.set_description(desc)
+
+    def close(self) -> None:
+        """Finishes the bar (idempotent)."""
+        self._bar.close()
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

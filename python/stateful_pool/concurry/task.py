@@ -1,0 +1,141 @@
+"""``TaskWorker``: a pool for plain functions, and a real :class:`concurrent.futures.Executor`
+so executor code runs unchanged::
+
+    with TaskWorker.options(mode="process", max_workers=4).init() as pool:
+        pool.submit(pow, 2, 10).result()                 # 1024
+        list(pool.map(abs, [-1, -2], progress=True))     # [1, 2]
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+
+import cloudpickle
+
+from .futures import when_resolved
+from .pool import WorkerPool
+from .progress import ProgressBar
+from .worker import Worker
+
+__all__ = ["TaskPool", "TaskWorker"]
+
+
+class TaskWorker(Worker):
+    """A worker that runs whatever function it is given."""
+
+    _pool_class: ClassVar[str] = "TaskPool"
+
+    def __init__(self) -> None:
+        self._functions: dict[bytes, Callable[..., Any]] = {}
+
+    def run(self, fn_blob: bytes, *args: Any, **kwargs: Any) -> Any:
+        """Runs the cloudpickled ``fn_blob`` with the arguments (the function is unpickled
+        once per worker)."""
+        fn = self._functions.get(fn_blob)
+        if fn is None:
+            if len(self._functions) > 64:
+                self._functions.clear()
+            fn = self._functions[fn_blob] = cloudpickle.loads(fn_blob)
+        return fn(*args, **kwargs)
+
+
+class TaskPool(WorkerPool, concurrent.futures.Executor):
+    """A pool of :class:`TaskWorker`: ``submit(fn, *args)`` and ``map(fn, *iterables)``, and
+    everything a :class:`concurrent.futures.Executor` does (``shutdown``, ``with``,
+    ``loop.run_in_executor``). Functions travel by cloudpickle (lambdas and ``__main__``
+    functions work); retries and limits of the pool apply to every call."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Runs ``fn(*args, **kwargs)`` on a worker; returns a future (the value with
+        ``blocking=True``). Futures among the arguments are waited for first."""
+        blob = cloudpickle.dumps(fn, protocol=5)
+        future = self._submit("run", (blob, *args), kwargs)
+        return future.result() if self._blocking else future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        ordered: bool = True,
+        progress: bool | str = False,
+        window: int | None = None,
+    ) -> Iterator[Any]:
+        """Yields ``fn(*items)`` for the items of ``iterables`` zipped, in input order (or as
+        they finish with ``ordered=False``), at most ``window`` calls in flight (default
+        ``4 * max_workers``, at least 64), with a tqdm bar if ``progress``. ``timeout`` and
+        ``chunksize`` mean what they mean for :meth:`concurrent.futures.Executor.map`."""
+        del chunksize  # each call is one task; the pool's queue already batches
+        blob = cloudpickle.dumps(fn, protocol=5)
+        window = window or max(64, 4 * self.max_workers)
+        sized = [len(it) for it in iterables if hasattr(it, "__len__")]  # type: ignore[arg-type]
+        bar = ProgressBar(
+            total=min(sized) if sized else None,
+            desc=progress if isinstance(progress, str) else None,
+            unit="task",
+            disable=not progress,
+        )
+        items = zip(*iterables, strict=False)
+        inflight: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        def generate() -> Iterator[Any]:
+            try:
+                exhausted = False
+                while True:
+                    while not exhausted and len(inflight) < window:
+                        try:
+                            args = next(items)
+                        except StopIteration:
+                            exhausted = True
+                            break
+                        inflight.append(when_resolved((blob, *args), {}, lambda *a: self._dispatch("run", a, {})))
+                    if not inflight:
+                        return
+                    if ordered:
+                        done = inflight.popleft()
+                    else:
+                        finished, _ = concurrent.futures.wait(
+                            inflight, timeout=remaining(), return_when=concurrent.futures.FIRST_COMPLETED
+                        )
+                        if not finished:
+                            raise TimeoutError(f"map did not finish within {timeout} s")
+                        done = next(iter(finished))
+                        inflight.remove(done)
+                    result = done.result(timeout=remaining())
+                    bar.update(1)
+                    yield result
+            finally:
+                for future in inflight:
+                    future.cancel()
+                bar.close()
+
+        return generate()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stops the pool (:meth:`concurrent.futures.Executor.shutdown`): with ``wait``,
+        returns once every worker has exited. ``cancel_futures`` cancels queued calls."""
+        if cancel_futures and self.spool is not None and not self._stopped:
+            self._stopped = True
+            self.spool.shutdown(wait=wait, cancel_pending=True)
+            return
+        if wait:
+            self.stop()
+        else:
+            self._stopped = True
+            if self.spool is not None:
+                self.spool.shutdown(wait=False)
+
+    def __enter__(self) -> TaskPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
