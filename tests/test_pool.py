@@ -365,3 +365,15 @@ def test_invalid_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="task_timeout"):
         SPool(Echo, task_timeout=-1)
     assert os.getpid() not in child_pids()
+
+
+def test_shutdown_timeout_escalates_to_kill() -> None:
+    pool = SPool(Echo)
+    pool.spawn()
+    running = pool.submit_call("sleep", 60)
+    wait_until(lambda: pool.stats()["workers"][0]["state"] == "busy", what="the task to start")
+    started = time.monotonic()
+    pool.shutdown(timeout=0.3)
+    assert time.monotonic() - started < 10
+    assert isinstance(running.exception(timeout=5), PoolShutDownError)
+    assert not child_pids()

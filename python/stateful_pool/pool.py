@@ -355,15 +355,20 @@ class SPool(Generic[W]):
         if self._closed:
             raise PoolShutDownError("cannot schedule new tasks after shutdown")
 
-    def shutdown(self, wait: bool = True, *, cancel_pending: bool = False, kill: bool = False) -> None:
+    def shutdown(
+        self, wait: bool = True, *, cancel_pending: bool = False, kill: bool = False, timeout: float | None = None
+    ) -> None:
         """Stops the pool. By default running and queued tasks finish first;
         ``cancel_pending=True`` cancels queued tasks; ``kill=True`` kills the workers now (running
         tasks fail with :class:`PoolShutDownError`). With ``wait=True``, no worker process is
-        left when this returns. Ctrl-C while waiting escalates to a kill."""
+        left when this returns; ``timeout`` bounds a graceful wait, after which the workers are
+        killed. Ctrl-C while waiting escalates to a kill too."""
         self._core.shutdown("kill" if kill else "cancel" if cancel_pending else "graceful")
         if not wait:
             return
         try:
+            if timeout is not None and not self._core.wait_stopped(max(0.0, timeout)):
+                self._core.shutdown("kill")
             while not self._core.wait_stopped(3600.0):
                 pass
         except BaseException:
