@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import child_pids, open_fds, pid_alive, wait_until
-from workers import ArgumentBomb, CrashingSpawn, Faulty, SpawnBomb
-
 from stateful_pool import NoWorkersError, SPool, TaskTimeoutError, WorkerCrashedError
+from workers import ArgumentBomb, CrashingSpawn, Faulty, SpawnBomb
 
 FAULTS = {
     "exit": {"exitcode": 3, "signal": None},
@@ -102,7 +101,7 @@ def test_crashes_spread_over_two_workers_lose_no_queued_task() -> None:
 def test_task_timeout_fails_the_task_and_replaces_the_worker() -> None:
     with SPool(Faulty, task_timeout=0.5) as pool:
         old_pid = pool.spawn(tag="t")["pid"]
-        with pytest.raises(TaskTimeoutError, match="timed out after 0.500 s"):
+        with pytest.raises(TaskTimeoutError, match=r"timed out after 0\.500 s"):
             pool.call("sleep", 30)
         wait_restarted(pool, old_pid)
         assert pool.execute(1) == 1

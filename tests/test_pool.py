@@ -15,9 +15,8 @@ import time
 
 import pytest
 from conftest import REPO, child_pids, pid_alive, run_script, wait_until
-from workers import Echo, FailingSpawn
-
 from stateful_pool import NoWorkersError, PoolFuture, PoolShutDownError, RemoteTraceback, SPool
+from workers import Echo, FailingSpawn
 
 
 def test_seed_readme_first_example_runs_unchanged() -> None:
@@ -110,7 +109,7 @@ def test_futures_work_with_wait_as_completed_and_asyncio() -> None:
         pool.spawn()
         futures = [pool.submit_execute(i) for i in range(200)]
         assert all(isinstance(f, concurrent.futures.Future) for f in futures)
-        done, not_done = concurrent.futures.wait(futures, timeout=30)
+        _, not_done = concurrent.futures.wait(futures, timeout=30)
         assert not not_done
         assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == list(range(200))
 
@@ -305,7 +304,9 @@ def test_ctrl_c_interrupts_a_blocking_execute_and_cleans_up() -> None:
                 print(f"interrupted after {time.monotonic() - started:.1f}s", flush=True)
                 raise
     """
-    proc = subprocess.Popen([sys.executable, "-c", _dedent(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _dedent(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     workers = child_pids(proc.pid)

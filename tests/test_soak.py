@@ -14,9 +14,8 @@ import time
 
 import pytest
 from conftest import child_pids, open_fds
-from workers import Echo
-
 from stateful_pool import SPool, WorkerCrashedError
+from workers import Echo
 
 
 @pytest.mark.slow

@@ -171,7 +171,7 @@ def _complete(future: PoolFuture[Any], status: int, value: Any) -> None:
     except CancelledError:
         future._mark_cancelled()
         return
-    except BaseException as exc:  # noqa: BLE001 - delivered to the future's owner
+    except BaseException as exc:
         try:
             future.set_exception(exc)
         except InvalidStateError:

@@ -62,7 +62,7 @@ def main() -> None:
                 channel.send(OK, task_id, reply)
             else:
                 raise RuntimeError(f"unexpected frame kind {kind}")
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+        except BaseException as exc:
             if isinstance(exc, (SystemExit, KeyboardInterrupt)) and kind == CALL:
                 raise
             channel.send(RAISED, task_id, [dump_exception(exc)])

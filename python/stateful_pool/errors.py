@@ -36,7 +36,9 @@ class WorkerCrashedError(PoolError, BrokenProcessPool):
     Only the task that was running fails; the worker is restarted and the pool keeps serving.
     """
 
-    def __init__(self, message: str, worker_id: int | None = None, exitcode: int | None = None, signal: int | None = None):
+    def __init__(
+        self, message: str, worker_id: int | None = None, exitcode: int | None = None, signal: int | None = None
+    ):
         super().__init__(message)
         self.worker_id = worker_id
         self.exitcode = exitcode
