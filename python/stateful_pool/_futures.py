@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from typing import Any, Generic, TypeVar
@@ -13,9 +12,6 @@ from . import _core
 from ._decode import decode
 
 T = TypeVar("T")
-
-_CANCELLED_STATES = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
-_DONE_STATES = ("FINISHED", *_CANCELLED_STATES)
 
 __all__ = ["PoolFuture", "Completer"]
 
@@ -29,50 +25,11 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
     _token: int
     _completer: Completer | None
 
-    def __init__(self, condition: threading.Condition | None = None) -> None:
-        # Future.__init__ builds a Condition (an RLock and more) per future: 2-4 us, the single
-        # largest cost of a submit. A pool's futures share one instead; a completion then wakes
-        # every thread waiting on that pool, each of which re-checks its own future.
-        if condition is None:
-            super().__init__()
-        else:
-            self._condition = condition
-            self._state = "PENDING"
-            self._result = None
-            self._exception = None
-            self._waiters = []
-            self._done_callbacks = []
+    def __init__(self) -> None:
+        super().__init__()
         self._ticket = None
         self._token = 0
         self._completer = None
-
-    # Future.result/exception wait once and assume only their own completion notifies; with a
-    # shared condition other completions wake them too, so they wait in a loop instead.
-    def _wait_done(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._condition:
-            while self._state not in _DONE_STATES:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError()
-                self._condition.wait(remaining)
-
-    def result(self, timeout: float | None = None) -> T:
-        self._wait_done(timeout)
-        if self._state in _CANCELLED_STATES:
-            raise CancelledError()
-        if self._exception is not None:
-            try:
-                raise self._exception
-            finally:
-                self = None  # type: ignore[assignment]  # break the reference cycle, as Future does
-        return self._result  # type: ignore[no-any-return]
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._wait_done(timeout)
-        if self._state in _CANCELLED_STATES:
-            raise CancelledError()
-        return self._exception
 
     def cancel(self) -> bool:
         if self.done():
@@ -111,8 +68,6 @@ class Completer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closing = False
-        #: The condition every future of this pool shares (see PoolFuture.__init__).
-        self.condition = threading.Condition()
 
     def register(self, future: PoolFuture[Any], submit: Callable[[int], _core.CoreTicket | None]) -> PoolFuture[Any]:
         """Registers ``future`` and calls ``submit(token)``; a submit error fails the future."""

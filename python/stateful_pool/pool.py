@@ -187,7 +187,7 @@ class SPool(Generic[W]):
 
     def submit_spawn(self, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
         """Like :meth:`spawn`, but returns a future at once: spawn many workers in parallel."""
-        future: PoolFuture[Any] = PoolFuture(self._completer.condition)
+        future: PoolFuture[Any] = PoolFuture()
         try:
             init = self._init_payload(args, kwargs)
         except Exception as exc:
@@ -218,7 +218,7 @@ class SPool(Generic[W]):
 
     def submit_call(self, method: str, /, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
         """Queues ``worker.<method>(*args, **kwargs)``; returns a future."""
-        future: PoolFuture[Any] = PoolFuture(self._completer.condition)
+        future: PoolFuture[Any] = PoolFuture()
         try:
             payload = self._payload(method, args, kwargs)
         except Exception as exc:
