@@ -5,7 +5,7 @@
 //! completed in batches by one Python thread per pool that drains the completion channel.
 
 use std::ffi::OsString;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -39,8 +39,65 @@ type StartOutcome = Result<(u64, Vec<u8>), StartError<SpawnFailure>>;
 
 /// One finished task or worker start, waiting for the Python completion thread.
 enum Done {
-    Task(Outcome<Worker>),
+    Task(Arc<ReplySlot>),
     Start(StartOutcome),
+}
+
+/// Where a submitted task's outcome waits for whichever comes first: the thread blocked in
+/// that future's `result()` (it then unpickles its own reply, one wake-up instead of two
+/// hand-offs), or the pool's completion thread (for futures nobody waits on directly).
+#[derive(Default)]
+pub(crate) struct ReplySlot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    Ready(Outcome<Worker>),
+    Taken,
+}
+
+impl ReplySlot {
+    fn fill(&self, outcome: Outcome<Worker>) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = SlotState::Ready(outcome);
+        self.ready.notify_all();
+    }
+
+    fn take(&self) -> Option<Outcome<Worker>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Ready(outcome) => Some(outcome),
+            SlotState::Waiting => {
+                *state = SlotState::Waiting;
+                None
+            }
+            SlotState::Taken => None,
+        }
+    }
+
+    /// Waits up to `timeout` for the outcome; `Ok(None)` when it timed out or someone else took it.
+    fn wait_take(&self, timeout: Duration) -> Option<Outcome<Worker>> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut state, _) = self
+            .ready
+            .wait_timeout_while(state, timeout, |s| matches!(s, SlotState::Waiting))
+            .unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Ready(outcome) => Some(outcome),
+            SlotState::Waiting => {
+                *state = SlotState::Waiting;
+                None
+            }
+            SlotState::Taken => None,
+        }
+    }
+
+    fn is_taken(&self) -> bool {
+        matches!(*self.state.lock().unwrap_or_else(PoisonError::into_inner), SlotState::Taken)
+    }
 }
 
 /// The supervisor of one `SPool`.
@@ -55,9 +112,9 @@ pub(crate) struct CorePool {
     done_rx: Receiver<(u64, Done)>,
 }
 
-/// The handle Python futures keep to cancel their task.
+/// The handle Python futures keep to cancel their task and to claim its reply.
 #[pyclass(module = "stateful_pool._core", frozen)]
-pub(crate) struct CoreTicket(Ticket);
+pub(crate) struct CoreTicket(Ticket, Arc<ReplySlot>);
 
 #[pymethods]
 impl CoreTicket {
@@ -75,6 +132,24 @@ impl CoreTicket {
     #[getter]
     fn started(&self) -> bool {
         self.0.started()
+    }
+
+    /// Waits (without the GIL, interruptibly) up to `timeout` seconds (`None`: until it comes)
+    /// for the task's outcome and takes it: `(status, value)`, or `None` on timeout or when the
+    /// completion thread took it first (the future is then completed by that thread).
+    #[pyo3(signature = (timeout=None))]
+    fn claim<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<(u8, Bound<'py, PyAny>)>> {
+        let until = deadline(timeout)?;
+        loop {
+            let slice = until.map_or(SLICE, |u| u.saturating_duration_since(Instant::now()).min(SLICE));
+            if let Some(outcome) = py.detach(|| self.1.wait_take(slice)) {
+                return task_outcome(py, outcome).map(Some);
+            }
+            if self.1.is_taken() || until.is_some_and(|u| Instant::now() >= u) {
+                return Ok(None);
+            }
+            py.check_signals()?;
+        }
     }
 }
 
@@ -102,10 +177,12 @@ fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
 }
 
 impl CorePool {
-    fn task_reply(&self, token: u64) -> ReplyFn<Worker> {
+    fn task_reply(&self, token: u64, slot: &Arc<ReplySlot>) -> ReplyFn<Worker> {
         let tx = self.done_tx.clone();
+        let slot = Arc::clone(slot);
         Box::new(move |outcome| {
-            let _ = tx.send((token, Done::Task(outcome)));
+            slot.fill(outcome);
+            let _ = tx.send((token, Done::Task(slot)));
         })
     }
 
@@ -321,8 +398,9 @@ impl CorePool {
     ) -> PyResult<CoreTicket> {
         let options = TaskOptions { timeout: seconds("timeout", timeout)? };
         let payload = gather(py, &parts)?;
-        let ticket = self.submit_blocking(py, payload, options, submit_timeout, || self.task_reply(token))?;
-        Ok(CoreTicket(ticket))
+        let slot = Arc::new(ReplySlot::default());
+        let ticket = self.submit_blocking(py, payload, options, submit_timeout, || self.task_reply(token, &slot))?;
+        Ok(CoreTicket(ticket, slot))
     }
 
     /// Runs one call on every live worker: a list of `(worker_id, status, value)`.
@@ -366,7 +444,10 @@ impl CorePool {
         let mut out = Vec::new();
         for (token, done) in std::iter::once(first).chain(self.done_rx.try_iter().take(max_items.saturating_sub(1))) {
             let (status, value) = match done {
-                Done::Task(outcome) => task_outcome(py, outcome)?,
+                Done::Task(slot) => match slot.take() {
+                    Some(outcome) => task_outcome(py, outcome)?,
+                    None => continue, // its future's owner took it already
+                },
                 Done::Start(outcome) => start_outcome(py, outcome)?,
             };
             out.push((token, status, value));
