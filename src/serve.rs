@@ -30,6 +30,7 @@ enum Wake<W: Workable> {
 enum Ran<W: Workable> {
     Done(Result<W::Output, W::Error>),
     Fatal(WorkerFault),
+    Refused(W::Task, WorkerFault),
     TimedOut(Duration),
     Killed,
     Aborted,
@@ -227,6 +228,14 @@ async fn run_job<W: Workable>(
             slot.tasks_done.fetch_add(1, Ordering::Relaxed);
             (WorkerEvent::TaskFinished, result.map_err(TaskError::Failed), None)
         }
+        Ran::Refused(task, fault) => {
+            // The worker was dead before the task reached it: the task never ran, so it goes
+            // back to the queue (served first) and the worker is recovered.
+            slot.apply(WorkerEvent::Crashed);
+            ticket.requeue();
+            shared.queue.give_back(Job { task, ticket, options, reply, attempts });
+            return JobEnd::Failed(fault);
+        }
         Ran::Fatal(fault) if spare.is_some() => {
             slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
             slot.apply(WorkerEvent::Crashed);
@@ -267,6 +276,7 @@ fn response_to_ran<W: Workable>(response: Response<W>) -> Ran<W> {
     match response {
         Response::Complete(result) => Ran::Done(result),
         Response::Fatal(fault) => Ran::Fatal(fault),
+        Response::Refused(task, fault) => Ran::Refused(task, fault),
     }
 }
 

@@ -11,6 +11,9 @@ pub enum Response<W: Workable> {
     Complete(Result<W::Output, W::Error>),
     /// The worker broke while running the task and must be restarted or retired.
     Fatal(WorkerFault),
+    /// The worker was found dead before the task reached it: the task, untouched, goes back to
+    /// the queue for another (or the restarted) worker, and this one is recovered.
+    Refused(W::Task, WorkerFault),
 }
 
 /// A stateful worker the [`crate::Supervisor`] runs tasks on.

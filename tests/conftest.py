@@ -17,8 +17,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def child_pids(parent: int | None = None) -> set[int]:
-    """Live (non-zombie) child processes of ``parent`` (default: this process)."""
-    parent = os.getpid() if parent is None else parent
+    """Live (non-zombie) child processes of ``parent`` (default: this process, not counting the
+    session's Ray cluster, see ``ray_cluster``)."""
+    if parent is None:
+        return _child_pids(os.getpid()) - RAY_PIDS
+    return _child_pids(parent)
+
+
+def _child_pids(parent: int) -> set[int]:
     out = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -67,19 +73,41 @@ def run_script(source: str, *args: str, timeout: float = 60, **kwargs: object) -
     )
 
 
+# Ray's own processes and descriptors: a Ray session outlives single tests (it is started once,
+# by the `ray_cluster` fixture). Recorded when Ray starts and ignored by `no_leaks`, which
+# still checks everything else, Ray-mode workers' host threads included.
+RAY_PIDS: set[int] = set()
+RAY_FDS: set[int] = set()
+
+
+def pool_threads() -> list[threading.Thread]:
+    """The pool's threads: completers and the hosts of thread/asyncio/ray workers."""
+    return [t for t in threading.enumerate() if t.name.startswith("stateful-pool-")]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[object]:
+    """A local Ray (2 CPUs) for the whole session, shut down at its end."""
+    ray = pytest.importorskip("ray")
+    pids, fds = _child_pids(os.getpid()), open_fds()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    RAY_PIDS.update(_child_pids(os.getpid()) - pids)
+    RAY_FDS.update(open_fds() - fds)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Every test must leave no worker process, no extra thread and no descriptor behind."""
     fds_before = open_fds()
     yield
     wait_until(lambda: not child_pids(), timeout=15, what=f"worker processes {child_pids()} to exit")
-    wait_until(
-        lambda: not [t for t in threading.enumerate() if t.name == "stateful-pool-completer"],
-        timeout=15,
-        what="completion threads to end",
-    )
-    leaked = open_fds() - fds_before
+    wait_until(lambda: not pool_threads(), timeout=15, what=f"pool threads {pool_threads()} to end")
+    leaked = open_fds() - fds_before - RAY_FDS
     # Descriptors opened by other libraries during the test (e.g. asyncio's self-pipe) may be
     # legitimately cached; the pool's pipes are what we look for.
-    pipes = {fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}") and "pipe" in os.readlink(f"/proc/self/fd/{fd}")}
+    pipes = {
+        fd for fd in leaked if os.path.exists(f"/proc/self/fd/{fd}") and "pipe" in os.readlink(f"/proc/self/fd/{fd}")
+    }
     assert not pipes, f"leaked pipe descriptors: {pipes}"

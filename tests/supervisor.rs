@@ -414,3 +414,34 @@ fn release_ends_the_runtime_threads_of_a_stopped_pool() {
     assert!(pool.release());
     assert_eq!(runtime_threads(), 0);
 }
+
+#[test]
+fn a_refused_task_goes_back_to_the_queue_and_runs_after_the_restart() {
+    /// Refuses its first task (found "dead"), then works.
+    struct DeadOnArrival {
+        refused: bool,
+        restarts: Arc<AtomicUsize>,
+    }
+    impl Workable for DeadOnArrival {
+        type Task = u64;
+        type Output = u64;
+        type Error = ();
+        async fn process(&mut self, task: u64) -> Response<Self> {
+            if !self.refused {
+                self.refused = true;
+                return Response::Refused(task, worker_pool::WorkerFault::new("dead before the task"));
+            }
+            Response::Complete(Ok(task))
+        }
+        async fn restart(&mut self) -> Result<(), worker_pool::WorkerFault> {
+            self.restarts.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    let pool = Supervisor::<DeadOnArrival>::builder().build().unwrap();
+    let restarts = Arc::new(AtomicUsize::new(0));
+    pool.add_worker(DeadOnArrival { refused: false, restarts: Arc::clone(&restarts) });
+    assert_eq!(pool.try_submit(7).unwrap().wait().unwrap(), 7, "the task ran, once, after the restart");
+    assert_eq!(restarts.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.workers()[0].tasks_failed, 0, "a refused task is not a failed one");
+}

@@ -41,10 +41,11 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
     def _claim(self, timeout: float | None) -> float | None:
         """Takes this task's reply straight from the core when it arrives, instead of waiting
         for the pool's completion thread to hand it over. Returns the timeout left."""
-        if self._ticket is None or self.done():
+        claim = getattr(self._ticket, "claim", None)  # engines without reply slots complete via the completer
+        if claim is None or self.done():
             return timeout
         started = time.monotonic()
-        got = self._ticket.claim(timeout)
+        got = claim(timeout)
         if got is not None:
             if self._completer is not None:
                 self._completer.forget(self._token)

@@ -207,6 +207,10 @@ impl Workable for ProcessWorker {
     type Error = Vec<u8>;
 
     async fn process(&mut self, task: Vec<u8>) -> Response<Self> {
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            // It exited while idle and the supervisor had not noticed yet: the task never ran.
+            return Response::Refused(task, fault_from_status(status, "while idle"));
+        }
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.round_trip(FrameKind::Call, id, &task, "while running a task").await {
             Ok(reply) => match reply.kind {

@@ -82,6 +82,8 @@ struct HostShared {
     /// Set when the supervisor gave up on the host (killed or stopped it).
     abandoned: AtomicBool,
     next_call: AtomicU64,
+    /// The highest call id the host has taken from its channel: a call above it never started.
+    taken: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,6 +109,7 @@ impl Host {
             exited: watch::Sender::new(false),
             abandoned: AtomicBool::new(false),
             next_call: AtomicU64::new(1),
+            taken: AtomicU64::new(0),
         });
         let host = Arc::new(Host { tx, shared: Arc::clone(&shared) });
         let launcher = Arc::clone(&spec.launcher);
@@ -277,19 +280,37 @@ impl Workable for Lane {
     type Error = Py<PyAny>;
 
     async fn process(&mut self, task: Arc<Py<PyAny>>) -> crate::Response<Self> {
+        if !self.host.alive() {
+            // Its host ended before this lane noticed: the call never started.
+            return crate::Response::Refused(task, WorkerFault::new("worker thread had exited"));
+        }
         let id = self.host.shared.next_call.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        if self.host.tx.send(Request::Call { id, payload: task, reply: tx }).is_err() {
-            return crate::Response::Fatal(WorkerFault::new("worker thread is gone"));
+        if self.host.tx.send(Request::Call { id, payload: Arc::clone(&task), reply: tx }).is_err() {
+            return crate::Response::Refused(task, WorkerFault::new("worker thread is gone"));
         }
         self.current = Some(id);
-        let reply = rx.await;
+        // Race the reply against the host's end: a host that died before reading the call (its
+        // death not yet noticed by this lane) would otherwise leave the call waiting forever.
+        let mut exited = self.host.shared.exited.subscribe();
+        let reply = tokio::select! {
+            biased;
+            reply = rx => reply.ok(),
+            _ = exited.wait_for(|e| *e) => None,
+        };
         self.current = None;
         match reply {
-            Ok(Reply::Ok(value)) => crate::Response::Complete(Ok(value)),
-            Ok(Reply::Raised(exc, _)) => crate::Response::Complete(Err(exc)),
-            Ok(Reply::Fatal(message)) => crate::Response::Fatal(WorkerFault::new(message)),
-            Err(_) => crate::Response::Fatal(WorkerFault::new("worker thread exited while running the task")),
+            Some(Reply::Ok(value)) => crate::Response::Complete(Ok(value)),
+            Some(Reply::Raised(exc, _)) => crate::Response::Complete(Err(exc)),
+            Some(Reply::Fatal(message)) => {
+                // The host is ending: mark it so, lest a restart reuse it before its thread exits.
+                self.host.release();
+                crate::Response::Fatal(WorkerFault::new(message))
+            }
+            None if self.host.shared.taken.load(Ordering::Acquire) < id => {
+                crate::Response::Refused(task, WorkerFault::new("worker thread exited before taking the task"))
+            }
+            None => crate::Response::Fatal(WorkerFault::new("worker thread exited while running the task")),
         }
     }
 
@@ -339,6 +360,9 @@ impl Workable for Lane {
     }
 }
 
+/// A request as the host thread sees it: `(kind, call id, payload, replier)`.
+type HostRequest = (u8, u64, Option<Py<PyAny>>, Option<Replier>);
+
 /// The channel a host thread reads its calls from (Python side of [`Host`]).
 #[pyclass(module = "stateful_pool._core", frozen)]
 pub(crate) struct HostChannel(Arc<HostShared>);
@@ -347,11 +371,12 @@ pub(crate) struct HostChannel(Arc<HostShared>);
 impl HostChannel {
     /// Waits for the next request: `(0, id, payload, replier)` for a call, `(1, id, None, None)`
     /// to cancel call `id`, or `None` when the host must end.
-    fn recv(&self, py: Python<'_>) -> Option<(u8, u64, Option<Py<PyAny>>, Option<Replier>)> {
+    fn recv(&self, py: Python<'_>) -> Option<HostRequest> {
         // Blocks with the GIL released and never wakes unless asked to: a daemon thread parked
         // here is harmless at interpreter exit.
         match py.detach(|| self.0.rx.recv()) {
             Ok(Request::Call { id, payload, reply }) => {
+                self.0.taken.fetch_max(id, Ordering::AcqRel);
                 Some((KIND_CALL, id, Some(payload.clone_ref(py)), Some(Replier(Mutex::new(Some(reply))))))
             }
             Ok(Request::Cancel(id)) => Some((KIND_CANCEL, id, None, None)),
@@ -464,7 +489,9 @@ fn parse_restart(policy: &str) -> PyResult<RestartPolicy> {
         "never" => Ok(RestartPolicy::Never),
         "on-failure" | "on_failure" => Ok(RestartPolicy::OnFailure),
         "always" => Ok(RestartPolicy::Always),
-        other => Err(PyValueError::new_err(format!("restart must be 'never', 'on-failure' or 'always', got {other:?}"))),
+        other => {
+            Err(PyValueError::new_err(format!("restart must be 'never', 'on-failure' or 'always', got {other:?}")))
+        }
     }
 }
 
@@ -481,7 +508,11 @@ fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
 }
 
 /// `(status, value)` of a task outcome; payload-free errors go through the shared bridge.
-fn lane_task_outcome<'py>(py: Python<'py>, outcome: Outcome<Lane>, group_of: impl Fn(u64) -> u64) -> PyResult<(u8, Bound<'py, PyAny>)> {
+fn lane_task_outcome<'py>(
+    py: Python<'py>,
+    outcome: Outcome<Lane>,
+    group_of: impl Fn(u64) -> u64,
+) -> PyResult<(u8, Bound<'py, PyAny>)> {
     let bare: TaskError<Vec<u8>> = match outcome {
         Ok(value) => return Ok((STATUS_OBJECT, value.into_bound(py))),
         Err(TaskError::Failed(exc)) => return Ok((STATUS_ERROR, exc.into_bound(py))),
@@ -496,10 +527,14 @@ fn lane_task_outcome<'py>(py: Python<'py>, outcome: Outcome<Lane>, group_of: imp
 
 fn lane_start_outcome(py: Python<'_>, outcome: StartOutcome) -> PyResult<(u8, Bound<'_, PyAny>)> {
     let bare = match outcome {
-        Ok((_, value)) => return Ok((STATUS_OBJECT, value.map_or_else(|| py.None().into_bound(py), |v| v.into_bound(py)))),
+        Ok((_, value)) => {
+            return Ok((STATUS_OBJECT, value.map_or_else(|| py.None().into_bound(py), |v| v.into_bound(py))))
+        }
         Err(StartError::Failed(StartFailure::Raised(exc, _))) => return Ok((STATUS_ERROR, exc.into_bound(py))),
         Err(StartError::Failed(StartFailure::Crashed(message))) => SpawnFailure::Crashed(WorkerFault::new(message)),
-        Err(StartError::Failed(StartFailure::NotStarted)) => SpawnFailure::Crashed(WorkerFault::new("worker setup failed")),
+        Err(StartError::Failed(StartFailure::NotStarted)) => {
+            SpawnFailure::Crashed(WorkerFault::new("worker setup failed"))
+        }
         Err(StartError::ShutDown) => return start_outcome(py, Err(StartError::ShutDown)),
     };
     start_outcome(py, Err(StartError::Failed(bare)))
@@ -507,7 +542,9 @@ fn lane_start_outcome(py: Python<'_>, outcome: StartOutcome) -> PyResult<(u8, Bo
 
 /// Forwards the one decisive outcome of a group's start (the lane that ran the setup, or a
 /// shutdown) to Python; the other lanes' outcomes are dropped.
-struct StartReport(Mutex<Option<Box<dyn FnOnce(StartOutcome) + Send>>>);
+struct StartReport(Mutex<Option<ReportFn>>);
+
+type ReportFn = Box<dyn FnOnce(StartOutcome) + Send>;
 
 impl StartReport {
     fn deliver(&self, group_id: u64, outcome: StartOutcome) {
@@ -635,6 +672,7 @@ fn merge(into: &mut WorkerInfo, lane: &WorkerInfo) {
     into.restarts += lane.restarts;
     into.tasks_done += lane.tasks_done;
     into.tasks_failed += lane.tasks_failed;
+    into.dispatched += lane.dispatched;
     if into.last_error.is_none() {
         into.last_error.clone_from(&lane.last_error);
     }
@@ -837,10 +875,39 @@ impl CoreThreadPool {
         }
     }
 
+    /// Ends the supervisor's threads after the pool has stopped; returns whether it had.
+    fn release(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.supervisor.release())
+    }
+
     /// Whether shutdown was requested.
     #[getter]
     fn is_shutdown(&self) -> bool {
         self.supervisor.is_shutdown()
+    }
+
+    /// Asks one worker (every lane of it) to leave after its current task; returns whether it
+    /// was live.
+    fn retire_worker(&self, worker_id: u64) -> bool {
+        let lanes: Vec<u64> = lock(&self.groups).iter().filter(|(_, g)| **g == worker_id).map(|(l, _)| *l).collect();
+        // Every lane must be asked, so no short-circuiting `any`.
+        let mut retired = false;
+        for lane in lanes {
+            retired |= self.supervisor.retire_worker(lane);
+        }
+        retired
+    }
+
+    /// Tasks handed to workers so far.
+    #[getter]
+    fn dispatched(&self) -> u64 {
+        self.supervisor.dispatched()
+    }
+
+    /// The load balancer's canonical name.
+    #[getter]
+    fn load_balancing(&self) -> &'static str {
+        self.supervisor.load_balancing().as_str()
     }
 
     /// Tasks waiting in the queue.
@@ -875,6 +942,7 @@ impl CoreThreadPool {
             d.set_item("tasks_done", w.tasks_done)?;
             d.set_item("tasks_failed", w.tasks_failed)?;
             d.set_item("last_error", w.last_error)?;
+            d.set_item("dispatched", w.dispatched)?;
             list.append(d)?;
         }
         Ok(list)

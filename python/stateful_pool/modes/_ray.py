@@ -1,0 +1,134 @@
+"""``mode="ray"``: each worker is a Ray actor hosting one worker instance.
+
+The Rust supervisor still owns the queue, timeouts, restarts and stats: every worker is a host
+thread in the caller that forwards its calls to its actor and waits for the answer (Ray
+releases the GIL while it waits). A restart creates a new actor with the worker's own spawn
+arguments; a timeout or ``future.kill()`` kills the actor. An actor that dies fails its call
+with ``WorkerCrashedError``, as a crashed worker process does.
+
+Ray is optional: ``pip install 'stateful-pool[ray]'``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import sys
+import threading
+from typing import Any
+
+from ._host import WorkerLost, serve_calls
+
+__all__ = ["RayWorkerHost", "launcher"]
+
+_OK, _RAISED, _FATAL = 0, 1, 2
+
+
+class RayWorkerHost:
+    """The actor class (wrapped with ``ray.remote`` on first use): holds one worker instance.
+
+    Exceptions come back in the process-mode payload format so the caller sees the same type,
+    message and ``RemoteTraceback`` cause in every mode."""
+
+    def setup(self, init: bytes) -> tuple[int, Any, int]:
+        """Prepends the caller's ``sys.path`` (a local cluster shares the file system; on a real
+        cluster ship code with ``actor_options={"runtime_env": ...}``), loads the worker class
+        and runs its ``spawn``."""
+        import cloudpickle
+
+        from .._serialize import dump_exception
+
+        try:
+            sys_path, class_blob, args_blob = pickle.loads(init)
+            for entry in reversed(sys_path):
+                if entry not in sys.path:
+                    sys.path.insert(0, entry)
+            worker_cls = cloudpickle.loads(class_blob)
+            args, kwargs = pickle.loads(args_blob)
+            self.instance = worker_cls()
+            return _OK, self.instance.spawn(*args, **kwargs), os.getpid()
+        except Exception as exc:
+            return _RAISED, dump_exception(exc), os.getpid()
+
+    def call(self, payload: bytes) -> tuple[int, Any]:
+        """Runs one call; a raised exception comes back as a payload, not as a Ray error."""
+        from .._serialize import dump_exception
+        from ._host import call_args
+
+        try:
+            method, args, kwargs = call_args(payload)
+            return _OK, getattr(self.instance, method)(*args, **kwargs)
+        except Exception as exc:
+            return _RAISED, dump_exception(exc)
+
+
+@functools.cache
+def _actor_class() -> Any:
+    import ray
+
+    return ray.remote(RayWorkerHost)
+
+
+def launcher(actor_options: dict[str, Any] | None) -> functools.partial[None]:
+    """A ``CoreThreadPool`` launcher creating actors with ``actor_options`` (e.g.
+    ``{"num_cpus": 0.5}``). Ray's own ``max_restarts`` defaults to 0: the supervisor restarts
+    workers (with their spawn arguments, under the pool's restart policy), and two layers of
+    restarts would start every worker twice."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    options = {"max_restarts": 0, **(actor_options or {})}
+    return functools.partial(_launch, options)
+
+
+def _launch(options: dict[str, Any], channel: Any, init: Any) -> None:
+    threading.Thread(target=_serve, args=(options, channel, init), name="stateful-pool-ray", daemon=True).start()
+
+
+def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
+    import ray
+    from ray.exceptions import RayActorError
+
+    from .._serialize import load_exception
+
+    actor = None
+    try:
+        try:
+            actor = _actor_class().options(**options).remote()
+            status, value, pid = ray.get(actor.setup.remote(init))
+        except RayActorError as exc:
+            channel.ready(_FATAL, f"ray actor died during setup: {exc}")
+            return
+        except Exception as exc:
+            channel.ready(_FATAL, f"cannot start ray actor: {type(exc).__name__}: {exc}")
+            return
+        if status != _OK:
+            channel.ready(_RAISED, load_exception(value))
+            return
+        channel.ready(_OK, value, functools.partial(ray.kill, actor, no_restart=True), pid)
+        del value
+
+        def run(payload: Any) -> Any:
+            if isinstance(payload, list):
+                # Buffer views of the caller's memory: Ray ships bytes.
+                payload = [bytes(part) for part in payload]
+            try:
+                status, result = ray.get(actor.call.remote(payload))
+            except RayActorError as exc:
+                # Ray's message runs to a dozen lines; its first one says what happened.
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise WorkerLost(f"ray actor died: {first}") from None
+            if status != _OK:
+                raise load_exception(result)
+            return result
+
+        serve_calls(channel, run)
+    finally:
+        if actor is not None:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        channel.exited()

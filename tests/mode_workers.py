@@ -1,0 +1,53 @@
+"""Worker classes for the mode matrix (importable by reference in worker processes and Ray
+actors, like ``workers.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from workers import Echo
+
+
+class ModeEcho(Echo):
+    """``Echo`` plus a crash that suits where the worker lives."""
+
+    def spawn(self, tag: Any = None, caller_pid: int | None = None) -> dict[str, Any]:
+        self.caller_pid = caller_pid
+        return super().spawn(tag)
+
+    def crash(self) -> None:
+        # In the caller's own process a worker cannot die alone: SystemExit ends its host.
+        if os.getpid() == self.caller_pid:
+            raise SystemExit(3)
+        os._exit(3)
+
+    async def nap(self, seconds: float) -> float:
+        """An awaitable sleep: asyncio mode cancels it on timeout (blocking code it cannot)."""
+        await asyncio.sleep(seconds)
+        return seconds
+
+    def busy_sleep(self, seconds: float) -> int:
+        """Sleeps in Python bytecode, so a thread worker can be interrupted."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        return os.getpid()
+
+
+class AsyncEcho(Echo):
+    """Async methods (asyncio mode; the sync ``Echo`` methods still work there)."""
+
+    async def spawn(self, tag: Any = None) -> dict[str, Any]:  # type: ignore[override]
+        await asyncio.sleep(0)
+        return super().spawn(tag)
+
+    async def nap(self, seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    async def afail(self, message: str) -> None:
+        await asyncio.sleep(0)
+        raise KeyError(message)

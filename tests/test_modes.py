@@ -1,0 +1,303 @@
+"""The same SPool behaviour in every execution mode (process, thread, asyncio, sync, ray), in
+the spirit of loky's ``_executor_mixin``: one parametrized ``mode`` fixture, shared test bodies.
+Mode-specific behaviour (asyncio concurrency, in-process objects) follows the matrix."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import wait_until
+from mode_workers import AsyncEcho, ModeEcho
+from stateful_pool import (
+    NoWorkersError,
+    PoolShutDownError,
+    RemoteTraceback,
+    SPool,
+    TaskTimeoutError,
+    WorkerCrashedError,
+)
+from stateful_pool.modes import MODES
+from workers import FailingSpawn
+
+# Modes where a task waits in the queue while another runs (sync runs everything inline).
+QUEUEING = [m for m in MODES if m != "sync"]
+STATS_KEYS = {"id", "state", "pid", "restarts", "tasks_done", "tasks_failed", "last_error", "dispatched"}
+
+MakePool = Callable[..., SPool[Any]]
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+    return str(request.param)
+
+
+@pytest.fixture
+def make_pool(mode: str) -> MakePool:
+    """``SPool`` in this mode; asyncio workers take one call at a time unless asked otherwise,
+    so queueing tests mean the same thing in every mode."""
+
+    def make(cls: type = ModeEcho, *args: Any, **kwargs: Any) -> SPool[Any]:
+        kwargs.setdefault("mode", mode)
+        if mode == "asyncio":
+            kwargs.setdefault("max_concurrency", 1)
+        if mode == "ray":
+            kwargs.setdefault("actor_options", {"num_cpus": 0.1})
+        return SPool(cls, *args, **kwargs)
+
+    return make
+
+
+def skip_unless_queueing(mode: str) -> None:
+    if mode not in QUEUEING:
+        pytest.skip("sync mode runs each call inline: nothing is ever queued or running")
+
+
+def busy(pool: SPool[Any]) -> bool:
+    return any(w["state"] == "busy" for w in pool.stats()["workers"])
+
+
+def test_spawn_args_per_worker_broadcast_and_state(make_pool: MakePool) -> None:
+    with make_pool() as pool:
+        first = pool.spawn(tag="a")
+        second = pool.submit_spawn(tag="b").result(timeout=30)
+        assert (first["tag"], second["tag"]) == ("a", "b")
+        assert sorted(w["tag"] for w in pool.broadcast("whoami")) == ["a", "b"]
+        assert pool.num_workers == 2
+        for i in range(4):
+            assert pool.execute(i) == i
+        assert sum(w["calls"] for w in pool.broadcast("whoami")) == 4
+
+
+def test_futures_wait_as_completed_asyncio_and_map(make_pool: MakePool) -> None:
+    with make_pool() as pool:
+        pool.spawn()
+        pool.spawn()
+        futures = [pool.submit_execute(i) for i in range(40)]
+        assert all(isinstance(f, concurrent.futures.Future) for f in futures)
+        _, not_done = concurrent.futures.wait(futures, timeout=30)
+        assert not not_done
+        assert sorted(f.result() for f in concurrent.futures.as_completed(futures)) == list(range(40))
+
+        async def main() -> list[Any]:
+            return list(await asyncio.gather(*(pool.async_execute(i) for i in range(10))))
+
+        assert asyncio.run(main()) == list(range(10))
+        assert list(pool.map(range(30))) == list(range(30))
+        assert sorted(pool.map(iter(range(30)), ordered=False, window=4)) == list(range(30))
+
+
+def test_errors_carry_type_message_and_worker_traceback(make_pool: MakePool) -> None:
+    with make_pool() as pool:
+        pool.spawn()
+        with pytest.raises(ValueError, match="bad input") as info:
+            pool.call("fail", "bad input")
+        cause = info.value.__cause__
+        assert isinstance(cause, RemoteTraceback)
+        assert "in fail" in cause.tb and "raise ValueError(message)" in cause.tb
+        assert isinstance(pool.submit_call("fail", "again").exception(timeout=30), ValueError)
+        assert pool.execute(1) == 1, "the pool keeps serving"
+        with pytest.raises(AttributeError, match="no public method 'nope'"):
+            pool.call("nope")
+
+
+def test_spawn_error_reaches_caller_and_leaves_no_worker(make_pool: MakePool) -> None:
+    with make_pool(FailingSpawn) as pool:
+        with pytest.raises(RuntimeError, match="no gpu") as info:
+            pool.spawn("no gpu")
+        assert isinstance(info.value.__cause__, RemoteTraceback)
+        with pytest.raises(RuntimeError, match="still none"):
+            pool.submit_spawn("still none").result(timeout=30)
+        assert pool.num_workers == 0
+
+
+def test_no_workers_and_after_shutdown(make_pool: MakePool) -> None:
+    pool = make_pool()
+    with pytest.raises(NoWorkersError):
+        pool.execute(1)
+    assert isinstance(pool.submit_execute(1).exception(timeout=5), NoWorkersError)
+    pool.spawn()
+    pool.shutdown()
+    with pytest.raises(PoolShutDownError, match="after shutdown"):
+        pool.execute(1)
+    assert isinstance(pool.submit_execute(1).exception(timeout=5), PoolShutDownError)
+    assert all(w["state"] in ("stopped", "failed") for w in pool.stats()["workers"])
+    pool.shutdown()  # idempotent
+
+
+def test_stats_have_the_same_keys_in_every_mode(make_pool: MakePool, mode: str) -> None:
+    with make_pool() as pool:
+        pool.spawn()
+        for i in range(3):
+            pool.execute(i)
+        stats = pool.stats()
+        (worker,) = stats["workers"]
+        assert set(worker) == STATS_KEYS
+        assert worker["state"] == "idle" and worker["tasks_done"] == 3 and worker["restarts"] == 0
+        assert stats["queued"] == 0 and stats["live_workers"] == 1
+        if mode in ("thread", "asyncio", "sync"):
+            assert worker["pid"] == os.getpid(), "in-process workers live in the caller's process"
+        else:
+            assert worker["pid"] != os.getpid()
+
+
+def test_graceful_shutdown_runs_queued_tasks(make_pool: MakePool) -> None:
+    pool = make_pool()
+    pool.spawn()
+    futures = [pool.submit_call("sleep", 0.01) for _ in range(10)]
+    pool.shutdown(wait=True)
+    assert all(f.done() and not f.cancelled() for f in futures)
+
+
+def test_shutdown_cancel_pending_cancels_queued_only(make_pool: MakePool, mode: str) -> None:
+    skip_unless_queueing(mode)
+    pool = make_pool()
+    pool.spawn()
+    running = pool.submit_call("sleep", 0.5)
+    wait_until(lambda: busy(pool), what="the task to start")
+    queued = [pool.submit_execute(i) for i in range(5)]
+    pool.shutdown(cancel_pending=True)
+    assert isinstance(running.result(timeout=10), int)
+    assert all(f.cancelled() for f in queued)
+
+
+def test_shutdown_kill_fails_the_running_task(make_pool: MakePool, mode: str) -> None:
+    skip_unless_queueing(mode)
+    pool = make_pool()
+    pool.spawn()
+    # A thread cannot be killed: its call is abandoned and ends on its own, so keep it short.
+    running = pool.submit_call("sleep", 1.5)
+    wait_until(lambda: busy(pool), what="the task to start")
+    started = time.monotonic()
+    pool.shutdown(kill=True)
+    assert time.monotonic() - started < 1.0
+    assert isinstance(running.exception(timeout=5), PoolShutDownError)
+
+
+def test_queue_size_backpressure(make_pool: MakePool, mode: str) -> None:
+    skip_unless_queueing(mode)
+    with make_pool(queue_size=2, submit_timeout=0.2) as pool:
+        pool.spawn()
+        blocker = pool.submit_call("sleep", 0.8)
+        wait_until(lambda: busy(pool), what="the task to start")
+        queued = [pool.submit_execute(i) for i in range(2)]
+        assert isinstance(pool.submit_execute(99).exception(timeout=5), queue.Full)
+        with pytest.raises(queue.Full):
+            pool.execute(100)
+        assert blocker.result(timeout=10) > 0
+        assert [f.result(timeout=10) for f in queued] == [0, 1]
+
+
+def test_cancel_removes_a_queued_task(make_pool: MakePool, mode: str) -> None:
+    skip_unless_queueing(mode)
+    with make_pool() as pool:
+        pool.spawn()
+        running = pool.submit_call("sleep", 0.3)
+        wait_until(lambda: busy(pool), what="the task to start")
+        queued = pool.submit_call("whoami")
+        assert queued.cancel() and queued.cancelled()
+        assert not running.cancel(), "a running task cannot be cancelled"
+        running.result(timeout=10)
+        assert pool.call("whoami")["calls"] == 0, "the cancelled task never ran"
+
+
+def test_task_timeout_fails_the_task_and_replaces_the_worker(make_pool: MakePool, mode: str) -> None:
+    with make_pool(task_timeout=0.3) as pool:
+        pool.spawn(tag="t")
+        # busy_sleep runs bytecode: a thread worker is interrupted, not just abandoned; an
+        # asyncio worker cancels a coroutine (blocking code would hold up its whole loop).
+        with pytest.raises(TaskTimeoutError):
+            pool.call("nap" if mode == "asyncio" else "busy_sleep", 1.0)
+        assert pool.execute(5) == 5, "a fresh worker serves"
+        assert pool.call("whoami")["tag"] == "t", "restarted with its own spawn arguments"
+        (worker,) = pool.stats()["workers"]
+        assert worker["restarts"] == 1 and worker["tasks_failed"] == 1
+
+
+def test_a_crashed_worker_fails_its_call_and_is_restarted(make_pool: MakePool) -> None:
+    with make_pool() as pool:
+        pool.spawn(tag="c", caller_pid=os.getpid())
+        pool.execute(1)
+        with pytest.raises(WorkerCrashedError):
+            pool.call("crash")
+        wait_until(lambda: pool.num_workers == 1, what="the worker to come back")
+        assert pool.call("whoami") == {**pool.call("whoami"), "tag": "c", "calls": 0}
+        (worker,) = pool.stats()["workers"]
+        assert worker["restarts"] == 1 and worker["last_error"]
+
+
+def test_kill_a_running_task(make_pool: MakePool, mode: str) -> None:
+    skip_unless_queueing(mode)
+    with make_pool() as pool:
+        pool.spawn()
+        future = pool.submit_call("nap" if mode == "asyncio" else "busy_sleep", 5.0)
+        wait_until(lambda: busy(pool), what="the task to start")
+        assert future.kill()
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(timeout=10)
+        assert pool.execute(2) == 2
+
+
+# -- mode-specific behaviour ------------------------------------------------------------------
+
+
+def test_sync_futures_are_done_on_return_and_run_in_the_caller() -> None:
+    with SPool(ModeEcho, mode="sync") as pool:
+        assert pool.submit_spawn(tag="s").done()
+        future = pool.submit_execute(7)
+        assert future.done() and future.result() == 7
+        assert pool.call("whoami")["pid"] == os.getpid()
+
+
+def test_in_process_modes_pass_results_by_reference() -> None:
+    with SPool(ModeEcho, mode="thread") as pool:
+        pool.spawn()
+        result = pool.call("unpicklable_result")  # a lock: process mode could not return it
+        assert result.acquire(blocking=False)
+
+
+def test_asyncio_runs_max_concurrency_calls_at_once_on_one_loop() -> None:
+    with SPool(AsyncEcho, mode="asyncio", max_concurrency=8) as pool:
+        assert pool.spawn(tag="loop")["tag"] == "loop"
+        started = time.monotonic()
+        assert [f.result(timeout=10) for f in [pool.submit_call("nap", 0.3) for _ in range(8)]] == [0.3] * 8
+        assert time.monotonic() - started < 1.5, "8 naps of 0.3 s overlapped"
+        (worker,) = pool.stats()["workers"]
+        assert worker["tasks_done"] == 8, "the lanes of one loop are reported as one worker"
+        with pytest.raises(KeyError, match="k") as info:
+            pool.call("afail", "k")
+        assert isinstance(info.value.__cause__, RemoteTraceback)
+        assert len(pool.broadcast("whoami")) == 1
+
+
+def test_asyncio_timeout_cancels_the_coroutine_and_keeps_the_loop() -> None:
+    with SPool(AsyncEcho, mode="asyncio", max_concurrency=4, task_timeout=0.2) as pool:
+        pool.spawn()
+        slow = pool.submit_call("nap", 5)
+        fast = pool.submit_call("nap", 0.01)
+        assert isinstance(slow.exception(timeout=5), TaskTimeoutError)
+        assert fast.result(timeout=5) == 0.01
+        assert pool.execute(3) == 3
+        (worker,) = pool.stats()["workers"]
+        assert worker["tasks_failed"] == 1 and worker["tasks_done"] >= 2
+
+
+def test_invalid_mode_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="mode must be one of"):
+        SPool(ModeEcho, mode="fiber")
+    with pytest.raises(ValueError, match="actor_options"):
+        SPool(ModeEcho, mode="thread", actor_options={"num_cpus": 1})
+    with pytest.raises(ValueError, match="max_concurrency"):
+        SPool(ModeEcho, mode="thread", max_concurrency=4)
+    with pytest.raises(ValueError, match="max_memory_per_worker"):
+        SPool(ModeEcho, mode="thread", max_memory_per_worker=1 << 30)
+    with pytest.raises(ValueError, match="restart"):
+        SPool(ModeEcho, mode="sync", restart="sometimes")

@@ -1,0 +1,92 @@
+"""mode="ray" against a real local Ray (2 CPUs, one session): actor options, actor deaths, and
+the Ray examples of the concurry worker-pool guide adapted to SPool. The behaviour shared with
+the other modes runs in test_modes.py (its ``[ray]`` cases)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+from typing import Any
+
+import pytest
+from conftest import pid_alive, wait_until
+from mode_workers import ModeEcho
+from stateful_pool import SPool, WorkerCrashedError
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("pydantic")
+
+from ray_workers import BranchWorker, PydanticValidatedWorker, ResourceProbe  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _ray(ray_cluster: Any) -> None:
+    """Every test here needs the session's Ray."""
+
+
+def test_actor_options_pass_through_and_each_worker_is_an_actor() -> None:
+    with SPool(ResourceProbe, mode="ray", actor_options={"num_cpus": 0.5}) as pool:
+        pool.spawn()
+        pool.spawn()
+        probes = [f.result(timeout=30) for f in [pool.submit_execute() for _ in range(4)]]
+        assert all(p["resources"] == {"CPU": 0.5} for p in probes)
+        pids = {w["pid"] for w in pool.stats()["workers"]}
+        assert len(pids) == 2 and os.getpid() not in pids
+        assert {p["pid"] for p in probes} <= pids
+
+
+def test_an_actor_killed_mid_call_fails_it_like_a_crashed_process() -> None:
+    with SPool(ModeEcho, mode="ray", actor_options={"num_cpus": 0.1}) as pool:
+        info = pool.spawn(tag="kept")
+        future = pool.submit_call("sleep", 30)
+        wait_until(lambda: pool.stats()["workers"][0]["state"] == "busy", what="the call to start")
+        os.kill(info["pid"], signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError, match="ray actor died"):
+            future.result(timeout=30)
+        # Restarted as a new actor with the worker's own spawn arguments.
+        again = pool.call("whoami")
+        assert again["tag"] == "kept" and again["pid"] != info["pid"]
+        (worker,) = pool.stats()["workers"]
+        assert worker["restarts"] == 1 and worker["tasks_failed"] == 1
+    wait_until(lambda: not pid_alive(again["pid"]), what="the actor to be killed on shutdown")
+
+
+def test_futures_work_with_wait_as_completed_and_asyncio() -> None:
+    with SPool(ModeEcho, mode="ray", actor_options={"num_cpus": 0.1}) as pool:
+        pool.spawn()
+        futures = [pool.submit_execute(i) for i in range(20)]
+        assert sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=30)) == list(range(20))
+
+        async def main() -> list[Any]:
+            return list(await asyncio.gather(*(pool.async_execute(i) for i in range(5))))
+
+        assert asyncio.run(main()) == list(range(5))
+
+
+def test_guide_validated_worker_coerces_arguments() -> None:
+    # concurry: PydanticValidatedWorker.options(mode="ray", max_workers=10).init(base=3)
+    with SPool(PydanticValidatedWorker, mode="ray", actor_options={"num_cpus": 0.1}) as pool:
+        for f in [pool.submit_spawn(base="3") for _ in range(2)]:
+            assert f.result(timeout=30) == 3
+        futures = [pool.submit_call("compute", "10", y=str(i)) for i in range(5)]
+        assert [f.result(timeout=30) for f in futures] == [30, 33, 36, 39, 42]
+        assert pool.call("process", "2", offset="0.5") == 6.5
+        with pytest.raises(ValueError, match="validation error"):
+            pool.call("compute", "not a number")
+
+
+def test_guide_nested_pools_branch_workers_with_leaf_pools() -> None:
+    # concurry: BranchWorker.options(mode="ray", max_workers=3, actor_options={"num_cpus": 0.2}),
+    # each branch with its own LeafWorker pool (scaled down for a 2-CPU test cluster).
+    with SPool(BranchWorker, mode="ray", actor_options={"num_cpus": 0.2}) as pool:
+        for f in [pool.submit_spawn(leaves=2) for _ in range(2)]:
+            assert f.result(timeout=60) == 2
+        assert pool.call("process_group", [1, 2, 3, 4, 5]) == [2, 4, 6, 8, 10]
+        results = [f.result(timeout=60) for f in [pool.submit_call("process_group", [i, i + 1]) for i in range(4)]]
+        assert results == [[2 * i, 2 * i + 2] for i in range(4)]
+        leaves = [pid for pids in pool.broadcast("leaf_pids") for pid in pids]
+        assert len(set(leaves)) == 4, "two leaf actors per branch"
+    # Killing a branch actor takes its leaf actors with it (Ray's owner fate-sharing).
+    wait_until(lambda: not any(pid_alive(p) for p in leaves), timeout=20, what="leaf actors to end")
