@@ -301,3 +301,15 @@ def test_invalid_mode_options_are_rejected() -> None:
         SPool(ModeEcho, mode="thread", max_memory_per_worker=1 << 30)
     with pytest.raises(ValueError, match="restart"):
         SPool(ModeEcho, mode="sync", restart="sometimes")
+
+
+@pytest.mark.parametrize("mode", ["thread", "asyncio", "sync"])
+def test_in_process_modes_pass_arguments_as_they_are(mode: str) -> None:
+    import threading
+
+    shared: list[int] = [1]
+    lock = threading.Lock()  # unpicklable: only an in-process worker can take it
+    with SPool(ModeEcho, mode=mode) as pool:
+        pool.spawn(caller_pid=os.getpid())
+        back = pool.execute({"list": shared, "lock": lock})
+        assert back["list"] is shared and back["lock"] is lock

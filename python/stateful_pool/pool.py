@@ -111,6 +111,8 @@ class SPool(Generic[W]):
         if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
             raise ValueError(f"max_tasks_per_worker must be at least 1, got {max_tasks_per_worker}")
         self._cls = worker_cls
+        # Workers in this process take arguments as they are, like ThreadPoolExecutor.
+        self._in_process = mode in ("thread", "asyncio", "sync")
         self._class_blob = cloudpickle.dumps(worker_cls, protocol=5)
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
@@ -176,8 +178,10 @@ class SPool(Generic[W]):
 
     # -- spawning workers ---------------------------------------------------------------
 
-    def _init_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def _init_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._check_open()
+        if self._in_process:
+            return (args, kwargs)
         return dumps((list(sys.path), self._class_blob, dumps((args, kwargs))))
 
     def spawn(self, *args: Any, **kwargs: Any) -> Any:
@@ -209,6 +213,8 @@ class SPool(Generic[W]):
         self._check_open()
         if not isinstance(method, str) or method.startswith("_") or not callable(getattr(self._cls, method, None)):
             raise AttributeError(f"{self._cls.__name__} has no public method {method!r}")
+        if self._in_process:
+            return (method, args, kwargs)  # type: ignore[return-value]
         return encode((method, args, kwargs))
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
