@@ -63,5 +63,16 @@ fn balancer_pick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, round_trip, throughput, balancer_pick);
+fn limit_acquire(c: &mut Criterion) {
+    use worker_pool::limits::{Algorithm, LimitSpec, SharedLimits};
+    let mut group = c.benchmark_group("limits/try_acquire");
+    for algorithm in [Algorithm::TokenBucket, Algorithm::Gcra, Algorithm::SlidingWindow] {
+        // A budget so large it never runs out: this measures the atomic update itself.
+        let limits = SharedLimits::create(&[LimitSpec::rate(algorithm, 1_000_000_000, u64::MAX / 4)]).unwrap();
+        group.bench_function(algorithm.as_str(), |b| b.iter(|| limits.try_acquire(0, black_box(1)).unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, round_trip, throughput, balancer_pick, limit_acquire);
 criterion_main!(benches);

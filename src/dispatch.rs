@@ -31,14 +31,22 @@ pub(crate) async fn dispatch<W: Workable>(
                 idle.push(slot);
             }
         }
-        // A worker may have crashed, been retired or taken a broadcast since it announced.
-        idle.retain(|s| s.state() == WorkerState::Idle && !s.is_retiring());
-        let job = if idle.is_empty() {
+        // A worker may have crashed or been retired since it announced; one that is busy with a
+        // direct-lane call stays listed, since it comes back without announcing itself.
+        idle.retain(|s| matches!(s.state(), WorkerState::Idle | WorkerState::Busy) && !s.is_retiring());
+        if shared.queue.is_closed() && shared.queue.len() == 0 {
+            break; // drained: a graceful shutdown needs no more workers
+        }
+        let job = if !idle.iter().any(|s| s.state() == WorkerState::Idle) {
             tokio::select! {
                 slot = idle_rx.recv() => {
                     idle.extend(slot);
                     continue;
                 }
+                () = shared.direct_released.notified() => continue,
+                // A push while every listed worker is busy on a direct call: look again (the
+                // caller's release only rings if it saw the task queued).
+                () = shared.queue.pushed() => continue,
                 _ = phase.wait_for(|p| *p >= Phase::Killing) => break,
             }
         } else {
@@ -55,13 +63,20 @@ pub(crate) async fn dispatch<W: Workable>(
                 }
             }
         };
+        // Workers may have been claimed since the check above: pick among those still idle, or
+        // put the task back and wait.
+        let free: Vec<usize> = (0..idle.len()).filter(|&i| idle[i].state() == WorkerState::Idle).collect();
+        if free.is_empty() {
+            shared.queue.give_back(job);
+            continue;
+        }
         candidates.clear();
-        candidates.extend(idle.iter().map(|s| Candidate {
-            id: s.id,
-            active: u64::from(s.state() == WorkerState::Busy),
-            total: s.dispatched.load(Ordering::Relaxed),
+        candidates.extend(free.iter().map(|&i| Candidate {
+            id: idle[i].id,
+            active: 0,
+            total: idle[i].dispatched.load(Ordering::Relaxed),
         }));
-        let slot = idle.swap_remove(balancer.pick(&candidates));
+        let slot = idle.swap_remove(free[balancer.pick(&candidates)]);
         slot.dispatched.fetch_add(1, Ordering::Relaxed);
         shared.dispatched.fetch_add(1, Ordering::Relaxed);
         if let Err(returned) = slot.inbox.send(job) {

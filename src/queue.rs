@@ -146,6 +146,11 @@ impl<T> TaskQueue<T> {
         }
     }
 
+    /// Resolves at the next push (or close), consuming its wake-up; for the single consumer.
+    pub(crate) async fn pushed(&self) {
+        self.items.notified().await;
+    }
+
     /// Refuses new items and wakes every waiting worker; items already queued stay.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);

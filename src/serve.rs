@@ -71,17 +71,18 @@ pub(crate) async fn serve<W: Workable>(
         if slot.is_retiring() && slot.state() != crate::WorkerState::Busy {
             break Exit::Retire;
         }
-        let claimed_elsewhere = slot.state() == crate::WorkerState::Busy;
-        if inbox.is_empty() && !claimed_elsewhere {
+        // Busy here means a direct-lane caller holds the worker: announce it all the same, the
+        // dispatcher keeps it listed and uses it once it is idle again.
+        if inbox.is_empty() && matches!(slot.state(), crate::WorkerState::Idle | crate::WorkerState::Busy) {
             let _ = shared.idle_tx.send(Arc::clone(&slot));
         }
         let wake = tokio::select! {
             biased;
             _ = phase.wait_for(|p| *p >= Phase::Killing) => Wake::Stop,
             () = slot.released.notified() => Wake::Released,
-            Some(job) = inbox.recv(), if !claimed_elsewhere => Wake::Job(job),
+            Some(job) = inbox.recv() => Wake::Job(job),
             () = slot.retire.notified() => continue,
-            _ = drained.wait_for(|d| *d), if !claimed_elsewhere => Wake::Stop,
+            _ = drained.wait_for(|d| *d) => Wake::Stop,
             fault = worker.terminated() => Wake::Fault(fault),
             else => Wake::Stop,
         };
@@ -97,10 +98,7 @@ pub(crate) async fn serve<W: Workable>(
                 // Take the worker before touching it; if a direct caller holds it, the closed
                 // lane wakes that caller, and we recover once it lets go.
                 if !slot.try_claim() && slot.state() == crate::WorkerState::Busy {
-                    let released = tokio::select! {
-                        () = slot.released.notified() => true,
-                        _ = phase.wait_for(|p| *p >= Phase::Killing) => false,
-                    };
+                    let released = wait_for_release(&slot, &mut phase).await;
                     if !released {
                         break Exit::Kill;
                     }
@@ -132,11 +130,7 @@ pub(crate) async fn serve<W: Workable>(
                 }
                 JobEnd::Idle => continue,
                 JobEnd::Deferred => {
-                    // Wait for the direct caller to give the worker back.
-                    tokio::select! {
-                        () = slot.released.notified() => {}
-                        _ = phase.wait_for(|p| *p >= Phase::Killing) => {}
-                    }
+                    wait_for_release(&slot, &mut phase).await;
                     if slot.state() == crate::WorkerState::Failed {
                         slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed"))
                     } else {
@@ -180,6 +174,23 @@ pub(crate) async fn serve<W: Workable>(
     }
     slot.set_pid(None);
     shared.worker_exited(&slot, !matches!(exit, Exit::Retire));
+}
+
+/// Waits until a direct-lane caller gives the worker back; false when the pool is killed first.
+async fn wait_for_release<W: Workable>(slot: &WorkerSlot<W>, phase: &mut watch::Receiver<Phase>) -> bool {
+    slot.serve_waiting.store(true, Ordering::Release);
+    let released = loop {
+        // Checked after announcing we wait, so a release in between is not missed.
+        if slot.state() != crate::WorkerState::Busy {
+            break true;
+        }
+        tokio::select! {
+            () = slot.released.notified() => {}
+            _ = phase.wait_for(|p| *p >= Phase::Killing) => break false,
+        }
+    };
+    slot.serve_waiting.store(false, Ordering::Release);
+    released
 }
 
 /// Runs one job on the worker, which it first takes (`Idle` to `Busy`).

@@ -45,8 +45,10 @@ pub(crate) struct WorkerSlot<W: Workable> {
     pub(crate) inbox: mpsc::UnboundedSender<Job<W>>,
     /// The worker's direct lane, while it is serving (see `Supervisor::claim_idle`).
     lane: Mutex<Option<Lane>>,
-    /// Rung when a direct-lane claim ends.
+    /// Rung when a direct-lane claim ends in a crash, or ends while the serve loop waits for it.
     pub(crate) released: Notify,
+    /// Set while the serve loop waits for a direct-lane claim to end.
+    pub(crate) serve_waiting: AtomicBool,
     /// Why the worker died under a direct-lane claim, for its serve loop to recover from.
     claim_fault: Mutex<Option<crate::error::WorkerFault>>,
 }
@@ -70,6 +72,7 @@ impl<W: Workable> WorkerSlot<W> {
             inbox,
             lane: Mutex::new(None),
             released: Notify::new(),
+            serve_waiting: AtomicBool::new(false),
             claim_fault: Mutex::new(None),
         }
     }
@@ -94,7 +97,10 @@ impl<W: Workable> WorkerSlot<W> {
     }
 
     /// Ends a direct-lane claim: back to `Idle`, or `Failed` with the fault for the serve loop.
+    /// A fine ending wakes nobody unless the serve loop waits for it: direct calls must not cost
+    /// the runtime a wake-up each.
     pub(crate) fn release_claim(&self, fault: Option<crate::error::WorkerFault>) {
+        let failed = fault.is_some();
         let to = match fault {
             None => {
                 self.tasks_done.fetch_add(1, Ordering::Relaxed);
@@ -108,7 +114,9 @@ impl<W: Workable> WorkerSlot<W> {
         };
         // Only from Busy: a pool being killed may have moved the worker on already.
         let _ = self.state.compare_exchange(WorkerState::Busy as u8, to as u8, Ordering::AcqRel, Ordering::Acquire);
-        self.released.notify_one();
+        if failed || self.serve_waiting.load(Ordering::Acquire) {
+            self.released.notify_one();
+        }
     }
 
     pub(crate) fn take_claim_fault(&self) -> Option<crate::error::WorkerFault> {

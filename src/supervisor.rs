@@ -41,6 +41,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) drained: watch::Sender<bool>,
     /// Where [`Supervisor::claim_idle`] starts looking, so direct calls rotate over workers.
     claim_cursor: AtomicUsize,
+    /// Rung when a direct-lane call gives a worker back while tasks are queued.
+    pub(crate) direct_released: Notify,
 }
 
 impl<W: Workable> Shared<W> {
@@ -95,6 +97,7 @@ impl<W: Workable> Shared<W> {
 /// counts as a crash (the worker may be mid-call), so the worker is restarted.
 pub struct Claim<W: Workable> {
     slot: Arc<WorkerSlot<W>>,
+    shared: Arc<Shared<W>>,
     lane: crate::slot::Lane,
     finished: bool,
 }
@@ -115,14 +118,22 @@ impl<W: Workable> Claim<W> {
     /// Gives the worker back: idle again, or failed with `fault` (its serve loop restarts it).
     pub fn finish(mut self, fault: Option<crate::error::WorkerFault>) {
         self.finished = true;
+        self.release(fault);
+    }
+
+    fn release(&self, fault: Option<crate::error::WorkerFault>) {
         self.slot.release_claim(fault);
+        if self.shared.queue.len() > 0 {
+            // Tasks arrived while we held the worker: the dispatcher may be waiting for one.
+            self.shared.direct_released.notify_one();
+        }
     }
 }
 
 impl<W: Workable> Drop for Claim<W> {
     fn drop(&mut self) {
         if !self.finished {
-            self.slot.release_claim(Some(crate::error::WorkerFault::new("a direct call was abandoned mid-way")));
+            self.release(Some(crate::error::WorkerFault::new("a direct call was abandoned mid-way")));
         }
     }
 }
@@ -184,6 +195,7 @@ impl<W: Workable> Supervisor<W> {
             dispatched: AtomicU64::new(0),
             drained: watch::Sender::new(false),
             claim_cursor: AtomicUsize::new(0),
+            direct_released: Notify::new(),
         });
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })
@@ -432,7 +444,12 @@ impl<W: Workable> Supervisor<W> {
                 return None;
             }
             let lane = slot.lane()?;
-            slot.try_claim().then(|| Claim { slot: Arc::clone(slot), lane, finished: false })
+            slot.try_claim().then(|| Claim {
+                slot: Arc::clone(slot),
+                shared: Arc::clone(&self.shared),
+                lane,
+                finished: false,
+            })
         })
     }
 
