@@ -29,6 +29,7 @@ loads = pickle.loads
 # out-of-band buffer), the body, then the buffers. Large arrays travel as protocol-5 buffers,
 # copied once into the channel and rebuilt on the receiving side without another copy.
 _COUNT = struct.Struct("<I")
+_PLAIN = struct.Struct("<IQ")  # no out-of-band buffer: count 0, body length
 
 
 def encode(obj: Any) -> list[Any]:
@@ -43,6 +44,8 @@ def encode(obj: Any) -> list[Any]:
         raws = [b.raw() for b in buffers]
     except BufferError:  # a non-contiguous buffer: let pickle copy it in-band
         raws, body = [], pickle.dumps(obj, protocol=5)
+    if not raws:  # the common case, without building a format string
+        return [_PLAIN.pack(0, len(body)), body]
     sizes = struct.pack(f"<{len(raws) + 1}Q", len(body), *(r.nbytes for r in raws))
     return [_COUNT.pack(len(raws)) + sizes, body, *raws]
 
@@ -52,6 +55,8 @@ def decode(data: Any) -> Any:
     in it are rebuilt as views of ``data``, which they keep alive)."""
     view = memoryview(data).cast("B")
     (count,) = _COUNT.unpack_from(view)
+    if count == 0:
+        return pickle.loads(view[_PLAIN.size :])
     sizes = struct.unpack_from(f"<{count + 1}Q", view, _COUNT.size)
     offset = _COUNT.size + 8 * (count + 1)
     body = view[offset : offset + sizes[0]]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ._serialize import decode, encode
+
 INIT, CALL, STOP, READY, OK, RAISED = 1, 2, 3, 10, 11, 12
 
 
@@ -17,8 +19,6 @@ def _setup(payload: bytearray) -> tuple[Any, list[Any]]:
     import pickle
 
     import cloudpickle
-
-    from ._serialize import encode
 
     sys_path, class_blob, args_blob = pickle.loads(payload)
     for entry in reversed(sys_path):
@@ -31,8 +31,6 @@ def _setup(payload: bytearray) -> tuple[Any, list[Any]]:
 
 
 def _call(worker: Any, payload: bytearray) -> list[Any]:
-    from ._serialize import decode, encode
-
     method, args, kwargs = decode(payload)
     result = getattr(worker, method)(*args, **kwargs)
     try:

@@ -101,6 +101,7 @@ impl ShmLane {
         self.read_exact(&mut header, id, interrupted)?;
         let (kind, reply_id, len) = decode_header(&header).map_err(|e| LaneError::Crashed(WorkerFault::new(e.0)))?;
         let mut payload = vec![0u8; len];
+        crate::shm::advise_huge_pages(&mut payload);
         // The header is in: the rest follows at once, so no more interruptions.
         self.read_exact(&mut payload, id, &mut || false)?;
         if reply_id != id {
@@ -123,7 +124,9 @@ impl ShmLane {
             if self.segment.is_closed() {
                 return Err(self.crashed());
             }
-            if crate::shm::spin_until(self.wait.spin, || ring.readable() > 0 || self.segment.is_closed()) {
+            // The caller is blocked on this reply anyway: spinning longer than the worker does
+            // lets a call to a parked worker (one wake-up there) come back without a second one.
+            if crate::shm::spin_until(self.wait.spin * 4, || ring.readable() > 0 || self.segment.is_closed()) {
                 continue;
             }
             if ring.park_reader() {

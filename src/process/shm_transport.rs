@@ -98,6 +98,7 @@ impl Transport for ShmTransport {
         self.read_exact(&mut header).await?;
         let (kind, id, len) = decode_header(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let mut payload = vec![0u8; len];
+        crate::shm::advise_huge_pages(&mut payload);
         self.read_exact(&mut payload).await?;
         Ok(Frame { kind, id, payload })
     }

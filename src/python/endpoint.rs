@@ -17,6 +17,25 @@ struct Destination(*mut u8, usize);
 // `recv` returns it, and not resized meanwhile.
 unsafe impl Send for Destination {}
 
+/// A zeroed bytearray of `len` bytes, backed by huge pages when large (see
+/// `shm::advise_huge_pages`); `PyByteArray::new_with` would zero it before we could advise.
+fn new_bytearray(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyByteArray>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len).map_err(|_| PyValueError::new_err("payload too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised buffer of `size` bytes; the result
+    // is checked for NULL (then the Python error is raised) before use.
+    let raw = unsafe { pyo3::ffi::PyByteArray_FromStringAndSize(std::ptr::null(), size) };
+    if raw.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `raw` is a new, owned reference to a bytearray.
+    let array: Bound<'_, PyByteArray> = unsafe { Bound::from_owned_ptr(py, raw).cast_into_unchecked() };
+    let data = array.data();
+    crate::shm::advise_huge_pages_raw(data, len);
+    // SAFETY: the buffer is `len` writable bytes, only ours; zeroed before anything reads it.
+    unsafe { std::ptr::write_bytes(data, 0, len) };
+    Ok(array)
+}
+
 #[pymethods]
 impl CoreEndpoint {
     #[new]
@@ -30,8 +49,7 @@ impl CoreEndpoint {
     fn recv<'py>(&mut self, py: Python<'py>) -> PyResult<Option<(u8, u64, Bound<'py, PyByteArray>)>> {
         let header = py.detach(|| self.0.recv_header()).map_err(|e| PyConnectionError::new_err(e.to_string()))?;
         let Some((kind, id, len)) = header else { return Ok(None) };
-        let payload = PyByteArray::new_with(py, len, |_| Ok(()))?;
-        // SAFETY: the bytearray is `len` bytes, was just created and is referenced only here.
+        let payload = new_bytearray(py, len)?;
         let dst = Destination(payload.data(), len);
         let read = py.detach(move || {
             let dst = dst;
