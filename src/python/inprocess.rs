@@ -22,20 +22,21 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 use tokio::sync::{oneshot, watch};
 
-use super::errors::{start_outcome, submit_error, task_outcome, STATUS_ERROR};
-use super::wait::{deadline, recv_interruptible, SLICE};
-use crate::error::{StartError, SubmitError, TaskError, WorkerFault};
+use super::common::{parse_restart, parse_shutdown, seconds, submit_blocking, wait_stopped, worker_dicts};
+use super::errors::{start_outcome, task_outcome, STATUS_ERROR};
+use super::wait::recv_interruptible;
+use crate::error::{StartError, TaskError, WorkerFault};
 use crate::job::{Outcome, ReplyFn, TaskOptions, Ticket};
 use crate::process::SpawnFailure;
-use crate::{Backpressure, Config, RestartPolicy, ShutdownMode, Supervisor, Workable, WorkerInfo};
+use crate::{Config, Supervisor, Workable, WorkerInfo};
 
 /// Status of a reply whose value is the result object itself (see `_decode.py`).
 const STATUS_OBJECT: u8 = 3;
@@ -484,29 +485,6 @@ enum Done {
     Start(StartOutcome),
 }
 
-fn parse_restart(policy: &str) -> PyResult<RestartPolicy> {
-    match policy {
-        "never" => Ok(RestartPolicy::Never),
-        "on-failure" | "on_failure" => Ok(RestartPolicy::OnFailure),
-        "always" => Ok(RestartPolicy::Always),
-        other => {
-            Err(PyValueError::new_err(format!("restart must be 'never', 'on-failure' or 'always', got {other:?}")))
-        }
-    }
-}
-
-fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
-    value
-        .map(|s| {
-            if s.is_finite() && s > 0.0 {
-                Ok(Duration::from_secs_f64(s))
-            } else {
-                Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {s}")))
-            }
-        })
-        .transpose()
-}
-
 /// `(status, value)` of a task outcome; payload-free errors go through the shared bridge.
 fn lane_task_outcome<'py>(
     py: Python<'py>,
@@ -620,32 +598,6 @@ impl CoreThreadPool {
         Box::new(move |outcome| {
             let _ = tx.send((token, Done::Task(outcome)));
         })
-    }
-
-    /// Submits, waiting in GIL-free slices while the queue is full, up to `submit_timeout`.
-    fn submit_blocking(
-        &self,
-        py: Python<'_>,
-        payload: Arc<Py<PyAny>>,
-        options: TaskOptions,
-        submit_timeout: Option<f64>,
-        mut reply: impl FnMut() -> ReplyFn<Lane>,
-    ) -> PyResult<Ticket> {
-        let until = deadline(submit_timeout)?;
-        let mut task = payload;
-        loop {
-            let slice = until.map_or(SLICE, |u| u.saturating_duration_since(Instant::now()).min(SLICE));
-            let backpressure = if slice.is_zero() { Backpressure::Fail } else { Backpressure::Block(slice) };
-            let r = reply();
-            match py.detach(|| self.supervisor.submit_with(task, options, r, backpressure)) {
-                Ok(ticket) => return Ok(ticket),
-                Err(SubmitError::Full(back)) if until.is_none_or(|u| Instant::now() < u) => {
-                    py.check_signals()?;
-                    task = back;
-                }
-                Err(e) => return Err(submit_error(py, &e)),
-            }
-        }
     }
 
     /// One live lane per group, keyed by group id, in worker order.
@@ -777,7 +729,7 @@ impl CoreThreadPool {
                 let _ = tx.send(outcome);
             })
         };
-        let ticket = self.submit_blocking(py, Arc::new(payload), options, submit_timeout, reply)?;
+        let ticket = submit_blocking(py, &self.supervisor, Arc::new(payload), options, submit_timeout, reply)?;
         match recv_interruptible(py, &rx) {
             Ok(outcome) => lane_task_outcome(py, outcome, self.group_of()),
             Err(interrupted) => {
@@ -798,7 +750,9 @@ impl CoreThreadPool {
         submit_timeout: Option<f64>,
     ) -> PyResult<LaneTicket> {
         let options = TaskOptions { timeout: seconds("timeout", timeout)? };
-        let ticket = self.submit_blocking(py, Arc::new(payload), options, submit_timeout, || self.task_reply(token))?;
+        let ticket = submit_blocking(py, &self.supervisor, Arc::new(payload), options, submit_timeout, || {
+            self.task_reply(token)
+        })?;
         Ok(LaneTicket(ticket))
     }
 
@@ -850,29 +804,13 @@ impl CoreThreadPool {
 
     /// Starts shutting down: `mode` is "graceful", "cancel" or "kill". Returns at once.
     fn shutdown(&self, mode: &str) -> PyResult<()> {
-        let mode = match mode {
-            "graceful" => ShutdownMode::Graceful,
-            "cancel" => ShutdownMode::CancelPending,
-            "kill" => ShutdownMode::Kill,
-            other => return Err(PyValueError::new_err(format!("unknown shutdown mode {other:?}"))),
-        };
-        self.supervisor.shutdown(mode);
+        self.supervisor.shutdown(parse_shutdown(mode)?);
         Ok(())
     }
 
     /// Waits up to `timeout` seconds (interruptibly) for every worker to stop.
     fn wait_stopped(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
-        let until = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if py.detach(|| self.supervisor.wait_stopped(left.min(SLICE))) {
-                return Ok(true);
-            }
-            if left <= SLICE {
-                return Ok(false);
-            }
-            py.check_signals()?;
-        }
+        wait_stopped(py, &self.supervisor, timeout)
     }
 
     /// Ends the supervisor's threads after the pool has stopped; returns whether it had.
@@ -932,19 +870,6 @@ impl CoreThreadPool {
                 None => merged.push(WorkerInfo { id: group, ..lane }),
             }
         }
-        let list = PyList::empty(py);
-        for w in merged {
-            let d = PyDict::new(py);
-            d.set_item("id", w.id)?;
-            d.set_item("state", w.state.as_str())?;
-            d.set_item("pid", w.pid)?;
-            d.set_item("restarts", w.restarts)?;
-            d.set_item("tasks_done", w.tasks_done)?;
-            d.set_item("tasks_failed", w.tasks_failed)?;
-            d.set_item("last_error", w.last_error)?;
-            d.set_item("dispatched", w.dispatched)?;
-            list.append(d)?;
-        }
-        Ok(list)
+        worker_dicts(py, merged.into_iter().collect())
     }
 }

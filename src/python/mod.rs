@@ -2,6 +2,7 @@
 //! Python facade in `python/stateful_pool/`. Nothing outside this folder knows about Python.
 
 mod buffers;
+mod common;
 mod endpoint;
 mod errors;
 mod inprocess;

@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyList;
 
 use super::buffers::{gather, Views};
-use super::errors::{start_outcome, submit_error, task_outcome};
+use super::common::{parse_restart, parse_shutdown, seconds, submit_blocking, wait_stopped, worker_dicts};
+use super::errors::{start_outcome, task_outcome};
 use super::wait::{deadline, recv_interruptible, SLICE};
-use crate::error::{StartError, SubmitError};
+use crate::error::StartError;
 use crate::job::{Outcome, ReplyFn, TaskOptions, Ticket};
 use crate::process::{FrameKind, LaneError, ProcessSpec, ProcessWorker, ShmLane, SpawnFailure};
-use crate::{Backpressure, Config, RestartPolicy, ShutdownMode, Supervisor};
+use crate::{Config, Supervisor};
 
 type Worker = ProcessWorker;
 
@@ -153,29 +154,6 @@ impl CoreTicket {
     }
 }
 
-fn parse_restart(policy: &str) -> PyResult<RestartPolicy> {
-    match policy {
-        "never" => Ok(RestartPolicy::Never),
-        "on-failure" | "on_failure" => Ok(RestartPolicy::OnFailure),
-        "always" => Ok(RestartPolicy::Always),
-        other => {
-            Err(PyValueError::new_err(format!("restart must be 'never', 'on-failure' or 'always', got {other:?}")))
-        }
-    }
-}
-
-fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
-    value
-        .map(|s| {
-            if s.is_finite() && s > 0.0 {
-                Ok(Duration::from_secs_f64(s))
-            } else {
-                Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {s}")))
-            }
-        })
-        .transpose()
-}
-
 impl CorePool {
     fn task_reply(&self, token: u64, slot: &Arc<ReplySlot>) -> ReplyFn<Worker> {
         let tx = self.done_tx.clone();
@@ -184,32 +162,6 @@ impl CorePool {
             slot.fill(outcome);
             let _ = tx.send((token, Done::Task(slot)));
         })
-    }
-
-    /// Submits, waiting in GIL-free slices while the queue is full, up to `submit_timeout`.
-    fn submit_blocking(
-        &self,
-        py: Python<'_>,
-        payload: Vec<u8>,
-        options: TaskOptions,
-        submit_timeout: Option<f64>,
-        mut reply: impl FnMut() -> ReplyFn<Worker>,
-    ) -> PyResult<Ticket> {
-        let until = deadline(submit_timeout)?;
-        let mut task = payload;
-        loop {
-            let slice = until.map_or(SLICE, |u| u.saturating_duration_since(Instant::now()).min(SLICE));
-            let backpressure = if slice.is_zero() { Backpressure::Fail } else { Backpressure::Block(slice) };
-            let r = reply();
-            match py.detach(|| self.supervisor.submit_with(task, options, r, backpressure)) {
-                Ok(ticket) => return Ok(ticket),
-                Err(SubmitError::Full(back)) if until.is_none_or(|u| Instant::now() < u) => {
-                    py.check_signals()?;
-                    task = back;
-                }
-                Err(e) => return Err(submit_error(py, &e)),
-            }
-        }
     }
 
     /// Runs a call on this thread through a claimed worker's lane: the payload is copied once,
@@ -376,7 +328,7 @@ impl CorePool {
                 let _ = tx.send(outcome);
             })
         };
-        let ticket = self.submit_blocking(py, payload, options, submit_timeout, reply)?;
+        let ticket = submit_blocking(py, &self.supervisor, payload, options, submit_timeout, reply)?;
         match recv_interruptible(py, &rx) {
             Ok(outcome) => task_outcome(py, outcome),
             Err(interrupted) => {
@@ -399,7 +351,8 @@ impl CorePool {
         let options = TaskOptions { timeout: seconds("timeout", timeout)? };
         let payload = gather(py, &parts)?;
         let slot = Arc::new(ReplySlot::default());
-        let ticket = self.submit_blocking(py, payload, options, submit_timeout, || self.task_reply(token, &slot))?;
+        let ticket =
+            submit_blocking(py, &self.supervisor, payload, options, submit_timeout, || self.task_reply(token, &slot))?;
         Ok(CoreTicket(ticket, slot))
     }
 
@@ -457,29 +410,13 @@ impl CorePool {
 
     /// Starts shutting down: `mode` is "graceful", "cancel" or "kill". Returns at once.
     fn shutdown(&self, mode: &str) -> PyResult<()> {
-        let mode = match mode {
-            "graceful" => ShutdownMode::Graceful,
-            "cancel" => ShutdownMode::CancelPending,
-            "kill" => ShutdownMode::Kill,
-            other => return Err(PyValueError::new_err(format!("unknown shutdown mode {other:?}"))),
-        };
-        self.supervisor.shutdown(mode);
+        self.supervisor.shutdown(parse_shutdown(mode)?);
         Ok(())
     }
 
     /// Waits up to `timeout` seconds (interruptibly) for every worker to stop.
     fn wait_stopped(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
-        let until = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if py.detach(|| self.supervisor.wait_stopped(left.min(SLICE))) {
-                return Ok(true);
-            }
-            if left <= SLICE {
-                return Ok(false);
-            }
-            py.check_signals()?;
-        }
+        wait_stopped(py, &self.supervisor, timeout)
     }
 
     /// Ends the supervisor's threads after the pool has stopped; returns whether it had.
@@ -523,19 +460,6 @@ impl CorePool {
 
     /// One dict per worker: id, state, pid, restarts, tasks_done, tasks_failed, last_error.
     fn workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        for w in self.supervisor.workers() {
-            let d = PyDict::new(py);
-            d.set_item("id", w.id)?;
-            d.set_item("state", w.state.as_str())?;
-            d.set_item("pid", w.pid)?;
-            d.set_item("restarts", w.restarts)?;
-            d.set_item("tasks_done", w.tasks_done)?;
-            d.set_item("tasks_failed", w.tasks_failed)?;
-            d.set_item("last_error", w.last_error)?;
-            d.set_item("dispatched", w.dispatched)?;
-            list.append(d)?;
-        }
-        Ok(list)
+        worker_dicts(py, self.supervisor.workers().into_iter().collect())
     }
 }
