@@ -256,6 +256,8 @@ impl CorePool {
     ) -> PyResult<Self> {
         let config = Config {
             queue_capacity: queue_size,
+            // One thread: the serve loops' short reply spins measured faster serialised there
+            // than spread over two threads competing with the workers for 2 cores.
             runtime_threads: 1,
             thread_name: "stateful-pool".to_owned(),
             task_timeout: seconds("task_timeout", task_timeout)?,

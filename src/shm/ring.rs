@@ -35,8 +35,7 @@ pub struct Wait {
 
 impl Default for Wait {
     fn default() -> Self {
-        let spin = std::env::var("WP_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-        Self { spin: Duration::from_micros(spin), slice: Duration::from_millis(100) }
+        Self { spin: Duration::from_micros(50), slice: Duration::from_millis(100) }
     }
 }
 
