@@ -113,7 +113,8 @@ class SPool(Generic[W]):
         self._cls = worker_cls
         # Workers in this process take arguments as they are, like ThreadPoolExecutor.
         self._in_process = mode in ("thread", "asyncio", "sync")
-        self._class_blob = cloudpickle.dumps(worker_cls, protocol=5)
+        # Only process workers need the class sent by value; in-process ones use it as it is.
+        self._class_blob = b"" if self._in_process else cloudpickle.dumps(worker_cls, protocol=5)
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
         if mode != "process":

@@ -32,7 +32,8 @@ class Worker:
     """Subclass it: ``__init__`` sets the worker up (once per worker), public methods do the
     work. ``self.limits`` is the pool's :class:`LimitSet` (empty without limits)."""
 
-    limits: LimitSet = LimitSet()
+    # ClassVar: a pydantic BaseModel worker must not take it for a field.
+    limits: ClassVar[LimitSet] = LimitSet()
     _pool_class: ClassVar[str] = "WorkerPool"
 
     @classmethod
@@ -114,8 +115,12 @@ class WorkerHost(SWorker):
         """Constructs the worker (its ``__init__`` runs here, once); returns this pid."""
         cls = self.worker_cls
         instance = cls.__new__(cls)
-        instance.limits = self.worker_limits
+        # object.__setattr__: validating models (pydantic) refuse attributes that are not fields,
+        # and rebuild their __dict__ in __init__, so set it before and, if lost, again after.
+        object.__setattr__(instance, "limits", self.worker_limits)
         instance.__init__(*args, **kwargs)  # type: ignore[misc]
+        if instance.__dict__.get("limits") is not self.worker_limits:
+            object.__setattr__(instance, "limits", self.worker_limits)
         self.instance = instance
         return os.getpid()
 
