@@ -117,6 +117,19 @@ class SPool(Generic[W]):
         self._class_blob = b"" if self._in_process else cloudpickle.dumps(worker_cls, protocol=5)
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
+        # The supervisor's policies, the same whichever engine hosts the workers.
+        policy: dict[str, Any] = {
+            "queue_size": queue_size,
+            "task_timeout": task_timeout,
+            "restart": restart,
+            "max_restarts": max_restarts,
+            "restart_window": restart_window,
+            "max_tasks_per_worker": max_tasks_per_worker,
+            "max_memory_per_worker": max_memory_per_worker,
+            "stop_timeout": stop_timeout,
+            "load_balancing": load_balancing,
+            "crash_retries": crash_retries,
+        }
         if mode != "process":
             # Same supervisor semantics, other hosts for the workers (see stateful_pool.modes).
             from .modes import make_completer, make_engine
@@ -128,16 +141,7 @@ class SPool(Generic[W]):
                     worker_cls,
                     actor_options=actor_options,
                     max_concurrency=max_concurrency,
-                    queue_size=queue_size,
-                    task_timeout=task_timeout,
-                    restart=restart,
-                    max_restarts=max_restarts,
-                    restart_window=restart_window,
-                    max_tasks_per_worker=max_tasks_per_worker,
-                    max_memory_per_worker=max_memory_per_worker,
-                    stop_timeout=stop_timeout,
-                    load_balancing=load_balancing,
-                    crash_retries=crash_retries,
+                    **policy,
                 ),
             )
             self._completer = make_completer(self._core)
@@ -149,17 +153,8 @@ class SPool(Generic[W]):
                 _WORKER_ARGS,
                 _worker_env(),
                 os.getcwd(),
-                queue_size=queue_size,
-                task_timeout=task_timeout,
-                restart=restart,
-                max_restarts=max_restarts,
-                restart_window=restart_window,
-                max_tasks_per_worker=max_tasks_per_worker,
-                max_memory_per_worker=max_memory_per_worker,
-                stop_timeout=stop_timeout,
-                load_balancing=load_balancing,
-                crash_retries=crash_retries,
                 shm_capacity=shm_capacity,
+                **policy,
             )
             self._completer = Completer(self._core)
         _live_pools.add(self)
