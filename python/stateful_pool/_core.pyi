@@ -1,10 +1,12 @@
 """Stubs for the native module built from src/python/ (checked by mypy.stubtest)."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self, final
 
 __version__: str
+__all__ = ["CorePool", "CoreTicket", "CoreEndpoint", "Payload", "CoreThreadPool", "CoreLimits", "__version__"]
 
+@final
 class CoreTicket:
     """Handle a future keeps to cancel its task."""
 
@@ -14,6 +16,7 @@ class CoreTicket:
     def started(self) -> bool: ...
     def claim(self, timeout: float | None = None) -> tuple[int, Any] | None: ...
 
+@final
 class CorePool:
     """The Rust supervisor of one SPool, running process workers.
 
@@ -22,8 +25,8 @@ class CorePool:
     2 -> value is an exception instance to raise.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         program: str,
         args: list[str],
         env: list[tuple[str, str]],
@@ -40,7 +43,7 @@ class CorePool:
         load_balancing: str = "round_robin",
         crash_retries: int = 0,
         shm_capacity: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def spawn(self, init: bytes) -> tuple[int, Any]: ...
     def submit_spawn(self, init: bytes, token: int) -> None: ...
     def call(
@@ -66,6 +69,7 @@ class CorePool:
     def load_balancing(self) -> str: ...
     def workers(self) -> list[dict[str, Any]]: ...
 
+@final
 class CoreThreadPool:
     """The same Rust supervisor with workers hosted on threads of this process ("thread",
     "asyncio") or behind a proxy thread ("ray"); see ``stateful_pool.modes``.
@@ -76,8 +80,8 @@ class CoreThreadPool:
     as ``__cause__``).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         launcher: Callable[[Any, Any], None],
         mode: str = "thread",
         *,
@@ -91,8 +95,7 @@ class CoreThreadPool:
         stop_timeout: float = 5.0,
         load_balancing: str = "round_robin",
         crash_retries: int = 0,
-        shm_capacity: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def spawn(self, init: Any) -> tuple[int, Any]: ...
     def submit_spawn(self, init: Any, token: int) -> None: ...
     def call(
@@ -118,11 +121,12 @@ class CoreThreadPool:
     def load_balancing(self) -> str: ...
     def workers(self) -> list[dict[str, Any]]: ...
 
+@final
 class CoreLimits:
     """A table of limits in shared memory (a memfd); specs are ``(algorithm, window_seconds,
     capacity)``. Other processes map it with ``CoreLimits.attach(pid, fd)``."""
 
-    def __init__(self, specs: list[tuple[str, float, int]]) -> None: ...
+    def __new__(cls, specs: list[tuple[str, float, int]]) -> Self: ...
     @staticmethod
     def attach(pid: int, fd: int) -> CoreLimits: ...
     @property
@@ -140,15 +144,16 @@ class CoreLimits:
     @staticmethod
     def now_ns() -> int: ...
 
+@final
 class Payload:
     """Reply bytes owned by the core, exposed through the buffer protocol (zero-copy)."""
 
     def __len__(self) -> int: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...
 
+@final
 class CoreEndpoint:
     """A worker process's channel to its supervisor (used by ``stateful_pool._worker``)."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     def recv(self) -> tuple[int, int, bytearray] | None: ...
     def send(self, kind: int, task_id: int, parts: list[Any]) -> None: ...
