@@ -8,9 +8,11 @@
 //! reader announced it parked, so a busy pair exchanges messages with no system call at all.
 
 mod futex;
+mod mapping;
 mod ring;
 mod segment;
 
+pub(crate) use self::mapping::Mapping;
 pub(crate) use self::ring::spin_until;
 pub use self::ring::{Ring, Wait};
 pub use self::segment::{Segment, SegmentError};

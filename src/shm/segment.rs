@@ -3,10 +3,10 @@
 //! left behind when either side dies, even by SIGKILL.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use super::mapping::Mapping;
 use super::ring::{Ring, RingCtl};
 
 const MAGIC: u64 = 0x7374_6174_6566_756c; // "stateful"
@@ -37,33 +37,14 @@ pub enum SegmentError {
 
 /// One mapped segment with a request ring and a reply ring of `capacity` bytes each.
 pub struct Segment {
-    fd: OwnedFd,
-    base: NonNull<u8>,
-    len: usize,
+    map: Mapping,
     capacity: usize,
 }
 
-// SAFETY: the mapping is plain shared memory; all access to it goes through atomics in the
-// header or through the rings' single-producer/single-consumer discipline.
-unsafe impl Send for Segment {}
-// SAFETY: as above; `&Segment` only hands out `Ring`s, which synchronise through atomics.
-unsafe impl Sync for Segment {}
-
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segment").field("fd", &self.fd.as_raw_fd()).field("capacity", &self.capacity).finish()
+        f.debug_struct("Segment").field("fd", &self.map.fd().as_raw_fd()).field("capacity", &self.capacity).finish()
     }
-}
-
-fn map(fd: &OwnedFd, len: usize) -> Result<NonNull<u8>, SegmentError> {
-    // SAFETY: mapping a descriptor we own, shared, read-write; the result is checked.
-    let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error().into());
-    }
-    NonNull::new(ptr.cast()).ok_or(SegmentError::BadHeader)
 }
 
 impl Segment {
@@ -73,20 +54,8 @@ impl Segment {
     /// When memfd, ftruncate or mmap fail.
     pub fn create(capacity: usize) -> Result<Self, SegmentError> {
         let capacity = capacity.max(4096).next_multiple_of(4096);
-        // SAFETY: the name is a valid C string; the flags are valid for memfd_create.
-        let raw = unsafe { libc::memfd_create(c"stateful-pool".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        // SAFETY: memfd_create returned a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let len = HEADER + 2 * capacity;
-        // SAFETY: ftruncate on our own memfd.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        let base = map(&fd, len)?;
-        let segment = Self { fd, base, len, capacity };
+        let map = Mapping::create(c"stateful-pool", HEADER + 2 * capacity)?;
+        let segment = Self { map, capacity };
         let header = segment.header();
         header.capacity.store(capacity as u64, Ordering::Relaxed);
         header.magic.store(MAGIC, Ordering::Release);
@@ -98,18 +67,12 @@ impl Segment {
     /// # Errors
     /// When the descriptor cannot be mapped or holds no segment.
     pub fn open(fd: OwnedFd) -> Result<Self, SegmentError> {
-        // SAFETY: fstat fills a zeroed stat struct for our descriptor.
-        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut stat) } != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        let len = usize::try_from(stat.st_size).map_err(|_| SegmentError::BadHeader)?;
+        let map = Mapping::open(fd)?;
+        let len = map.len();
         if len < HEADER {
             return Err(SegmentError::BadHeader);
         }
-        let base = map(&fd, len)?;
-        let mut segment = Self { fd, base, len, capacity: 0 };
+        let mut segment = Self { map, capacity: 0 };
         let header = segment.header();
         let capacity = usize::try_from(header.capacity.load(Ordering::Relaxed)).map_err(|_| SegmentError::BadHeader)?;
         if header.magic.load(Ordering::Acquire) != MAGIC || HEADER + 2 * capacity != len {
@@ -122,13 +85,13 @@ impl Segment {
     fn header(&self) -> &Header {
         // SAFETY: the mapping is at least HEADER bytes, page-aligned, and Header is all atomics
         // (valid for any bit pattern, zero included).
-        unsafe { &*self.base.as_ptr().cast::<Header>() }
+        unsafe { &*self.map.base().cast::<Header>() }
     }
 
     /// The descriptor, to hand to the worker process.
     #[must_use]
     pub fn fd(&self) -> &OwnedFd {
-        &self.fd
+        self.map.fd()
     }
 
     /// Bytes per ring.
@@ -141,9 +104,7 @@ impl Segment {
     #[must_use]
     pub fn requests(&self) -> Ring<'_> {
         // SAFETY: the request data area is the `capacity` bytes after the header page.
-        unsafe {
-            Ring::new(&self.header().requests, &self.header().closed, self.base.as_ptr().add(HEADER), self.capacity)
-        }
+        unsafe { Ring::new(&self.header().requests, &self.header().closed, self.map.base().add(HEADER), self.capacity) }
     }
 
     /// Worker → supervisor.
@@ -154,7 +115,7 @@ impl Segment {
             Ring::new(
                 &self.header().replies,
                 &self.header().closed,
-                self.base.as_ptr().add(HEADER + self.capacity),
+                self.map.base().add(HEADER + self.capacity),
                 self.capacity,
             )
         }
@@ -171,14 +132,5 @@ impl Segment {
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.header().closed.load(Ordering::SeqCst) != 0
-    }
-}
-
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping we made; no `Ring` borrows outlive `self`.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
-        }
     }
 }
