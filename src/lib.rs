@@ -28,6 +28,7 @@
 //! ```
 
 mod balance;
+mod batch;
 mod config;
 mod dispatch;
 mod error;

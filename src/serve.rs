@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::batch::{self, BatchEnd, Pace};
+
 use crate::error::{TaskError, WorkerFault};
 use crate::job::Job;
 use crate::restart::RestartIntensity;
@@ -66,6 +68,10 @@ pub(crate) async fn serve<W: Workable>(
     let mut drained = shared.drained.subscribe();
     let config = &shared.config;
     let mut intensity = RestartIntensity::new(config.max_restarts, config.restart_window);
+    let mut pace = Pace::default();
+    // Tasks of a failed batch that never ran, kept here while the pool drains (the dispatcher
+    // may have finished, so the queue would strand them).
+    let mut backlog = std::collections::VecDeque::new();
     slot.set_lane(worker.lane());
     let exit = loop {
         if slot.is_retiring() && slot.state() != crate::WorkerState::Busy {
@@ -73,10 +79,16 @@ pub(crate) async fn serve<W: Workable>(
         }
         // Busy here means a direct-lane caller holds the worker: announce it all the same, the
         // dispatcher keeps it listed and uses it once it is idle again.
-        if inbox.is_empty() && matches!(slot.state(), crate::WorkerState::Idle | crate::WorkerState::Busy) {
+        if backlog.is_empty()
+            && inbox.is_empty()
+            && matches!(slot.state(), crate::WorkerState::Idle | crate::WorkerState::Busy)
+        {
             let _ = shared.idle_tx.send(Arc::clone(&slot));
         }
-        let wake = tokio::select! {
+        let wake = if let Some(job) = backlog.pop_front() {
+            Wake::Job(job)
+        } else {
+            tokio::select! {
             biased;
             _ = phase.wait_for(|p| *p >= Phase::Killing) => Wake::Stop,
             () = slot.released.notified() => Wake::Released,
@@ -85,6 +97,7 @@ pub(crate) async fn serve<W: Workable>(
             _ = drained.wait_for(|d| *d) => Wake::Stop,
             fault = worker.terminated() => Wake::Fault(fault),
             else => Wake::Stop,
+            }
         };
         let fault = match wake {
             Wake::Stop => break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::Stop },
@@ -109,37 +122,39 @@ pub(crate) async fn serve<W: Workable>(
                 let _ = slot.take_claim_fault();
                 fault
             }
-            Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared).await {
-                JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
-                    slot.apply(WorkerEvent::Recycle);
-                    slot.set_lane(None);
-                    slot.restarts.fetch_add(1, Ordering::Relaxed);
-                    worker.stop().await;
-                    match worker.restart().await {
-                        Ok(()) => {
-                            slot.set_pid(worker.pid());
-                            slot.set_lane(worker.lane());
-                            slot.apply(WorkerEvent::Ready);
+            Wake::Job(job) => {
+                match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut backlog).await {
+                    JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
+                        slot.apply(WorkerEvent::Recycle);
+                        slot.set_lane(None);
+                        slot.restarts.fetch_add(1, Ordering::Relaxed);
+                        worker.stop().await;
+                        match worker.restart().await {
+                            Ok(()) => {
+                                slot.set_pid(worker.pid());
+                                slot.set_lane(worker.lane());
+                                slot.apply(WorkerEvent::Ready);
+                                continue;
+                            }
+                            Err(fault) => {
+                                slot.apply(WorkerEvent::Crashed);
+                                fault
+                            }
+                        }
+                    }
+                    JobEnd::Idle => continue,
+                    JobEnd::Deferred => {
+                        wait_for_release(&slot, &mut phase).await;
+                        if slot.state() == crate::WorkerState::Failed {
+                            slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed"))
+                        } else {
                             continue;
                         }
-                        Err(fault) => {
-                            slot.apply(WorkerEvent::Crashed);
-                            fault
-                        }
                     }
+                    JobEnd::Killed => break Exit::Kill,
+                    JobEnd::Failed(fault) => fault,
                 }
-                JobEnd::Idle => continue,
-                JobEnd::Deferred => {
-                    wait_for_release(&slot, &mut phase).await;
-                    if slot.state() == crate::WorkerState::Failed {
-                        slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed"))
-                    } else {
-                        continue;
-                    }
-                }
-                JobEnd::Killed => break Exit::Kill,
-                JobEnd::Failed(fault) => fault,
-            },
+            }
         };
         slot.set_lane(None);
         if !recover(&mut worker, &slot, &shared, &mut intensity, fault, &mut phase).await {
@@ -150,7 +165,8 @@ pub(crate) async fn serve<W: Workable>(
     slot.set_lane(None);
 
     inbox.close();
-    while let Ok(job) = inbox.try_recv() {
+    let leftovers: Vec<Job<W>> = backlog.into_iter().collect();
+    for job in leftovers.into_iter().chain(std::iter::from_fn(|| inbox.try_recv().ok())) {
         if matches!(exit, Exit::GaveUp | Exit::Retire) {
             // Another worker can still run it; if none is left, the queue fails it.
             shared.queue.give_back(job);
@@ -193,24 +209,45 @@ async fn wait_for_release<W: Workable>(slot: &WorkerSlot<W>, phase: &mut watch::
     released
 }
 
-/// Runs one job on the worker, which it first takes (`Idle` to `Busy`).
+/// Runs one job on the worker, which it first takes (`Idle` to `Busy`), or a batch starting
+/// with it (see [`crate::batch`]).
 async fn run_job<W: Workable>(
     worker: &mut W,
     slot: &WorkerSlot<W>,
-    job: Job<W>,
+    mut job: Job<W>,
     phase: &mut watch::Receiver<Phase>,
     shared: &Shared<W>,
+    pace: &mut Pace,
+    backlog: &mut std::collections::VecDeque<Job<W>>,
 ) -> JobEnd {
     if !slot.try_claim() {
         shared.queue.give_back(job);
         return JobEnd::Deferred;
     }
-    let Job { task, ticket, options, reply, attempts } = job;
-    if !ticket.begin() {
+    if !job.ticket.begin() {
         slot.apply(WorkerEvent::TaskFinished);
-        reply(Err(TaskError::Cancelled));
+        job.fail(TaskError::Cancelled);
         return JobEnd::Idle;
     }
+    if batch::should_batch(worker, &job, pace, shared) {
+        match batch::run_batch(worker, slot, job, phase, shared, pace).await {
+            Ok(BatchEnd::Idle) => return JobEnd::Idle,
+            Ok(BatchEnd::Killed) => return JobEnd::Killed,
+            Ok(BatchEnd::Failed { fault, unstarted }) => {
+                for job in unstarted {
+                    if shared.queue.is_closed() {
+                        backlog.push_back(job);
+                    } else {
+                        shared.queue.give_back(job);
+                    }
+                }
+                return JobEnd::Failed(fault);
+            }
+            Err(untouched) => job = untouched,
+        }
+    }
+    let Job { task, ticket, options, reply, attempts } = job;
+    let started = Instant::now();
     let deadline = options.timeout.or(shared.config.task_timeout);
     // Keep a copy to run again elsewhere if this worker crashes under it (opt-in: a task that
     // crashes its worker may crash the next one too).
@@ -236,6 +273,7 @@ async fn run_job<W: Workable>(
     ticket.finish();
     let (event, outcome, fault) = match ran {
         Ran::Done(result) => {
+            pace.record(started.elapsed());
             slot.tasks_done.fetch_add(1, Ordering::Relaxed);
             (WorkerEvent::TaskFinished, result.map_err(TaskError::Failed), None)
         }

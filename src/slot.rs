@@ -28,6 +28,10 @@ pub struct WorkerInfo {
     pub last_error: Option<String>,
     /// Tasks the dispatcher gave it (its lifetime load, for the `total` balancer).
     pub dispatched: u64,
+    /// Batches it ran: several queued short tasks handed over in one wake-up.
+    pub batches: u64,
+    /// Tasks it ran as part of a batch.
+    pub batched_tasks: u64,
 }
 
 pub(crate) struct WorkerSlot<W: Workable> {
@@ -39,6 +43,8 @@ pub(crate) struct WorkerSlot<W: Workable> {
     pub(crate) tasks_failed: AtomicU64,
     last_error: Mutex<Option<String>>,
     pub(crate) dispatched: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) batched_tasks: AtomicU64,
     retiring: AtomicBool,
     pub(crate) retire: Notify,
     /// Tasks addressed to this worker alone (broadcasts); they skip the shared queue.
@@ -67,6 +73,8 @@ impl<W: Workable> WorkerSlot<W> {
             tasks_failed: AtomicU64::new(0),
             last_error: Mutex::new(None),
             dispatched: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batched_tasks: AtomicU64::new(0),
             retiring: AtomicBool::new(false),
             retire: Notify::new(),
             inbox,
@@ -167,6 +175,8 @@ impl<W: Workable> WorkerSlot<W> {
             tasks_failed: self.tasks_failed.load(Ordering::Relaxed),
             last_error: self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             dispatched: self.dispatched.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            batched_tasks: self.batched_tasks.load(Ordering::Relaxed),
         }
     }
 }

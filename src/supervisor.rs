@@ -50,6 +50,11 @@ impl<W: Workable> Shared<W> {
         *self.phase.borrow()
     }
 
+    /// Worker tasks that have not ended (starting, serving or restarting).
+    pub(crate) fn live_workers(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
     fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WorkerSlot<W>>>> {
         self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -70,6 +70,32 @@ pub trait Workable: Send + Sized + 'static {
         async {}
     }
 
+    /// How many tasks the supervisor may hand this worker before taking the first reply back.
+    /// Above 1, a worker whose recent tasks were short gets what is queued (its fair share,
+    /// up to this many) with [`Workable::try_send`] in one go and answers them in order through
+    /// [`Workable::receive`]: one wake-up for the lot instead of one per task. The default, 1,
+    /// runs every task alone through [`Workable::process`].
+    fn pipeline_depth(&self) -> usize {
+        1
+    }
+
+    /// Hands `task` over without waiting for its result, if that can be done now without
+    /// blocking; otherwise gives it back untouched (no room, or no pipelining: the default).
+    /// Only called while fewer than [`Workable::pipeline_depth`] tasks are unanswered.
+    ///
+    /// # Errors
+    /// The task, which was not handed over.
+    fn try_send(&mut self, task: Self::Task) -> Result<(), Self::Task> {
+        Err(task)
+    }
+
+    /// The result of the oldest task handed over with [`Workable::try_send`] and not answered
+    /// yet. [`Response::Refused`] is not expected here. Must be cancel-safe only in that a
+    /// cancelled receive is followed by [`Workable::kill`].
+    fn receive(&mut self) -> impl Future<Output = Response<Self>> + Send {
+        async { Response::Fatal(WorkerFault::new("this worker does not pipeline tasks")) }
+    }
+
     /// A copy of `task` to run again on another worker if this one crashes under it (only used
     /// when [`crate::Config::crash_retries`] is above 0). `None` (the default): no retry.
     fn clone_task(task: &Self::Task) -> Option<Self::Task> {

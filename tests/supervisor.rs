@@ -445,3 +445,113 @@ fn a_refused_task_goes_back_to_the_queue_and_runs_after_the_restart() {
     assert_eq!(restarts.load(Ordering::SeqCst), 1);
     assert_eq!(pool.workers()[0].tasks_failed, 0, "a refused task is not a failed one");
 }
+
+/// Takes up to 8 tasks at once and answers them in order (a pipelining worker). Task 1000
+/// sleeps 50 ms (a gate that lets the queue fill); task 150 crashes it, the first time only.
+struct Pipelined {
+    handed: std::collections::VecDeque<u64>,
+    ran: Arc<std::sync::Mutex<Vec<u64>>>,
+    crashed: Arc<std::sync::atomic::AtomicBool>,
+    most_in_flight: Arc<AtomicUsize>,
+}
+
+impl Pipelined {
+    async fn run(&mut self, task: u64) -> Response<Self> {
+        if task == 1000 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if task == 150 && !self.crashed.swap(true, Ordering::SeqCst) {
+            return Response::Fatal(worker_pool::WorkerFault::new("crashed at 150"));
+        }
+        self.ran.lock().unwrap().push(task);
+        Response::Complete(Ok(task))
+    }
+}
+
+impl Workable for Pipelined {
+    type Task = u64;
+    type Output = u64;
+    type Error = ();
+
+    async fn process(&mut self, task: u64) -> Response<Self> {
+        self.run(task).await
+    }
+
+    fn pipeline_depth(&self) -> usize {
+        8
+    }
+
+    fn try_send(&mut self, task: u64) -> Result<(), u64> {
+        self.handed.push_back(task);
+        self.most_in_flight.fetch_max(self.handed.len(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn receive(&mut self) -> Response<Self> {
+        let task = self.handed.pop_front().expect("receive follows try_send");
+        self.run(task).await
+    }
+
+    fn clone_task(task: &u64) -> Option<u64> {
+        Some(*task)
+    }
+
+    async fn restart(&mut self) -> Result<(), worker_pool::WorkerFault> {
+        self.handed.clear(); // what a dead process had been handed is gone with it
+        Ok(())
+    }
+}
+
+#[test]
+fn queued_short_tasks_go_in_batches_and_a_crash_mid_batch_loses_none() {
+    let pool = Supervisor::<Pipelined>::builder().build().unwrap();
+    let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let most_in_flight = Arc::new(AtomicUsize::new(0));
+    pool.add_worker(Pipelined {
+        handed: std::collections::VecDeque::new(),
+        ran: Arc::clone(&ran),
+        crashed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        most_in_flight: Arc::clone(&most_in_flight),
+    });
+    let gate = pool.try_submit(1000).unwrap();
+    let handles: Vec<_> = (0..300).map(|i| pool.try_submit(i).unwrap()).collect();
+    assert_eq!(gate.wait().unwrap(), 1000);
+    for (i, h) in (0..300).zip(handles) {
+        match h.wait() {
+            Ok(got) => assert_eq!(got, i),
+            Err(TaskError::WorkerCrashed { .. }) => assert_eq!(i, 150, "only the task that crashed fails"),
+            Err(e) => panic!("task {i} failed: {e:?}"),
+        }
+    }
+    let mut ran = ran.lock().unwrap().clone();
+    ran.sort_unstable();
+    let expected: Vec<u64> = (0..300).filter(|&i| i != 150).chain([1000]).collect();
+    assert_eq!(ran, expected, "every other task ran exactly once, the ones behind the crash after the restart");
+    assert!(most_in_flight.load(Ordering::SeqCst) > 1, "short queued tasks were batched");
+    let info = &pool.workers()[0];
+    assert!(info.batches > 0 && info.batched_tasks > info.batches);
+    assert_eq!(info.restarts, 1);
+    pool.shutdown(ShutdownMode::Graceful);
+    assert!(pool.wait_stopped(Duration::from_secs(10)));
+}
+
+#[test]
+fn slow_tasks_are_never_batched() {
+    let pool = Supervisor::<Pipelined>::builder().build().unwrap();
+    let most_in_flight = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        pool.add_worker(Pipelined {
+            handed: std::collections::VecDeque::new(),
+            ran: Arc::default(),
+            crashed: Arc::default(),
+            most_in_flight: Arc::clone(&most_in_flight),
+        });
+    }
+    let handles: Vec<_> = (0..6).map(|_| pool.try_submit(1000).unwrap()).collect();
+    for h in handles {
+        assert_eq!(h.wait().unwrap(), 1000);
+    }
+    assert_eq!(most_in_flight.load(Ordering::SeqCst), 0, "50 ms tasks each wait for a free worker");
+    let workers = pool.workers();
+    assert!(workers.iter().all(|w| w.batches == 0 && w.tasks_done >= 2), "both workers took turns: {workers:?}");
+}

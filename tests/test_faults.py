@@ -166,9 +166,7 @@ def test_a_crash_loop_stops_with_a_clear_error(tmp_path: Path) -> None:
         pool.spawn(str(tmp_path / "spawned-once"))
         with pytest.raises(WorkerCrashedError):
             pool.execute()
-        wait_until(
-            lambda: "gave up" in (pool.stats()["workers"][0]["last_error"] or ""), what="the worker to give up"
-        )
+        wait_until(lambda: "gave up" in (pool.stats()["workers"][0]["last_error"] or ""), what="the worker to give up")
         (worker,) = pool.stats()["workers"]
         assert worker["state"] == "failed"
         assert worker["restarts"] == 3

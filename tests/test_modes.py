@@ -28,7 +28,18 @@ from workers import FailingSpawn
 
 # Modes where a task waits in the queue while another runs (sync runs everything inline).
 QUEUEING = [m for m in MODES if m != "sync"]
-STATS_KEYS = {"id", "state", "pid", "restarts", "tasks_done", "tasks_failed", "last_error", "dispatched"}
+STATS_KEYS = {
+    "id",
+    "state",
+    "pid",
+    "restarts",
+    "tasks_done",
+    "tasks_failed",
+    "last_error",
+    "dispatched",
+    "batches",
+    "batched_tasks",
+}
 
 MakePool = Callable[..., SPool[Any]]
 

@@ -20,7 +20,7 @@ from workers import Echo, FailingSpawn
 
 
 def test_seed_readme_first_example_runs_unchanged() -> None:
-    readme = (REPO.parent / "shared" / "seeds" / "stateful-pool-readme.md")
+    readme = REPO.parent / "shared" / "seeds" / "stateful-pool-readme.md"
     source = SEED_FIRST if not readme.exists() else _python_blocks(readme.read_text())[0]
     out = run_script(source)
     assert out.returncode == 0, out.stderr
@@ -31,7 +31,7 @@ def test_seed_readme_first_example_runs_unchanged() -> None:
 
 
 def test_seed_readme_second_example_runs_with_the_first_class() -> None:
-    readme = (REPO.parent / "shared" / "seeds" / "stateful-pool-readme.md")
+    readme = REPO.parent / "shared" / "seeds" / "stateful-pool-readme.md"
     blocks = [SEED_FIRST, SEED_SECOND] if not readme.exists() else _python_blocks(readme.read_text())
     class_part = blocks[0].split('if __name__ == "__main__":')[0]
     out = run_script(class_part + "\n" + blocks[1])
@@ -48,7 +48,7 @@ def _python_blocks(markdown: str) -> list[str]:
     return [p.split("```")[0] for p in parts]
 
 
-SEED_FIRST = '''
+SEED_FIRST = """
 from stateful_pool import SPool, SWorker
 import time, random
 
@@ -70,8 +70,8 @@ if __name__ == "__main__":
         print(f"{s}")
         r = pool.execute(100)
         print(r)
-'''
-SEED_SECOND = '''
+"""
+SEED_SECOND = """
 with SPool(SquareWorker) as pool:
     spawn_futures = [pool.submit_spawn(gpu_ids=[i, i+1]) for i in range(0, 4, 2)]
     for f in spawn_futures:
@@ -80,7 +80,7 @@ with SPool(SquareWorker) as pool:
     execute_futures = [pool.submit_execute(i) for i in range(4)]
     for f in execute_futures:
         print(f.result())
-'''
+"""
 
 
 def test_spawn_returns_value_and_each_worker_keeps_its_own_arguments() -> None:

@@ -121,3 +121,41 @@ class Faulty(Echo):
 class SpawnBomb(SWorker):
     def spawn(self, how: str) -> None:
         detonate(how)
+
+
+class Ordered(Echo):
+    """Records what it ran, in order; helpers to hold the queue back and to fail mid-stream."""
+
+    def spawn(self, tag: Any = None) -> dict[str, Any]:
+        self.ran: list[Any] = []
+        return super().spawn(tag)
+
+    def execute(self, x: Any = None) -> Any:
+        self.ran.append(x)
+        return x
+
+    def ran_so_far(self) -> list[Any]:
+        return self.ran
+
+    def wait_for(self, path: str, timeout: float = 30.0) -> bool:
+        """Blocks until ``path`` exists (a gate the test opens once it has queued its tasks)."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def crash_once_at(self, x: int, target: int, marker: str) -> int:
+        """Returns ``x``; the first worker to run ``target`` dies instead."""
+        if x == target and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(7)
+        return x
+
+    def hang_at(self, x: int, target: int, started: str) -> int:
+        """Returns ``x``; ``target`` announces itself in ``started``, then hangs."""
+        if x == target:
+            open(started, "w").close()
+            time.sleep(120)
+        return x

@@ -6,7 +6,12 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures._base import CANCELLED as _CANCELLED
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NOTIFIED
+from concurrent.futures._base import FINISHED as _FINISHED
+from concurrent.futures._base import PENDING as _PENDING
+from concurrent.futures._base import RUNNING as _RUNNING
 from typing import Any, Generic, TypeVar
 
 from . import _core
@@ -16,26 +21,136 @@ T = TypeVar("T")
 
 __all__ = ["PoolFuture", "Completer"]
 
+_CANCELLED_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED)
+_DONE_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED, _FINISHED)
+# States a future never leaves (CANCELLED still moves on to CANCELLED_AND_NOTIFIED).
+_FINAL_STATES = (_CANCELLED_AND_NOTIFIED, _FINISHED)
+
+
+# Guards the lazy creation of a future's condition against a completion racing with it.
+_LAZY = threading.Lock()
+
+
+class _Settled:
+    """The condition of a future that was already final when first asked for one: its state
+    never changes again, so nothing can wait on it or need waking, and locking it guards
+    nothing. ``concurrent.futures.wait`` and ``as_completed`` lock every future they are given;
+    this spares them making a real condition for each finished one."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def notify(self, n: int = 1) -> None:
+        pass
+
+    def notify_all(self) -> None:
+        pass
+
+
+_SETTLED = _Settled()
+
 
 class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
     """A :class:`concurrent.futures.Future` for a pool task: works with ``wait``,
     ``as_completed`` and ``asyncio.wrap_future``. ``cancel()`` removes a queued task from the
-    pool's queue; a running task cannot be cancelled (use ``kill()`` to kill its worker)."""
+    pool's queue; a running task cannot be cancelled (use ``kill()`` to kill its worker).
+
+    Most futures of a large batch are finished before anyone waits on them, so the condition
+    variable and the waiter and callback lists every ``Future`` carries are made only when
+    something waits on a pending future or registers a callback. That halves the cost of
+    making and completing one, and the garbage collector's work with thousands alive."""
 
     _ticket: _core.CoreTicket | None
     _token: int
     _completer: Completer | None
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self) -> None:  # no super().__init__(): see the class docstring
+        self._state = _PENDING
+        self._result = None
+        self._exception = None
+        self._lazy_condition: threading.Condition | None = None
+        self._lazy_waiters: list[Any] | None = None
+        self._lazy_callbacks: list[Any] | None = None
         self._ticket = None
         self._token = 0
         self._completer = None
 
+    @property  # type: ignore[override]
+    def _condition(self) -> threading.Condition | _Settled:
+        condition = self._lazy_condition
+        if condition is not None:
+            return condition
+        with _LAZY:
+            if self._lazy_condition is None:
+                if self._state in _FINAL_STATES:
+                    return _SETTLED
+                self._lazy_condition = threading.Condition()
+            return self._lazy_condition
+
+    @property  # type: ignore[override]
+    def _waiters(self) -> list[Any]:
+        if self._lazy_waiters is None:
+            self._lazy_waiters = []
+        return self._lazy_waiters
+
+    @property  # type: ignore[override]
+    def _done_callbacks(self) -> list[Any]:
+        if self._lazy_callbacks is None:
+            self._lazy_callbacks = []
+        return self._lazy_callbacks
+
+    def _set_if_unobserved(self, result: Any, exception: BaseException | None) -> bool:
+        """Completes the future without a condition when none was made (then nothing waits
+        and no callback is registered); returns False when the full ``Future`` protocol must
+        run."""
+        with _LAZY:
+            if self._lazy_condition is not None:
+                return False
+            state = self._state
+            if state not in _DONE_STATES:
+                self._result = result
+                self._exception = exception
+                self._state = _FINISHED
+                return True
+        raise InvalidStateError(f"{state}: {self!r}")  # outside the lock: repr takes it
+
+    def set_result(self, result: Any) -> None:
+        if not self._set_if_unobserved(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._set_if_unobserved(None, exception):
+            super().set_exception(exception)
+
+    def done(self) -> bool:
+        return self._state in _DONE_STATES
+
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED_STATES
+
     def result(self, timeout: float | None = None) -> T:
+        if self._state == _FINISHED and self._exception is None:
+            return self._result  # type: ignore[no-any-return]
         return super().result(self._claim(timeout))  # type: ignore[no-any-return]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == _FINISHED:
+            return self._exception
         return super().exception(self._claim(timeout))
 
     def _claim(self, timeout: float | None) -> float | None:
@@ -107,6 +222,25 @@ class Completer:
                 raise
         return future
 
+    def submit_task(
+        self, future: PoolFuture[Any], payload: Any, timeout: float | None, submit_timeout: float | None
+    ) -> PoolFuture[Any]:
+        """:meth:`register` for a task, without a closure: the hot path of ``submit_*``."""
+        token = next(self._tokens)
+        future._token = token
+        future._completer = self
+        self._pending[token] = future
+        if self._thread is None:
+            self._ensure_thread()
+        try:
+            future._ticket = self._core.submit(payload, token, timeout, submit_timeout)
+        except BaseException as exc:
+            self._pending.pop(token, None)
+            if not isinstance(exc, Exception):
+                raise
+            future.set_exception(exc)
+        return future
+
     def forget(self, token: int) -> None:
         self._pending.pop(token, None)
 
@@ -140,8 +274,6 @@ class Completer:
 
 
 def _complete(future: PoolFuture[Any], status: int, value: Any) -> None:
-    from concurrent.futures import InvalidStateError
-
     try:
         result = decode(status, value)
     except CancelledError:

@@ -40,11 +40,12 @@ def encode(obj: Any) -> list[Any]:
     except (pickle.PicklingError, TypeError, AttributeError):
         buffers.clear()
         body = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    if not buffers:  # the common case, without building a format string
+        return [_PLAIN.pack(0, len(body)), body]
     try:
         raws = [b.raw() for b in buffers]
     except BufferError:  # a non-contiguous buffer: let pickle copy it in-band
-        raws, body = [], pickle.dumps(obj, protocol=5)
-    if not raws:  # the common case, without building a format string
+        body = pickle.dumps(obj, protocol=5)
         return [_PLAIN.pack(0, len(body)), body]
     sizes = struct.pack(f"<{len(raws) + 1}Q", len(body), *(r.nbytes for r in raws))
     return [_COUNT.pack(len(raws)) + sizes, body, *raws]

@@ -111,6 +111,8 @@ class SPool(Generic[W]):
         if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
             raise ValueError(f"max_tasks_per_worker must be at least 1, got {max_tasks_per_worker}")
         self._cls = worker_cls
+        # Method names already checked to be public methods of the worker class.
+        self._methods: set[str] = set()
         # Workers in this process take arguments as they are, like ThreadPoolExecutor.
         self._in_process = mode in ("thread", "asyncio", "sync")
         # Only process workers need the class sent by value; in-process ones use it as it is.
@@ -207,8 +209,10 @@ class SPool(Generic[W]):
 
     def _payload(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         self._check_open()
-        if not isinstance(method, str) or method.startswith("_") or not callable(getattr(self._cls, method, None)):
-            raise AttributeError(f"{self._cls.__name__} has no public method {method!r}")
+        if type(method) is not str or method not in self._methods:
+            if not isinstance(method, str) or method.startswith("_") or not callable(getattr(self._cls, method, None)):
+                raise AttributeError(f"{self._cls.__name__} has no public method {method!r}")
+            self._methods.add(method)
         if self._in_process:
             return (method, args, kwargs)  # type: ignore[return-value]
         return encode((method, args, kwargs))
@@ -226,11 +230,7 @@ class SPool(Generic[W]):
         except Exception as exc:
             future.set_exception(exc)
             return future
-
-        def submit(token: int) -> _core.CoreTicket:
-            return self._core.submit(payload, token, self._call_timeout, self._submit_timeout)
-
-        return self._completer.register(future, submit)
+        return self._completer.submit_task(future, payload, self._call_timeout, self._submit_timeout)
 
     async def async_call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Awaitable :meth:`call`."""
@@ -333,7 +333,8 @@ class SPool(Generic[W]):
 
     def stats(self) -> dict[str, Any]:
         """Per-worker ``id``, ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
-        ``last_error``, ``dispatched``; plus ``queued`` tasks, ``live_workers``, total
+        ``last_error``, ``dispatched``, ``batches`` and ``batched_tasks`` (short tasks handed over
+        several per wake-up); plus ``queued`` tasks, ``live_workers``, total
         ``dispatched`` and the ``load_balancing`` name."""
         workers = self._core.workers()
         return {

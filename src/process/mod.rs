@@ -73,6 +73,8 @@ pub struct ProcessWorker {
     next_id: Arc<std::sync::atomic::AtomicU64>,
     /// The direct lane into the shared-memory rings, when there are rings.
     lane: Option<Arc<ShmLane>>,
+    /// Ids of the calls handed over with `try_send` and not answered yet, oldest first.
+    pipelined: std::collections::VecDeque<u64>,
 }
 
 /// How long to wait for the exit status of a worker that closed its pipe.
@@ -94,8 +96,16 @@ impl ProcessWorker {
         };
         let (child, to_worker, from_worker) = spawn::spawn_child(&spec, segment.as_ref().map(|s| s.fd().as_raw_fd()))?;
         let next_id = Arc::new(std::sync::atomic::AtomicU64::new(1));
-        let mut worker =
-            Self { spec, init, child: Some(child), transport: None, _keepalive: None, next_id, lane: None };
+        let mut worker = Self {
+            spec,
+            init,
+            child: Some(child),
+            transport: None,
+            _keepalive: None,
+            next_id,
+            lane: None,
+            pipelined: std::collections::VecDeque::new(),
+        };
         let transport = match segment {
             Some(segment) => {
                 worker._keepalive = Some(to_worker);
@@ -155,6 +165,17 @@ impl ProcessWorker {
             transport.send(kind, id, payload).await?;
             transport.recv().await
         };
+        Self::watch_exchange(child, exchange, id, during).await
+    }
+
+    /// Waits for the reply to call `id` (from `exchange`), watching for the process to die
+    /// meanwhile.
+    async fn watch_exchange(
+        child: &mut Child,
+        exchange: impl std::future::Future<Output = std::io::Result<frame::Frame>>,
+        id: u64,
+        during: &str,
+    ) -> Result<frame::Frame, WorkerFault> {
         let broken = tokio::select! {
             biased;
             reply = exchange => match reply {
@@ -187,9 +208,23 @@ impl ProcessWorker {
 /// What a worker process answered to a call.
 pub type CallReply = Vec<u8>;
 
+/// How many calls a worker may be handed at once (see [`Workable::pipeline_depth`]).
+const PIPELINE_DEPTH: usize = 32;
+/// Larger calls always travel alone: batching saves wake-ups, which matter for small calls.
+const PIPELINE_MAX_TASK_BYTES: usize = 64 * 1024;
+
+fn call_response(reply: frame::Frame) -> Response<ProcessWorker> {
+    match reply.kind {
+        FrameKind::Ok => Response::Complete(Ok(reply.payload)),
+        FrameKind::Raised => Response::Complete(Err(reply.payload)),
+        other => Response::Fatal(WorkerFault::new(format!("unexpected {other:?} frame in reply to a call"))),
+    }
+}
+
 impl ProcessWorker {
     /// Drops the channel, waking anything still waiting on its shared memory.
     fn close_transport(&mut self) {
+        self.pipelined.clear();
         if let Some(AnyTransport::Shm(shm)) = &self.transport {
             shm.segment().close();
         }
@@ -213,11 +248,47 @@ impl Workable for ProcessWorker {
         }
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.round_trip(FrameKind::Call, id, &task, "while running a task").await {
-            Ok(reply) => match reply.kind {
-                FrameKind::Ok => Response::Complete(Ok(reply.payload)),
-                FrameKind::Raised => Response::Complete(Err(reply.payload)),
-                other => Response::Fatal(WorkerFault::new(format!("unexpected {other:?} frame in reply to a call"))),
-            },
+            Ok(reply) => call_response(reply),
+            Err(fault) => Response::Fatal(fault),
+        }
+    }
+
+    /// Deep enough to carry a burst of tiny calls in one wake-up, shallow enough that a batch
+    /// of them holds back little work (see [`crate::Supervisor`]'s batching).
+    fn pipeline_depth(&self) -> usize {
+        match self.transport {
+            Some(AnyTransport::Shm(_)) => PIPELINE_DEPTH,
+            _ => 1, // pipes could fill up both ways and deadlock
+        }
+    }
+
+    fn try_send(&mut self, task: Vec<u8>) -> Result<(), Vec<u8>> {
+        if task.len() > PIPELINE_MAX_TASK_BYTES {
+            return Err(task);
+        }
+        if self.pipelined.is_empty() && !matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None))) {
+            return Err(task); // dead while idle: `process` refuses it properly
+        }
+        let Some(AnyTransport::Shm(transport)) = self.transport.as_mut() else {
+            return Err(task);
+        };
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !transport.try_send(FrameKind::Call, id, &task) {
+            return Err(task);
+        }
+        self.pipelined.push_back(id);
+        Ok(())
+    }
+
+    async fn receive(&mut self) -> Response<Self> {
+        let Some(id) = self.pipelined.pop_front() else {
+            return Response::Fatal(WorkerFault::new("no call is waiting for an answer"));
+        };
+        let (Some(transport), Some(child)) = (self.transport.as_mut(), self.child.as_mut()) else {
+            return Response::Fatal(WorkerFault::new("worker process is not running"));
+        };
+        match Self::watch_exchange(child, transport.recv(), id, "while running a task").await {
+            Ok(reply) => call_response(reply),
             Err(fault) => Response::Fatal(fault),
         }
     }

@@ -85,6 +85,18 @@ impl ShmTransport {
     }
 }
 
+impl ShmTransport {
+    /// Sends one frame if it fits in the request ring now; never waits.
+    pub fn try_send(&mut self, kind: FrameKind, id: u64, payload: &[u8]) -> bool {
+        let ring = self.segment.requests();
+        if ring.writable() < HEADER_LEN + payload.len() || self.segment.is_closed() {
+            return false;
+        }
+        let header = encode_header(kind, id, payload.len());
+        ring.write_all(&[&header, payload], self.wait, || ring.wake_reader(), || true).is_ok()
+    }
+}
+
 impl Transport for ShmTransport {
     async fn send(&mut self, kind: FrameKind, id: u64, payload: &[u8]) -> io::Result<()> {
         let header = encode_header(kind, id, payload.len());

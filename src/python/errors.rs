@@ -13,6 +13,28 @@ use crate::process::SpawnFailure;
 pub(crate) const STATUS_OK: u8 = 0;
 pub(crate) const STATUS_RAISED: u8 = 1;
 pub(crate) const STATUS_ERROR: u8 = 2;
+/// The value is the result object itself (see `_decode.py`).
+pub(crate) const STATUS_OBJECT: u8 = 3;
+
+/// Replies up to this size without out-of-band buffers are unpickled here, in the same call
+/// that hands them over: it spares Python a memoryview and a header parse for every small
+/// result (the many-tiny-tasks case).
+const SMALL_REPLY: usize = 16 * 1024;
+/// The header of a payload without out-of-band buffers: buffer count 0 (u32), body length (u64).
+const PLAIN_HEADER: usize = 12;
+
+/// `(status, value)` for a successful reply: the object itself when it is small and plain and
+/// unpickles cleanly, else the payload for Python to decode (and raise from, if it must).
+fn ok_reply(py: Python<'_>, bytes: Vec<u8>) -> PyResult<(u8, Bound<'_, PyAny>)> {
+    static LOADS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    if bytes.len() <= SMALL_REPLY && bytes.len() >= PLAIN_HEADER && bytes[..4] == [0; 4] {
+        let loads = LOADS.get_or_try_init(py, || py.import("pickle")?.getattr("loads").map(Bound::unbind))?;
+        if let Ok(value) = loads.bind(py).call1((PyBytes::new(py, &bytes[PLAIN_HEADER..]),)) {
+            return Ok((STATUS_OBJECT, value));
+        }
+    }
+    Ok((STATUS_OK, Bound::new(py, Payload::new(bytes))?.into_any()))
+}
 
 fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     py.import("stateful_pool.errors")?.getattr(name)
@@ -44,7 +66,7 @@ pub(crate) fn task_outcome<'py>(
     outcome: Result<Vec<u8>, TaskError<Vec<u8>>>,
 ) -> PyResult<(u8, Bound<'py, PyAny>)> {
     let exc = match outcome {
-        Ok(bytes) => return Ok((STATUS_OK, Bound::new(py, Payload::new(bytes))?.into_any())),
+        Ok(bytes) => return ok_reply(py, bytes),
         Err(TaskError::Failed(raised)) => return Ok((STATUS_RAISED, PyBytes::new(py, &raised).into_any())),
         Err(TaskError::WorkerCrashed { worker, fault }) => {
             new_error(py, "WorkerCrashedError", (fault.to_string(), worker, fault.exit_code, fault.signal))?

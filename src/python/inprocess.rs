@@ -31,15 +31,12 @@ use pyo3::types::PyList;
 use tokio::sync::{oneshot, watch};
 
 use super::common::{parse_restart, parse_shutdown, seconds, submit_blocking, wait_stopped, worker_dicts};
-use super::errors::{start_outcome, task_outcome, STATUS_ERROR};
+use super::errors::{start_outcome, task_outcome, STATUS_ERROR, STATUS_OBJECT};
 use super::wait::recv_interruptible;
 use crate::error::{StartError, TaskError, WorkerFault};
 use crate::job::{Outcome, ReplyFn, TaskOptions, Ticket};
 use crate::process::SpawnFailure;
 use crate::{Config, Supervisor, Workable, WorkerInfo};
-
-/// Status of a reply whose value is the result object itself (see `_decode.py`).
-const STATUS_OBJECT: u8 = 3;
 
 /// Request kinds as the host thread sees them in [`HostChannel::recv`].
 const KIND_CALL: u8 = 0;
@@ -625,6 +622,8 @@ fn merge(into: &mut WorkerInfo, lane: &WorkerInfo) {
     into.tasks_done += lane.tasks_done;
     into.tasks_failed += lane.tasks_failed;
     into.dispatched += lane.dispatched;
+    into.batches += lane.batches;
+    into.batched_tasks += lane.batched_tasks;
     if into.last_error.is_none() {
         into.last_error.clone_from(&lane.last_error);
     }

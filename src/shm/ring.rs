@@ -92,7 +92,9 @@ impl<'a> Ring<'a> {
         (self.ctl.head.load(Ordering::Acquire) - self.ctl.tail.load(Ordering::Relaxed)) as usize
     }
 
-    fn writable(&self) -> usize {
+    /// Bytes that can be written now without waiting.
+    #[must_use]
+    pub fn writable(&self) -> usize {
         self.capacity - (self.ctl.head.load(Ordering::Relaxed) - self.ctl.tail.load(Ordering::Acquire)) as usize
     }
 

@@ -53,6 +53,8 @@ class _Worker:
             "tasks_failed": self.tasks_failed,
             "last_error": self.last_error,
             "dispatched": self.dispatched,
+            "batches": 0,
+            "batched_tasks": 0,
         }
 
 
@@ -233,8 +235,18 @@ class InlineCompleter(Completer):
 
     def register(self, future: PoolFuture[Any], submit: Any) -> PoolFuture[Any]:
         super().register(future, submit)
+        self._complete_ready()
+        return future
+
+    def submit_task(
+        self, future: PoolFuture[Any], payload: Any, timeout: float | None, submit_timeout: float | None
+    ) -> PoolFuture[Any]:
+        super().submit_task(future, payload, timeout, submit_timeout)
+        self._complete_ready()
+        return future
+
+    def _complete_ready(self) -> None:
         for token, status, value in self._core.take_completions(0.0):
             pending = self._pending.pop(token, None)
             if pending is not None and not pending.done():
                 _complete(pending, status, value)
-        return future
