@@ -26,7 +26,10 @@ per-repeat values, and the ratio of the median to ProcessPoolExecutor's, > 1 mea
    briefly, then parks) and has to be woken up.
 2. ``tiny``: N no-op tasks through 2 workers, one future per task (no chunking), then wait for
    them all; tasks/s. N is sized per peer from a pilot run so one measurement takes about 1 s
-   (at most 20,000 tasks).
+   (at most 20,000 tasks). The table adds a reference row, ``(floor: stdlib Future)``: the
+   same number of stdlib Futures made, pickled, completed by a second thread and waited for,
+   with no worker and no IPC, which bounds what any pool handing out one Future per task can
+   reach on the machine.
 3. ``numpy``: a 64 MiB numpy array sent to one worker, which returns it; MB/s each way, that is
    2 x 64 MiB / round-trip time (MB = 10^6 bytes).
 4. ``spawn``: a fresh pool of 8 workers whose setup sleeps 1 s: seconds from creating the pool
@@ -944,6 +947,13 @@ def print_report(
                 f"{_fmt(row['max'], metric.digits):>12}{_fmt_ratio(row['vs_baseline']):>10}  {extra_text}"
             )
 
+    if FLOOR in summary.get("tiny_per_s", {}):
+        print(
+            f"  {FLOOR}: one stdlib Future per task, completed by a thread, with no worker and no IPC:\n"
+            "  the Python work alone of any pool that hands out a Future per task, on this machine."
+        )
+    peers = [p for p in peers if p != FLOOR]
+
     print(f"\nSummary (median of {cfg['repeat']}; in brackets: times better than {BASELINE}, same run)\n")
     print("| workload | " + " | ".join(peers) + " |")
     print("| --- |" + " ---: |" * len(peers))
@@ -967,6 +977,40 @@ def print_report(
         for peer, result in results.items():
             for note in result["notes"]:
                 print(f"  {peer}: {note}")
+
+
+FLOOR = "(floor: stdlib Future)"
+
+
+def future_floor(n: int) -> float:
+    """Tasks/s of the Python work any pool that hands out one ``concurrent.futures.Future`` per
+    task must do, with no worker and no IPC at all: make a Future, pickle the call, have a
+    second thread unpickle it and set the result, wait for them all. A ceiling for the "tiny"
+    workload on this machine, measured in the same run."""
+    import pickle
+    import queue
+    import threading
+
+    calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def complete() -> None:
+        while (item := calls.get()) is not None:
+            future, payload = item
+            future.set_result(pickle.loads(payload)[1][0])
+
+    thread = threading.Thread(target=complete)
+    thread.start()
+    t0 = time.perf_counter()
+    futures = []
+    for i in range(n):
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        calls.put((future, pickle.dumps(("execute", (i,), {}), protocol=5)))
+        futures.append(future)
+    concurrent.futures.wait(futures)
+    elapsed = time.perf_counter() - t0
+    calls.put(None)
+    thread.join()
+    return n / elapsed
 
 
 def calibrate_burn(target_s: float) -> int:
@@ -1055,6 +1099,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         peer_started = time.monotonic()
         results[peer] = run_peer(peer, cfg)
         _log(f"[{peer}] {time.monotonic() - peer_started:.0f} s")
+    if "tiny" in workloads:
+        n = cfg["tiny_max"]
+        results[FLOOR] = {
+            "metrics": {"tiny_per_s": {"values": [future_floor(n) for _ in range(repeat)], "extra": {"tasks": n}}},
+            "notes": [],
+        }
     summary = summarize(results)
     print_report(info, cfg, results, summary)
     info["loadavg_end"] = os.getloadavg()[0]

@@ -15,7 +15,7 @@ from concurrent.futures._base import RUNNING as _RUNNING
 from typing import Any, Generic, TypeVar
 
 from . import _core
-from ._decode import decode
+from ._decode import STATUS_OBJECT, decode
 
 T = TypeVar("T")
 
@@ -260,6 +260,12 @@ class Completer:
             for token, status, value in batch:
                 future = pending.pop(token, None)
                 if future is None or future.done():
+                    continue
+                if status == STATUS_OBJECT:  # the common case, inline: it runs once per task
+                    try:
+                        future.set_result(value)
+                    except InvalidStateError:  # cancelled meanwhile
+                        pass
                     continue
                 _complete(future, status, value)
             if not batch and self._closing and not pending:
