@@ -133,6 +133,7 @@ pub(crate) async fn run_batch<W: Workable>(
             r = worker.receive() => Some(r),
             () = h.ticket.kill_requested() => None,
             _ = phase.wait_for(|p| *p >= Phase::Killing) => {
+                h.ticket.finish();
                 (h.reply)(Err(TaskError::ShutDown));
                 for rest in handed {
                     rest.ticket.finish();

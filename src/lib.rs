@@ -4,7 +4,9 @@
 //! workers pull tasks from the queue; each worker moves through the [`WorkerState`] machine;
 //! crashed, timed-out and worn-out workers are restarted under a [`RestartPolicy`] and a
 //! restart intensity. [`process::ProcessWorker`] runs a worker in a child process (the Python
-//! package `stateful_pool` is built on it). See `src/SUPERVISOR.md` for the design.
+//! package `stateful_pool` is built on it). A worker that implements
+//! [`Workable::try_send`] and [`Workable::receive`] gets short queued tasks in batches, one
+//! wake-up for several. See `src/SUPERVISOR.md` for the design.
 //!
 //! ```
 //! use worker_pool::{Response, Supervisor, Workable};
