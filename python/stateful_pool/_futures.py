@@ -87,8 +87,8 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
         self._token = 0
         self._completer = None
 
-    @property  # type: ignore[override]
-    def _condition(self) -> threading.Condition | _Settled:
+    @property
+    def _condition(self) -> threading.Condition | _Settled:  # type: ignore[override]
         condition = self._lazy_condition
         if condition is not None:
             return condition
@@ -99,13 +99,13 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
                 self._lazy_condition = threading.Condition()
             return self._lazy_condition
 
-    @property  # type: ignore[override]
-    def _waiters(self) -> list[Any]:
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
         if self._lazy_waiters is None:
             self._lazy_waiters = []
         return self._lazy_waiters
 
-    @property  # type: ignore[override]
+    @property
     def _done_callbacks(self) -> list[Any]:
         if self._lazy_callbacks is None:
             self._lazy_callbacks = []
@@ -145,7 +145,7 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
 
     def result(self, timeout: float | None = None) -> T:
         if self._state == _FINISHED and self._exception is None:
-            return self._result  # type: ignore[no-any-return]
+            return self._result  # type: ignore[return-value]
         return super().result(self._claim(timeout))  # type: ignore[no-any-return]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
