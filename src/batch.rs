@@ -126,6 +126,9 @@ pub(crate) async fn run_batch<W: Workable>(
     if handed.len() > 1 {
         slot.batches.fetch_add(1, Ordering::Relaxed);
         slot.batched_tasks.fetch_add(handed.len() as u64, Ordering::Relaxed);
+        // Let the other serve loops hand their workers a batch too before this one waits: tiny
+        // replies come back within the reader's spin, so it would not yield until done.
+        tokio::task::yield_now().await;
     }
     let mut since = Instant::now();
     while let Some(h) = handed.pop_front() {
