@@ -946,12 +946,12 @@ def print_report(
                 f"  {peer:<{width}}{_fmt(row['min'], metric.digits):>12}{_fmt(row['median'], metric.digits):>12}"
                 f"{_fmt(row['max'], metric.digits):>12}{_fmt_ratio(row['vs_baseline']):>10}  {extra_text}"
             )
+        if FLOOR in rows:
+            print(
+                f"  {FLOOR}: one stdlib Future per task, completed by a thread, with no worker and no IPC:\n"
+                "  the Python work alone of any pool that hands out a Future per task, on this machine."
+            )
 
-    if FLOOR in summary.get("tiny_per_s", {}):
-        print(
-            f"  {FLOOR}: one stdlib Future per task, completed by a thread, with no worker and no IPC:\n"
-            "  the Python work alone of any pool that hands out a Future per task, on this machine."
-        )
     peers = [p for p in peers if p != FLOOR]
 
     print(f"\nSummary (median of {cfg['repeat']}; in brackets: times better than {BASELINE}, same run)\n")
