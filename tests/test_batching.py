@@ -10,10 +10,9 @@ from concurrent.futures import CancelledError
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from stateful_pool import SPool, WorkerCrashedError
-
-from tests.conftest import wait_until
-from tests.workers import Ordered
+from workers import Ordered
 
 N = 600
 

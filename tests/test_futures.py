@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 from stateful_pool import PoolFuture, SPool
-
-from tests.workers import Echo, Ordered
+from workers import Echo, Ordered
 
 
 def test_finished_before_anyone_waits() -> None:

@@ -21,6 +21,13 @@ class Arrays(Faulty):
     def make(self, n: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
 
+    def keep(self, a: np.ndarray) -> int:
+        self.kept = a
+        return int(a.nbytes)
+
+    def kept_sum(self) -> int:
+        return int(self.kept.sum())
+
 
 @pytest.mark.parametrize("shm_capacity", [8 << 20, 64 << 10, None], ids=["shm", "small-ring", "pipes"])
 def test_large_arrays_round_trip_intact_and_writable(shm_capacity: int | None) -> None:
@@ -35,6 +42,22 @@ def test_large_arrays_round_trip_intact_and_writable(shm_capacity: int | None) -
             result[0] = -1  # writable on this side too
         made = pool.call("make", 1000)
         assert made.sum() == 999 * 1000 // 2
+
+
+@pytest.mark.parametrize("shm_capacity", [8 << 20, None], ids=["shm", "pipes"])
+def test_recycled_receive_buffers_never_hold_arrays_still_in_use(shm_capacity: int | None) -> None:
+    n = 1 << 20  # 8 MiB of int64: large enough for its buffer to be recycled once released
+    with SPool(Arrays, shm_capacity=shm_capacity) as pool:
+        pool.spawn()
+        ones = np.ones(n, dtype=np.int64)
+        assert pool.call("keep", ones) == ones.nbytes  # the worker holds on to what it was sent
+        kept_here = pool.call("double", ones)  # and we to what came back
+        for k in range(3, 9):
+            out = pool.call("double", np.full(n, k, dtype=np.int64))
+            assert (out == 2 * k).all()
+            del out  # its buffer may serve the next reply
+        assert pool.call("kept_sum") == n
+        assert (kept_here == 2).all()
 
 
 @pytest.mark.parametrize("shm_capacity", [8 << 20, None], ids=["shm", "pipes"])

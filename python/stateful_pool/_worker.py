@@ -8,14 +8,17 @@ is gone.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._serialize import decode, encode
+
+if TYPE_CHECKING:
+    from ._core import Payload
 
 INIT, CALL, STOP, READY, OK, RAISED = 1, 2, 3, 10, 11, 12
 
 
-def _setup(payload: bytearray) -> tuple[Any, list[Any]]:
+def _setup(payload: Payload) -> tuple[Any, list[Any]]:
     import pickle
 
     import cloudpickle
@@ -30,7 +33,7 @@ def _setup(payload: bytearray) -> tuple[Any, list[Any]]:
     return worker, encode(worker.spawn(*args, **kwargs))
 
 
-def _call(worker: Any, payload: bytearray) -> list[Any]:
+def _call(worker: Any, payload: Payload) -> list[Any]:
     method, args, kwargs = decode(payload)
     result = getattr(worker, method)(*args, **kwargs)
     try:

@@ -100,8 +100,7 @@ impl ShmLane {
         let mut header = [0u8; HEADER_LEN];
         self.read_exact(&mut header, id, interrupted)?;
         let (kind, reply_id, len) = decode_header(&header).map_err(|e| LaneError::Crashed(WorkerFault::new(e.0)))?;
-        let mut payload = vec![0u8; len];
-        crate::shm::advise_huge_pages(&mut payload);
+        let mut payload = super::recycle::buffer(len);
         // The header is in: the rest follows at once, so no more interruptions.
         self.read_exact(&mut payload, id, &mut || false)?;
         if reply_id != id {

@@ -5,6 +5,7 @@
 mod endpoint;
 pub mod frame;
 mod lane;
+pub mod recycle;
 mod shm_transport;
 mod spawn;
 pub mod transport;

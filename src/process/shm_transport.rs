@@ -109,8 +109,7 @@ impl Transport for ShmTransport {
         let mut header = [0u8; HEADER_LEN];
         self.read_exact(&mut header).await?;
         let (kind, id, len) = decode_header(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut payload = vec![0u8; len];
-        crate::shm::advise_huge_pages(&mut payload);
+        let mut payload = super::recycle::buffer(len);
         self.read_exact(&mut payload).await?;
         Ok(Frame { kind, id, payload })
     }

@@ -57,6 +57,7 @@ pub(crate) fn gather(py: Python<'_>, parts: &[Bound<'_, PyAny>]) -> PyResult<Vec
 pub(crate) struct Payload {
     ptr: *mut u8,
     len: usize,
+    capacity: usize,
 }
 
 // SAFETY: Payload exclusively owns its heap block; Python code may only touch it through
@@ -67,17 +68,17 @@ unsafe impl Sync for Payload {}
 
 impl Payload {
     pub(crate) fn new(bytes: Vec<u8>) -> Self {
-        let boxed = bytes.into_boxed_slice();
-        let len = boxed.len();
-        Self { ptr: Box::into_raw(boxed).cast::<u8>(), len }
+        let mut bytes = std::mem::ManuallyDrop::new(bytes);
+        Self { ptr: bytes.as_mut_ptr(), len: bytes.len(), capacity: bytes.capacity() }
     }
 }
 
 impl Drop for Payload {
     fn drop(&mut self) {
-        // SAFETY: ptr/len came from Box::into_raw of a boxed slice of exactly this length; Python
-        // keeps this object alive while any buffer view of it exists.
-        unsafe { drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len))) };
+        // SAFETY: ptr/len/capacity are the raw parts of the Vec given to `new`, not used since;
+        // Python keeps this object alive while any buffer view of it exists.
+        let bytes = unsafe { Vec::from_raw_parts(self.ptr, self.len, self.capacity) };
+        crate::process::recycle::recycle(bytes);
     }
 }
 
