@@ -70,7 +70,7 @@ pub enum TaskError<E> {
     NoWorkers,
 }
 
-/// [`crate::Supervisor::submit`] could not queue the task; the task is handed back.
+/// [`crate::Supervisor::submit_with`] (or another submit method) could not queue the task; the task is handed back.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError<T> {
     /// The queue stayed full until the timeout.

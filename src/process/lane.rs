@@ -18,7 +18,7 @@ use crate::shm::{Segment, Wait};
 pub enum LaneError {
     /// The worker died; its fault, with the exit status once the supervisor has collected it.
     Crashed(WorkerFault),
-    /// The caller gave up waiting (e.g. Ctrl-C); finish the call with [`ShmLane::finish`].
+    /// The caller gave up waiting (e.g. Ctrl-C); finish the call by waiting again with [`ShmLane::wait_reply`].
     Interrupted {
         /// The call's task id.
         id: u64,
