@@ -1,6 +1,8 @@
-//! Batches: a worker whose recent tasks were short takes its fair share of what is queued in
-//! one go ([`Workable::try_send`]) and answers the tasks in order ([`Workable::receive`]), so a
-//! stream of tiny tasks costs one wake-up per batch instead of one per task.
+//! Running what a worker took: one task, or a batch. A worker whose recent tasks were short
+//! takes its fair share of what is queued in one go ([`Workable::try_send`]) and answers the
+//! tasks in order ([`Workable::receive`]), so a stream of tiny tasks costs one wake-up per
+//! batch instead of one per task. A task run alone ([`Workable::process`]) is a batch of one:
+//! every task's outcome is settled by the same code, whichever way it ran.
 //!
 //! Late binding is kept where it matters: only workers whose tasks recently took less than
 //! [`SHORT_TASK`] batch, and each takes at most `queued / live workers` extra tasks, so a batch
@@ -45,20 +47,43 @@ impl Pace {
     }
 }
 
-/// How a batch ended.
+/// How a batch (of one or more tasks) ended.
 pub(crate) enum BatchEnd<W: Workable> {
     /// Every task was answered; the worker is idle.
     Idle,
-    /// The worker failed (crashed, or was killed to cancel a task); `unstarted` never ran.
+    /// The worker failed (crashed, timed out, or was killed to cancel a task); `unstarted`
+    /// never ran and must be queued again.
     Failed { fault: WorkerFault, unstarted: Vec<Job<W>> },
     /// The pool is being killed; every task was answered with [`TaskError::ShutDown`].
     Killed,
 }
 
-/// A task handed to the worker, waiting for its answer; `spare` is its copy, given back to
-/// the queue if the worker dies before running it.
+/// How one task ended, seen from the worker's side.
+enum Ran<W: Workable> {
+    Done(Result<W::Output, W::Error>),
+    Fatal(WorkerFault),
+    Refused(W::Task, WorkerFault),
+    TimedOut(Duration),
+    Killed,
+    Aborted,
+}
+
+impl<W: Workable> From<Response<W>> for Ran<W> {
+    fn from(response: Response<W>) -> Self {
+        match response {
+            Response::Complete(result) => Ran::Done(result),
+            Response::Fatal(fault) => Ran::Fatal(fault),
+            Response::Refused(task, fault) => Ran::Refused(task, fault),
+        }
+    }
+}
+
+/// A task the worker took. `task` is still here when it runs alone (through `process`), gone
+/// when it was handed over with `try_send`; `spare` is a copy to queue again if the worker
+/// dies before or (with `crash_retries`) while running it.
 struct Handed<W: Workable> {
-    spare: W::Task,
+    task: Option<W::Task>,
+    spare: Option<W::Task>,
     ticket: Ticket,
     options: TaskOptions,
     reply: ReplyFn<W>,
@@ -66,14 +91,35 @@ struct Handed<W: Workable> {
 }
 
 impl<W: Workable> Handed<W> {
-    fn unstarted(self) -> Job<W> {
+    /// A task to run alone; copied only when a crash may send it elsewhere (opt-in: a task that
+    /// crashes its worker may crash the next one too).
+    fn alone(job: Job<W>, crash_retries: u32) -> Self {
+        let Job { task, ticket, options, reply, attempts } = job;
+        let spare = if attempts < crash_retries { W::clone_task(&task) } else { None };
+        Self { task: Some(task), spare, ticket, options, reply, attempts }
+    }
+
+    /// Back to a queued job, with `task` (the one that came back, or the spare copy).
+    fn requeued(self, task: W::Task, attempts: u32) -> Job<W> {
         self.ticket.requeue();
-        Job { task: self.spare, ticket: self.ticket, options: self.options, reply: self.reply, attempts: self.attempts }
+        Job { task, ticket: self.ticket, options: self.options, reply: self.reply, attempts }
+    }
+
+    /// Back to a queued job: it was handed over but never started.
+    fn unstarted(mut self) -> Job<W> {
+        let task = self.spare.take().expect("a handed-over task keeps a copy");
+        let attempts = self.attempts;
+        self.requeued(task, attempts)
+    }
+
+    fn answer(self, outcome: Result<W::Output, TaskError<W::Error>>) {
+        self.ticket.finish();
+        (self.reply)(outcome);
     }
 }
 
 /// Whether `job`, just taken by a worker with this pace, should start a batch.
-pub(crate) fn should_batch<W: Workable>(worker: &W, job: &Job<W>, pace: &Pace, shared: &Shared<W>) -> bool {
+fn should_batch<W: Workable>(worker: &W, job: &Job<W>, pace: &Pace, shared: &Shared<W>) -> bool {
     let c = &shared.config;
     worker.pipeline_depth() > 1
         && pace.is_short()
@@ -84,21 +130,143 @@ pub(crate) fn should_batch<W: Workable>(worker: &W, job: &Job<W>, pace: &Pace, s
         && shared.queue.len() > 0
 }
 
-/// Runs `first` (already begun on a claimed worker) and the worker's share of the queue as one
-/// batch. Gives `first` back untouched (as `Err`) if the worker cannot take it without blocking.
-pub(crate) async fn run_batch<W: Workable>(
+/// Runs `first` (already begun on a claimed worker), and with it the worker's share of the
+/// queue when it should batch.
+pub(crate) async fn run<W: Workable>(
     worker: &mut W,
     slot: &WorkerSlot<W>,
     first: Job<W>,
     phase: &mut watch::Receiver<Phase>,
     shared: &Shared<W>,
     pace: &mut Pace,
-) -> Result<BatchEnd<W>, Job<W>> {
+) -> BatchEnd<W> {
+    let crash_retries = shared.config.crash_retries;
     let mut handed = VecDeque::new();
-    match hand_over(worker, first) {
-        Ok(h) => handed.push_back(h),
-        Err(job) => return Err(job),
+    if should_batch(worker, &first, pace, shared) {
+        match hand_over(worker, first) {
+            Ok(h) => {
+                handed.push_back(h);
+                take_share(worker, slot, shared, &mut handed);
+            }
+            Err(first) => handed.push_back(Handed::alone(first, crash_retries)),
+        }
+    } else {
+        handed.push_back(Handed::alone(first, crash_retries));
     }
+    if handed.len() > 1 {
+        slot.batches.fetch_add(1, Ordering::Relaxed);
+        slot.batched_tasks.fetch_add(handed.len() as u64, Ordering::Relaxed);
+        // Let the other serve loops hand their workers a batch too before this one waits: tiny
+        // replies come back within the reader's spin, so it would not yield until done.
+        tokio::task::yield_now().await;
+    }
+
+    let mut since = Instant::now();
+    while let Some(mut h) = handed.pop_front() {
+        let ran = match h.task.take() {
+            Some(task) => {
+                let deadline = h.options.timeout.or(shared.config.task_timeout);
+                run_alone(worker, task, deadline, &h.ticket, phase).await
+            }
+            None => tokio::select! {
+                r = worker.receive() => r.into(),
+                () = h.ticket.kill_requested() => Ran::Killed,
+                _ = phase.wait_for(|p| *p >= Phase::Killing) => Ran::Aborted,
+            },
+        };
+        let (event, fault, error, may_retry) = match ran {
+            Ran::Done(result) => {
+                slot.tasks_done.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                pace.record(now - since);
+                since = now;
+                if handed.is_empty() {
+                    slot.apply(WorkerEvent::TaskFinished);
+                }
+                h.answer(result.map_err(TaskError::Failed));
+                continue;
+            }
+            Ran::Aborted => {
+                h.answer(Err(TaskError::ShutDown));
+                for rest in handed {
+                    rest.answer(Err(TaskError::ShutDown));
+                }
+                slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
+                slot.apply(WorkerEvent::StopRequested);
+                return BatchEnd::Killed;
+            }
+            Ran::Refused(task, fault) => {
+                // The worker was dead before the task reached it: the task never ran, so it
+                // goes back to the queue (served first) and the worker is recovered.
+                slot.apply(WorkerEvent::Crashed);
+                let attempts = h.attempts;
+                let mut unstarted = vec![h.requeued(task, attempts)];
+                unstarted.extend(handed.into_iter().map(Handed::unstarted));
+                return BatchEnd::Failed { fault, unstarted };
+            }
+            Ran::Fatal(fault) => {
+                let error = TaskError::WorkerCrashed { worker: slot.id, fault: fault.clone() };
+                (WorkerEvent::Crashed, fault, error, true)
+            }
+            Ran::TimedOut(d) => {
+                worker.kill().await;
+                let fault = WorkerFault::new(format!("task timed out after {d:?}; worker killed"));
+                (WorkerEvent::TimedOut, fault, TaskError::TimedOut(d), false)
+            }
+            Ran::Killed => {
+                worker.kill().await;
+                let fault = WorkerFault::new("killed to cancel its task");
+                (WorkerEvent::Crashed, fault, TaskError::Cancelled, false)
+            }
+        };
+        // The worker broke under this task: it fails (or, after a crash and if retries allow,
+        // goes back to the queue, on another worker first), and the tasks behind it, which
+        // never ran, go back too.
+        slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
+        slot.apply(event);
+        let mut unstarted = Vec::with_capacity(handed.len() + 1);
+        match h.spare.take() {
+            Some(spare) if may_retry && h.attempts < crash_retries => {
+                let attempts = h.attempts + 1;
+                unstarted.push(h.requeued(spare, attempts));
+            }
+            _ => h.answer(Err(error)),
+        }
+        unstarted.extend(handed.into_iter().map(Handed::unstarted));
+        return BatchEnd::Failed { fault, unstarted };
+    }
+    BatchEnd::Idle
+}
+
+/// Runs one task through `process`, under its deadline, a kill request and the pool's kill.
+async fn run_alone<W: Workable>(
+    worker: &mut W,
+    task: W::Task,
+    deadline: Option<Duration>,
+    ticket: &Ticket,
+    phase: &mut watch::Receiver<Phase>,
+) -> Ran<W> {
+    let work = worker.process(task);
+    tokio::pin!(work);
+    let timed = async {
+        match deadline {
+            Some(d) => match tokio::time::timeout(d, &mut work).await {
+                Ok(response) => response.into(),
+                Err(_) => Ran::TimedOut(d),
+            },
+            None => work.await.into(),
+        }
+    };
+    tokio::select! {
+        ran = timed => ran,
+        () = ticket.kill_requested() => Ran::Killed,
+        _ = phase.wait_for(|p| *p >= Phase::Killing) => Ran::Aborted,
+    }
+}
+
+/// Hands the worker its share of the queue (queued / live workers, up to its pipeline depth)
+/// behind the task it already took.
+fn take_share<W: Workable>(worker: &mut W, slot: &WorkerSlot<W>, shared: &Shared<W>, handed: &mut VecDeque<Handed<W>>) {
     let share = 1 + shared.queue.len() / shared.live_workers().max(1);
     while handed.len() < share.min(worker.pipeline_depth()) {
         let Some(job) = shared.queue.try_pop() else { break };
@@ -122,68 +290,6 @@ pub(crate) async fn run_batch<W: Workable>(
             }
         }
     }
-
-    if handed.len() > 1 {
-        slot.batches.fetch_add(1, Ordering::Relaxed);
-        slot.batched_tasks.fetch_add(handed.len() as u64, Ordering::Relaxed);
-        // Let the other serve loops hand their workers a batch too before this one waits: tiny
-        // replies come back within the reader's spin, so it would not yield until done.
-        tokio::task::yield_now().await;
-    }
-    let mut since = Instant::now();
-    while let Some(h) = handed.pop_front() {
-        let response = tokio::select! {
-            r = worker.receive() => Some(r),
-            () = h.ticket.kill_requested() => None,
-            _ = phase.wait_for(|p| *p >= Phase::Killing) => {
-                h.ticket.finish();
-                (h.reply)(Err(TaskError::ShutDown));
-                for rest in handed {
-                    rest.ticket.finish();
-                    (rest.reply)(Err(TaskError::ShutDown));
-                }
-                slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
-                slot.apply(WorkerEvent::StopRequested);
-                return Ok(BatchEnd::Killed);
-            }
-        };
-        let fault = match response {
-            Some(Response::Complete(result)) => {
-                h.ticket.finish();
-                slot.tasks_done.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
-                pace.record(now - since);
-                since = now;
-                (h.reply)(result.map_err(TaskError::Failed));
-                continue;
-            }
-            Some(Response::Fatal(fault) | Response::Refused(_, fault)) => fault,
-            None => {
-                worker.kill().await;
-                h.ticket.finish();
-                slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
-                slot.apply(WorkerEvent::Crashed);
-                (h.reply)(Err(TaskError::Cancelled));
-                let unstarted = handed.into_iter().map(Handed::unstarted).collect();
-                return Ok(BatchEnd::Failed { fault: WorkerFault::new("killed to cancel its task"), unstarted });
-            }
-        };
-        slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
-        slot.apply(WorkerEvent::Crashed);
-        let mut unstarted: Vec<Job<W>> = Vec::with_capacity(handed.len() + 1);
-        if h.attempts < shared.config.crash_retries {
-            let mut again = h.unstarted();
-            again.attempts += 1;
-            unstarted.push(again);
-        } else {
-            h.ticket.finish();
-            (h.reply)(Err(TaskError::WorkerCrashed { worker: slot.id, fault: fault.clone() }));
-        }
-        unstarted.extend(handed.into_iter().map(Handed::unstarted));
-        return Ok(BatchEnd::Failed { fault, unstarted });
-    }
-    slot.apply(WorkerEvent::TaskFinished);
-    Ok(BatchEnd::Idle)
 }
 
 /// Hands `job` to the worker, keeping a copy of its task; gives the job back if it cannot.
@@ -193,7 +299,7 @@ fn hand_over<W: Workable>(worker: &mut W, job: Job<W>) -> Result<Handed<W>, Job<
         return Err(Job { task, ticket, options, reply, attempts });
     };
     match worker.try_send(task) {
-        Ok(()) => Ok(Handed { spare, ticket, options, reply, attempts }),
+        Ok(()) => Ok(Handed { task: None, spare: Some(spare), ticket, options, reply, attempts }),
         Err(task) => Err(Job { task, ticket, options, reply, attempts }),
     }
 }

@@ -3,12 +3,11 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::batch::{self, BatchEnd, Pace};
-
 use crate::error::{TaskError, WorkerFault};
 use crate::job::Job;
 use crate::restart::RestartIntensity;
@@ -16,7 +15,7 @@ use crate::shutdown::Phase;
 use crate::slot::WorkerSlot;
 use crate::state::WorkerEvent;
 use crate::supervisor::Shared;
-use crate::workable::{Response, Workable};
+use crate::workable::Workable;
 
 /// What the idle worker woke up for.
 enum Wake<W: Workable> {
@@ -26,16 +25,6 @@ enum Wake<W: Workable> {
     Released,
     /// Queue closed and empty (graceful), or kill requested.
     Stop,
-}
-
-/// How one task ended, seen from the worker's side.
-enum Ran<W: Workable> {
-    Done(Result<W::Output, W::Error>),
-    Fatal(WorkerFault),
-    Refused(W::Task, WorkerFault),
-    TimedOut(Duration),
-    Killed,
-    Aborted,
 }
 
 /// What `run_job` left the worker in.
@@ -89,14 +78,14 @@ pub(crate) async fn serve<W: Workable>(
             Wake::Job(job)
         } else {
             tokio::select! {
-            biased;
-            _ = phase.wait_for(|p| *p >= Phase::Killing) => Wake::Stop,
-            () = slot.released.notified() => Wake::Released,
-            Some(job) = inbox.recv() => Wake::Job(job),
-            () = slot.retire.notified() => continue,
-            _ = drained.wait_for(|d| *d) => Wake::Stop,
-            fault = worker.terminated() => Wake::Fault(fault),
-            else => Wake::Stop,
+                biased;
+                _ = phase.wait_for(|p| *p >= Phase::Killing) => Wake::Stop,
+                () = slot.released.notified() => Wake::Released,
+                Some(job) = inbox.recv() => Wake::Job(job),
+                () = slot.retire.notified() => continue,
+                _ = drained.wait_for(|d| *d) => Wake::Stop,
+                fault = worker.terminated() => Wake::Fault(fault),
+                else => Wake::Stop,
             }
         };
         let fault = match wake {
@@ -214,7 +203,7 @@ async fn wait_for_release<W: Workable>(slot: &WorkerSlot<W>, phase: &mut watch::
 async fn run_job<W: Workable>(
     worker: &mut W,
     slot: &WorkerSlot<W>,
-    mut job: Job<W>,
+    job: Job<W>,
     phase: &mut watch::Receiver<Phase>,
     shared: &Shared<W>,
     pace: &mut Pace,
@@ -229,103 +218,19 @@ async fn run_job<W: Workable>(
         job.fail(TaskError::Cancelled);
         return JobEnd::Idle;
     }
-    if batch::should_batch(worker, &job, pace, shared) {
-        match batch::run_batch(worker, slot, job, phase, shared, pace).await {
-            Ok(BatchEnd::Idle) => return JobEnd::Idle,
-            Ok(BatchEnd::Killed) => return JobEnd::Killed,
-            Ok(BatchEnd::Failed { fault, unstarted }) => {
-                for job in unstarted {
-                    if shared.queue.is_closed() {
-                        backlog.push_back(job);
-                    } else {
-                        shared.queue.give_back(job);
-                    }
+    match batch::run(worker, slot, job, phase, shared, pace).await {
+        BatchEnd::Idle => JobEnd::Idle,
+        BatchEnd::Killed => JobEnd::Killed,
+        BatchEnd::Failed { fault, unstarted } => {
+            for job in unstarted {
+                if shared.queue.is_closed() {
+                    backlog.push_back(job);
+                } else {
+                    shared.queue.give_back(job);
                 }
-                return JobEnd::Failed(fault);
             }
-            Err(untouched) => job = untouched,
+            JobEnd::Failed(fault)
         }
-    }
-    let Job { task, ticket, options, reply, attempts } = job;
-    let started = Instant::now();
-    let deadline = options.timeout.or(shared.config.task_timeout);
-    // Keep a copy to run again elsewhere if this worker crashes under it (opt-in: a task that
-    // crashes its worker may crash the next one too).
-    let spare = if attempts < shared.config.crash_retries { W::clone_task(&task) } else { None };
-    let ran = {
-        let work = worker.process(task);
-        tokio::pin!(work);
-        let timed = async {
-            match deadline {
-                Some(d) => match tokio::time::timeout(d, &mut work).await {
-                    Ok(response) => response_to_ran(response),
-                    Err(_) => Ran::TimedOut(d),
-                },
-                None => response_to_ran(work.await),
-            }
-        };
-        tokio::select! {
-            ran = timed => ran,
-            () = ticket.kill_requested() => Ran::Killed,
-            _ = phase.wait_for(|p| *p >= Phase::Killing) => Ran::Aborted,
-        }
-    };
-    ticket.finish();
-    let (event, outcome, fault) = match ran {
-        Ran::Done(result) => {
-            pace.record(started.elapsed());
-            slot.tasks_done.fetch_add(1, Ordering::Relaxed);
-            (WorkerEvent::TaskFinished, result.map_err(TaskError::Failed), None)
-        }
-        Ran::Refused(task, fault) => {
-            // The worker was dead before the task reached it: the task never ran, so it goes
-            // back to the queue (served first) and the worker is recovered.
-            slot.apply(WorkerEvent::Crashed);
-            ticket.requeue();
-            shared.queue.give_back(Job { task, ticket, options, reply, attempts });
-            return JobEnd::Failed(fault);
-        }
-        Ran::Fatal(fault) if spare.is_some() => {
-            slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
-            slot.apply(WorkerEvent::Crashed);
-            ticket.requeue();
-            let task = spare.expect("checked");
-            shared.queue.give_back(Job { task, ticket, options, reply, attempts: attempts + 1 });
-            return JobEnd::Failed(fault);
-        }
-        Ran::Fatal(fault) => {
-            let error = TaskError::WorkerCrashed { worker: slot.id, fault: fault.clone() };
-            (WorkerEvent::Crashed, Err(error), Some(fault))
-        }
-        Ran::TimedOut(d) => {
-            worker.kill().await;
-            let fault = WorkerFault::new(format!("task timed out after {d:?}; worker killed"));
-            (WorkerEvent::TimedOut, Err(TaskError::TimedOut(d)), Some(fault))
-        }
-        Ran::Killed => {
-            worker.kill().await;
-            (WorkerEvent::Crashed, Err(TaskError::Cancelled), Some(WorkerFault::new("killed to cancel its task")))
-        }
-        Ran::Aborted => {
-            reply(Err(TaskError::ShutDown));
-            slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
-            slot.apply(WorkerEvent::StopRequested);
-            return JobEnd::Killed;
-        }
-    };
-    if fault.is_some() {
-        slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
-    }
-    slot.apply(event);
-    reply(outcome);
-    fault.map_or(JobEnd::Idle, JobEnd::Failed)
-}
-
-fn response_to_ran<W: Workable>(response: Response<W>) -> Ran<W> {
-    match response {
-        Response::Complete(result) => Ran::Done(result),
-        Response::Fatal(fault) => Ran::Fatal(fault),
-        Response::Refused(task, fault) => Ran::Refused(task, fault),
     }
 }
 
