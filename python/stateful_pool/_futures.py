@@ -205,27 +205,12 @@ class Completer:
         self._thread: threading.Thread | None = None
         self._closing = False
 
-    def register(self, future: PoolFuture[Any], submit: Callable[[int], _core.CoreTicket | None]) -> PoolFuture[Any]:
-        """Registers ``future`` and calls ``submit(token)``; a submit error fails the future."""
-        token = next(self._tokens)
-        future._token = token
-        future._completer = self
-        self._pending[token] = future
-        self._ensure_thread()
-        try:
-            future._ticket = submit(token)
-        except BaseException as exc:
-            self._pending.pop(token, None)
-            if isinstance(exc, Exception):
-                future.set_exception(exc)
-            else:
-                raise
-        return future
-
-    def submit_task(
-        self, future: PoolFuture[Any], payload: Any, timeout: float | None, submit_timeout: float | None
+    def register(
+        self, future: PoolFuture[Any], submit: Callable[..., _core.CoreTicket | None], payload: Any, *options: Any
     ) -> PoolFuture[Any]:
-        """:meth:`register` for a task, without a closure: the hot path of ``submit_*``."""
+        """Registers ``future`` under a fresh token and calls ``submit(payload, token, *options)``
+        (a core's ``submit`` or ``submit_spawn``); a submit error fails the future. No closure
+        per call: this is the hot path of every ``submit_*``."""
         token = next(self._tokens)
         future._token = token
         future._completer = self
@@ -233,7 +218,7 @@ class Completer:
         if self._thread is None:
             self._ensure_thread()
         try:
-            future._ticket = self._core.submit(payload, token, timeout, submit_timeout)
+            future._ticket = submit(payload, token, *options)
         except BaseException as exc:
             self._pending.pop(token, None)
             if not isinstance(exc, Exception):

@@ -195,11 +195,7 @@ class SPool(Generic[W]):
         except Exception as exc:
             future.set_exception(exc)
             return future
-
-        def submit(token: int) -> None:
-            self._core.submit_spawn(init, token)
-
-        return self._completer.register(future, submit)
+        return self._completer.register(future, self._core.submit_spawn, init)
 
     async def async_spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Awaitable :meth:`spawn`."""
@@ -230,7 +226,7 @@ class SPool(Generic[W]):
         except Exception as exc:
             future.set_exception(exc)
             return future
-        return self._completer.submit_task(future, payload, self._call_timeout, self._submit_timeout)
+        return self._completer.register(future, self._core.submit, payload, self._call_timeout, self._submit_timeout)
 
     async def async_call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Awaitable :meth:`call`."""

@@ -233,20 +233,10 @@ class InlineCompleter(Completer):
     def _ensure_thread(self) -> None:
         pass
 
-    def register(self, future: PoolFuture[Any], submit: Any) -> PoolFuture[Any]:
-        super().register(future, submit)
-        self._complete_ready()
-        return future
-
-    def submit_task(
-        self, future: PoolFuture[Any], payload: Any, timeout: float | None, submit_timeout: float | None
-    ) -> PoolFuture[Any]:
-        super().submit_task(future, payload, timeout, submit_timeout)
-        self._complete_ready()
-        return future
-
-    def _complete_ready(self) -> None:
+    def register(self, future: PoolFuture[Any], submit: Any, payload: Any, *options: Any) -> PoolFuture[Any]:
+        super().register(future, submit, payload, *options)
         for token, status, value in self._core.take_completions(0.0):
             pending = self._pending.pop(token, None)
             if pending is not None and not pending.done():
                 _complete(pending, status, value)
+        return future
