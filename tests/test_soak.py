@@ -81,3 +81,96 @@ def test_soak_with_random_worker_kills() -> None:
     assert completed + crashed == total
     assert crashed <= kills, "only a kill can fail a task"
     assert leaked_fds <= 0 and leaked_children == 0 and leaked_threads <= 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_soak_with_hostile_faults() -> None:
+    """Random SIGSTOP/SIGCONT and SIGKILL from outside, and tasks whose worker dies holding a
+    permit, scribbles on its shared memory or exits with code 0: no task is lost or answered
+    twice, every permit comes back, nothing leaks. SOAK_HOSTILE_TASKS overrides the task count
+    (default 200,000)."""
+    from soak_workers import Hostile
+    from stateful_pool.concurry import LimitSet, ResourceLimit
+
+    total = int(os.environ.get("SOAK_HOSTILE_TASKS", "200000"))
+    with SPool(Echo) as warmup:
+        warmup.spawn()
+    gc.collect()
+    fds_before = len(open_fds())
+    threads_before = threading.active_count()
+    limits = LimitSet([ResourceLimit(key="conn", capacity=2)])
+    rng = random.Random(11)
+    # Roughly one misbehaving task in 500, of each kind.
+    kinds = ["die_holding", "corrupt", "exit0", "hold"]
+    actions = {i: rng.choice(kinds) for i in rng.sample(range(total), total // 500)}
+    counts = {"stops": 0, "kills": 0}
+    stop = threading.Event()
+    pool = Hostile.options(mode="process", max_workers=3, limits=limits).init()
+    spool = pool.spool
+    assert spool is not None
+
+    def chaos() -> None:
+        chaos_rng = random.Random(13)
+        while not stop.wait(chaos_rng.uniform(0.01, 0.05)):
+            pids = [w["pid"] for w in spool.stats()["workers"] if w["pid"]]
+            if not pids:
+                continue
+            pid = chaos_rng.choice(pids)
+            try:
+                if chaos_rng.random() < 0.7:
+                    os.kill(pid, signal.SIGSTOP)
+                    counts["stops"] += 1
+                    time.sleep(chaos_rng.uniform(0.005, 0.05))
+                    os.kill(pid, signal.SIGCONT)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                    counts["kills"] += 1
+            except ProcessLookupError:
+                pass
+
+    thread = threading.Thread(target=chaos)
+    thread.start()
+    started = time.perf_counter()
+    completed = crashed = 0
+    try:
+        window = 5_000
+        for base in range(0, total, window):
+            futures = [(i, pool.work(i, actions.get(i, "ok"))) for i in range(base, min(total, base + window))]
+            for i, f in futures:
+                exc = f.exception(timeout=120)
+                if exc is None:
+                    assert f.result() == i, "a result went to the wrong task"
+                    completed += 1
+                else:
+                    assert isinstance(exc, WorkerCrashedError), repr(exc)
+                    crashed += 1
+    finally:
+        stop.set()
+        thread.join()
+        # A worker stopped at the very end must not hold up the shutdown.
+        for w in spool.stats()["workers"]:
+            if w["pid"]:
+                try:
+                    os.kill(w["pid"], signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+    elapsed = time.perf_counter() - started
+    restarts = sum(w["restarts"] for w in spool.stats()["workers"])
+    pool.stop()
+    permits = limits.available("conn")
+    gc.collect()
+    leaked_fds = len(open_fds()) - fds_before
+    leaked_children = len(child_pids())
+    leaked_threads = threading.active_count() - threads_before
+    hostile = sum(1 for a in actions.values() if a != "hold")
+    print(
+        f"\nhostile soak: tasks={total} completed={completed} crashed={crashed} lost={total - completed - crashed} "
+        f"hostile_tasks={hostile} stops={counts['stops']} kills={counts['kills']} restarts={restarts} "
+        f"permits={permits}/2 leaked_fds={max(0, leaked_fds)} leaked_children={leaked_children} "
+        f"leaked_threads={leaked_threads} in {elapsed:.1f}s ({total / elapsed:,.0f} tasks/s)"
+    )
+    assert completed + crashed == total
+    assert crashed <= counts["kills"] + hostile, "only a kill or a hostile task can fail a task"
+    assert permits == 2, "a permit held by a dead worker was not given back"
+    assert leaked_fds <= 0 and leaked_children == 0 and leaked_threads <= 0
