@@ -10,9 +10,9 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::balance::LoadBalancing;
-use crate::config::{Config, SupervisorBuilder};
+use crate::config::{Config, SupervisorBuilder, WorkerExit, WorkerExitHook};
 use crate::dispatch::dispatch;
-use crate::error::{BuildError, StartError, SubmitError, TaskError};
+use crate::error::{BuildError, Departure, NoWorkerReason, StartError, SubmitError, TaskError};
 use crate::job::{Job, ReplyFn, TaskHandle, TaskOptions, Ticket};
 use crate::queue::{PushError, TaskQueue};
 use crate::serve::serve;
@@ -43,7 +43,14 @@ pub(crate) struct Shared<W: Workable> {
     claim_cursor: AtomicUsize,
     /// Rung when a direct-lane call gives a worker back while tasks are queued.
     pub(crate) direct_released: Notify,
+    /// Called once for every worker process that ended (see `SupervisorBuilder::on_worker_exit`).
+    on_worker_exit: Option<WorkerExitHook>,
+    /// The last few workers that left for good, and why: what `NoWorkers` errors report.
+    departures: Mutex<std::collections::VecDeque<Departure>>,
 }
+
+/// How many departures `NoWorkers` errors name (the newest).
+const DEPARTURES_KEPT: usize = 4;
 
 impl<W: Workable> Shared<W> {
     pub(crate) fn phase(&self) -> Phase {
@@ -59,6 +66,37 @@ impl<W: Workable> Shared<W> {
         self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Reports the worker's current process to the exit hook, if it was not reported yet. Call
+    /// only once that process is dead.
+    pub(crate) fn report_process_end(&self, slot: &WorkerSlot<W>) {
+        if let Some(pid) = slot.take_unreported_process() {
+            self.report_exit(WorkerExit { worker_id: slot.id, pid });
+        }
+    }
+
+    /// Calls the exit hook; a panic in it must not take the worker's serve loop down.
+    pub(crate) fn report_exit(&self, exit: WorkerExit) {
+        if let Some(hook) = &self.on_worker_exit {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(exit)));
+        }
+    }
+
+    /// Remembers that `worker` left for good, and why, for the `NoWorkers` errors that follow.
+    pub(crate) fn record_departure(&self, worker: u64, reason: String) {
+        let mut departures = self.departures.lock().unwrap_or_else(PoisonError::into_inner);
+        departures.retain(|d| d.worker != worker);
+        if departures.len() == DEPARTURES_KEPT {
+            departures.pop_front();
+        }
+        departures.push_back(Departure { worker, reason });
+    }
+
+    /// Why no worker can run a task now: the workers that left, newest last.
+    pub(crate) fn no_worker_reason(&self) -> NoWorkerReason {
+        let departures = self.departures.lock().unwrap_or_else(PoisonError::into_inner);
+        NoWorkerReason { departed: departures.iter().cloned().collect() }
+    }
+
     /// Called by each worker task as its last act.
     pub(crate) fn worker_exited(&self, slot: &WorkerSlot<W>, keep_in_registry: bool) {
         if !keep_in_registry {
@@ -68,7 +106,8 @@ impl<W: Workable> Shared<W> {
         if remaining == 0 {
             if self.phase() == Phase::Running {
                 // The last worker gave up: nothing could ever run what is queued.
-                self.fail_queued(|| TaskError::NoWorkers);
+                let reason = self.no_worker_reason();
+                self.fail_queued(|| TaskError::NoWorkers(reason.clone()));
             } else {
                 self.phase.send_replace(Phase::Stopped);
                 self.fail_queued(|| TaskError::ShutDown);
@@ -89,7 +128,10 @@ impl<W: Workable> Shared<W> {
     fn after_push(&self) {
         if self.live.load(Ordering::Acquire) == 0 {
             match self.phase() {
-                Phase::Running => self.fail_queued(|| TaskError::NoWorkers),
+                Phase::Running => {
+                    let reason = self.no_worker_reason();
+                    self.fail_queued(|| TaskError::NoWorkers(reason.clone()));
+                }
                 Phase::Stopped => self.fail_queued(|| TaskError::ShutDown),
                 Phase::Draining | Phase::Killing => {}
             }
@@ -180,7 +222,7 @@ impl<W: Workable> Supervisor<W> {
         Self::builder().build().expect("default supervisor configuration")
     }
 
-    pub(crate) fn with_config(config: Config) -> Result<Self, BuildError> {
+    pub(crate) fn with_config(config: Config, on_worker_exit: Option<WorkerExitHook>) -> Result<Self, BuildError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.runtime_threads)
             .thread_name(config.thread_name.clone())
@@ -201,6 +243,8 @@ impl<W: Workable> Supervisor<W> {
             drained: watch::Sender::new(false),
             claim_cursor: AtomicUsize::new(0),
             direct_released: Notify::new(),
+            on_worker_exit,
+            departures: Mutex::new(std::collections::VecDeque::new()),
         });
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })
@@ -277,25 +321,31 @@ impl<W: Workable> Supervisor<W> {
             };
             match started {
                 Some(Ok((worker, value))) => {
-                    slot.set_pid(worker.pid());
+                    slot.process_started(worker.pid());
                     slot.apply(WorkerEvent::Ready);
                     on_ready(Ok((id, value)));
                     // Serve on a task of its own so a panicking worker is noticed, not lost.
                     let serving = tokio::spawn(serve(worker, Arc::clone(&slot), inbox_rx, Arc::clone(&shared)));
                     if let Err(error) = serving.await {
+                        // The worker (and its process, killed on drop) went down with the task.
                         slot.mark_panicked(format!("worker task ended abnormally: {error}"));
+                        shared.report_process_end(&slot);
+                        shared.record_departure(id, format!("ended abnormally: {error}"));
                         shared.worker_exited(&slot, true);
                     }
                 }
                 Some(Err(error)) => {
                     slot.apply(WorkerEvent::Crashed);
                     slot.apply(WorkerEvent::Exited);
+                    shared.report_exit(WorkerExit { worker_id: id, pid: None });
+                    shared.record_departure(id, "never started: its setup failed".to_owned());
                     shared.worker_exited(&slot, false);
                     on_ready(Err(StartError::Failed(error)));
                 }
                 None => {
                     slot.apply(WorkerEvent::StopRequested);
                     slot.apply(WorkerEvent::Exited);
+                    shared.report_exit(WorkerExit { worker_id: id, pid: None });
                     shared.worker_exited(&slot, false);
                     on_ready(Err(StartError::ShutDown));
                 }
@@ -326,7 +376,7 @@ impl<W: Workable> Supervisor<W> {
             return Err(SubmitError::ShutDown(task));
         }
         if self.shared.live.load(Ordering::Acquire) == 0 {
-            return Err(SubmitError::NoWorkers(task));
+            return Err(SubmitError::NoWorkers(task, self.shared.no_worker_reason()));
         }
         Ok(task)
     }
@@ -356,7 +406,7 @@ impl<W: Workable> Supervisor<W> {
     ) -> Result<Ticket, SubmitError<W::Task>> {
         let task = self.check_accepting(task)?;
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options, reply, attempts: 0 };
+        let job = Job::new(task, ticket.clone(), options, reply);
         let pushed = match backpressure {
             Backpressure::Fail => self.shared.queue.try_push(job),
             Backpressure::Block(timeout) => self.shared.queue.push_blocking(job, timeout),
@@ -392,13 +442,16 @@ impl<W: Workable> Supervisor<W> {
         let task = self.check_accepting(task)?;
         let (reply, rx) = TaskHandle::<W>::channel();
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options: TaskOptions::default(), reply, attempts: 0 };
+        let job = Job::new(task, ticket.clone(), TaskOptions::default(), reply);
         let pushed = self.shared.queue.push(job).await;
         self.push_result(pushed)?;
         Ok(TaskHandle { ticket, rx })
     }
 
-    /// Sends `task` to one worker, past the queue (no backpressure); used for broadcasts.
+    /// Sends `task` to one worker, past the queue (no backpressure); used for broadcasts. Only
+    /// that worker runs it, exactly once: if a direct-lane caller holds the worker, the task
+    /// waits for it; if the worker leaves for good first (gave up, retired), the task fails
+    /// with [`TaskError::NoWorkers`] naming the worker and why; it never runs elsewhere.
     ///
     /// # Errors
     /// [`SubmitError::UnknownWorker`] when that worker is not live, [`SubmitError::ShutDown`].
@@ -415,8 +468,15 @@ impl<W: Workable> Supervisor<W> {
             return Err(SubmitError::UnknownWorker(task));
         };
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options, reply, attempts: 0 };
-        slot.inbox.send(job).map_err(|e| SubmitError::UnknownWorker(e.0.task))?;
+        let mut job = Job::new(task, ticket.clone(), options, reply);
+        job.addressed = true;
+        // Counted before it is sent, so a direct-lane caller that sees the inbox empty cannot
+        // take the worker from under it more than once.
+        slot.addressed_waiting.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = slot.inbox.send(job) {
+            slot.addressed_waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::UnknownWorker(e.0.task));
+        }
         Ok(ticket)
     }
 
@@ -445,7 +505,10 @@ impl<W: Workable> Supervisor<W> {
         let slots = self.shared.slots();
         let start = self.shared.claim_cursor.fetch_add(1, Ordering::Relaxed);
         (0..slots.len()).map(|i| &slots[(start + i) % slots.len()]).find_map(|slot| {
-            if slot.state() != crate::WorkerState::Idle || slot.is_retiring() {
+            if slot.state() != crate::WorkerState::Idle
+                || slot.is_retiring()
+                || slot.addressed_waiting.load(Ordering::Acquire) > 0
+            {
                 return None;
             }
             let lane = slot.lane()?;
@@ -458,7 +521,8 @@ impl<W: Workable> Supervisor<W> {
         })
     }
 
-    /// Asks worker `id` to leave after its current task (its queued work goes to the others).
+    /// Asks worker `id` to leave after its current task (work the dispatcher gave it goes to the
+    /// others; tasks addressed to it that it has not started fail with [`TaskError::NoWorkers`]).
     /// Returns whether such a live worker existed.
     pub fn retire_worker(&self, id: u64) -> bool {
         let slot = self.shared.slots().iter().find(|s| s.id == id && s.state().is_live()).cloned();

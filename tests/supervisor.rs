@@ -112,22 +112,103 @@ fn task_errors_and_fatal_responses() {
 }
 
 #[test]
-fn crash_loop_stops_at_the_restart_intensity_and_fails_queued_tasks() {
+fn task_crashes_never_exhaust_the_restart_intensity() {
+    // Each crash consumed its task: the pool made progress, so none counts toward giving up
+    // (it used to: three crashing tasks ended this pool for good).
     let pool = Supervisor::<Sleeper>::builder().restart_intensity(2, Duration::from_secs(60)).build().unwrap();
-    sleepers(&pool, 1);
-    for _ in 0..2 {
+    let starts = sleepers(&pool, 1);
+    for _ in 0..10 {
         assert!(matches!(pool.try_submit(999).unwrap().wait(), Err(TaskError::WorkerCrashed { .. })));
     }
-    let last = pool.try_submit(999).unwrap();
-    assert!(matches!(last.wait(), Err(TaskError::WorkerCrashed { .. })));
-    // Third crash within the window: the worker stays failed and nothing can run any more.
-    eventually("the worker to give up", || {
-        pool.workers()[0].last_error.as_deref().is_some_and(|e| e.contains("gave up"))
-    });
+    assert_eq!(pool.try_submit(0).unwrap().wait().unwrap(), (0, 1), "still serving, on a fresh worker");
+    eventually("every restart", || starts.load(Ordering::SeqCst) == 10);
+    assert_eq!(pool.workers()[0].restarts, 10);
+}
+
+#[test]
+fn a_clean_exit_during_a_task_is_a_crash_and_the_worker_comes_back() {
+    /// Task 0 "exits with status 0" mid-task, as `sys.exit(0)` inside `execute` does.
+    struct ExitsCleanly;
+    impl Workable for ExitsCleanly {
+        type Task = u8;
+        type Output = u8;
+        type Error = ();
+        async fn process(&mut self, task: u8) -> Response<Self> {
+            if task == 0 {
+                let mut fault = worker_pool::WorkerFault::new("worker process died while running a task");
+                fault.exit_code = Some(0);
+                return Response::Fatal(fault);
+            }
+            Response::Complete(Ok(task))
+        }
+    }
+    let pool = Supervisor::<ExitsCleanly>::builder().build().unwrap();
+    pool.add_worker(ExitsCleanly);
+    for _ in 0..3 {
+        let crashed = pool.try_submit(0).unwrap().wait();
+        assert!(matches!(crashed, Err(TaskError::WorkerCrashed { worker: 0, ref fault }) if fault.exit_code == Some(0)));
+        assert_eq!(pool.try_submit(7).unwrap().wait().unwrap(), 7, "a one-worker pool keeps serving");
+    }
+    assert_eq!(pool.workers()[0].restarts, 3);
+}
+
+/// Crashes on task 999; its restarts always fail ("crashed in spawn"). Reports a pid per
+/// incarnation.
+struct BadRestart {
+    incarnation: u32,
+}
+
+impl Workable for BadRestart {
+    type Task = u64;
+    type Output = u64;
+    type Error = ();
+    async fn process(&mut self, task: u64) -> Response<Self> {
+        match task {
+            999 => Response::Fatal(worker_pool::WorkerFault::new("boom")),
+            _ => Response::Complete(Ok(task)),
+        }
+    }
+    async fn restart(&mut self) -> Result<(), worker_pool::WorkerFault> {
+        self.incarnation += 1;
+        Err(worker_pool::WorkerFault::new(format!("no gpu (attempt {})", self.incarnation)))
+    }
+    fn pid(&self) -> Option<u32> {
+        Some(100 + self.incarnation)
+    }
+}
+
+#[test]
+fn a_spawn_crash_loop_backs_off_gives_up_and_every_error_names_why() {
+    let exits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook_exits = Arc::clone(&exits);
+    let pool = Supervisor::<BadRestart>::builder()
+        .restart_intensity(3, Duration::from_secs(60))
+        .on_worker_exit(move |exit| hook_exits.lock().unwrap().push(exit))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    pool.add_worker(BadRestart { incarnation: 0 });
+    let crashing = pool.try_submit(999).unwrap();
+    let queued = pool.try_submit(1).unwrap();
+    assert!(matches!(crashing.wait(), Err(TaskError::WorkerCrashed { .. })));
+    // The restart after the task crash is free; the four failed setups that follow are the
+    // crash loop: three restarts within the intensity, the fourth failure gives up.
+    let Err(TaskError::NoWorkers(reason)) = queued.wait() else { panic!("the queued task fails with the cause") };
+    let text = reason.to_string();
+    assert_eq!(text, "worker 0 gave up: crashed in spawn 4 times in 60 s; last error: no gpu (attempt 4)");
+    assert!(started.elapsed() >= Duration::from_millis(10 + 20 + 40), "backed off between attempts");
+    match pool.try_submit(2) {
+        Err(SubmitError::NoWorkers(2, later)) => assert_eq!(later, reason, "later submits say the same"),
+        other => panic!("{other:?}"),
+    }
     let info = &pool.workers()[0];
-    assert_eq!(info.state, WorkerState::Failed);
-    assert!(info.last_error.as_deref().unwrap().contains("gave up"));
-    assert!(matches!(pool.try_submit(0), Err(SubmitError::NoWorkers(0))));
+    assert_eq!((info.state, info.restarts), (WorkerState::Failed, 4));
+    assert!(info.last_error.as_deref().unwrap().contains("crashed in spawn 4 times"));
+    // The first process (pid 100) once, then each failed setup once, without a pid.
+    let exits = exits.lock().unwrap().clone();
+    let pids: Vec<Option<u32>> = exits.iter().map(|e| e.pid).collect();
+    assert_eq!(pids, [Some(100), None, None, None, None]);
+    assert!(exits.iter().all(|e| e.worker_id == 0));
 }
 
 #[test]
@@ -267,7 +348,12 @@ fn a_panicking_worker_is_marked_failed_not_lost() {
     pool.add_worker(Panicky);
     assert!(pool.try_submit(()).unwrap().wait().is_err());
     eventually("the worker to be marked failed", || pool.workers()[0].state == WorkerState::Failed);
-    assert!(matches!(pool.try_submit(()), Err(SubmitError::NoWorkers(()))));
+    match pool.try_submit(()) {
+        Err(SubmitError::NoWorkers((), reason)) => {
+            assert!(reason.to_string().starts_with("worker 0 ended abnormally"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 // ---- real processes --------------------------------------------------------------------
