@@ -98,8 +98,15 @@ pub(crate) async fn serve<W: Workable>(
     let mut held = VecDeque::new();
     slot.set_lane(worker.lane());
     let exit = loop {
-        if slot.is_retiring() && slot.state() != WorkerState::Busy {
-            break Exit::Retire;
+        if slot.is_retiring() {
+            if slot.state() != WorkerState::Busy {
+                break Exit::Retire;
+            }
+            // A direct call holds the worker: it leaves once that call ends.
+            if !wait_for_release(&slot, &mut phase).await {
+                break Exit::Kill;
+            }
+            continue;
         }
         // Busy here means a direct-lane caller holds the worker: announce it all the same, the
         // dispatcher keeps it listed and uses it once it is idle again.
@@ -145,6 +152,11 @@ pub(crate) async fn serve<W: Workable>(
                 // otherwise it died while idle.
                 let stage = if slot.take_claim_fault().is_some() { FailureStage::Task } else { FailureStage::Idle };
                 Failure { fault, stage }
+            }
+            Wake::Job(job) if slot.is_retiring() => {
+                // Leaving: it runs nothing more (the loop's top fails or hands the job on).
+                held.push_front(job);
+                continue;
             }
             Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
                 JobEnd::Idle if needs_recycling(&worker, &slot, config) => match recycle(&mut worker, &slot, &shared).await

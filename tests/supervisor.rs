@@ -678,3 +678,137 @@ fn slow_tasks_are_never_batched() {
     let workers = pool.workers();
     assert!(workers.iter().all(|w| w.batches == 0 && w.tasks_done >= 2), "both workers took turns: {workers:?}");
 }
+
+// ---- the exit hook and addressed tasks ---------------------------------------------------
+
+type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A worker whose incarnations have pids `base`, `base + 1`, ...; logs each start. Task 999
+/// crashes it; other tasks sleep that many milliseconds and answer with the pid. Has a (dummy)
+/// direct lane, so calls can claim it.
+struct Lives {
+    base: u32,
+    incarnation: u32,
+    log: Log,
+}
+
+impl Lives {
+    fn new(base: u32, log: &Log) -> Self {
+        Self { base, incarnation: 0, log: Arc::clone(log) }
+    }
+}
+
+impl Workable for Lives {
+    type Task = u64;
+    type Output = u32;
+    type Error = ();
+    async fn process(&mut self, task: u64) -> Response<Self> {
+        if task == 999 {
+            return Response::Fatal(worker_pool::WorkerFault::new("boom"));
+        }
+        tokio::time::sleep(Duration::from_millis(task)).await;
+        Response::Complete(Ok(self.base + self.incarnation))
+    }
+    async fn restart(&mut self) -> Result<(), worker_pool::WorkerFault> {
+        self.incarnation += 1;
+        self.log.lock().unwrap().push(format!("start {}", self.base + self.incarnation));
+        Ok(())
+    }
+    fn pid(&self) -> Option<u32> {
+        Some(self.base + self.incarnation)
+    }
+    fn lane(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        Some(Arc::new(()))
+    }
+}
+
+fn logged(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}
+
+#[test]
+fn the_exit_hook_hears_of_every_process_once_before_its_replacement_starts() {
+    let log: Log = Arc::default();
+    let hook_log = Arc::clone(&log);
+    let pool = Supervisor::<Lives>::builder()
+        .max_tasks_per_worker(3)
+        .on_worker_exit(move |e| hook_log.lock().unwrap().push(format!("exit {}:{}", e.worker_id, e.pid.unwrap())))
+        .build()
+        .unwrap();
+    pool.add_worker(Lives::new(100, &log));
+    // A crash.
+    assert!(matches!(pool.try_submit(999).unwrap().wait(), Err(TaskError::WorkerCrashed { .. })));
+    eventually("the restart", || logged(&log).len() == 2);
+    // A timeout.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let options = worker_pool::TaskOptions { timeout: Some(Duration::from_millis(10)) };
+    let reply: worker_pool::ReplyFn<Lives> = Box::new(move |outcome| tx.send(outcome).unwrap());
+    pool.submit_with(60_000, options, reply, worker_pool::Backpressure::Fail).unwrap();
+    assert!(matches!(rx.recv().unwrap(), Err(TaskError::TimedOut(_))));
+    eventually("the restart", || logged(&log).len() == 4);
+    // A kill to cancel a running task.
+    let running = pool.try_submit(60_000).unwrap();
+    eventually("the task to start", || running.ticket().started());
+    assert!(running.ticket().cancel_or_kill());
+    assert!(matches!(running.wait(), Err(TaskError::Cancelled)));
+    eventually("the restart", || logged(&log).len() == 6);
+    // Recycling after three tasks.
+    for _ in 0..3 {
+        assert_eq!(pool.try_submit(0).unwrap().wait().unwrap(), 103);
+    }
+    eventually("the recycle", || logged(&log).len() == 8);
+    // Retirement, then a kill of the pool.
+    pool.add_worker(Lives::new(200, &log));
+    assert!(pool.retire_worker(0));
+    eventually("the retirement", || pool.live_worker_ids() == [1]);
+    pool.shutdown(ShutdownMode::Kill);
+    assert!(pool.wait_stopped(Duration::from_secs(10)));
+    let expected = [
+        "exit 0:100", "start 101", "exit 0:101", "start 102", "exit 0:102", "start 103", "exit 0:103", "start 104",
+        "exit 0:104", "exit 1:200",
+    ];
+    assert_eq!(logged(&log), expected, "each process reported once, before its replacement started");
+}
+
+#[test]
+fn a_broadcast_reaches_a_worker_held_by_a_direct_call_exactly_once() {
+    let log: Log = Arc::default();
+    let pool = Supervisor::<Lives>::builder().build().unwrap();
+    for base in [100, 200, 300] {
+        pool.add_worker(Lives::new(base, &log));
+    }
+    eventually("three idle workers", || pool.workers().iter().all(|w| w.state == WorkerState::Idle));
+    for round in 0..20 {
+        let claim = pool.claim_idle().expect("an idle worker to claim");
+        let held = claim.worker_id();
+        let replies = pool.broadcast(&0);
+        assert_eq!(replies.len(), 3);
+        let (mine, others): (Vec<_>, Vec<_>) = replies.into_iter().partition(|(id, _)| *id == held);
+        // The other workers answer while the claim is held, each for itself.
+        for (id, handle) in others {
+            assert_eq!(handle.wait().unwrap(), 100 * (id as u32 + 1), "round {round}: worker {id} answered");
+        }
+        if let Some(other) = pool.claim_idle() {
+            assert_ne!(other.worker_id(), held, "a direct call cannot take it again first");
+            other.finish(None);
+        }
+        claim.finish(None);
+        let (_, handle) = mine.into_iter().next().unwrap();
+        assert_eq!(handle.wait().unwrap(), 100 * (held as u32 + 1), "round {round}: the held worker ran its own");
+    }
+    // A worker that leaves before running what was addressed to it: the task fails naming it.
+    let claim = pool.claim_idle().unwrap();
+    let held = claim.worker_id();
+    let replies = pool.broadcast(&0);
+    assert!(pool.retire_worker(held));
+    claim.finish(None);
+    for (id, handle) in replies {
+        match handle.wait() {
+            Err(TaskError::NoWorkers(reason)) if id == held => {
+                assert_eq!(reason.to_string(), format!("worker {held} retired"));
+            }
+            Ok(pid) if id != held => assert_eq!(pid, 100 * (id as u32 + 1)),
+            other => panic!("worker {id}: {other:?}"),
+        }
+    }
+}
