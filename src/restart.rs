@@ -311,7 +311,7 @@ mod tests {
         p.served();
         // The first failure left the window; the streak started over.
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(p.failed(FailureStage::Idle, true, later), RestartDecision::Restart(BACKOFF_FIRST));
+        assert_eq!(p.failed(FailureStage::Idle, false, later), RestartDecision::Restart(BACKOFF_FIRST));
         // Three within 10 s: the third gives up, naming both kinds.
         let mixed = p.failed(FailureStage::Setup, false, later);
         assert!(matches!(mixed, RestartDecision::Leave(ref why) if why == "gave up: crashed in spawn or while idle 3 times in 10 s"), "{mixed:?}");
