@@ -312,8 +312,9 @@ mod tests {
         // The first failure left the window; the streak started over.
         let later = t0 + Duration::from_secs(10);
         assert_eq!(p.failed(FailureStage::Idle, false, later), RestartDecision::Restart(BACKOFF_FIRST));
+        assert_eq!(p.failed(FailureStage::Setup, false, later), RestartDecision::Restart(BACKOFF_FIRST * 2));
         // Three within 10 s: the third gives up, naming both kinds.
-        let mixed = p.failed(FailureStage::Setup, false, later);
+        let mixed = p.failed(FailureStage::Setup, false, later + Duration::from_secs(1));
         assert!(matches!(mixed, RestartDecision::Leave(ref why) if why == "gave up: crashed in spawn or while idle 3 times in 10 s"), "{mixed:?}");
         let mut idle = RestartPacer::new(RestartPolicy::Always, 0, Duration::from_millis(1500));
         assert_eq!(idle.failed(FailureStage::Idle, true, t0), RestartDecision::Leave("gave up: died while idle 1 times in 1.5 s".into()));
