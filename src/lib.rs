@@ -40,6 +40,7 @@ pub mod process;
 mod queue;
 mod restart;
 mod serve;
+mod shared;
 pub mod shm;
 mod shutdown;
 mod slot;

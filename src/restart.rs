@@ -82,7 +82,6 @@ impl RestartIntensity {
     }
 }
 
-
 /// The first backoff delay after a failure without progress.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(10);
 /// The longest backoff delay.
@@ -315,9 +314,15 @@ mod tests {
         assert_eq!(p.failed(FailureStage::Setup, false, later), RestartDecision::Restart(BACKOFF_FIRST * 2));
         // Three within 10 s: the third gives up, naming both kinds.
         let mixed = p.failed(FailureStage::Setup, false, later + Duration::from_secs(1));
-        assert!(matches!(mixed, RestartDecision::Leave(ref why) if why == "gave up: crashed in spawn or while idle 3 times in 10 s"), "{mixed:?}");
+        assert!(
+            matches!(mixed, RestartDecision::Leave(ref why) if why == "gave up: crashed in spawn or while idle 3 times in 10 s"),
+            "{mixed:?}"
+        );
         let mut idle = RestartPacer::new(RestartPolicy::Always, 0, Duration::from_millis(1500));
-        assert_eq!(idle.failed(FailureStage::Idle, true, t0), RestartDecision::Leave("gave up: died while idle 1 times in 1.5 s".into()));
+        assert_eq!(
+            idle.failed(FailureStage::Idle, true, t0),
+            RestartDecision::Leave("gave up: died while idle 1 times in 1.5 s".into())
+        );
     }
 
     #[test]

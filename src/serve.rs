@@ -159,11 +159,12 @@ pub(crate) async fn serve<W: Workable>(
                 continue;
             }
             Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
-                JobEnd::Idle if needs_recycling(&worker, &slot, config) => match recycle(&mut worker, &slot, &shared).await
-                {
-                    Ok(()) => continue,
-                    Err(fault) => Failure { fault, stage: FailureStage::Setup },
-                },
+                JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
+                    match recycle(&mut worker, &slot, &shared).await {
+                        Ok(()) => continue,
+                        Err(fault) => Failure { fault, stage: FailureStage::Setup },
+                    }
+                }
                 JobEnd::Idle => continue,
                 JobEnd::Deferred => {
                     if !wait_for_release(&slot, &mut phase).await {
