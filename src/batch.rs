@@ -231,7 +231,8 @@ pub(crate) async fn run<W: Workable>(
         slot.apply(event);
         let mut unstarted = Vec::with_capacity(handed.len() + 1);
         match h.spare.take() {
-            Some(spare) if may_retry && h.attempts < crash_retries => {
+            // Never for a task addressed to this worker: it runs there once or not at all.
+            Some(spare) if may_retry && h.attempts < crash_retries && !h.addressed => {
                 let attempts = h.attempts + 1;
                 unstarted.push(h.requeued(spare, attempts));
             }

@@ -20,9 +20,14 @@ pub struct Config {
     pub thread_name: String,
     /// Default deadline of a task (`None`: no deadline).
     pub task_timeout: Option<Duration>,
-    /// When a worker that died is restarted.
+    /// When a worker that died is restarted. A worker that a task crashed (whatever its exit
+    /// code) comes back under any policy but [`RestartPolicy::Never`]; the clean-exit rule of
+    /// [`RestartPolicy::OnFailure`] applies only to exits while no task runs.
     pub restart_policy: RestartPolicy,
-    /// At most this many restarts of one worker within [`Config::restart_window`].
+    /// A worker that fails without serving (its setup crashes, or it dies while idle) more than
+    /// this many times within [`Config::restart_window`] gives up (see [`crate::RestartPacer`]).
+    /// Crashes during a task never count: they consumed their task, so bad input cannot use
+    /// the restarts up.
     pub max_restarts: u32,
     /// The window of [`Config::max_restarts`].
     pub restart_window: Duration,
@@ -142,7 +147,9 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Allows `max_restarts` restarts of one worker within `window`.
+    /// Lets a worker that keeps failing without serving (setup or idle crashes) restart
+    /// `max_restarts` times within `window`, with backoff, before it gives up; crashes during
+    /// a task do not count.
     #[must_use]
     pub fn restart_intensity(mut self, max_restarts: u32, window: Duration) -> Self {
         self.config.max_restarts = max_restarts;
