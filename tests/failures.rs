@@ -259,3 +259,59 @@ fn a_spawn_crash_loop_backs_off_gives_up_and_every_error_names_why() {
     assert_eq!(pids, [Some(100), None, None, None, None]);
     assert!(exits.iter().all(|e| e.worker_id == 0));
 }
+
+#[test]
+fn a_worker_that_keeps_dying_while_idle_backs_off_then_gives_up() {
+    /// Starts fine, then dies while idle, every time (restarts succeed).
+    struct DiesIdle {
+        incarnation: u32,
+    }
+    impl Workable for DiesIdle {
+        type Task = ();
+        type Output = ();
+        type Error = ();
+        async fn process(&mut self, (): ()) -> Response<Self> {
+            Response::Complete(Ok(()))
+        }
+        async fn restart(&mut self) -> Result<(), worker_pool::WorkerFault> {
+            self.incarnation += 1;
+            Ok(())
+        }
+        async fn terminated(&mut self) -> worker_pool::WorkerFault {
+            worker_pool::WorkerFault::new(format!("died while idle (incarnation {})", self.incarnation))
+        }
+        fn pid(&self) -> Option<u32> {
+            Some(500 + self.incarnation)
+        }
+    }
+    let exits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook_exits = Arc::clone(&exits);
+    let pool = Supervisor::<DiesIdle>::builder()
+        .on_worker_exit(move |exit| hook_exits.lock().unwrap().push(exit.pid))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    pool.add_worker(DiesIdle { incarnation: 0 });
+    // (Between restarts it is `Failed` too, waiting out its backoff.)
+    eventually("the worker to give up", || {
+        pool.workers()[0].last_error.as_deref().is_some_and(|e| e.starts_with("gave up"))
+    });
+    // Backoff before each of the five restarts: 10 + 20 + 40 + 80 + 160 ms.
+    assert!(started.elapsed() >= Duration::from_millis(310));
+    let info = &pool.workers()[0];
+    assert_eq!((info.state, info.restarts), (WorkerState::Failed, 5));
+    let expected = "gave up: died while idle 6 times in 60 s; last error: died while idle (incarnation 5)";
+    assert_eq!(info.last_error.as_deref(), Some(expected));
+    // Refused at once, or (if it raced the worker's last steps) failed once it is gone.
+    let reason = match pool.try_submit(()) {
+        Err(SubmitError::NoWorkers((), reason)) => reason,
+        Ok(handle) => match handle.wait() {
+            Err(TaskError::NoWorkers(reason)) => reason,
+            other => panic!("{other:?}"),
+        },
+        Err(other) => panic!("{other:?}"),
+    };
+    assert_eq!(reason.to_string(), format!("worker 0 {expected}"));
+    let pids = exits.lock().unwrap().clone();
+    assert_eq!(pids, [500, 501, 502, 503, 504, 505].map(Some), "each incarnation reported once");
+}
