@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::error::{TaskError, WorkerFault};
 use crate::job::{Job, ReplyFn, TaskOptions, Ticket};
+use crate::restart::FailureStage;
 use crate::shutdown::Phase;
 use crate::slot::WorkerSlot;
 use crate::state::WorkerEvent;
@@ -52,8 +53,10 @@ pub(crate) enum BatchEnd<W: Workable> {
     /// Every task was answered; the worker is idle.
     Idle,
     /// The worker failed (crashed, timed out, or was killed to cancel a task); `unstarted`
-    /// never ran and must be queued again.
-    Failed { fault: WorkerFault, unstarted: Vec<Job<W>> },
+    /// never ran and must be queued again (or, if addressed to this worker, kept for it).
+    /// `stage` says whether a task was running (it was consumed) or the worker was found dead
+    /// before any task reached it.
+    Failed { fault: WorkerFault, unstarted: Vec<Job<W>>, stage: FailureStage },
     /// The pool is being killed; every task was answered with [`TaskError::ShutDown`].
     Killed,
 }
@@ -88,21 +91,23 @@ struct Handed<W: Workable> {
     options: TaskOptions,
     reply: ReplyFn<W>,
     attempts: u32,
+    addressed: bool,
 }
 
 impl<W: Workable> Handed<W> {
     /// A task to run alone; copied only when a crash may send it elsewhere (opt-in: a task that
     /// crashes its worker may crash the next one too).
+    /// A task addressed to this worker is never retried: no other worker may run it.
     fn alone(job: Job<W>, crash_retries: u32) -> Self {
-        let Job { task, ticket, options, reply, attempts } = job;
-        let spare = if attempts < crash_retries { W::clone_task(&task) } else { None };
-        Self { task: Some(task), spare, ticket, options, reply, attempts }
+        let Job { task, ticket, options, reply, attempts, addressed } = job;
+        let spare = if attempts < crash_retries && !addressed { W::clone_task(&task) } else { None };
+        Self { task: Some(task), spare, ticket, options, reply, attempts, addressed }
     }
 
     /// Back to a queued job, with `task` (the one that came back, or the spare copy).
     fn requeued(self, task: W::Task, attempts: u32) -> Job<W> {
         self.ticket.requeue();
-        Job { task, ticket: self.ticket, options: self.options, reply: self.reply, attempts }
+        Job { task, ticket: self.ticket, options: self.options, reply: self.reply, attempts, addressed: self.addressed }
     }
 
     /// Back to a queued job: it was handed over but never started.
@@ -202,7 +207,7 @@ pub(crate) async fn run<W: Workable>(
                 let attempts = h.attempts;
                 let mut unstarted = vec![h.requeued(task, attempts)];
                 unstarted.extend(handed.into_iter().map(Handed::unstarted));
-                return BatchEnd::Failed { fault, unstarted };
+                return BatchEnd::Failed { fault, unstarted, stage: FailureStage::Idle };
             }
             Ran::Fatal(fault) => {
                 let error = TaskError::WorkerCrashed { worker: slot.id, fault: fault.clone() };
@@ -226,14 +231,15 @@ pub(crate) async fn run<W: Workable>(
         slot.apply(event);
         let mut unstarted = Vec::with_capacity(handed.len() + 1);
         match h.spare.take() {
-            Some(spare) if may_retry && h.attempts < crash_retries => {
+            // Never for a task addressed to this worker: it runs there once or not at all.
+            Some(spare) if may_retry && h.attempts < crash_retries && !h.addressed => {
                 let attempts = h.attempts + 1;
                 unstarted.push(h.requeued(spare, attempts));
             }
             _ => h.answer(Err(error)),
         }
         unstarted.extend(handed.into_iter().map(Handed::unstarted));
-        return BatchEnd::Failed { fault, unstarted };
+        return BatchEnd::Failed { fault, unstarted, stage: FailureStage::Task };
     }
     BatchEnd::Idle
 }
@@ -294,12 +300,12 @@ fn take_share<W: Workable>(worker: &mut W, slot: &WorkerSlot<W>, shared: &Shared
 
 /// Hands `job` to the worker, keeping a copy of its task; gives the job back if it cannot.
 fn hand_over<W: Workable>(worker: &mut W, job: Job<W>) -> Result<Handed<W>, Job<W>> {
-    let Job { task, ticket, options, reply, attempts } = job;
+    let Job { task, ticket, options, reply, attempts, addressed } = job;
     let Some(spare) = W::clone_task(&task) else {
-        return Err(Job { task, ticket, options, reply, attempts });
+        return Err(Job { task, ticket, options, reply, attempts, addressed });
     };
     match worker.try_send(task) {
-        Ok(()) => Ok(Handed { task: None, spare: Some(spare), ticket, options, reply, attempts }),
-        Err(task) => Err(Job { task, ticket, options, reply, attempts }),
+        Ok(()) => Ok(Handed { task: None, spare: Some(spare), ticket, options, reply, attempts, addressed }),
+        Err(task) => Err(Job { task, ticket, options, reply, attempts, addressed }),
     }
 }

@@ -1,5 +1,6 @@
 //! Supervisor configuration and its builder.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balance::LoadBalancing;
@@ -19,9 +20,14 @@ pub struct Config {
     pub thread_name: String,
     /// Default deadline of a task (`None`: no deadline).
     pub task_timeout: Option<Duration>,
-    /// When a worker that died is restarted.
+    /// When a worker that died is restarted. A worker that a task crashed (whatever its exit
+    /// code) comes back under any policy but [`RestartPolicy::Never`]; the clean-exit rule of
+    /// [`RestartPolicy::OnFailure`] applies only to exits while no task runs.
     pub restart_policy: RestartPolicy,
-    /// At most this many restarts of one worker within [`Config::restart_window`].
+    /// A worker that fails without serving (its setup crashes, or it dies while idle) more than
+    /// this many times within [`Config::restart_window`] gives up (see [`crate::RestartPacer`]).
+    /// Crashes during a task never count: they consumed their task, so bad input cannot use
+    /// the restarts up.
     pub max_restarts: u32,
     /// The window of [`Config::max_restarts`].
     pub restart_window: Duration,
@@ -54,6 +60,19 @@ impl Default for Config {
     }
 }
 
+/// A worker process that ended, handed to the [`SupervisorBuilder::on_worker_exit`] hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerExit {
+    /// The worker's id (it keeps its id across restarts).
+    pub worker_id: u64,
+    /// The process that ended; `None` when the worker has no process, or the process never
+    /// finished its setup (the supervisor never learnt its pid).
+    pub pid: Option<u32>,
+}
+
+/// The callback of [`SupervisorBuilder::on_worker_exit`].
+pub(crate) type WorkerExitHook = Arc<dyn Fn(WorkerExit) + Send + Sync>;
+
 /// Builds a [`Supervisor`], checking the configuration first.
 ///
 /// ```
@@ -71,9 +90,19 @@ impl Default for Config {
 /// pool.add_worker(Doubler);
 /// assert_eq!(pool.try_submit(21).unwrap().wait().unwrap(), 42);
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SupervisorBuilder {
     config: Config,
+    on_worker_exit: Option<WorkerExitHook>,
+}
+
+impl std::fmt::Debug for SupervisorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorBuilder")
+            .field("config", &self.config)
+            .field("on_worker_exit", &self.on_worker_exit.is_some())
+            .finish()
+    }
 }
 
 impl SupervisorBuilder {
@@ -118,7 +147,9 @@ impl SupervisorBuilder {
         self
     }
 
-    /// Allows `max_restarts` restarts of one worker within `window`.
+    /// Lets a worker that keeps failing without serving (setup or idle crashes) restart
+    /// `max_restarts` times within `window`, with backoff, before it gives up; crashes during
+    /// a task do not count.
     #[must_use]
     pub fn restart_intensity(mut self, max_restarts: u32, window: Duration) -> Self {
         self.config.max_restarts = max_restarts;
@@ -154,6 +185,18 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Calls `hook` once for every worker process that ended, whatever the reason: a crash, a
+    /// task timeout or kill, recycling, retirement, shutdown, giving up, or a setup (first
+    /// start or restart) that failed. It runs on the supervisor's runtime after the process is
+    /// known to be dead (killed and reaped) and before its replacement starts, so whatever the
+    /// process held (e.g. rate-limit permits) can be given back before a new one asks. It must
+    /// return quickly and not block; a panic in it is caught and ignored.
+    #[must_use]
+    pub fn on_worker_exit(mut self, hook: impl Fn(WorkerExit) + Send + Sync + 'static) -> Self {
+        self.on_worker_exit = Some(Arc::new(hook));
+        self
+    }
+
     /// Replaces the whole configuration.
     #[must_use]
     pub fn config(mut self, config: Config) -> Self {
@@ -179,6 +222,6 @@ impl SupervisorBuilder {
         if c.task_timeout == Some(Duration::ZERO) {
             return Err(BuildError::InvalidOption { option: "task_timeout", expected: "positive" });
         }
-        Supervisor::with_config(self.config)
+        Supervisor::with_config(self.config, self.on_worker_exit)
     }
 }

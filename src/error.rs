@@ -65,9 +65,63 @@ pub enum TaskError<E> {
     /// The pool shut down before the task could run.
     #[error("pool shut down before the task ran")]
     ShutDown,
-    /// No worker is left that could run the task (none spawned, or all failed for good).
-    #[error("no live worker can run the task")]
-    NoWorkers,
+    /// No worker is left that could run the task: none was started, every one left for good,
+    /// or the one worker it was addressed to left. The reason says which and why.
+    #[error("no worker can run the task: {0}")]
+    NoWorkers(NoWorkerReason),
+}
+
+/// One worker that left the pool for good, and why (e.g. `"gave up: crashed in spawn 6 times
+/// in 60 s; last error: ..."`, `"retired"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Departure {
+    /// The worker's id.
+    pub worker: u64,
+    /// Why it left, as a lowercase sentence.
+    pub reason: String,
+}
+
+impl fmt::Display for Departure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker {} {}", self.worker, self.reason)
+    }
+}
+
+/// Why no worker can run a task: the workers that left for good, newest last (a few at most),
+/// or none when no worker was ever started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NoWorkerReason {
+    /// The workers that left, newest last; empty when none was started.
+    pub departed: Vec<Departure>,
+}
+
+impl NoWorkerReason {
+    /// The reason for a task addressed to one worker that left.
+    #[must_use]
+    pub fn departed(worker: u64, reason: impl Into<String>) -> Self {
+        Self { departed: vec![Departure { worker, reason: reason.into() }] }
+    }
+
+    /// Whether no worker was ever started (as opposed to every worker having left).
+    #[must_use]
+    pub fn none_started(&self) -> bool {
+        self.departed.is_empty()
+    }
+}
+
+impl fmt::Display for NoWorkerReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.departed.is_empty() {
+            return f.write_str("no worker is running (none was started)");
+        }
+        for (i, departure) in self.departed.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{departure}")?;
+        }
+        Ok(())
+    }
 }
 
 /// [`crate::Supervisor::submit_with`] (or another submit method) could not queue the task; the task is handed back.
@@ -79,9 +133,10 @@ pub enum SubmitError<T> {
     /// The pool is shutting down or shut down.
     #[error("cannot schedule new tasks after shutdown")]
     ShutDown(T),
-    /// No worker is running or starting, so the task could never run.
-    #[error("no worker is running: spawn one first")]
-    NoWorkers(T),
+    /// No worker is running or starting, so the task could never run; the reason says why
+    /// (none was started, or each one left and why).
+    #[error("no worker can run the task: {1}")]
+    NoWorkers(T, NoWorkerReason),
     /// The target worker does not exist or has stopped.
     #[error("no such worker")]
     UnknownWorker(T),
@@ -93,7 +148,7 @@ impl<T> SubmitError<T> {
         match self {
             SubmitError::Full(t)
             | SubmitError::ShutDown(t)
-            | SubmitError::NoWorkers(t)
+            | SubmitError::NoWorkers(t, _)
             | SubmitError::UnknownWorker(t) => t,
         }
     }

@@ -104,9 +104,18 @@ pub(crate) struct Job<W: Workable> {
     pub(crate) reply: ReplyFn<W>,
     /// Runs already cut short by a crash (see `Config::crash_retries`).
     pub(crate) attempts: u32,
+    /// Addressed to one worker (a broadcast or per-worker call, see `Supervisor::submit_to`):
+    /// only that worker runs it, exactly once; it never enters the shared queue, and fails with
+    /// `NoWorkers` naming the worker if that worker leaves first.
+    pub(crate) addressed: bool,
 }
 
 impl<W: Workable> Job<W> {
+    /// A job for any worker (it goes through the shared queue).
+    pub(crate) fn new(task: W::Task, ticket: Ticket, options: TaskOptions, reply: ReplyFn<W>) -> Self {
+        Self { task, ticket, options, reply, attempts: 0, addressed: false }
+    }
+
     pub(crate) fn fail(self, error: TaskError<W::Error>) {
         (self.reply)(Err(error));
     }

@@ -40,6 +40,7 @@ pub mod process;
 mod queue;
 mod restart;
 mod serve;
+mod shared;
 pub mod shm;
 mod shutdown;
 mod slot;
@@ -51,10 +52,12 @@ mod workable;
 mod python;
 
 pub use crate::balance::{Balancer, Candidate, LoadBalancing, UnknownBalancer};
-pub use crate::config::{Config, SupervisorBuilder};
-pub use crate::error::{BuildError, StartError, SubmitError, TaskError, WorkerFault};
+pub use crate::config::{Config, SupervisorBuilder, WorkerExit};
+pub use crate::error::{BuildError, Departure, NoWorkerReason, StartError, SubmitError, TaskError, WorkerFault};
 pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};
-pub use crate::restart::{RestartIntensity, RestartPolicy};
+pub use crate::restart::{
+    FailureStage, RestartDecision, RestartIntensity, RestartPacer, RestartPolicy, BACKOFF_FIRST, BACKOFF_MAX,
+};
 pub use crate::shutdown::ShutdownMode;
 pub use crate::slot::WorkerInfo;
 pub use crate::state::{transition, InvalidTransition, WorkerEvent, WorkerState};

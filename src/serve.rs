@@ -1,6 +1,13 @@
 //! The loop each worker runs on the supervisor's runtime: take a task, run it, handle what
 //! went wrong, restart or retire. It alone moves its worker through the state machine.
+//!
+//! Two promises are kept here. A job addressed to this worker (a broadcast or per-worker call)
+//! runs on it exactly once or fails naming it: it waits while a direct-lane caller holds the
+//! worker and across restarts, and never goes to the shared queue. And every process of the
+//! worker that ends is reported once to the exit hook, after it is dead and before the next
+//! one starts (see `SupervisorBuilder::on_worker_exit`).
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,12 +15,13 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use crate::batch::{self, BatchEnd, Pace};
-use crate::error::{TaskError, WorkerFault};
+use crate::config::WorkerExit;
+use crate::error::{NoWorkerReason, TaskError, WorkerFault};
 use crate::job::Job;
-use crate::restart::RestartIntensity;
+use crate::restart::{FailureStage, RestartDecision, RestartPacer};
 use crate::shutdown::Phase;
 use crate::slot::WorkerSlot;
-use crate::state::WorkerEvent;
+use crate::state::{WorkerEvent, WorkerState};
 use crate::supervisor::Shared;
 use crate::workable::Workable;
 
@@ -27,15 +35,22 @@ enum Wake<W: Workable> {
     Stop,
 }
 
+/// A failure of the worker, and what it was doing then (which decides how it is restarted).
+struct Failure {
+    fault: WorkerFault,
+    stage: FailureStage,
+}
+
 /// What `run_job` left the worker in.
 enum JobEnd {
     /// Fine, idle again.
     Idle,
     /// Broken: recover it.
-    Failed(WorkerFault),
+    Failed(Failure),
     /// The pool is being killed.
     Killed,
-    /// A direct-lane caller holds the worker; the job went back to the queue.
+    /// A direct-lane caller holds the worker; the job went back to the queue, or, if addressed
+    /// to this worker, waits in its held jobs.
     Deferred,
 }
 
@@ -44,7 +59,22 @@ enum Exit {
     Stop,
     Kill,
     Retire,
-    GaveUp,
+    /// Failed for good (gave up, or the restart policy lets it go); the text says why.
+    Left(String),
+}
+
+/// How recovering a failed worker ended.
+enum Recovery {
+    Serving,
+    Killed,
+    Left(String),
+}
+
+/// The restart pacing of one worker, and how many tasks it had done at its last failure
+/// (more since then means it served, which resets the backoff).
+struct Restarts {
+    pacer: RestartPacer,
+    tasks_done_at_failure: u64,
 }
 
 pub(crate) async fn serve<W: Workable>(
@@ -56,25 +86,34 @@ pub(crate) async fn serve<W: Workable>(
     let mut phase = shared.phase.subscribe();
     let mut drained = shared.drained.subscribe();
     let config = &shared.config;
-    let mut intensity = RestartIntensity::new(config.max_restarts, config.restart_window);
+    let mut restarts = Restarts {
+        pacer: RestartPacer::new(config.restart_policy, config.max_restarts, config.restart_window),
+        tasks_done_at_failure: 0,
+    };
     let mut pace = Pace::default();
-    // Tasks of a failed batch that never ran, kept here while the pool drains (the dispatcher
-    // may have finished, so the queue would strand them).
-    let mut backlog = std::collections::VecDeque::new();
+    // Jobs this worker runs before it looks at its inbox again: jobs addressed to it that it
+    // could not start yet (held by a direct call, or refused by a dead process), and tasks of a
+    // failed batch that never ran, kept while the pool drains (the dispatcher may have
+    // finished, so the queue would strand them).
+    let mut held = VecDeque::new();
     slot.set_lane(worker.lane());
     let exit = loop {
-        if slot.is_retiring() && slot.state() != crate::WorkerState::Busy {
-            break Exit::Retire;
+        if slot.is_retiring() {
+            if slot.state() != WorkerState::Busy {
+                break Exit::Retire;
+            }
+            // A direct call holds the worker: it leaves once that call ends.
+            if !wait_for_release(&slot, &mut phase).await {
+                break Exit::Kill;
+            }
+            continue;
         }
         // Busy here means a direct-lane caller holds the worker: announce it all the same, the
         // dispatcher keeps it listed and uses it once it is idle again.
-        if backlog.is_empty()
-            && inbox.is_empty()
-            && matches!(slot.state(), crate::WorkerState::Idle | crate::WorkerState::Busy)
-        {
+        if held.is_empty() && inbox.is_empty() && matches!(slot.state(), WorkerState::Idle | WorkerState::Busy) {
             let _ = shared.idle_tx.send(Arc::clone(&slot));
         }
-        let wake = if let Some(job) = backlog.pop_front() {
+        let wake = if let Some(job) = held.pop_front() {
             Wake::Job(job)
         } else {
             tokio::select! {
@@ -88,96 +127,109 @@ pub(crate) async fn serve<W: Workable>(
                 else => Wake::Stop,
             }
         };
-        let fault = match wake {
+        let failure = match wake {
             Wake::Stop => break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::Stop },
             Wake::Released => match slot.state() {
-                crate::WorkerState::Failed => {
-                    slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed"))
-                }
+                // A direct call crashed: its task was consumed.
+                WorkerState::Failed => Failure {
+                    fault: slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed")),
+                    stage: FailureStage::Task,
+                },
                 _ => continue,
             },
             Wake::Fault(fault) => {
                 // Take the worker before touching it; if a direct caller holds it, the closed
                 // lane wakes that caller, and we recover once it lets go.
-                if !slot.try_claim() && slot.state() == crate::WorkerState::Busy {
-                    let released = wait_for_release(&slot, &mut phase).await;
-                    if !released {
+                if !slot.try_claim() && slot.state() == WorkerState::Busy {
+                    if !wait_for_release(&slot, &mut phase).await {
                         break Exit::Kill;
                     }
-                    if slot.state() == crate::WorkerState::Idle && !slot.try_claim() {
+                    if slot.state() == WorkerState::Idle && !slot.try_claim() {
                         continue;
                     }
                 }
-                let _ = slot.take_claim_fault();
-                fault
+                // A claim fault means it died under a direct call, whatever its exit code;
+                // otherwise it died while idle.
+                let stage = if slot.take_claim_fault().is_some() { FailureStage::Task } else { FailureStage::Idle };
+                Failure { fault, stage }
             }
-            Wake::Job(job) => {
-                match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut backlog).await {
-                    JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
-                        slot.apply(WorkerEvent::Recycle);
-                        slot.set_lane(None);
-                        slot.restarts.fetch_add(1, Ordering::Relaxed);
-                        worker.stop().await;
-                        match worker.restart().await {
-                            Ok(()) => {
-                                slot.set_pid(worker.pid());
-                                slot.set_lane(worker.lane());
-                                slot.apply(WorkerEvent::Ready);
-                                continue;
-                            }
-                            Err(fault) => {
-                                slot.apply(WorkerEvent::Crashed);
-                                fault
-                            }
-                        }
+            Wake::Job(job) if slot.is_retiring() => {
+                // Leaving: it runs nothing more (the loop's top fails or hands the job on).
+                held.push_front(job);
+                continue;
+            }
+            Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
+                JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
+                    match recycle(&mut worker, &slot, &shared).await {
+                        Ok(()) => continue,
+                        Err(fault) => Failure { fault, stage: FailureStage::Setup },
                     }
-                    JobEnd::Idle => continue,
-                    JobEnd::Deferred => {
-                        wait_for_release(&slot, &mut phase).await;
-                        if slot.state() == crate::WorkerState::Failed {
-                            slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed"))
-                        } else {
-                            continue;
-                        }
-                    }
-                    JobEnd::Killed => break Exit::Kill,
-                    JobEnd::Failed(fault) => fault,
                 }
-            }
+                JobEnd::Idle => continue,
+                JobEnd::Deferred => {
+                    if !wait_for_release(&slot, &mut phase).await {
+                        break Exit::Kill;
+                    }
+                    if slot.state() != WorkerState::Failed {
+                        continue;
+                    }
+                    Failure {
+                        fault: slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed")),
+                        stage: FailureStage::Task,
+                    }
+                }
+                JobEnd::Killed => break Exit::Kill,
+                JobEnd::Failed(failure) => failure,
+            },
         };
         slot.set_lane(None);
-        if !recover(&mut worker, &slot, &shared, &mut intensity, fault, &mut phase).await {
-            break if shared.phase() >= Phase::Killing { Exit::Kill } else { Exit::GaveUp };
+        match recover(&mut worker, &slot, &shared, &mut restarts, failure, &mut phase).await {
+            Recovery::Serving => slot.set_lane(worker.lane()),
+            Recovery::Killed => break Exit::Kill,
+            Recovery::Left(reason) => break Exit::Left(reason),
         }
-        slot.set_lane(worker.lane());
     };
     slot.set_lane(None);
 
     inbox.close();
-    let leftovers: Vec<Job<W>> = backlog.into_iter().collect();
-    for job in leftovers.into_iter().chain(std::iter::from_fn(|| inbox.try_recv().ok())) {
-        if matches!(exit, Exit::GaveUp | Exit::Retire) {
+    let leftovers: Vec<Job<W>> = held.into_iter().chain(std::iter::from_fn(|| inbox.try_recv().ok())).collect();
+    let departure = match &exit {
+        Exit::Left(reason) => Some(reason.clone()),
+        Exit::Retire => Some("retired".to_owned()),
+        Exit::Stop | Exit::Kill => None,
+    };
+    for job in leftovers {
+        if job.addressed {
+            slot.addressed_waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        match &departure {
+            // Only this worker may run it, and it is gone: say so, naming it.
+            Some(reason) if job.addressed => job.fail(TaskError::NoWorkers(NoWorkerReason::departed(slot.id, reason))),
             // Another worker can still run it; if none is left, the queue fails it.
-            shared.queue.give_back(job);
-        } else {
-            job.fail(TaskError::ShutDown);
+            Some(_) => shared.queue.give_back(job),
+            None => job.fail(TaskError::ShutDown),
         }
     }
     match exit {
-        Exit::GaveUp => worker.kill().await,
+        // Stays `Failed`, so stats show why.
+        Exit::Left(_) => worker.kill().await,
         Exit::Stop | Exit::Kill | Exit::Retire => {
-            if slot.state() != crate::WorkerState::Stopping {
+            if slot.state() != WorkerState::Stopping {
                 slot.apply(WorkerEvent::StopRequested);
             }
-            if matches!(exit, Exit::Stop | Exit::Retire) {
-                worker.stop().await;
-            } else {
+            if matches!(exit, Exit::Kill) {
                 worker.kill().await;
+            } else {
+                worker.stop().await;
             }
             slot.apply(WorkerEvent::Exited);
         }
     }
+    shared.report_process_end(&slot);
     slot.set_pid(None);
+    if let Some(reason) = departure {
+        shared.record_departure(slot.id, reason);
+    }
     shared.worker_exited(&slot, !matches!(exit, Exit::Retire));
 }
 
@@ -186,7 +238,7 @@ async fn wait_for_release<W: Workable>(slot: &WorkerSlot<W>, phase: &mut watch::
     slot.serve_waiting.store(true, Ordering::Release);
     let released = loop {
         // Checked after announcing we wait, so a release in between is not missed.
-        if slot.state() != crate::WorkerState::Busy {
+        if slot.state() != WorkerState::Busy {
             break true;
         }
         tokio::select! {
@@ -207,11 +259,21 @@ async fn run_job<W: Workable>(
     phase: &mut watch::Receiver<Phase>,
     shared: &Shared<W>,
     pace: &mut Pace,
-    backlog: &mut std::collections::VecDeque<Job<W>>,
+    held: &mut VecDeque<Job<W>>,
 ) -> JobEnd {
     if !slot.try_claim() {
-        shared.queue.give_back(job);
+        // A direct-lane caller holds the worker. A job addressed to it waits for it (direct
+        // callers leave the worker alone meanwhile); any other job goes back to the queue, for
+        // whichever worker is free first.
+        if job.addressed {
+            held.push_front(job);
+        } else {
+            shared.queue.give_back(job);
+        }
         return JobEnd::Deferred;
+    }
+    if job.addressed {
+        slot.addressed_waiting.fetch_sub(1, Ordering::AcqRel);
     }
     if !job.ticket.begin() {
         slot.apply(WorkerEvent::TaskFinished);
@@ -221,15 +283,19 @@ async fn run_job<W: Workable>(
     match batch::run(worker, slot, job, phase, shared, pace).await {
         BatchEnd::Idle => JobEnd::Idle,
         BatchEnd::Killed => JobEnd::Killed,
-        BatchEnd::Failed { fault, unstarted } => {
+        BatchEnd::Failed { fault, unstarted, stage } => {
             for job in unstarted {
-                if shared.queue.is_closed() {
-                    backlog.push_back(job);
+                if job.addressed {
+                    // Runs on this worker once it is back, or fails naming it.
+                    slot.addressed_waiting.fetch_add(1, Ordering::AcqRel);
+                    held.push_back(job);
+                } else if shared.queue.is_closed() {
+                    held.push_back(job);
                 } else {
                     shared.queue.give_back(job);
                 }
             }
-            JobEnd::Failed(fault)
+            JobEnd::Failed(Failure { fault, stage })
         }
     }
 }
@@ -240,49 +306,96 @@ fn needs_recycling<W: Workable>(worker: &W, slot: &WorkerSlot<W>, config: &crate
     by_count || by_memory
 }
 
-/// Handles a failed worker (state `Failed`): restarts it if the policy and intensity allow.
-/// Returns whether the worker is serving again.
+/// Replaces an idle worker that ran its share of tasks or grew too large: stops its process,
+/// reports it, starts a new one. The error is the new one's setup failure (state `Failed`).
+async fn recycle<W: Workable>(worker: &mut W, slot: &WorkerSlot<W>, shared: &Shared<W>) -> Result<(), WorkerFault> {
+    slot.apply(WorkerEvent::Recycle);
+    slot.set_lane(None);
+    slot.restarts.fetch_add(1, Ordering::Relaxed);
+    worker.stop().await;
+    shared.report_process_end(slot);
+    match worker.restart().await {
+        Ok(()) => {
+            slot.process_started(worker.pid());
+            slot.set_lane(worker.lane());
+            slot.apply(WorkerEvent::Ready);
+            Ok(())
+        }
+        Err(fault) => {
+            slot.apply(WorkerEvent::Crashed);
+            shared.report_exit(WorkerExit { worker_id: slot.id, pid: None });
+            Err(fault)
+        }
+    }
+}
+
+/// Handles a failed worker: makes sure its process is dead and reports it, then restarts it
+/// when the policy and the pacer allow (after the pacer's backoff, which a kill cuts short).
 async fn recover<W: Workable>(
     worker: &mut W,
     slot: &WorkerSlot<W>,
     shared: &Shared<W>,
-    intensity: &mut RestartIntensity,
-    mut fault: WorkerFault,
+    restarts: &mut Restarts,
+    failure: Failure,
     phase: &mut watch::Receiver<Phase>,
-) -> bool {
-    if slot.state() != crate::WorkerState::Failed {
+) -> Recovery {
+    let Failure { mut fault, mut stage } = failure;
+    if slot.state() != WorkerState::Failed {
         slot.apply(WorkerEvent::Crashed);
     }
+    // A worker that broke its protocol may still run: kill it before saying it ended.
+    worker.kill().await;
+    shared.report_process_end(slot);
     slot.set_pid(None);
+    let done = slot.tasks_done.load(Ordering::Relaxed);
+    if done != restarts.tasks_done_at_failure {
+        restarts.pacer.served();
+        restarts.tasks_done_at_failure = done;
+    }
     loop {
         slot.set_last_error(fault.to_string());
         // Restart while draining too: a graceful shutdown still owes the queued tasks a worker.
-        if shared.phase() >= Phase::Killing || !shared.config.restart_policy.restarts(fault.is_clean_exit()) {
-            return false;
+        if shared.phase() >= Phase::Killing {
+            return Recovery::Killed;
         }
-        if !intensity.allow(Instant::now()) {
-            let c = &shared.config;
-            slot.set_last_error(format!(
-                "{fault}; gave up after {} restarts within {:?}",
-                c.max_restarts, c.restart_window
-            ));
-            return false;
+        match restarts.pacer.failed(stage, fault.is_clean_exit(), Instant::now()) {
+            RestartDecision::Leave(why) => {
+                let reason = format!("{why}; last error: {fault}");
+                slot.set_last_error(reason.clone());
+                return Recovery::Left(reason);
+            }
+            RestartDecision::Restart(delay) if !delay.is_zero() => {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = phase.wait_for(|p| *p >= Phase::Killing) => return Recovery::Killed,
+                }
+            }
+            RestartDecision::Restart(_) => {}
         }
         slot.apply(WorkerEvent::Restart);
         slot.restarts.fetch_add(1, Ordering::Relaxed);
         let restarted = tokio::select! {
-            r = worker.restart() => r,
-            _ = phase.wait_for(|p| *p >= Phase::Killing) => Err(WorkerFault::new("pool is shutting down")),
+            r = worker.restart() => Some(r),
+            _ = phase.wait_for(|p| *p >= Phase::Killing) => None,
         };
         match restarted {
-            Ok(()) => {
-                slot.set_pid(worker.pid());
+            Some(Ok(())) => {
+                slot.process_started(worker.pid());
                 slot.apply(WorkerEvent::Ready);
-                return true;
+                return Recovery::Serving;
             }
-            Err(next) => {
+            Some(Err(next)) => {
+                // The setup's process is gone (a failed restart leaves none behind).
                 slot.apply(WorkerEvent::Crashed);
+                shared.report_exit(WorkerExit { worker_id: slot.id, pid: None });
                 fault = next;
+                stage = FailureStage::Setup;
+            }
+            None => {
+                // Cut short mid-setup: whatever it started dies with it.
+                worker.kill().await;
+                shared.report_exit(WorkerExit { worker_id: slot.id, pid: None });
+                return Recovery::Killed;
             }
         }
     }

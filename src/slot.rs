@@ -1,6 +1,6 @@
 //! What the supervisor knows about each worker, readable without stopping it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::{mpsc, Notify};
@@ -57,6 +57,12 @@ pub(crate) struct WorkerSlot<W: Workable> {
     pub(crate) serve_waiting: AtomicBool,
     /// Why the worker died under a direct-lane claim, for its serve loop to recover from.
     claim_fault: Mutex<Option<crate::error::WorkerFault>>,
+    /// Jobs addressed to this worker that it has not started yet. While any wait, direct-lane
+    /// callers leave the worker alone, so a stream of direct calls cannot starve a broadcast.
+    pub(crate) addressed_waiting: AtomicUsize,
+    /// The worker's current process, not reported to the exit hook yet: 0 none, 1 one whose
+    /// pid is unknown, pid + 2 otherwise. Swapped out once, so each process is reported once.
+    unreported_process: AtomicU64,
 }
 
 /// A type-erased direct lane (see [`crate::Workable::lane`]).
@@ -82,6 +88,24 @@ impl<W: Workable> WorkerSlot<W> {
             released: Notify::new(),
             serve_waiting: AtomicBool::new(false),
             claim_fault: Mutex::new(None),
+            addressed_waiting: AtomicUsize::new(0),
+            unreported_process: AtomicU64::new(0),
+        }
+    }
+
+    /// A process (or, for in-process workers, an incarnation) of this worker is up: publishes
+    /// its pid and owes the exit hook one report for it.
+    pub(crate) fn process_started(&self, pid: Option<u32>) {
+        self.set_pid(pid);
+        self.unreported_process.store(pid.map_or(1, |p| u64::from(p) + 2), Ordering::Release);
+    }
+
+    /// Takes the unreported process, if any: `Some(pid)` at most once per process.
+    pub(crate) fn take_unreported_process(&self) -> Option<Option<u32>> {
+        match self.unreported_process.swap(0, Ordering::AcqRel) {
+            0 => None,
+            1 => Some(None),
+            raw => Some(u32::try_from(raw - 2).ok()),
         }
     }
 

@@ -10,92 +10,17 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::balance::LoadBalancing;
-use crate::config::{Config, SupervisorBuilder};
+use crate::config::{Config, SupervisorBuilder, WorkerExit, WorkerExitHook};
 use crate::dispatch::dispatch;
 use crate::error::{BuildError, StartError, SubmitError, TaskError};
 use crate::job::{Job, ReplyFn, TaskHandle, TaskOptions, Ticket};
 use crate::queue::{PushError, TaskQueue};
 use crate::serve::serve;
+pub(crate) use crate::shared::Shared;
 use crate::shutdown::{Phase, ShutdownMode};
 use crate::slot::{WorkerInfo, WorkerSlot};
 use crate::state::WorkerEvent;
 use crate::workable::Workable;
-
-/// State shared by the supervisor handle and every worker task.
-pub(crate) struct Shared<W: Workable> {
-    pub(crate) config: Config,
-    pub(crate) queue: TaskQueue<Job<W>>,
-    /// Every worker that is starting, serving, or failed for good (for stats).
-    workers: Mutex<Vec<Arc<WorkerSlot<W>>>>,
-    pub(crate) phase: watch::Sender<Phase>,
-    /// Worker tasks that have not ended: starting, serving or restarting.
-    live: AtomicUsize,
-    /// Rung whenever a worker task ends.
-    exited: Notify,
-    next_worker_id: AtomicU64,
-    /// Idle workers announce themselves to the dispatcher here.
-    pub(crate) idle_tx: mpsc::UnboundedSender<Arc<WorkerSlot<W>>>,
-    /// Tasks the dispatcher handed to workers.
-    pub(crate) dispatched: AtomicU64,
-    /// Set once the dispatcher has handed out the last queued task of a graceful shutdown.
-    pub(crate) drained: watch::Sender<bool>,
-    /// Where [`Supervisor::claim_idle`] starts looking, so direct calls rotate over workers.
-    claim_cursor: AtomicUsize,
-    /// Rung when a direct-lane call gives a worker back while tasks are queued.
-    pub(crate) direct_released: Notify,
-}
-
-impl<W: Workable> Shared<W> {
-    pub(crate) fn phase(&self) -> Phase {
-        *self.phase.borrow()
-    }
-
-    /// Worker tasks that have not ended (starting, serving or restarting).
-    pub(crate) fn live_workers(&self) -> usize {
-        self.live.load(Ordering::Acquire)
-    }
-
-    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Arc<WorkerSlot<W>>>> {
-        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Called by each worker task as its last act.
-    pub(crate) fn worker_exited(&self, slot: &WorkerSlot<W>, keep_in_registry: bool) {
-        if !keep_in_registry {
-            self.slots().retain(|s| s.id != slot.id);
-        }
-        let remaining = self.live.fetch_sub(1, Ordering::AcqRel) - 1;
-        if remaining == 0 {
-            if self.phase() == Phase::Running {
-                // The last worker gave up: nothing could ever run what is queued.
-                self.fail_queued(|| TaskError::NoWorkers);
-            } else {
-                self.phase.send_replace(Phase::Stopped);
-                self.fail_queued(|| TaskError::ShutDown);
-            }
-        }
-        self.exited.notify_waiters();
-    }
-
-    fn fail_queued(&self, error: impl Fn() -> TaskError<W::Error>) {
-        for job in self.queue.drain() {
-            let error = if job.ticket.cancelled() { TaskError::Cancelled } else { error() };
-            job.fail(error);
-        }
-    }
-
-    /// Closes the race between a producer pushing and the pool losing its last worker or
-    /// stopping: whoever comes second fails what is queued.
-    fn after_push(&self) {
-        if self.live.load(Ordering::Acquire) == 0 {
-            match self.phase() {
-                Phase::Running => self.fail_queued(|| TaskError::NoWorkers),
-                Phase::Stopped => self.fail_queued(|| TaskError::ShutDown),
-                Phase::Draining | Phase::Killing => {}
-            }
-        }
-    }
-}
 
 /// A worker taken for one call run by the calling thread through its direct lane
 /// ([`Supervisor::claim_idle`]). Give it back with [`Claim::finish`]; dropping it unfinished
@@ -180,7 +105,7 @@ impl<W: Workable> Supervisor<W> {
         Self::builder().build().expect("default supervisor configuration")
     }
 
-    pub(crate) fn with_config(config: Config) -> Result<Self, BuildError> {
+    pub(crate) fn with_config(config: Config, on_worker_exit: Option<WorkerExitHook>) -> Result<Self, BuildError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.runtime_threads)
             .thread_name(config.thread_name.clone())
@@ -201,6 +126,8 @@ impl<W: Workable> Supervisor<W> {
             drained: watch::Sender::new(false),
             claim_cursor: AtomicUsize::new(0),
             direct_released: Notify::new(),
+            on_worker_exit,
+            departures: Mutex::new(std::collections::VecDeque::new()),
         });
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })
@@ -277,25 +204,31 @@ impl<W: Workable> Supervisor<W> {
             };
             match started {
                 Some(Ok((worker, value))) => {
-                    slot.set_pid(worker.pid());
+                    slot.process_started(worker.pid());
                     slot.apply(WorkerEvent::Ready);
                     on_ready(Ok((id, value)));
                     // Serve on a task of its own so a panicking worker is noticed, not lost.
                     let serving = tokio::spawn(serve(worker, Arc::clone(&slot), inbox_rx, Arc::clone(&shared)));
                     if let Err(error) = serving.await {
+                        // The worker (and its process, killed on drop) went down with the task.
                         slot.mark_panicked(format!("worker task ended abnormally: {error}"));
+                        shared.report_process_end(&slot);
+                        shared.record_departure(id, format!("ended abnormally: {error}"));
                         shared.worker_exited(&slot, true);
                     }
                 }
                 Some(Err(error)) => {
                     slot.apply(WorkerEvent::Crashed);
                     slot.apply(WorkerEvent::Exited);
+                    shared.report_exit(WorkerExit { worker_id: id, pid: None });
+                    shared.record_departure(id, "never started: its setup failed".to_owned());
                     shared.worker_exited(&slot, false);
                     on_ready(Err(StartError::Failed(error)));
                 }
                 None => {
                     slot.apply(WorkerEvent::StopRequested);
                     slot.apply(WorkerEvent::Exited);
+                    shared.report_exit(WorkerExit { worker_id: id, pid: None });
                     shared.worker_exited(&slot, false);
                     on_ready(Err(StartError::ShutDown));
                 }
@@ -326,7 +259,7 @@ impl<W: Workable> Supervisor<W> {
             return Err(SubmitError::ShutDown(task));
         }
         if self.shared.live.load(Ordering::Acquire) == 0 {
-            return Err(SubmitError::NoWorkers(task));
+            return Err(SubmitError::NoWorkers(task, self.shared.no_worker_reason()));
         }
         Ok(task)
     }
@@ -356,7 +289,7 @@ impl<W: Workable> Supervisor<W> {
     ) -> Result<Ticket, SubmitError<W::Task>> {
         let task = self.check_accepting(task)?;
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options, reply, attempts: 0 };
+        let job = Job::new(task, ticket.clone(), options, reply);
         let pushed = match backpressure {
             Backpressure::Fail => self.shared.queue.try_push(job),
             Backpressure::Block(timeout) => self.shared.queue.push_blocking(job, timeout),
@@ -392,13 +325,16 @@ impl<W: Workable> Supervisor<W> {
         let task = self.check_accepting(task)?;
         let (reply, rx) = TaskHandle::<W>::channel();
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options: TaskOptions::default(), reply, attempts: 0 };
+        let job = Job::new(task, ticket.clone(), TaskOptions::default(), reply);
         let pushed = self.shared.queue.push(job).await;
         self.push_result(pushed)?;
         Ok(TaskHandle { ticket, rx })
     }
 
-    /// Sends `task` to one worker, past the queue (no backpressure); used for broadcasts.
+    /// Sends `task` to one worker, past the queue (no backpressure); used for broadcasts. Only
+    /// that worker runs it, exactly once: if a direct-lane caller holds the worker, the task
+    /// waits for it; if the worker leaves for good first (gave up, retired), the task fails
+    /// with [`TaskError::NoWorkers`] naming the worker and why; it never runs elsewhere.
     ///
     /// # Errors
     /// [`SubmitError::UnknownWorker`] when that worker is not live, [`SubmitError::ShutDown`].
@@ -415,8 +351,15 @@ impl<W: Workable> Supervisor<W> {
             return Err(SubmitError::UnknownWorker(task));
         };
         let ticket = Ticket::default();
-        let job = Job { task, ticket: ticket.clone(), options, reply, attempts: 0 };
-        slot.inbox.send(job).map_err(|e| SubmitError::UnknownWorker(e.0.task))?;
+        let mut job = Job::new(task, ticket.clone(), options, reply);
+        job.addressed = true;
+        // Counted before it is sent, so a direct-lane caller that sees the inbox empty cannot
+        // take the worker from under it more than once.
+        slot.addressed_waiting.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = slot.inbox.send(job) {
+            slot.addressed_waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::UnknownWorker(e.0.task));
+        }
         Ok(ticket)
     }
 
@@ -445,7 +388,10 @@ impl<W: Workable> Supervisor<W> {
         let slots = self.shared.slots();
         let start = self.shared.claim_cursor.fetch_add(1, Ordering::Relaxed);
         (0..slots.len()).map(|i| &slots[(start + i) % slots.len()]).find_map(|slot| {
-            if slot.state() != crate::WorkerState::Idle || slot.is_retiring() {
+            if slot.state() != crate::WorkerState::Idle
+                || slot.is_retiring()
+                || slot.addressed_waiting.load(Ordering::Acquire) > 0
+            {
                 return None;
             }
             let lane = slot.lane()?;
@@ -458,7 +404,8 @@ impl<W: Workable> Supervisor<W> {
         })
     }
 
-    /// Asks worker `id` to leave after its current task (its queued work goes to the others).
+    /// Asks worker `id` to leave after its current task (work the dispatcher gave it goes to the
+    /// others; tasks addressed to it that it has not started fail with [`TaskError::NoWorkers`]).
     /// Returns whether such a live worker existed.
     pub fn retire_worker(&self, id: u64) -> bool {
         let slot = self.shared.slots().iter().find(|s| s.id == id && s.state().is_live()).cloned();

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::buffers::Payload;
-use crate::error::{StartError, SubmitError, TaskError};
+use crate::error::{NoWorkerReason, StartError, SubmitError, TaskError};
 use crate::process::SpawnFailure;
 
 /// Status codes of a reply handed to Python, see `stateful_pool/_pool.py`.
@@ -44,6 +44,17 @@ fn new_error<'py>(py: Python<'py>, name: &str, args: impl pyo3::call::PyCallArgs
     error_class(py, name)?.call1(args)
 }
 
+/// The message of a `NoWorkersError`: what to do when no worker was started, else which
+/// workers left and why (e.g. "worker 0 gave up: crashed in spawn 6 times in 60 s; last
+/// error: ...").
+fn no_workers_message(reason: &NoWorkerReason) -> String {
+    if reason.none_started() {
+        "no worker is running: call spawn() first".to_owned()
+    } else {
+        format!("no worker can run this task: {reason}")
+    }
+}
+
 /// A submission refused by the core, as the matching Python exception.
 pub(crate) fn submit_error<T>(py: Python<'_>, error: &SubmitError<T>) -> PyErr {
     let raised = match error {
@@ -51,7 +62,7 @@ pub(crate) fn submit_error<T>(py: Python<'_>, error: &SubmitError<T>) -> PyErr {
             py.import("queue").and_then(|m| m.getattr("Full")).and_then(|c| c.call1(("task queue is full",)))
         }
         SubmitError::ShutDown(_) => new_error(py, "PoolShutDownError", ("cannot schedule new tasks after shutdown",)),
-        SubmitError::NoWorkers(_) => new_error(py, "NoWorkersError", ("no worker is running: call spawn() first",)),
+        SubmitError::NoWorkers(_, reason) => new_error(py, "NoWorkersError", (no_workers_message(reason),)),
         SubmitError::UnknownWorker(_) => new_error(py, "NoWorkersError", ("that worker is not running",)),
     };
     match raised {
@@ -78,9 +89,7 @@ pub(crate) fn task_outcome<'py>(
         )?,
         Err(TaskError::Cancelled) => py.import("concurrent.futures")?.getattr("CancelledError")?.call0()?,
         Err(TaskError::ShutDown) => new_error(py, "PoolShutDownError", ("pool shut down before the task ran",))?,
-        Err(TaskError::NoWorkers) => {
-            new_error(py, "NoWorkersError", ("no live worker can run the task: every worker failed or stopped",))?
-        }
+        Err(TaskError::NoWorkers(reason)) => new_error(py, "NoWorkersError", (no_workers_message(&reason),))?,
     };
     Ok((STATUS_ERROR, exc))
 }

@@ -495,7 +495,7 @@ fn lane_task_outcome<'py>(
         Err(TaskError::TimedOut(d)) => TaskError::TimedOut(d),
         Err(TaskError::Cancelled) => TaskError::Cancelled,
         Err(TaskError::ShutDown) => TaskError::ShutDown,
-        Err(TaskError::NoWorkers) => TaskError::NoWorkers,
+        Err(TaskError::NoWorkers(reason)) => TaskError::NoWorkers(reason),
     };
     task_outcome(py, Err(bare))
 }
