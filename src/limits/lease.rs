@@ -103,8 +103,11 @@ impl State {
         let limit = usize::try_from((word >> AMOUNT_BITS) & (MAX_LIMITS as u64 - 1)).ok()?;
         let amount = word & MAX_AMOUNT;
         let spec = specs.get(limit)?;
-        (spec.algorithm == Algorithm::Semaphore && amount >= 1 && amount <= spec.capacity)
-            .then_some(State { phase, limit, amount })
+        (spec.algorithm == Algorithm::Semaphore && amount >= 1 && amount <= spec.capacity).then_some(State {
+            phase,
+            limit,
+            amount,
+        })
     }
 }
 
@@ -241,9 +244,8 @@ impl Leases<'_> {
         steps.step()?;
         epoch.fetch_add(1, SeqCst);
         steps.step()?;
-        let granted = count.fetch_update(SeqCst, SeqCst, |used| {
-            used.checked_add(amount).filter(|&total| total <= capacity)
-        });
+        let granted =
+            count.fetch_update(SeqCst, SeqCst, |used| used.checked_add(amount).filter(|&total| total <= capacity));
         if granted.is_ok() {
             steps.step()?;
             self.state(slot).store(State::word(Phase::Held, limit, amount), SeqCst);

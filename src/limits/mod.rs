@@ -529,4 +529,6 @@ impl<C: Clock> SharedLimits<C> {
 }
 
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod tests;
