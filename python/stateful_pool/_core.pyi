@@ -4,7 +4,16 @@ from collections.abc import Callable
 from typing import Any, Self, final
 
 __version__: str
-__all__ = ["CorePool", "CoreTicket", "CoreEndpoint", "Payload", "CoreThreadPool", "CoreLimits", "CoreLease", "__version__"]
+__all__ = [
+    "CorePool",
+    "CoreTicket",
+    "CoreEndpoint",
+    "Payload",
+    "CoreThreadPool",
+    "CoreLimits",
+    "CoreLease",
+    "__version__",
+]
 
 @final
 class CoreTicket:

@@ -121,7 +121,11 @@ impl CoreLimits {
 
     /// The occupied lease slots: `(pid, limit, units, phase)`; pid 0 for a garbled owner.
     fn leases(&self) -> Vec<(u32, usize, u64, &'static str)> {
-        self.0.leases().into_iter().map(|(h, limit, units, phase)| (h.map_or(0, |h| h.pid), limit, units, phase)).collect()
+        self.0
+            .leases()
+            .into_iter()
+            .map(|(h, limit, units, phase)| (h.map_or(0, |h| h.pid), limit, units, phase))
+            .collect()
     }
 
     /// Units limit `index` would grant now (or at `now_ns`).
