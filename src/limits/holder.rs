@@ -79,7 +79,7 @@ impl Holder {
 /// `(state, start time)` of `pid` from `/proc/<pid>/stat`, or `Ok(None)` if the text does not
 /// parse. The command name (field 2) may hold spaces and parentheses: fields are counted from
 /// the last `)`.
-fn read_stat(pid: u32) -> std::io::Result<Option<(u8, u64)>> {
+pub(super) fn read_stat(pid: u32) -> std::io::Result<Option<(u8, u64)>> {
     let text = std::fs::read(format!("/proc/{pid}/stat"))?;
     Ok(parse_stat(&text))
 }

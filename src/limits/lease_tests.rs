@@ -283,3 +283,58 @@ proptest! {
         sim.assert_settled(&[]);
     }
 }
+
+/// A real child process, exited and reaped: its identity (read while it was a zombie).
+fn dead_process() -> Holder {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    let start_ticks = loop {
+        match super::holder::read_stat(pid).unwrap() {
+            Some((b'Z', start)) => break start,
+            _ => std::thread::yield_now(),
+        }
+    };
+    child.wait().unwrap();
+    Holder { pid, start_ticks }
+}
+
+#[test]
+fn the_supervisor_entry_point_reclaims_a_dead_pid_in_every_table_and_spares_the_living() {
+    let sim = Sim::new();
+    let dead = dead_process();
+    let me = Holder::current().unwrap();
+    let _theirs = sim.lease(dead, 0, 2, &mut Unbounded).unwrap().unwrap();
+    let mine = sim.lease(me, 0, 1, &mut Unbounded).unwrap().unwrap();
+    assert_eq!(sim.count(0), 3);
+    // The pid of a live process reclaims nothing (here: this one).
+    let _ = super::reclaim_dead_process(me.pid);
+    assert!(matches!(sim.limits.release_holder(me), Err(super::LimitError::HolderAlive(_))));
+    assert_eq!(sim.count(0), 3);
+    // Another test thread may be reclaiming at the same moment (then ours reports not complete).
+    let reclaimed = (0..1000)
+        .map(|_| super::reclaim_dead_process(dead.pid))
+        .find(|r| r.iter().any(|r| r.units == [2, 0]))
+        .expect("reclaimed");
+    assert!(reclaimed.iter().any(|r| r.units == [2, 0] && r.slots == 1 && r.complete), "{reclaimed:?}");
+    assert_eq!(sim.count(0), 1);
+    assert!(sim.limits.release_lease(Lease { table: sim.limits.table.nonce(), ..mine }));
+    assert_eq!(sim.count(0), 0);
+}
+
+#[test]
+fn a_refused_lease_reclaims_a_dead_holders_units_itself() {
+    let limits = SharedLimits::create(&[LimitSpec::resource(1)]).unwrap();
+    let dead = dead_process();
+    let _theirs = limits.table.leases().try_lease(dead, 0, 1, &mut Unbounded).unwrap().unwrap();
+    // Refused waiters look every 50 ms (and not while another thread of this process does).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lease = loop {
+        if let Some(lease) = limits.try_lease(0, 1).unwrap() {
+            break lease;
+        }
+        assert!(std::time::Instant::now() < deadline, "the dead holder's unit never came back");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(limits.try_lease(0, 1).unwrap().is_none());
+    assert!(limits.release_lease(lease));
+}

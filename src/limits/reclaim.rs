@@ -55,7 +55,7 @@ impl Table {
     }
 
     /// This table's nonce: tells its leases from another table's.
-    fn nonce(&self) -> u64 {
+    pub(super) fn nonce(&self) -> u64 {
         self.segment.words()[HEADER_NONCE].load(Ordering::Relaxed)
     }
 }
@@ -68,6 +68,28 @@ impl<C: Clock> SharedLimits<C> {
     /// # Errors
     /// No such limit, not a resource limit, more units than its capacity, or no `/proc`.
     pub fn try_lease(&self, index: usize, amount: u64) -> Result<Option<Lease>, LimitError> {
+        self.check_leasable(index, amount)?;
+        let mut lease = self.try_lease_once(index, amount)?;
+        if lease.is_none() && self.reclaim_due() {
+            let reclaimed = self.reclaim_dead_holders()?;
+            if reclaimed.units.get(index).is_some_and(|&u| u > 0) || reclaimed.slots > 0 {
+                lease = self.try_lease_once(index, amount)?;
+            }
+        }
+        Ok(lease)
+    }
+
+    /// One attempt of [`try_lease`](SharedLimits::try_lease), never looking for dead holders
+    /// (it only touches a few atomic words: callers need not leave the interpreter for it).
+    /// The caller checked that `index` is a resource limit and `amount` within its capacity.
+    pub(crate) fn try_lease_once(&self, index: usize, amount: u64) -> Result<Option<Lease>, LimitError> {
+        let me = Holder::current()?;
+        let lease = self.table.leases().try_lease(me, index, amount, &mut Unbounded).unwrap_or_default();
+        Ok(lease.map(|l| Lease { table: self.table.nonce(), ..l }))
+    }
+
+    /// Whether limit `index` can be leased (`amount` within its capacity).
+    pub(crate) fn check_leasable(&self, index: usize, amount: u64) -> Result<(), LimitError> {
         let specs = &self.table.specs;
         let spec = specs.get(index).ok_or(LimitError::NoSuchLimit { index, count: specs.len() })?;
         if spec.algorithm != Algorithm::Semaphore {
@@ -76,17 +98,7 @@ impl<C: Clock> SharedLimits<C> {
         if amount > spec.capacity {
             return Err(LimitError::ExceedsCapacity { amount, capacity: spec.capacity });
         }
-        let me = Holder::current()?;
-        let leases = self.table.leases();
-        let attempt = || leases.try_lease(me, index, amount, &mut Unbounded).unwrap_or_default();
-        let mut lease = attempt();
-        if lease.is_none() && self.reclaim_due() {
-            let reclaimed = self.reclaim_dead_holders()?;
-            if reclaimed.units.get(index).is_some_and(|&u| u > 0) || reclaimed.slots > 0 {
-                lease = attempt();
-            }
-        }
-        Ok(lease.map(|l| Lease { table: self.table.nonce(), ..l }))
+        Ok(())
     }
 
     /// Gives a lease's units back. `false` if they were already given back (its holder was

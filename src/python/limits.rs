@@ -103,7 +103,12 @@ impl CoreLimits {
     /// free now (a refused call gives back what dead holders held, at most every 50 ms).
     fn lease(slf: &Bound<'_, Self>, index: usize, amount: u64) -> PyResult<Option<CoreLease>> {
         let table = &slf.get().0;
-        let lease = slf.py().detach(|| table.try_lease(index, amount)).map_err(limit_error)?;
+        table.check_leasable(index, amount).map_err(limit_error)?;
+        let mut lease = table.try_lease_once(index, amount).map_err(limit_error)?;
+        if lease.is_none() {
+            // Refused: this may look for dead holders in /proc, outside the interpreter.
+            lease = slf.py().detach(|| table.try_lease(index, amount)).map_err(limit_error)?;
+        }
         Ok(lease.map(|lease| CoreLease { table: slf.clone().unbind(), lease: Mutex::new(Some(lease)) }))
     }
 
