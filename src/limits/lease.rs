@@ -48,7 +48,7 @@ const LIMIT_BITS: u32 = 14;
 /// The most limits a table can have.
 pub(super) const MAX_LIMITS: usize = 1 << LIMIT_BITS;
 /// Snapshots a reclaimer tries before reporting a limit as not settled.
-const SNAPSHOT_ATTEMPTS: usize = 200;
+const SNAPSHOT_ATTEMPTS: usize = 100;
 
 /// One phase of a lease slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

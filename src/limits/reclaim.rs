@@ -2,7 +2,7 @@
 //! which the supervisor gives back what a dead worker held ([`reclaim_dead_process`]).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
 
 use super::holder::{Holder, Liveness};
 use super::lease::{Lease, Reclaimed, Unbounded};
@@ -47,8 +47,13 @@ impl Table {
     /// The reclaim of `wanted` dead holders, as this process (see `Leases::reclaim`).
     fn reclaim(&self, wanted: &dyn Fn(Holder) -> bool) -> Result<Reclaimed, LimitError> {
         let me = Holder::current()?;
-        let Ok(_turn) = RECLAIMING.try_lock() else {
-            return Ok(Reclaimed { units: vec![0; self.specs.len()], slots: 0, complete: false });
+        let _turn = match RECLAIMING.try_lock() {
+            Ok(turn) => turn,
+            // A panic in an earlier reclaim: the words it left are resolvable like a dead one's.
+            Err(TryLockError::Poisoned(turn)) => turn.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Ok(Reclaimed { units: vec![0; self.specs.len()], slots: 0, complete: false });
+            }
         };
         let reclaimed = self.leases().reclaim(me, wanted, &Holder::liveness, &mut Unbounded);
         Ok(reclaimed.unwrap_or_default())
