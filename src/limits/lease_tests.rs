@@ -338,3 +338,84 @@ fn a_refused_lease_reclaims_a_dead_holders_units_itself() {
     assert!(limits.try_lease(0, 1).unwrap().is_none());
     assert!(limits.release_lease(lease));
 }
+
+#[test]
+fn reclaims_racing_live_holders_and_deaths_on_real_threads_settle_exactly() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let limits = Arc::new(SharedLimits::create(&[LimitSpec::resource(3)]).unwrap());
+    let dead = Arc::new(Mutex::new(HashSet::<Holder>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_victim = Arc::new(AtomicU32::new(0));
+    let mut threads = Vec::new();
+    for t in 0..2u32 {
+        // Live holders: every release must find its lease (a reclaimer never takes it).
+        let (limits, stop) = (Arc::clone(&limits), Arc::clone(&stop));
+        threads.push(std::thread::spawn(move || {
+            let me = holder(t);
+            let mut rounds = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(lease) = limits.table.leases().try_lease(me, 0, 1, &mut Unbounded).unwrap() {
+                    assert!(limits.available(0).unwrap() <= 2);
+                    assert!(limits.table.leases().release(&lease, &mut Unbounded).unwrap(), "a live lease was taken");
+                    rounds += 1;
+                }
+            }
+            rounds
+        }));
+    }
+    {
+        // Victims: each a fresh identity dying after a random number of writes.
+        let (limits, stop, dead, next) =
+            (Arc::clone(&limits), Arc::clone(&stop), Arc::clone(&dead), Arc::clone(&next_victim));
+        threads.push(std::thread::spawn(move || {
+            let mut rng = 0x2545_F491_4F6C_DD1Du64;
+            while !stop.load(Ordering::Relaxed) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let victim = holder(100 + next.fetch_add(1, Ordering::Relaxed));
+                let k = usize::try_from(rng % 12).unwrap();
+                let leases = limits.table.leases();
+                if rng % 2 == 0 {
+                    let _ = leases.try_lease(victim, 0, 1, &mut CrashAfter(k));
+                } else if let Ok(Some(lease)) = leases.try_lease(victim, 0, 1, &mut Unbounded) {
+                    let _ = leases.release(&lease, &mut CrashAfter(k));
+                }
+                dead.lock().unwrap().insert(victim);
+                std::thread::yield_now();
+            }
+            0
+        }));
+    }
+    {
+        let (limits, stop, dead) = (Arc::clone(&limits), Arc::clone(&stop), Arc::clone(&dead));
+        threads.push(std::thread::spawn(move || {
+            let mut reclaims = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let alive =
+                    |h: Holder| if dead.lock().unwrap().contains(&h) { Liveness::Dead } else { Liveness::Alive };
+                let _ = limits
+                    .table
+                    .leases()
+                    .reclaim(Holder { pid: 9999, start_ticks: 1 }, &|_| true, &alive, &mut Unbounded)
+                    .unwrap();
+                reclaims += 1;
+            }
+            reclaims
+        }));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    stop.store(true, Ordering::Relaxed);
+    let counts: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(counts[0] > 0 && counts[1] > 0 && counts[3] > 0, "{counts:?}");
+    assert!(next_victim.load(Ordering::Relaxed) > 10);
+    let dead = dead.lock().unwrap().clone();
+    let alive = |h: Holder| if dead.contains(&h) { Liveness::Dead } else { Liveness::Alive };
+    let last =
+        limits.table.leases().reclaim(Holder { pid: 9998, start_ticks: 1 }, &|_| true, &alive, &mut Unbounded).unwrap();
+    assert!(last.complete);
+    assert_eq!(limits.available(0).unwrap(), 3, "every unit back: {:?}", limits.leases());
+    assert!(limits.leases().is_empty(), "{:?}", limits.leases());
+}
