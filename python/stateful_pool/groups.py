@@ -231,7 +231,9 @@ class SharedNamespace(Namespace):
 
     def lock(self) -> AbstractContextManager[Any]:
         """A reentrant lock shared by every process of the tree: ``with ns.lock():`` makes a
-        read-modify-write (``ns.count += 1``) safe against other tasks doing the same."""
+        read-modify-write (``ns.count += 1``) safe against other tasks doing the same. A task
+        killed while it holds the lock does not keep it: the next task waiting for it gets it
+        (within about 50 ms)."""
         return self._lock
 
     def snapshot(self) -> dict[str, Any]:
