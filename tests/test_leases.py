@@ -173,7 +173,6 @@ def test_a_tree_task_killed_holding_the_namespace_lock_lets_its_sibling_take_it(
 
 
 def test_the_namespace_lock_is_reentrant_per_thread_and_exclusive_between_threads() -> None:
-    seen: list[Any] = []
     tree = TaskTree()
     tree.namespace.holder = 0
 
@@ -196,7 +195,7 @@ def test_the_namespace_lock_is_reentrant_per_thread_and_exclusive_between_thread
 
     tree.set(Probe())
     (report,) = tree.start(1)
-    seen = report.results[0].value
+    seen: list[bool] = report.results[0].value
     # Another thread of the holding process waited in vain; once free, it got the lock at once
     # (and never released it: its process gives the lease back when the run ends).
     assert seen == [False, True]
