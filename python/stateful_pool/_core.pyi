@@ -4,7 +4,16 @@ from collections.abc import Callable
 from typing import Any, Self, final
 
 __version__: str
-__all__ = ["CorePool", "CoreTicket", "CoreEndpoint", "Payload", "CoreThreadPool", "CoreLimits", "__version__"]
+__all__ = [
+    "CorePool",
+    "CoreTicket",
+    "CoreEndpoint",
+    "Payload",
+    "CoreThreadPool",
+    "CoreLimits",
+    "CoreLease",
+    "__version__",
+]
 
 @final
 class CoreTicket:
@@ -137,10 +146,24 @@ class CoreLimits:
     def specs(self) -> list[tuple[str, float, int]]: ...
     def try_acquire(self, index: int, amount: int, now_ns: int | None = None) -> tuple[bool, float, int, int]: ...
     def refund(self, index: int, amount: int, token: int) -> None: ...
-    def release(self, index: int, amount: int) -> None: ...
+    def lease(self, index: int, amount: int) -> CoreLease | None: ...
+    def reclaim_dead(self) -> list[int]: ...
+    def release_dead_process(self, pid: int) -> list[int]: ...
+    def leases(self) -> list[tuple[int, int, int, str]]: ...
     def available(self, index: int, now_ns: int | None = None) -> int: ...
     @staticmethod
     def now_ns() -> int: ...
+
+@final
+class CoreLease:
+    """Units of a resource limit held by this process (``CoreLimits.lease``), recorded with it
+    in the shared memory so that they come back if it dies holding them."""
+
+    def release(self) -> bool: ...
+    @property
+    def held(self) -> bool: ...
+    @property
+    def units(self) -> tuple[int, int]: ...
 
 @final
 class Payload:

@@ -9,8 +9,8 @@ How a tree runs (everything below is torn down when ``start()`` returns)::
     tree.start() --------->  spawn namespace host   -------->  [_NamespaceHost] SyncManager
                              spawn width(tree) runners ----->  [_TaskRunner] x N  ----+
                              round 0: walk the tree,                                  |
-                               submit_call("run", task)  --->  task.task(ns) <--------+-- ns: proxies
-                               Sequential: one by one          (RLock + dict on the host)
+                               submit_call("run", task)  --->  task.task(ns) <--------+-- ns: dict proxy
+                               Sequential: one by one          (dict on the host) + lease lock
                                Concurrent: all at once
                              round 1, ... until times/stop()
     tree.stop()  ---------->  no new round; the current one finishes
@@ -21,6 +21,11 @@ worker of its own, so it gets the pool's cleanup: it dies with the tree's run, o
 interpreter exit and when the parent process is killed. Before and after a run the namespace is a
 plain local copy, so values set before ``start()`` reach the tasks and values left by the tasks
 can be read afterwards.
+
+``ns.lock()`` is not served by the manager: it is a lease on a resource of capacity 1 in a
+shared-memory limit table the caller's process creates for the run (``_core.CoreLimits``),
+recorded with the process holding it. A task killed while it holds the lock therefore does not
+take it to the grave: the next process waiting for it sees its holder dead and takes it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast, ov
 
 import cloudpickle
 
+from . import _core
 from .errors import PoolShutDownError
 from .pool import SPool
 from .worker import SWorker
@@ -64,6 +70,9 @@ N = TypeVar("N")
 # A process-wide lock for namespaces used outside a tree (a plain dataclass instance passed to
 # task() in a unit test, say): coarse, but correct, and it needs no per-instance storage.
 _LOCAL_LOCK = threading.RLock()
+
+# Sleep between attempts on the namespace lock held by another process, seconds.
+_LOCK_POLL = 0.002
 
 
 # -- the pieces of a tree -------------------------------------------------------------------------
@@ -222,7 +231,9 @@ class SharedNamespace(Namespace):
 
     def lock(self) -> AbstractContextManager[Any]:
         """A reentrant lock shared by every process of the tree: ``with ns.lock():`` makes a
-        read-modify-write (``ns.count += 1``) safe against other tasks doing the same."""
+        read-modify-write (``ns.count += 1``) safe against other tasks doing the same. A task
+        killed while it holds the lock does not keep it: the next task waiting for it gets it
+        (within about 50 ms)."""
         return self._lock
 
     def snapshot(self) -> dict[str, Any]:
@@ -237,31 +248,94 @@ class SharedNamespace(Namespace):
         return f"SharedNamespace({values})"
 
 
+class _LeaseLock:
+    """``ns.lock()`` during a run: a reentrant lock shared by every process of the tree, with
+    the API of :class:`threading.RLock` (``acquire(blocking, timeout)``, ``release()``, ``with``).
+
+    Between processes it is a lease on the one unit of a shared-memory resource limit, recorded
+    with the holding process: if that process dies holding it, the next waiter (which looks
+    for dead holders every 50 ms while it waits) takes it back. Between the threads of one
+    process a local ``RLock`` takes turns and counts reentry, so the process leases the unit
+    once, when a thread enters the outermost ``with``."""
+
+    def __init__(self, table: _core.CoreLimits):
+        self._table = table
+        self._turn = threading.RLock()
+        # Touched only by the thread holding _turn.
+        self._owner: int | None = None
+        self._depth = 0
+        self._lease: _core.CoreLease | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Takes the lock (again, if this thread holds it); ``False`` if not within ``timeout``
+        seconds (``-1``: no limit) or at once when ``blocking`` is false."""
+        if timeout is None:
+            timeout = -1
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        if not (self._turn.acquire(True, timeout) if blocking else self._turn.acquire(False)):
+            return False
+        if self._depth > 0:
+            self._depth += 1
+            return True
+        while (lease := self._table.lease(0, 1)) is None:
+            now = time.monotonic()
+            if not blocking or (deadline is not None and now >= deadline):
+                self._turn.release()
+                return False
+            time.sleep(_LOCK_POLL if deadline is None else max(0.0, min(_LOCK_POLL, deadline - now)))
+        self._lease, self._owner, self._depth = lease, threading.get_ident(), 1
+        return True
+
+    def release(self) -> None:
+        """Leaves one level; the outermost gives the lease back. Raises ``RuntimeError`` in a
+        thread that does not hold the lock."""
+        if self._owner != threading.get_ident() or self._depth == 0:
+            raise RuntimeError("cannot release un-acquired lock")
+        self._depth -= 1
+        if self._depth == 0:
+            lease, self._lease, self._owner = self._lease, None, None
+            if lease is not None:
+                lease.release()
+        self._turn.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"<namespace lock, {'held' if self._depth else 'not held'} in this process>"
+
+
 @dataclasses.dataclass(frozen=True)
 class _NamespaceRef:
-    """What a runner needs to reach the namespace server (sent with every task: it is small)."""
+    """What a runner needs to reach the namespace server and lock (sent with every task: it is
+    small)."""
 
     address: str
     authkey: bytes
     store: Token
-    lock: Token
+    #: ``(pid, fd)`` of the lock's limit table, in the caller's process
+    lock_at: tuple[int, int]
     fields: frozenset[str] | None
 
-    def connect(self) -> SharedNamespace:
-        from multiprocessing.managers import AcquirerProxy, DictProxy  # type: ignore[attr-defined]
+    def connect(self, lock: _LeaseLock | None = None) -> SharedNamespace:
+        from multiprocessing.managers import DictProxy
 
         # incref=False: the host keeps its own proxies, so the objects live as long as the
         # server does, and no process has to send decrefs to a server that may be gone.
         store: DictProxy[str, Any] = DictProxy(self.store, "pickle", authkey=self.authkey, incref=False)
-        lock = AcquirerProxy(self.lock, "pickle", authkey=self.authkey, incref=False)
+        if lock is None:
+            lock = _LeaseLock(_core.CoreLimits.attach(*self.lock_at))
         return SharedNamespace(store, lock, self.fields)
 
 
 class _NamespaceHost(SWorker):
     """The SPool worker hosting the namespace: a SyncManager server on an abstract Unix socket
-    (no file to clean up, even when killed) serving one dict and one RLock."""
+    (no file to clean up, even when killed) serving one dict."""
 
-    def spawn(self, address: str, authkey: bytes) -> tuple[Token, Token]:
+    def spawn(self, address: str, authkey: bytes) -> Token:
         from multiprocessing.managers import SyncManager
 
         server = SyncManager(address, authkey).get_server()
@@ -271,8 +345,7 @@ class _NamespaceHost(SWorker):
         client = SyncManager(address, authkey)
         client.connect()
         self._store = client.dict()
-        self._lock = client.RLock()
-        return self._store._token, self._lock._token  # type: ignore[attr-defined]
+        return self._store._token  # type: ignore[attr-defined,no-any-return]
 
 
 class _TaskRunner(SWorker):
@@ -580,6 +653,8 @@ class _Run:
         self.failed = False
         self.pool: SPool[_TaskRunner] | None = None
         self.ref: _NamespaceRef | None = None
+        # The namespace lock of this process, over the lock's table (kept open for the run).
+        self.lock: _LeaseLock | None = None
         # The caller's values from before the run: restored if the server cannot be read after.
         self.before: dict[str, Any] = dict(tree._ns._store)
 
@@ -606,9 +681,13 @@ class _Run:
 
             address = f"\0stateful-pool-ns-{os.getpid()}-{secrets.token_hex(8)}"
             authkey = secrets.token_bytes(32)
-            store, lock = host.spawn(address, authkey)
-            self.ref = _NamespaceRef(address, authkey, store, lock, local._fields)
-            shared = self.ref.connect()
+            store = host.spawn(address, authkey)
+            # The lock: one unit of a resource limit in shared memory this process holds for the
+            # run; the runners map it through /proc/<pid>/fd/<fd>.
+            table = _core.CoreLimits([("semaphore", 0.0, 1)])
+            self.ref = _NamespaceRef(address, authkey, store, (table.pid, table.fd), local._fields)
+            self.lock = _LeaseLock(table)
+            shared = self.ref.connect(self.lock)
             shared._store.update(local._store)
             workers = max(1, _width(self.root))
             if tree._max_workers is not None:
@@ -648,7 +727,7 @@ class _Run:
             if self.ref is not None:
                 try:
                     # Keep what the run left, as a plain local copy, before the server goes.
-                    values = self.ref.connect().snapshot()
+                    values = self.ref.connect(self.lock).snapshot()
                 except Exception:  # the server died with the run (the tasks reported it)
                     pass
             object.__setattr__(local, "_store", values)

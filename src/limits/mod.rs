@@ -7,6 +7,11 @@
 //! consistent. The algorithms are pure functions of the words, the request and `now`; a
 //! [`Clock`] supplies `now` ([`ManualClock`] in tests).
 //!
+//! Units of a resource limit are held through a [`Lease`] recorded in the same segment with
+//! its holding process ([`Holder`]): when that process dies holding it, a waiter refused by the
+//! limit, or the supervisor ([`reclaim_dead_process`]), gives the units back (see `lease.rs`
+//! for the protocol that keeps this exact whatever instruction the holder died at).
+//!
 //! ```
 //! use worker_pool::limits::{Algorithm, Decision, LimitSpec, ManualClock, SharedLimits};
 //! use std::sync::Arc;
@@ -23,7 +28,10 @@
 mod clock;
 mod fixed_window;
 mod gcra;
+mod holder;
 mod leaky_bucket;
+mod lease;
+mod reclaim;
 mod segment;
 mod semaphore;
 mod sliding_window;
@@ -33,14 +41,28 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use self::clock::{Clock, ManualClock, MonotonicClock};
+pub use self::holder::{Holder, Liveness};
+pub use self::lease::{Lease, Reclaimed};
+pub use self::reclaim::reclaim_dead_process;
 pub use self::segment::Segment;
 
 /// Marks a segment as a limit table (`b"wplimits"`), checked when a process attaches.
 const MAGIC: u64 = u64::from_le_bytes(*b"wplimits");
-/// The layout version.
-const VERSION: u64 = 1;
+/// The layout version (2: lease slots after the limits).
+const VERSION: u64 = 2;
+/// Header word: how many lease slots follow the limits.
+const HEADER_SLOTS: usize = 3;
+/// Header word: the reclaimers' turn (see `lease.rs`).
+const HEADER_RECLAIM_LOCK: usize = 4;
+/// Header word: a number telling this table from others, kept in its leases.
+const HEADER_NONCE: usize = 5;
+/// Lease slots for a table with semaphores: one per unit of capacity up to this many...
+const MAX_HOLDER_SLOTS: u64 = 1024;
+/// ...plus this many for acquisitions in progress (a refused one frees its slot at once).
+const SPARE_SLOTS: u64 = 64;
 /// Words per limit (and in the header): one cache line, so limits do not share one.
 const STRIDE: usize = 8;
 /// Where a limit's state words start within its stride (after kind, window, capacity).
@@ -155,6 +177,9 @@ impl LimitSpec {
         if windowed && self.capacity > u64::from(u32::MAX) {
             return invalid("capacity must be below 2^32");
         }
+        if self.algorithm == Algorithm::Semaphore && self.capacity > lease::MAX_AMOUNT {
+            return invalid("capacity must be below 2^48");
+        }
         Ok(self)
     }
 
@@ -201,6 +226,24 @@ pub enum LimitError {
         /// How many limits there are.
         count: usize,
     },
+    /// Semaphore units are held through a lease ([`SharedLimits::try_lease`]), so that they can
+    /// be given back when their holder dies.
+    #[error("limit #{0} is a resource limit: hold its units with a lease")]
+    NeedsLease(usize),
+    /// A lease was asked of a rate limit.
+    #[error("limit #{0} is not a resource limit")]
+    NotAResourceLimit(usize),
+    /// A holder's units were to be taken back while it still runs.
+    #[error("process {0} still runs: what it holds is its own")]
+    HolderAlive(u32),
+    /// Too many limits in one table.
+    #[error("at most {max} limits per table, got {count}")]
+    TooManyLimits {
+        /// How many were given.
+        count: usize,
+        /// The most a table holds.
+        max: usize,
+    },
     /// More units than the limit ever allows at once: waiting would never end.
     #[error("cannot acquire {amount} units from a limit of capacity {capacity}")]
     ExceedsCapacity {
@@ -237,12 +280,54 @@ impl Params {
     }
 }
 
-/// A table of limits in shared memory, used the same way from every process that maps it.
-pub struct SharedLimits<C: Clock = MonotonicClock> {
+/// The mapped memory and what was read from its header: shared (through a weak reference) with
+/// the registry that the supervisor's reclaim walks.
+struct Table {
     /// The mapped table.
     segment: Segment,
     /// The limits, read back from the table when attaching.
     specs: Vec<LimitSpec>,
+    /// How many lease slots follow the limits.
+    slots: usize,
+    /// When a refused lease last looked for dead holders (this process's monotonic ns).
+    last_reclaim: AtomicU64,
+}
+
+impl Table {
+    fn new(segment: Segment, specs: Vec<LimitSpec>, slots: usize) -> Arc<Self> {
+        let table = Arc::new(Self { segment, specs, slots, last_reclaim: AtomicU64::new(0) });
+        reclaim::register(&table);
+        table
+    }
+
+    /// Words of the header, the limits and the lease slots.
+    fn words_needed(count: usize, slots: usize) -> Option<usize> {
+        STRIDE.checked_mul(count.checked_add(1)?)?.checked_add(slots.checked_mul(lease::SLOT_WORDS)?)
+    }
+
+    /// The lease slots and semaphore counters.
+    fn leases(&self) -> lease::Leases<'_> {
+        let words = self.segment.words();
+        let base = STRIDE * (self.specs.len() + 1);
+        let counters = (0..self.specs.len())
+            .map(|i| {
+                let state = STRIDE * (i + 1) + STATE;
+                (self.specs[i].algorithm == Algorithm::Semaphore).then(|| (&words[state], &words[state + 1]))
+            })
+            .collect();
+        lease::Leases {
+            specs: &self.specs,
+            counters,
+            slots: &words[base..base + self.slots * lease::SLOT_WORDS],
+            reclaim_lock: &words[HEADER_RECLAIM_LOCK],
+        }
+    }
+}
+
+/// A table of limits in shared memory, used the same way from every process that maps it.
+pub struct SharedLimits<C: Clock = MonotonicClock> {
+    /// The mapped table, its specs and lease slots.
+    table: Arc<Table>,
     /// Where `now` comes from.
     clock: C,
     /// The process holding the memfd others attach through.
@@ -251,7 +336,7 @@ pub struct SharedLimits<C: Clock = MonotonicClock> {
 
 impl<C: Clock> fmt::Debug for SharedLimits<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedLimits").field("specs", &self.specs).field("creator", &self.creator).finish()
+        f.debug_struct("SharedLimits").field("specs", &self.table.specs).field("creator", &self.creator).finish()
     }
 }
 
@@ -278,7 +363,8 @@ impl SharedLimits<MonotonicClock> {
             return Err(LimitError::NotALimitTable);
         }
         let count = usize::try_from(words[2].load(Ordering::Acquire)).unwrap_or(usize::MAX);
-        if words.len() < STRIDE * (count + 1) {
+        let slots = usize::try_from(words[HEADER_SLOTS].load(Ordering::Acquire)).unwrap_or(usize::MAX);
+        if count > lease::MAX_LIMITS || Table::words_needed(count, slots).is_none_or(|n| words.len() < n) {
             return Err(LimitError::NotALimitTable);
         }
         let specs = (0..count)
@@ -291,7 +377,7 @@ impl SharedLimits<MonotonicClock> {
                 LimitSpec { algorithm, window, capacity }.validate()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { segment, specs, clock: MonotonicClock, creator: pid })
+        Ok(Self { table: Table::new(segment, specs, slots), clock: MonotonicClock, creator: pid })
     }
 }
 
@@ -302,7 +388,17 @@ impl<C: Clock> SharedLimits<C> {
     /// An invalid spec, or shared memory the kernel refuses.
     pub fn with_clock(specs: &[LimitSpec], clock: C) -> Result<Self, LimitError> {
         let specs = specs.iter().map(|s| s.validate()).collect::<Result<Vec<_>, _>>()?;
-        let segment = Segment::create("worker_pool-limits", STRIDE * (specs.len() + 1))?;
+        if specs.len() > lease::MAX_LIMITS {
+            return Err(LimitError::TooManyLimits { count: specs.len(), max: lease::MAX_LIMITS });
+        }
+        let units: u64 = specs
+            .iter()
+            .filter(|s| s.algorithm == Algorithm::Semaphore)
+            .fold(0, |sum, s| sum.saturating_add(s.capacity));
+        let slots = if units == 0 { 0 } else { units.min(MAX_HOLDER_SLOTS) + SPARE_SLOTS };
+        let slots = usize::try_from(slots).expect("at most MAX_HOLDER_SLOTS + SPARE_SLOTS");
+        let len = Table::words_needed(specs.len(), slots).expect("a bounded table");
+        let segment = Segment::create("worker_pool-limits", len)?;
         let words = segment.words();
         for (i, spec) in specs.iter().enumerate() {
             let base = STRIDE * (i + 1);
@@ -311,15 +407,19 @@ impl<C: Clock> SharedLimits<C> {
             words[base + 2].store(spec.capacity, Ordering::Relaxed);
         }
         words[2].store(specs.len() as u64, Ordering::Relaxed);
+        words[HEADER_SLOTS].store(slots as u64, Ordering::Relaxed);
+        // Unique enough: the creator's pid and the time, which no other table of this boot shares.
+        let nonce = (u64::from(std::process::id()) << 40) ^ MonotonicClock.now_nanos() ^ (words.as_ptr() as u64);
+        words[HEADER_NONCE].store(nonce.max(1), Ordering::Relaxed);
         words[1].store(VERSION, Ordering::Relaxed);
         words[0].store(MAGIC, Ordering::Release);
-        Ok(Self { segment, specs, clock, creator: std::process::id() })
+        Ok(Self { table: Table::new(segment, specs, slots), clock, creator: std::process::id() })
     }
 
     /// The limits, in order.
     #[must_use]
     pub fn specs(&self) -> &[LimitSpec] {
-        &self.specs
+        &self.table.specs
     }
 
     /// The process whose descriptor [`attach`](SharedLimits::attach) opens.
@@ -331,7 +431,7 @@ impl<C: Clock> SharedLimits<C> {
     /// The descriptor of the table in this process.
     #[must_use]
     pub fn raw_fd(&self) -> RawFd {
-        self.segment.raw_fd()
+        self.table.segment.raw_fd()
     }
 
     /// Now, on this table's clock.
@@ -341,25 +441,31 @@ impl<C: Clock> SharedLimits<C> {
     }
 
     fn limit(&self, index: usize) -> Result<(LimitSpec, &[AtomicU64]), LimitError> {
-        let spec = *self.specs.get(index).ok_or(LimitError::NoSuchLimit { index, count: self.specs.len() })?;
+        let specs = &self.table.specs;
+        let spec = *specs.get(index).ok_or(LimitError::NoSuchLimit { index, count: specs.len() })?;
         let base = STRIDE * (index + 1) + STATE;
-        Ok((spec, &self.segment.words()[base..base + 2]))
+        Ok((spec, &self.table.segment.words()[base..base + 2]))
     }
 
-    /// Asks limit `index` for `amount` units now.
+    /// Asks rate limit `index` for `amount` units now.
     ///
     /// # Errors
-    /// No such limit, or more units than its capacity.
+    /// No such limit, more units than its capacity, or a resource limit (take a
+    /// [`try_lease`](SharedLimits::try_lease) instead).
     pub fn try_acquire(&self, index: usize, amount: u64) -> Result<Decision, LimitError> {
         self.try_acquire_at(index, amount, self.now())
     }
 
-    /// Asks limit `index` for `amount` units at time `now` (nanoseconds on this table's clock).
+    /// Asks rate limit `index` for `amount` units at time `now` (nanoseconds on this table's
+    /// clock).
     ///
     /// # Errors
-    /// No such limit, or more units than its capacity.
+    /// No such limit, more units than its capacity, or a resource limit.
     pub fn try_acquire_at(&self, index: usize, amount: u64, now: u64) -> Result<Decision, LimitError> {
         let (spec, state) = self.limit(index)?;
+        if spec.algorithm == Algorithm::Semaphore {
+            return Err(LimitError::NeedsLease(index));
+        }
         if amount > spec.capacity {
             return Err(LimitError::ExceedsCapacity { amount, capacity: spec.capacity });
         }
@@ -373,15 +479,15 @@ impl<C: Clock> SharedLimits<C> {
             Algorithm::LeakyBucket => leaky_bucket::try_acquire(&state[0], p, amount, now),
             Algorithm::SlidingWindow => sliding_window::try_acquire(state, p, amount, now),
             Algorithm::FixedWindow => fixed_window::try_acquire(&state[0], p, amount, now),
-            Algorithm::Semaphore => semaphore::try_acquire(&state[0], p, amount),
+            Algorithm::Semaphore => return Err(LimitError::NeedsLease(index)),
         })
     }
 
-    /// Gives back `amount` units of a rate grant that were not used (`token` from the grant);
-    /// for a semaphore this is [`release`](SharedLimits::release).
+    /// Gives back `amount` units of a rate grant that were not used (`token` from the grant).
     ///
     /// # Errors
-    /// No such limit.
+    /// No such limit, or a resource limit (its units come back with
+    /// [`release_lease`](SharedLimits::release_lease)).
     pub fn refund(&self, index: usize, amount: u64, token: u64) -> Result<(), LimitError> {
         let (spec, state) = self.limit(index)?;
         let p = spec.params();
@@ -391,20 +497,7 @@ impl<C: Clock> SharedLimits<C> {
             Algorithm::LeakyBucket => leaky_bucket::refund(&state[0], p, amount, self.now()),
             Algorithm::SlidingWindow => sliding_window::refund(state, amount, token),
             Algorithm::FixedWindow => fixed_window::refund(&state[0], amount, token),
-            Algorithm::Semaphore => semaphore::release(&state[0], amount),
-        }
-        Ok(())
-    }
-
-    /// Releases `amount` units held from a semaphore (no effect on rate limits, whose units
-    /// come back with time).
-    ///
-    /// # Errors
-    /// No such limit.
-    pub fn release(&self, index: usize, amount: u64) -> Result<(), LimitError> {
-        let (spec, state) = self.limit(index)?;
-        if spec.algorithm == Algorithm::Semaphore {
-            semaphore::release(&state[0], amount);
+            Algorithm::Semaphore => return Err(LimitError::NeedsLease(index)),
         }
         Ok(())
     }
@@ -435,5 +528,7 @@ impl<C: Clock> SharedLimits<C> {
     }
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

@@ -130,10 +130,20 @@ fn sliding_window_weighs_the_previous_window() {
 #[test]
 fn semaphore_holds_units_until_released() {
     let (l, _clock) = table(LimitSpec::resource(2));
-    assert!(granted(l.try_acquire(0, 2).unwrap()));
-    assert!(!granted(l.try_acquire(0, 1).unwrap()));
-    l.release(0, 1).unwrap();
-    assert!(granted(l.try_acquire(0, 1).unwrap()));
+    let one = l.try_lease(0, 1).unwrap().unwrap();
+    let other = l.try_lease(0, 1).unwrap().unwrap();
+    assert!(l.try_lease(0, 1).unwrap().is_none());
+    assert!(l.release_lease(one));
+    let again = l.try_lease(0, 1).unwrap().unwrap();
+    assert_eq!(l.available(0).unwrap(), 0);
+    assert!(l.release_lease(other) && l.release_lease(again));
+    assert_eq!(l.available(0).unwrap(), 2);
+    // Semaphore units only move through leases, so that a dead holder's can be given back.
+    assert!(matches!(l.try_acquire(0, 1), Err(LimitError::NeedsLease(0))));
+    assert!(matches!(l.refund(0, 1, 0), Err(LimitError::NeedsLease(0))));
+    assert!(matches!(l.try_lease(0, 3), Err(LimitError::ExceedsCapacity { amount: 3, capacity: 2 })));
+    let (rate, _clock) = table(LimitSpec::rate(Algorithm::Gcra, SEC, 2));
+    assert!(matches!(rate.try_lease(0, 1), Err(LimitError::NotAResourceLimit(0))));
 }
 
 #[test]
@@ -155,10 +165,12 @@ fn an_attached_table_shares_state_with_its_creator() {
     let a = SharedLimits::create(&specs).unwrap();
     let b = SharedLimits::attach(a.creator_pid(), a.raw_fd()).unwrap();
     assert_eq!(b.specs(), &specs);
-    assert!(granted(a.try_acquire(1, 3).unwrap()));
-    assert!(!granted(b.try_acquire(1, 1).unwrap()));
+    let lease = a.try_lease(1, 3).unwrap().unwrap();
+    assert!(b.try_lease(1, 1).unwrap().is_none());
     assert!(granted(b.try_acquire(0, 7).unwrap()));
     assert!(!granted(a.try_acquire(0, 1).unwrap()));
+    assert!(b.release_lease(lease), "a lease goes back through any mapping of its table");
+    assert_eq!(a.available(1).unwrap(), 3);
 }
 
 /// One grant seen by a hammering thread.
@@ -184,15 +196,17 @@ fn hammer(spec: LimitSpec, steps: u64) -> Vec<Grant> {
                 while !done.load(Ordering::Relaxed) {
                     let amount = 1 + rng.below(3);
                     let now = clock.now_nanos();
-                    if let Decision::Granted { token, .. } = l.try_acquire_at(0, amount, now).unwrap() {
-                        grants.push(Grant { now, amount, token });
-                        if spec.algorithm == Algorithm::Semaphore {
+                    if spec.algorithm == Algorithm::Semaphore {
+                        if let Some(lease) = l.try_lease(0, amount).unwrap() {
+                            grants.push(Grant { now, amount, token: 0 });
                             let h = held.fetch_add(amount, Ordering::SeqCst) + amount;
                             assert!(h <= spec.capacity, "{h} units held at once");
                             std::thread::yield_now();
                             held.fetch_sub(amount, Ordering::SeqCst);
-                            l.release(0, amount).unwrap();
+                            assert!(l.release_lease(lease));
                         }
+                    } else if let Decision::Granted { token, .. } = l.try_acquire_at(0, amount, now).unwrap() {
+                        grants.push(Grant { now, amount, token });
                     }
                 }
                 grants

@@ -2,22 +2,26 @@
 //! processes attach to the same shared memory through `/proc/<pid>/fd/<fd>` when the Python
 //! `LimitSet` is unpickled there.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyIndexError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::limits::{Algorithm, Decision, LimitError, LimitSpec, SharedLimits};
+use crate::limits::{Algorithm, Decision, Lease, LimitError, LimitSpec, Reclaimed, SharedLimits};
 
 fn limit_error(error: LimitError) -> PyErr {
     let message = error.to_string();
     match error {
         LimitError::Io(e) => PyOSError::new_err((e.raw_os_error().unwrap_or(0), message)),
         LimitError::NoSuchLimit { .. } => PyIndexError::new_err(message),
-        LimitError::NotALimitTable => PyRuntimeError::new_err(message),
-        LimitError::InvalidSpec(_) | LimitError::UnknownAlgorithm(_) | LimitError::ExceedsCapacity { .. } => {
-            PyValueError::new_err(message)
-        }
+        LimitError::NotALimitTable | LimitError::HolderAlive(_) => PyRuntimeError::new_err(message),
+        LimitError::InvalidSpec(_)
+        | LimitError::UnknownAlgorithm(_)
+        | LimitError::ExceedsCapacity { .. }
+        | LimitError::NeedsLease(_)
+        | LimitError::NotAResourceLimit(_)
+        | LimitError::TooManyLimits { .. } => PyValueError::new_err(message),
     }
 }
 
@@ -89,14 +93,44 @@ impl CoreLimits {
         })
     }
 
-    /// Gives back `amount` unused units of the grant `token` (releases a resource limit).
+    /// Gives back `amount` unused units of the rate grant `token`.
     fn refund(&self, index: usize, amount: u64, token: u64) -> PyResult<()> {
         self.0.refund(index, amount, token).map_err(limit_error)
     }
 
-    /// Releases `amount` units of a resource limit.
-    fn release(&self, index: usize, amount: u64) -> PyResult<()> {
-        self.0.release(index, amount).map_err(limit_error)
+    /// Takes `amount` units of resource limit `index` for this process, recorded with it so
+    /// that they come back if it dies holding them: a `CoreLease`, or `None` if they are not
+    /// free now (a refused call gives back what dead holders held, at most every 50 ms).
+    fn lease(slf: &Bound<'_, Self>, index: usize, amount: u64) -> PyResult<Option<CoreLease>> {
+        let table = &slf.get().0;
+        table.check_leasable(index, amount).map_err(limit_error)?;
+        let mut lease = table.try_lease_once(index, amount).map_err(limit_error)?;
+        if lease.is_none() {
+            // Refused: this may look for dead holders in /proc, outside the interpreter.
+            lease = slf.py().detach(|| table.try_lease(index, amount)).map_err(limit_error)?;
+        }
+        Ok(lease.map(|lease| CoreLease { table: slf.clone().unbind(), lease: Mutex::new(Some(lease)) }))
+    }
+
+    /// Gives back what processes that died holding units held: units given back per limit.
+    fn reclaim_dead(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        let reclaimed = py.detach(|| self.0.reclaim_dead_holders()).map_err(limit_error)?;
+        Ok(reclaimed.units)
+    }
+
+    /// Gives back what process `pid` held, if it is dead: units given back per limit.
+    fn release_dead_process(&self, py: Python<'_>, pid: u32) -> PyResult<Vec<u64>> {
+        let reclaimed: Reclaimed = py.detach(|| self.0.release_dead_process(pid)).map_err(limit_error)?;
+        Ok(reclaimed.units)
+    }
+
+    /// The occupied lease slots: `(pid, limit, units, phase)`; pid 0 for a garbled owner.
+    fn leases(&self) -> Vec<(u32, usize, u64, &'static str)> {
+        self.0
+            .leases()
+            .into_iter()
+            .map(|(h, limit, units, phase)| (h.map_or(0, |h| h.pid), limit, units, phase))
+            .collect()
     }
 
     /// Units limit `index` would grant now (or at `now_ns`).
@@ -114,5 +148,44 @@ impl CoreLimits {
 
     fn __repr__(&self) -> String {
         format!("<CoreLimits of {} limits, fd {} in pid {}>", self.0.specs().len(), self.fd(), self.pid())
+    }
+}
+
+/// Units of a resource limit held by this process (`CoreLimits.lease`), until `release()`.
+#[pyclass(module = "stateful_pool._core", frozen)]
+pub(crate) struct CoreLease {
+    table: Py<CoreLimits>,
+    /// Taken out by the one `release()` that gives it back.
+    lease: Mutex<Option<Lease>>,
+}
+
+#[pymethods]
+impl CoreLease {
+    /// Gives the units back; `False` if they already were (released before, or taken back
+    /// because this process was taken for dead).
+    fn release(&self) -> bool {
+        let lease = self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        lease.is_some_and(|lease| self.table.get().0.release_lease(lease))
+    }
+
+    /// Whether the units are still held (not yet released).
+    #[getter]
+    fn held(&self) -> bool {
+        self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+
+    /// `(limit index, units)`; `(0, 0)` once released.
+    #[getter]
+    fn units(&self) -> (usize, u64) {
+        self.lease
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map_or((0, 0), |l| (l.limit(), l.amount()))
+    }
+
+    fn __repr__(&self) -> String {
+        let (limit, units) = self.units();
+        format!("<CoreLease of {units} units of limit #{limit}, held={}>", self.held())
     }
 }

@@ -5,6 +5,12 @@ The state lives in shared memory (a memfd, see ``src/limits/``) updated with ato
 compare-and-swap in Rust, so worker processes draw from one budget. A :class:`LimitSet` pickles
 as a reference: unpickled in a worker process it maps the same memory (``shared=True``) or
 makes a fresh table of its own (``shared=False``, per-worker limits).
+
+Units of a :class:`ResourceLimit` are held through a lease recorded in the same memory with the
+holding process (pid and start time): if that process dies holding them (killed inside the
+``with`` block, say), a waiter refused by the limit gives them back (it looks every 50 ms while
+it waits), and so does the supervisor when it sees a worker exit. This holds in every mode;
+within one process, units come back when the acquisition ends.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ RATE_ALGORITHMS = ("token_bucket", "gcra", "leaky_bucket", "sliding_window", "fi
 """The algorithms a :class:`RateLimit` may use."""
 
 _POLL = 0.05  # longest sleep between attempts of a refused acquire, seconds
+_RESOURCE_POLL = 0.002  # sleep between attempts on a full resource limit (nothing predicts a release)
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class CallLimit(RateLimit):
 @dataclass(frozen=True)
 class ResourceLimit:
     """At most ``capacity`` units of ``key`` held at once (a semaphore shared by the pool):
-    units are given back when the acquisition ends."""
+    units are given back when the acquisition ends, or when the process holding them dies."""
 
     key: str
     capacity: int
@@ -137,21 +144,38 @@ class LimitSet:
             if not isinstance(amount, int) or amount < 0:
                 raise ValueError(f"requested units must be a non-negative integer, got {key}={amount!r}")
             wanted[self._index[key]] = amount
+            capacity = self.limits[self._index[key]].capacity
+            if amount > capacity:  # checked before taking anything: waiting would never end
+                raise ValueError(f"cannot acquire {amount} units from a limit of capacity {capacity}")
         acquisition = Acquisition(self, *self._take(wanted, timeout))
         self._open().append(acquisition)
         return acquisition
 
-    def _take(self, wanted: dict[int, int], timeout: float | None) -> tuple[list[tuple[int, int, int]], int]:
+    def _take(
+        self, wanted: dict[int, int], timeout: float | None
+    ) -> tuple[list[tuple[int, int, int]], int, list[_core.CoreLease]]:
         table = self._table
         if table is None or not wanted:
-            return [], _core.CoreLimits.now_ns()
+            return [], _core.CoreLimits.now_ns(), []
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             grants: list[tuple[int, int, int]] = []
+            leases: list[_core.CoreLease] = []
             wait = 0.0
             delay = 0.0
             at = 0
             for index, amount in wanted.items():
+                if isinstance(self.limits[index], ResourceLimit):
+                    # A lease: recorded with this process, given back if it dies holding it. A
+                    # refused lease also gives back what dead holders held (every 50 ms).
+                    lease = table.lease(index, amount)
+                    if lease is None:
+                        wait = _RESOURCE_POLL
+                        break
+                    leases.append(lease)
+                    grants.append((index, amount, 0))
+                    at = _core.CoreLimits.now_ns()
+                    continue
                 ok, seconds, token, at = table.try_acquire(index, amount)
                 if not ok:
                     wait = seconds
@@ -161,9 +185,12 @@ class LimitSet:
             else:
                 if delay > 0:
                     time.sleep(delay)  # a leaky bucket's slot
-                return grants, at
-            for index, amount, token in grants:  # all or nothing: give back what was taken
-                table.refund(index, amount, token)
+                return grants, at, leases
+            for lease in leases:  # all or nothing: give back what was taken
+                lease.release()
+            for index, amount, token in grants:
+                if isinstance(self.limits[index], RateLimit):
+                    table.refund(index, amount, token)
             if deadline is not None and time.monotonic() + min(wait, _POLL) > deadline:
                 raise TimeoutError(f"limits not granted within {timeout} s")
             time.sleep(min(max(wait, 0.0005), _POLL))
@@ -215,9 +242,16 @@ class Acquisition:
     :meth:`release` (the end of the ``with`` block); rate units are spent, except what
     :meth:`update` reports as unused."""
 
-    def __init__(self, limits: LimitSet, grants: list[tuple[int, int, int]], at_ns: int):
+    def __init__(
+        self,
+        limits: LimitSet,
+        grants: list[tuple[int, int, int]],
+        at_ns: int,
+        leases: list[_core.CoreLease] | None = None,
+    ):
         self._limits = limits
         self._grants = grants
+        self._leases = leases or []
         self._released = False
         self.at_ns = at_ns
         """When the last limit granted (``CLOCK_MONOTONIC`` ns, comparable across processes)."""
@@ -249,11 +283,8 @@ class Acquisition:
         if self._released:
             return
         self._released = True
-        table = self._limits._table
-        if table is not None:
-            for i, amount, _token in self._grants:
-                if isinstance(self._limits.limits[i], ResourceLimit):
-                    table.release(i, amount)
+        for lease in self._leases:
+            lease.release()
         try:
             self._limits._open().remove(self)
         except ValueError:
