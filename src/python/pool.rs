@@ -271,8 +271,17 @@ impl CorePool {
                 .parse()
                 .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,
         };
-        let supervisor =
-            Supervisor::<Worker>::builder().config(config).build().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let supervisor = Supervisor::<Worker>::builder()
+            .config(config)
+            // Permits and locks a dead worker held go back at once; waiters would find them too,
+            // but only when they next look.
+            .on_worker_exit(|exit| {
+                if let Some(pid) = exit.pid {
+                    let _ = crate::limits::reclaim_dead_process(pid);
+                }
+            })
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut spec = ProcessSpec::new(program, args);
         spec.env = env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
         spec.cwd = cwd.map(Into::into);
