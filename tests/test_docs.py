@@ -88,7 +88,7 @@ def test_docs_rust_example_runs(tmp_path: Path) -> None:
         )
         (crate / "src" / "main.rs").write_text(block)
         shutil.copy(REPO / "Cargo.lock", crate / "Cargo.lock")  # the versions the crate is tested with
-        env = {**os.environ, "CARGO_TARGET_DIR": str(REPO / "target" / "docs-examples")}
+        env = {**os.environ, "CARGO_TARGET_DIR": str(REPO / "target")}
         out = subprocess.run(
             [cargo, "run", "--quiet", "--offline"],
             cwd=crate,
