@@ -4,6 +4,7 @@ itself strictly (broken links, anchors and API names fail it); CI runs it before
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import stateful_pool
 from conftest import REPO, run_script
 from doc_blocks import code_blocks, group_id, needs_cluster, runnable_python
 
@@ -99,3 +101,41 @@ def test_docs_rust_example_runs(tmp_path: Path) -> None:
         )
         assert out.returncode == 0, out.stderr[-3000:]
         assert out.stdout.strip(), "the example printed nothing"
+
+
+def reference_directives() -> dict[str, list[str] | None]:
+    """Each `::: dotted.path` of docs/reference/ with its `members:` list (None: all public)."""
+    found: dict[str, list[str] | None] = {}
+    for page in sorted((DOCS / "reference").glob("*.md")):
+        for directive in re.split(r"^(?=::: )", page.read_text(), flags=re.M)[1:]:
+            path = directive.split()[1]
+            members = re.search(r"^ +members:\n((?: +- \w+\n)+)", directive, re.M)
+            found[path] = re.findall(r"- (\w+)", members[1]) if members else None
+    return found
+
+
+def resolve(path: str) -> object:
+    module, _, name = path.rpartition(".")
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError:
+        return getattr(importlib.import_module(module), name)
+
+
+def test_api_reference_names_exist_and_cover_the_public_api() -> None:
+    """mkdocstrings skips a `members:` name that no longer exists without a warning: check them
+    here, and that every name `stateful_pool` exports appears in the reference."""
+    documented: list[object] = []
+    for path, members in reference_directives().items():
+        target = resolve(path)
+        documented.append(target)
+        names = members if members is not None else list(getattr(target, "__all__", []))
+        for name in names:
+            assert hasattr(target, name), f"docs/reference documents {path}.{name}, which does not exist"
+            documented.append(getattr(target, name))
+    missing = [
+        name
+        for name in stateful_pool.__all__
+        if name != "__version__" and not any(getattr(stateful_pool, name) is obj for obj in documented)
+    ]
+    assert not missing, f"exported by stateful_pool but not in docs/reference: {missing}"
