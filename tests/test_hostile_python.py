@@ -83,9 +83,7 @@ def test_hundred_dropped_pools_leave_no_worker_thread_or_descriptor(baseline: tu
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_dropped_pool_finishes_its_queued_tasks_then_stops(
-    mode: str, baseline: tuple[set[int], set[int]]
-) -> None:
+def test_a_dropped_pool_finishes_its_queued_tasks_then_stops(mode: str, baseline: tuple[set[int], set[int]]) -> None:
     fds, threads = baseline
     pool: SPool[Any] = SPool(Guarded, mode=mode, **({"max_concurrency": 1} if mode == "asyncio" else {}))
     pool.spawn()
@@ -142,6 +140,7 @@ else:
     pool.spawn()
     call = lambda x: pool.execute(x) if mode != "concurry" else None
     pid = lambda: pool.call("pid")
+stats = pool.get_pool_stats if mode == "concurry" else lambda: pool.num_workers
 worker_pid = pid()
 assert call(1) in (1, 2)
 # A task still running at fork() (a sync pool has none: its futures come back done).
@@ -154,7 +153,7 @@ if child == 0:
         for attempt in (
             lambda: call(2),
             lambda: pool.submit_execute(3).result(timeout=10) if mode != "concurry" else pool.double(3),
-            lambda: pending.result(timeout=10) if pending else (pool.num_workers if mode == "sync" else pool.get_pool_stats()),
+            lambda: pending.result(timeout=10) if pending else stats(),
             lambda: pool.stats() if mode != "concurry" else pool.resize(2),
         ):
             try:

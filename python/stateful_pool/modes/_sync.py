@@ -141,8 +141,9 @@ class SyncCore:
             result = getattr(worker.instance, method)(*args, **kwargs)
         except SystemExit as exc:
             worker.tasks_failed += 1
-            self._respawn(worker, f"worker exited: SystemExit: {safe_str(exc)}")
-            return _ERROR, WorkerCrashedError(f"worker exited while running the task: SystemExit: {safe_str(exc)}", worker.id)
+            why = f"SystemExit: {safe_str(exc)}"
+            self._respawn(worker, f"worker exited: {why}")
+            return _ERROR, WorkerCrashedError(f"worker exited while running the task: {why}", worker.id)
         except Exception as exc:
             worker.state = "idle"
             worker.tasks_done += 1
