@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, child_pids, open_fds, run_script, wait_until
 from hostile_py_workers import EXCEPTIONS, Guarded, LyingName
 from stateful_pool import SPool, Worker
-from stateful_pool._serialize import encode, refers_to_main
+from stateful_pool._serialize import encode
 
 IN_PROCESS = ["thread", "asyncio", "sync"]
 MODES = ["process", *IN_PROCESS]
@@ -304,6 +304,8 @@ def test_dataclass_and_function_of_main_travel_by_value() -> None:
 
 def test_only_main_references_leave_the_plain_pickle_path(monkeypatch: pytest.MonkeyPatch) -> None:
     import pickle
+
+    from stateful_pool._serialize import refers_to_main
 
     class MainThing:
         pass

@@ -58,9 +58,12 @@ def dumps(obj: Any) -> bytes:
     """Pickles ``obj``; raises the pickling error when neither pickler can handle it."""
     try:
         body = pickle.dumps(obj, protocol=5)
+        if not refers_to_main(body):
+            return body
     except (pickle.PicklingError, TypeError, AttributeError):
-        return cloudpickle.dumps(obj, protocol=5)
-    return cloudpickle.dumps(obj, protocol=5) if refers_to_main(body) else body
+        pass
+    by_value: bytes = cloudpickle.dumps(obj, protocol=5)
+    return by_value
 
 
 loads = pickle.loads
@@ -154,11 +157,12 @@ def dump_exception(exc: BaseException) -> bytes:
 def load_exception(payload: bytes) -> BaseException:
     """The exception of a ``Raised`` payload, with the worker's traceback as its ``__cause__``."""
     (n,) = _SUMMARY_LEN.unpack_from(payload)
+    exc: BaseException
     try:
         exc, tb = pickle.loads(memoryview(payload)[_SUMMARY_LEN.size + n :])
     except Exception as e:  # the caller lacks the exception's class, say
         summary = bytes(payload[_SUMMARY_LEN.size : _SUMMARY_LEN.size + n]).decode("utf-8", "replace")
         name, _, message = summary.partition(": ")
-        exc, tb = RemoteError(name, message), f"(traceback unavailable: {e!r})\n"
+        exc, tb = RemoteError(name, message), f"(traceback unavailable: {_type_name(e)}: {safe_str(e)})\n"
     exc.__cause__ = RemoteTraceback(tb)
     return exc

@@ -24,7 +24,7 @@ def _setup(payload: Payload) -> tuple[Any, list[Any]]:
 
     import cloudpickle
 
-    sys_path, class_blob, args_blob = pickle.loads(payload)
+    sys_path, class_blob, args_blob = pickle.loads(payload)  # type: ignore[arg-type]  # a buffer
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)

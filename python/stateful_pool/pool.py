@@ -61,6 +61,13 @@ class SPool(Generic[W]):
     returned; ``execute()`` and the ``submit_*``/``async_*`` variants run tasks on whichever
     worker is free. Use it as a context manager, or call :meth:`shutdown`.
 
+    A pool you drop without shutting it down (no reference to it or to an :meth:`options` view
+    is left) is not leaked: like a dropped ``ProcessPoolExecutor`` it runs the tasks already
+    submitted, so their futures still complete, then stops its workers and ends its threads.
+    At interpreter exit, pools still running are killed. A child made by ``os.fork()`` cannot use
+    the pools it inherited (they raise :class:`RuntimeError`; their workers are the parent's) and
+    exits without waiting on them; the parent's pools are untouched.
+
     Args:
         worker_cls: an :class:`SWorker` subclass.
         queue_size: how many tasks may wait for a worker (``None``: unbounded). When the queue
@@ -320,7 +327,7 @@ class SPool(Generic[W]):
                     done = inflight.popleft()
                 else:
                     finished, _ = concurrent.futures.wait(inflight, return_when=concurrent.futures.FIRST_COMPLETED)
-                    done = next(iter(finished))
+                    done = cast("PoolFuture[Any]", finished.pop())
                     inflight.remove(done)
                 result = done.result()
                 if bar is not None:
