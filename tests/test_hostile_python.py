@@ -163,6 +163,10 @@ if child == 0:
             else:
                 errors.append("no error")
         print("child errors:", errors, flush=True)
+        if mode != "concurry":  # a pool made in the child is the child's, and works
+            with SPool(Guarded, mode=mode) as fresh:
+                fresh.spawn()
+                assert fresh.execute(9) == 9 and fresh.submit_execute(8).result(timeout=30) == 8
         sys.exit(0 if errors == [True] * 4 else 3)
     sys.exit(0)  # a plain exit: atexit runs, and must not wait on the parent's pool
 
