@@ -96,6 +96,17 @@ def test_a_dropped_pool_finishes_its_queued_tasks_then_stops(mode: str, baseline
     wait_until(lambda: _settled(fds, threads), timeout=30, what=f"the dropped {mode} pool to stop")
 
 
+def test_a_view_keeps_its_pool(baseline: tuple[set[int], set[int]]) -> None:
+    fds, threads = baseline
+    view = SPool(Guarded).options(timeout=30)  # the pool itself is dropped at once
+    gc.collect()
+    worker_pid = view.spawn()
+    gc.collect()
+    assert view.execute(5) == 5 and view.call("pid") == worker_pid
+    del view
+    wait_until(lambda: _settled(fds, threads), timeout=30, what="the pool of the dropped view to stop")
+
+
 def _sleep_then(seconds: float, value: Any) -> Any:
     import time
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -29,9 +28,10 @@ GENERATION = 0
 
 # Every completer of this process (with it, its core): moved to `_inherited` in a forked child.
 _engines: weakref.WeakSet[Any] = weakref.WeakSet()
-# Abandoned pools still finishing their tasks; killed at interpreter exit like live pools.
+# Abandoned pools still finishing their tasks; killed at interpreter exit like live pools. No
+# lock: a set's add, discard and copy are atomic under the GIL, and `wind_down` may run inside
+# the garbage collector, where waiting on a lock the interrupted code holds would deadlock.
 _winding: set[Any] = set()
-_winding_lock = threading.Lock()
 # A forked child's copies of the parent's pools, never released (see the module docstring).
 _inherited: list[Any] = []
 _child_hooks: list[Callable[[], None]] = []
@@ -52,11 +52,10 @@ def track(engine: Any) -> None:
 
 def wind_down(engine: Any, done: bool) -> None:
     """Marks an abandoned pool's completer as winding down (``done=False``) or finished."""
-    with _winding_lock:
-        if done:
-            _winding.discard(engine)
-        else:
-            _winding.add(engine)
+    if done:
+        _winding.discard(engine)
+    else:
+        _winding.add(engine)
 
 
 def on_fork_in_child(hook: Callable[[], None]) -> None:
@@ -68,9 +67,8 @@ _kept_forever = False
 
 
 def _after_fork_in_child() -> None:
-    global GENERATION, _winding_lock, _kept_forever
+    global GENERATION, _kept_forever
     GENERATION += 1
-    _winding_lock = threading.Lock()  # a parent thread may have held it at fork()
     _inherited.extend(_engines)
     _inherited.extend(_winding)
     _engines.clear()
@@ -92,7 +90,5 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 @atexit.register
 def _kill_winding() -> None:
     """Kills abandoned pools still finishing their tasks, as live pools are at exit."""
-    with _winding_lock:
-        engines = list(_winding)
-    for engine in engines:
+    for engine in list(_winding):
         engine.kill_now()
