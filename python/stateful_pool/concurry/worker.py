@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..worker import SWorker
+from ..worker import SWorker, check_method_name
 from .limits import Limit, LimitSet
 from .retry import RetryConfig, call_with_retries
 
@@ -125,7 +125,11 @@ class WorkerHost(SWorker):
         return os.getpid()
 
     def invoke(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Runs ``instance.<method>(*args, **kwargs)`` with the pool's retries."""
+        """Runs ``instance.<method>(*args, **kwargs)`` with the pool's retries. ``invoke`` is
+        itself callable through the pool, so ``method`` is checked like any caller's name."""
+        check_method_name(method)
+        if method in _RESERVED:
+            raise AttributeError(f"{self.worker_cls.__name__} has no method {method!r} callable through a pool")
         return call_with_retries(
             getattr(self.instance, method),
             args,
