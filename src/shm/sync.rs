@@ -1,0 +1,7 @@
+//! The atomics the rings use: the standard ones, or loom's when the ring's park/wake protocol
+//! is model-checked (`RUSTFLAGS="--cfg loom"`, see `src/SUPERVISOR.md`).
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
