@@ -12,11 +12,9 @@ import os
 from typing import Any
 
 import pytest
-
-from stateful_pool import SPool
-
 from conftest import run_script
 from hostile_workers import Hostile
+from stateful_pool import SPool
 
 # Generous: the point is "promptly, not never"; timing goals belong in benchmarks.
 PROMPT = 5.0
@@ -37,6 +35,12 @@ def report():
 
 def interrupt_after(seconds):
     threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+def outcome(future):
+    if not future.done():
+        return "pending"
+    error = future.exception()
+    return type(error).__name__ if error else future.result()[0]
 
 def timed(fn):
     start = time.monotonic()
@@ -79,8 +83,7 @@ done, _ = wait(tiny, timeout=20)
 out["tiny_done"] = sum(1 for f in done if f.exception() is None)
 out["tiny_seconds"] = time.monotonic() - start
 wait(timed_calls, timeout=20)
-out["timed"] = [type(f.exception()).__name__ if f.done() and f.exception() else (f.result()[0] if f.done() else "pending")
-                for f in timed_calls]
+out["timed"] = [outcome(f) for f in timed_calls]
 out["healthy"] = healthy
 # Now stop every worker (the replacement too) with big calls stuck on them, and kill the pool.
 live = lambda: [w["pid"] for w in pool.stats()["workers"] if w["pid"] and w["state"] in ("idle", "busy")]
@@ -233,4 +236,3 @@ def test_max_message_size_bounds_calls_and_results_both_ways() -> None:
         with pytest.raises(ValueError, match="over max_message_size"):
             pool.call("big_result", 2 << 20)
         assert pool.call("size", bytes(1000)) == (pid, 1000)
-

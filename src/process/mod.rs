@@ -1,6 +1,10 @@
 //! [`ProcessWorker`]: a [`Workable`] whose state lives in a child process that speaks the
 //! frame protocol of [`frame`]. The Python bindings run `SWorker`s with it; any program that
 //! speaks the protocol can be a worker.
+//!
+//! (Left out of loom builds: tokio built with `--cfg loom` has no `process` or `net`, and the
+//! loom models only check `shm`.)
+#![cfg(not(loom))]
 
 mod endpoint;
 pub mod frame;

@@ -1,14 +1,14 @@
 //! The two futex operations the rings need, on words shared between processes. Under
-//! `cfg(loom)` a model stands in for the kernel (see the end of this file).
+//! `cfg(all(test, loom))` a model stands in for the kernel (see the end of this file).
 
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) use self::model::{wait, wake_all};
 
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are fine: callers loop.
 pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
@@ -23,7 +23,7 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 }
 
 /// Wakes every waiter on `word`.
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 pub(crate) fn wake_all(word: &AtomicU32) {
     // SAFETY: as in `wait`; FUTEX_WAKE does not touch the memory.
     unsafe {
@@ -35,7 +35,7 @@ pub(crate) fn wake_all(word: &AtomicU32) {
 /// also takes, which is the atomicity the kernel gives (a wake after the word changed cannot
 /// slip between the check and the sleep). The timeout is ignored on purpose: a waiter that
 /// only its timeout could wake is a lost wake-up, and loom reports it as a deadlock.
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod model {
     use loom::sync::{Condvar, Mutex};
 

@@ -20,6 +20,7 @@ mod sync;
 mod tests;
 
 pub(crate) use self::mapping::Mapping;
+#[cfg_attr(loom, allow(unused_imports))] // its users are not in loom builds
 pub(crate) use self::ring::spin_until;
 pub use self::ring::{Corrupted, Ring, Wait};
 pub use self::segment::{ring_capacity, Segment, SegmentError, MAX_RING_CAPACITY};

@@ -36,7 +36,7 @@ pub(crate) struct RingCtl {
     writer_parked: AtomicU32,
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 impl RingCtl {
     /// A zeroed control block on the heap (loom's atomics cannot live in a mapping).
     pub(crate) fn new() -> Self {

@@ -29,7 +29,7 @@ struct Header {
 }
 
 // (loom's atomics are larger, and a loom build never maps a segment.)
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
 
 /// Why a segment could not be created or mapped.
@@ -167,5 +167,25 @@ impl Segment {
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.header().closed.load(Ordering::SeqCst) != 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod layout_tests {
+    use super::*;
+
+    /// `tests/hostile_workers.py` writes into a worker's segment at these offsets.
+    #[test]
+    fn segment_layout_is_what_hostile_workers_expect() {
+        let seg = Segment::create(8192).unwrap();
+        let word = |at: usize| {
+            // SAFETY: `at + 8` lies inside the header page; an unaligned read of plain bytes.
+            unsafe { seg.map.base().add(at).cast::<u64>().read_unaligned() }
+        };
+        assert_eq!((word(0), word(8)), (MAGIC, 8192));
+        seg.forge_indices(false, 11, 12);
+        seg.forge_indices(true, 21, 22);
+        assert_eq!([word(64), word(128), word(256), word(320)], [11, 12, 21, 22]);
+        assert_eq!(seg.map.len(), HEADER + 2 * 8192);
     }
 }
