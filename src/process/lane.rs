@@ -221,8 +221,8 @@ impl ShmLane {
             n.map_or(true, |n| n > 0) || ring.closed()
         };
         if ring.closed() {
-            let n = if writing { ring.writable() } else { ring.readable() };
-            if n.map_err(broke)? == 0 {
+            // Nobody reads a closed ring; a reply published before it closed is still read.
+            if writing || ring.readable().map_err(broke)? == 0 {
                 return Err(Stall::Crashed(self.crashed()));
             }
             return Ok(());
