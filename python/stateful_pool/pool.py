@@ -87,7 +87,12 @@ class SPool(Generic[W]):
             another worker (default 0: its future fails with :class:`WorkerCrashedError`; a task
             that crashes its worker may well crash the next).
         shm_capacity: bytes per direction of each worker's shared-memory channel (default
-            8 MiB; larger messages stream through it). ``None`` sends frames through pipes.
+            8 MiB; larger messages stream through it; at most 1 TiB). ``None`` sends frames
+            through pipes.
+        max_message_size: the largest pickled call or result, in bytes (default 1 GiB). A call
+            over it raises :class:`ValueError` without reaching a worker, a result over it fails
+            its task with :class:`ValueError`; a worker that announces a larger message broke
+            the protocol (it fails with :class:`WorkerCrashedError` and is replaced).
         load_balancing: which idle worker gets the next task: ``"round_robin"`` (``"rr"``,
             default), ``"active"`` (``"least_active"``), ``"total"`` (``"least_total"``) or
             ``"random"`` (``"rand"``). Tasks are bound to workers only when one is idle, so no
@@ -118,6 +123,7 @@ class SPool(Generic[W]):
         load_balancing: str = "round_robin",
         crash_retries: int = 0,
         shm_capacity: int | None = 8 << 20,
+        max_message_size: int = 1 << 30,
         mode: str = "process",
         actor_options: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
@@ -174,6 +180,7 @@ class SPool(Generic[W]):
                 _worker_env(),
                 os.getcwd(),
                 shm_capacity=shm_capacity,
+                max_message_size=max_message_size,
                 **policy,
             )
             self._completer = Completer(self._core)
