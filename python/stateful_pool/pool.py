@@ -76,8 +76,11 @@ class SPool(Generic[W]):
             :class:`TaskTimeoutError` and the worker is killed and replaced.
         restart: ``"on-failure"`` (default: a crashed worker is started again with the same
             spawn arguments), ``"never"``, or ``"always"``.
-        max_restarts, restart_window: at most this many restarts of one worker within this many
-            seconds; past that the worker stays failed (a crash loop does not spin).
+        max_restarts: a worker that keeps failing without serving (its ``spawn`` crashes, or it
+            dies while idle) is restarted, with a backoff, at most this many times within
+            ``restart_window``; then it gives up and stays failed. A crash during a task
+            (whatever the exit code) always restarts the worker at once and never counts.
+        restart_window: the window, in seconds, in which ``max_restarts`` is counted.
         max_tasks_per_worker: replace a worker gracefully after this many tasks.
         max_memory_per_worker: replace a worker between tasks once its RSS exceeds these bytes.
         submit_timeout: seconds a submit may wait on a full queue (``None``: wait as long as it
