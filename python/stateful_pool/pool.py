@@ -32,9 +32,15 @@ _live_pools: weakref.WeakSet[SPool[Any]] = weakref.WeakSet()
 
 
 @atexit.register
-def _kill_live_pools() -> None:
-    for pool in list(_live_pools):
-        pool.shutdown(wait=True, kill=True)
+def _stop_live_pools() -> None:
+    """At interpreter exit, pools still running finish the work already submitted, then stop
+    (as ``concurrent.futures`` executors do); Ctrl-C while waiting kills their workers."""
+    pools = list(_live_pools)
+    for pool in pools:  # first stop taking work everywhere, then wait for each
+        if pool._generation == _lifecycle.GENERATION:
+            pool._core.shutdown("graceful")
+    for pool in pools:
+        pool.shutdown(wait=True)
 
 
 # A forked child must not shut the parent's pools down at its exit (see `_lifecycle`).
@@ -64,7 +70,9 @@ class SPool(Generic[W]):
     A pool you drop without shutting it down (no reference to it or to an :meth:`options` view
     is left) is not leaked: like a dropped ``ProcessPoolExecutor`` it runs the tasks already
     submitted, so their futures still complete, then stops its workers and ends its threads.
-    At interpreter exit, pools still running are killed. A child made by ``os.fork()`` cannot use
+    At interpreter exit, pools still running finish the tasks already submitted (queued and
+    running), then stop, as ``concurrent.futures`` executors do; submitting then raises
+    :class:`PoolShutDownError` (a ``RuntimeError``). A child made by ``os.fork()`` cannot use
     the pools it inherited (they raise :class:`RuntimeError`; their workers are the parent's) and
     exits without waiting on them; the parent's pools are untouched.
 
@@ -399,7 +407,7 @@ class SPool(Generic[W]):
         if self._generation != _lifecycle.GENERATION:
             raise _lifecycle.forked_error()
         if self._closed:
-            raise PoolShutDownError("cannot schedule new tasks after shutdown")
+            raise PoolShutDownError("cannot schedule new futures after shutdown")
 
     def shutdown(
         self, wait: bool = True, *, cancel_pending: bool = False, kill: bool = False, timeout: float | None = None
@@ -416,6 +424,9 @@ class SPool(Generic[W]):
             return
         self._core.shutdown("kill" if kill else "cancel" if cancel_pending else "graceful")
         if not wait:
+            # Nobody waits: the completion thread finishes the futures, then stops the workers'
+            # threads and ends (a later shutdown(wait=True) still waits for all of it).
+            self._completer.finish_in_background()
             return
         try:
             if timeout is not None and not self._core.wait_stopped(max(0.0, timeout)):

@@ -120,7 +120,7 @@ def _serve_thread(worker_cls: type, channel: Any, init: Any) -> None:
 
 def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
     """Answers calls one at a time until told to stop. ``run(payload)`` returns the result; an
-    exception that is not an ``Exception`` (``SystemExit``, a lost Ray actor) is fatal."""
+    exception that is neither an ``Exception`` nor ``SystemExit`` (a lost Ray actor, ...) is fatal."""
     while (request := channel.recv()) is not None:
         kind, _call_id, payload, replier = request
         if kind != _CALL:
@@ -129,7 +129,7 @@ def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
             result = run(payload)
         except _Interrupted:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # SystemExit fails its task only, as in concurrent.futures
             replier.raised(remote_exception(exc))
         except WorkerLost as exc:
             replier.fatal(safe_str(exc))
@@ -178,7 +178,7 @@ def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
                 result = await _maybe_await(getattr(instance, method)(*call_a, **call_kw))
             except asyncio.CancelledError:
                 return  # the supervisor timed the call out or killed it, and already replied
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # SystemExit fails its task only
                 replier.raised(remote_exception(exc))
             except BaseException as exc:
                 replier.fatal(f"worker event loop exited: {type(exc).__name__}: {safe_str(exc)}")
