@@ -49,9 +49,9 @@ if TYPE_CHECKING:
         PoolError,
         PoolShutDownError,
         RemoteError,
+        RemoteTraceback,
         ResultPicklingError,
         ResultUnpicklingError,
-        RemoteTraceback,
         TaskTimeoutError,
         WorkerCrashedError,
     )

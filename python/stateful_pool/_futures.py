@@ -273,7 +273,11 @@ class Completer:
                         pass
                     continue
                 _complete(future, status, value)
-            if not batch and self._closing and not pending:
+            empty = not batch
+            # Hold no result while waiting for the next batch: a caller that dropped one must
+            # see it freed (``concurrent.futures`` keeps no such reference either).
+            batch = future = value = None  # type: ignore[assignment]
+            if empty and self._closing and not pending:
                 if self._abandoned:
                     self._release()
                 return

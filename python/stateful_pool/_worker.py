@@ -44,7 +44,8 @@ def _call(worker: Any, payload: Payload) -> list[Any]:
         return encode(result)
     except Exception as e:
         why = safe_str(e)
-        raise ResultPicklingError(f"the result of {type(worker).__name__}.{method}() could not be pickled: {why}") from e
+        name = f"{type(worker).__name__}.{method}()"
+        raise ResultPicklingError(f"the result of {name} could not be pickled: {why}") from e
 
 
 def main() -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pickle
 from concurrent.futures import BrokenExecutor, CancelledError
-from concurrent.futures.process import BrokenProcessPool
-from concurrent.futures.process import _RemoteTraceback
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
 __all__ = [
     "BrokenExecutor",

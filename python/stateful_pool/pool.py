@@ -9,16 +9,15 @@ import concurrent.futures
 import copy
 import os
 import sys
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar, cast
 
-import cloudpickle
-
 from . import _core, _lifecycle
 from ._decode import decode
 from ._futures import Completer, PoolFuture
-from ._serialize import dumps, encode
+from ._serialize import by_value, dumps, encode
 from .errors import PoolShutDownError
 from .worker import SWorker, check_method_name
 
@@ -151,7 +150,7 @@ class SPool(Generic[W]):
         # Workers in this process take arguments as they are, like ThreadPoolExecutor.
         self._in_process = mode in ("thread", "asyncio", "sync")
         # Only process workers need the class sent by value; in-process ones use it as it is.
-        self._class_blob = b"" if self._in_process else cloudpickle.dumps(worker_cls, protocol=5)
+        self._class_blob = b"" if self._in_process else by_value(worker_cls)
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
         # The supervisor's policies, the same whichever engine hosts the workers.
@@ -422,6 +421,8 @@ class SPool(Generic[W]):
         stop: this returns at once and touches nothing."""
         if self._generation != _lifecycle.GENERATION:
             return
+        if cancel_pending and not kill:
+            self._let_idle_workers_start()
         self._core.shutdown("kill" if kill else "cancel" if cancel_pending else "graceful")
         if not wait:
             # Nobody waits: the completion thread finishes the futures, then stops the workers'
@@ -442,6 +443,16 @@ class SPool(Generic[W]):
         self._completer.close(timeout=5.0)
         self._core.release()
         self._abandon.detach()  # stopped and released: nothing is left for the finalizer
+
+    def _let_idle_workers_start(self, limit: float = 1.0) -> None:
+        """Gives the supervisor a moment to hand queued tasks to idle workers, so that
+        ``cancel_pending`` cancels what is waiting for a worker, not what a free worker was
+        about to start (``concurrent.futures``: pending calls are those no worker took)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and not self._core.is_shutdown:
+            if not self._core.queued or not any(w["state"] == "idle" for w in self._core.workers()):
+                return
+            time.sleep(0.001)
 
     def __enter__(self) -> SPool[W]:
         return self
