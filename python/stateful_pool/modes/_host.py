@@ -139,6 +139,7 @@ def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
             return
         else:
             replier.ok(result)
+            del result  # the caller may drop it: this thread must not keep it while it waits
         del request, payload, replier
 
 
