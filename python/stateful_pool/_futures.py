@@ -183,6 +183,8 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
     def cancel(self) -> bool:
         if self.done():
             return self.cancelled()
+        if self._completer is None:  # never submitted: a plain Future
+            return super().cancel()
         if self._ticket is None or not self._ticket.cancel():
             return False
         return self._mark_cancelled()
