@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -89,7 +90,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@atexit.register
 def _finish_winding() -> None:
     """At exit, abandoned pools still finishing their tasks finish them, as live pools do
     (``concurrent.futures`` semantics); Ctrl-C while waiting kills them."""
@@ -100,3 +100,10 @@ def _finish_winding() -> None:
         for engine in list(_winding):
             engine.kill_now()
         raise
+
+
+# When the main thread ends, before atexit handlers, as concurrent.futures does. Hooks run last
+# registered first: `pool._stop_live_pools`, registered after this one, stops the live pools
+# before this waits for the abandoned ones.
+_register = getattr(threading, "_register_atexit", None)
+(atexit.register if _register is None else _register)(_finish_winding)

@@ -9,6 +9,7 @@ import concurrent.futures
 import copy
 import os
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -30,7 +31,17 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _live_pools: weakref.WeakSet[SPool[Any]] = weakref.WeakSet()
 
 
-@atexit.register
+def _at_interpreter_exit(hook: Any) -> None:
+    """Runs ``hook`` when the main thread ends, before ``atexit`` handlers (as
+    ``concurrent.futures`` does): an ``atexit`` handler registered before this module was
+    imported then finds the pools stopped, and its submit raises."""
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython: plain atexit
+        atexit.register(hook)
+    else:
+        register(hook)
+
+
 def _stop_live_pools() -> None:
     """At interpreter exit, pools still running finish the work already submitted, then stop
     (as ``concurrent.futures`` executors do); Ctrl-C while waiting kills their workers."""
@@ -40,6 +51,9 @@ def _stop_live_pools() -> None:
             pool._core.shutdown("graceful")
     for pool in pools:
         pool.shutdown(wait=True)
+
+
+_at_interpreter_exit(_stop_live_pools)
 
 
 # A forked child must not shut the parent's pools down at its exit (see `_lifecycle`).
