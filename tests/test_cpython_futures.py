@@ -45,7 +45,6 @@ import tempfile
 import textwrap
 import threading
 import time
-import unittest
 from pathlib import Path
 from typing import Any
 
