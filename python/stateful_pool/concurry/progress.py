@@ -51,7 +51,8 @@ class ProgressBar:
     @property
     def total(self) -> int | None:
         """Steps expected, if known."""
-        return self._bar.total  # type: ignore[no-any-return]
+        total = self._bar.total
+        return None if total is None else int(total)
 
     def update(self, n: int = 1) -> None:
         """Advances the bar by ``n`` steps."""
