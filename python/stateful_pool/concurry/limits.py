@@ -15,71 +15,180 @@ within one process, units come back when the acquisition ends.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .. import _core
+from .constants import RateLimitAlgorithm, RateWindow
 
 __all__ = ["Acquisition", "CallLimit", "LimitSet", "RateLimit", "ResourceLimit", "RATE_ALGORITHMS"]
 
 RATE_ALGORITHMS = ("token_bucket", "gcra", "leaky_bucket", "sliding_window", "fixed_window")
-"""The algorithms a :class:`RateLimit` may use."""
+"""The algorithms a :class:`RateLimit` may use (or a :class:`RateLimitAlgorithm` member)."""
+
+_log = logging.getLogger(__name__)
 
 _POLL = 0.05  # longest sleep between attempts of a refused acquire, seconds
 _RESOURCE_POLL = 0.002  # sleep between attempts on a full resource limit (nothing predicts a release)
 
 
-@dataclass(frozen=True)
+_NO_WINDOW = object()
+
+
+def _window_seconds(key: str, window: Any, per: Any, window_seconds: Any) -> float:
+    """The window of a rate limit from ``window=`` (concurry 0.13's keyword), its alias
+    ``per=`` or the older ``window_seconds=``: seconds, or a :class:`RateWindow` name."""
+    given = [name for name, v in (("window", window), ("per", per), ("window_seconds", window_seconds)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"RateLimit {key!r}: pass one of window= (per= is its alias, window_seconds= deprecated), got both {given}")
+    if window_seconds is not None:
+        value: Any = window_seconds
+    elif per is not None:
+        value = per
+    elif window is not None:
+        value = window
+    else:
+        raise TypeError(f"RateLimit {key!r} needs window= (seconds or a name like 'minute')")
+    if isinstance(value, str):
+        value = RateWindow.from_str(value).to_seconds()
+    elif isinstance(value, RateWindow):
+        value = value.to_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"window must be positive, got {value!r}")
+    return float(value)
+
+
+def _capacity(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} capacity must be a number >= 1, got {value!r}")
+    if not value >= 1:
+        raise ValueError(f"{what} capacity must be >= 1, got {value!r}")
+    if value != int(value):
+        raise ValueError(f"{what} capacity must be a whole number of units here, got {value!r}")
+    return int(value)
+
+
 class RateLimit:
-    """At most ``capacity`` units of ``key`` per ``window_seconds``, by ``algorithm``:
-    ``"token_bucket"`` (default: bursts up to ``capacity``, continuous refill), ``"gcra"``
-    (the same traffic, one timestamp of state), ``"leaky_bucket"`` (evenly spaced, never
-    bursting), ``"sliding_window"`` (weighted rolling window) or ``"fixed_window"``."""
+    """At most ``capacity`` units of ``key`` per ``window`` seconds (or a name: ``"minute"``,
+    ``"per_hour"``...; ``window_seconds=`` is the older spelling), by ``algorithm``: token
+    bucket (default: bursts up to ``capacity``, continuous refill), ``"gcra"`` (the same traffic,
+    one timestamp of state), ``"leaky_bucket"`` (evenly spaced, never bursting),
+    ``"sliding_window"`` (weighted rolling window) or ``"fixed_window"``; a
+    :class:`RateLimitAlgorithm` member works too."""
 
-    key: str
-    window_seconds: float
-    capacity: int
-    algorithm: str = "token_bucket"
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in RATE_ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {RATE_ALGORITHMS}, got {self.algorithm!r}")
-        if not self.window_seconds > 0:
-            raise ValueError(f"window_seconds must be positive, got {self.window_seconds}")
-        if not (isinstance(self.capacity, int) and self.capacity >= 1):
-            raise ValueError(f"capacity must be a positive integer, got {self.capacity!r}")
+    def __init__(
+        self,
+        key: str,
+        window: float | str | None = None,
+        capacity: float | None = None,
+        algorithm: str = "token_bucket",
+        *,
+        per: float | str | None = None,
+        window_seconds: float | None = None,
+    ):
+        if capacity is None:
+            raise TypeError(f"RateLimit {key!r} needs capacity=")
+        self.key = key
+        self.window = self.window_seconds = _window_seconds(key, window, per, window_seconds)
+        self.capacity = _capacity(capacity, type(self).__name__)
+        self.algorithm = RateLimitAlgorithm.from_str(algorithm)
 
     def _spec(self) -> tuple[str, float, int]:
-        return (self.algorithm, float(self.window_seconds), self.capacity)
+        return (self.algorithm.short, float(self.window), self.capacity)
+
+    def can_acquire(self, requested: float) -> bool:
+        """Whether ``requested`` units could ever be granted (they fit the capacity)."""
+        return 0 <= requested <= self.capacity
+
+    def validate_usage(self, requested: float, used: float) -> None:
+        """Warns when ``used`` exceeds ``requested`` (the units are spent already)."""
+        if used > requested:
+            _log.warning("usage of %r (%s) exceeds requested amount (%s)", self.key, used, requested)
+
+    def get_stats(self) -> dict[str, Any]:
+        """The limit's configuration."""
+        return {"key": self.key, "capacity": self.capacity, "window": self.window, "algorithm": str(self.algorithm)}
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (type(self), self.key, self.window, self.capacity, self.algorithm)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RateLimit) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key={self.key!r}, window={self.window}, capacity={self.capacity}, algorithm={self.algorithm})"
 
 
-@dataclass(frozen=True)
 class CallLimit(RateLimit):
-    """At most ``capacity`` calls per ``window_seconds``: a :class:`RateLimit` on the key
+    """At most ``capacity`` calls per ``window`` seconds: a :class:`RateLimit` on the key
     ``"call_count"`` that every :meth:`LimitSet.acquire` takes one unit of."""
 
-    key: str = "call_count"
-    window_seconds: float = 1.0
-    capacity: int = 1
+    def __init__(
+        self,
+        window: float | str | None = None,
+        capacity: float = 1,
+        algorithm: str = "token_bucket",
+        *,
+        key: str = "call_count",
+        per: float | str | None = None,
+        window_seconds: float | None = None,
+    ):
+        if key != "call_count":
+            raise ValueError(f"a CallLimit's key is always 'call_count', got {key!r}")
+        if window is None and per is None and window_seconds is None:
+            window = 1.0
+        super().__init__("call_count", window, capacity, algorithm, per=per, window_seconds=window_seconds)
+
+    def validate_usage(self, requested: float, used: float) -> None:
+        """A call is one unit: usage must be 0 or 1 (explicit requests excepted)."""
+        if used < 0:
+            raise ValueError(f"usage of 'call_count' cannot be negative, got {used}")
 
 
-@dataclass(frozen=True)
 class ResourceLimit:
     """At most ``capacity`` units of ``key`` held at once (a semaphore shared by the pool):
     units are given back when the acquisition ends, or when the process holding them dies."""
 
-    key: str
-    capacity: int
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.capacity, int) and self.capacity >= 1):
-            raise ValueError(f"capacity must be a positive integer, got {self.capacity!r}")
+    def __init__(self, key: str, capacity: int):
+        self.key = key
+        self.capacity = _capacity(capacity, "ResourceLimit")
+        self._current_usage = 0
 
     def _spec(self) -> tuple[str, float, int]:
         return ("semaphore", 0.0, self.capacity)
+
+    def can_acquire(self, requested: int) -> bool:
+        """Whether ``requested`` more units fit next to those counted in ``_current_usage``."""
+        return 0 <= requested <= self.capacity - self._current_usage
+
+    def validate_usage(self, requested: int, used: int) -> None:
+        """Nothing to check: resource units come back whole when released."""
+
+    def get_stats(self) -> dict[str, Any]:
+        """Capacity, usage counted on this object, availability and utilization."""
+        used = self._current_usage
+        return {
+            "key": self.key,
+            "capacity": self.capacity,
+            "current_usage": used,
+            "available": self.capacity - used,
+            "utilization": used / self.capacity,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ResourceLimit) and (self.key, self.capacity) == (other.key, other.capacity)
+
+    def __hash__(self) -> int:
+        return hash((ResourceLimit, self.key, self.capacity))
+
+    def __repr__(self) -> str:
+        return f"ResourceLimit(key={self.key!r}, capacity={self.capacity})"
 
 
 Limit = RateLimit | ResourceLimit

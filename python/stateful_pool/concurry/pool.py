@@ -23,9 +23,10 @@ from typing import Any
 
 from ..errors import PoolShutDownError
 from ..pool import SPool
+from .constants import LoadBalancingAlgorithm
 from .futures import when_resolved
 from .limits import LimitSet
-from .retry import RetryConfig
+from .retry import PerMethodRetry, RetryConfig
 from .worker import Worker, WorkerHost, host_class, public_methods
 
 __all__ = ["WorkerPool"]
@@ -228,12 +229,18 @@ class WorkerPool:
         max_queued_tasks: int | None = None,
         on_demand: bool = False,
         limits: LimitSet | None = None,
-        retry: RetryConfig | None = None,
+        retry: RetryConfig | PerMethodRetry | None = None,
         blocking: bool = False,
+        unwrap_futures: bool = True,
         actor_options: dict[str, Any] | None = None,
         pool_options: dict[str, Any] | None = None,
     ):
         balancer = load_balancing or ("random" if on_demand else "round_robin")
+        if balancer not in _BALANCERS:
+            try:
+                balancer = _CANONICAL[LoadBalancingAlgorithm.from_str(balancer).value]
+            except ValueError:
+                pass
         if balancer not in _BALANCERS:
             raise ValueError(f"load_balancing must be one of {sorted(_BALANCERS)}, got {balancer!r}")
         if max_workers is not None and max_workers < 0:
@@ -248,11 +255,12 @@ class WorkerPool:
         self.limits = limits if limits is not None else LimitSet()
         self._algorithm = _BALANCERS[balancer]
         self._blocking = blocking
+        self._unwrap_futures = unwrap_futures
         self._methods = frozenset(public_methods(worker_cls))
         self._dispatched = 0
         self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_SAMPLES)
         self._stopped = False
-        host = host_class(worker_cls, self.limits, retry or RetryConfig())
+        host = host_class(worker_cls, self.limits, retry or RetryConfig(), mode)
         options = _spool_options(mode, _CANONICAL[self._algorithm], pool_options or {})
         self._backend: _Fixed | _OnDemand
         if on_demand:
@@ -275,6 +283,8 @@ class WorkerPool:
     def _submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self._stopped:
             raise PoolShutDownError("cannot schedule new tasks after the pool stopped")
+        if not self._unwrap_futures:
+            return self._dispatch(method, args, kwargs)
         return when_resolved(args, kwargs, lambda *a, **kw: self._dispatch(method, a, kw))
 
     def _dispatch(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:

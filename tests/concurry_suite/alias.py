@@ -1,0 +1,58 @@
+"""Makes ``import concurry`` (and its submodules: ``concurry.core.worker``,
+``concurry.core.constants``, ...) load :mod:`stateful_pool.concurry`, so concurry 0.13's own
+test suite runs against this package unchanged.
+
+Every ``concurry.<anything>`` module is a view of the flat :mod:`stateful_pool.concurry`
+namespace: a name the package does not export is an ``ImportError`` (such tests are either
+failures or listed in :mod:`exclusions`).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import types
+from typing import Any
+
+import stateful_pool.concurry as target
+
+RAY = os.environ.get("CONCURRY_SUITE_RAY") == "1"
+
+
+class _View(types.ModuleType):
+    """``concurry.x.y``: attribute look-ups go to :mod:`stateful_pool.concurry`."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_IS_RAY_INSTALLED":
+            return RAY
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(target, name)
+        except AttributeError:
+            raise AttributeError(f"stateful_pool.concurry has no {name!r} (imported as {self.__name__}.{name})") from None
+
+
+class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname: str, path: Any, target_: Any = None) -> importlib.machinery.ModuleSpec | None:
+        # Module names are lowercase; ``from concurry import SomeName`` of a missing class
+        # must stay an ImportError, not become an empty module.
+        if fullname == "concurry" or (fullname.startswith("concurry.") and fullname.split(".")[-1].islower()):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = _View(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        return None
+
+
+def install() -> None:
+    """Installs the alias (idempotent)."""
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
