@@ -15,16 +15,26 @@ within one process, units come back when the acquisition ends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .. import _core
 from .constants import RateLimitAlgorithm, RateWindow
 
-__all__ = ["Acquisition", "CallLimit", "LimitSet", "RateLimit", "ResourceLimit", "RATE_ALGORITHMS"]
+__all__ = [
+    "RATE_ALGORITHMS",
+    "Acquisition",
+    "CallLimit",
+    "LimitAcquisition",
+    "LimitSet",
+    "RateLimit",
+    "ResourceLimit",
+]
 
 RATE_ALGORITHMS = ("token_bucket", "gcra", "leaky_bucket", "sliding_window", "fixed_window")
 """The algorithms a :class:`RateLimit` may use (or a :class:`RateLimitAlgorithm` member)."""
@@ -206,7 +216,15 @@ class LimitSet:
             acq.update(usage={"tokens": used})   # unused tokens go back to the budget
     """
 
-    def __init__(self, limits: Iterable[Limit] = (), shared: bool = True, mode: str | None = None):
+    def __init__(
+        self,
+        limits: Iterable[Limit] = (),
+        shared: bool = True,
+        mode: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ):
+        self.config: dict[str, Any] = dict(config or {})
+        """Free-form data handed to every :class:`Acquisition` (``acq.config``)."""
         self.limits: tuple[Limit, ...] = tuple(limits)
         keys = [limit.key for limit in self.limits]
         if len(set(keys)) != len(keys):
@@ -232,7 +250,7 @@ class LimitSet:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         table = self._table
         where = (table.pid, table.fd) if table is not None and self.shared else None
-        return (_restore, (self.limits, self.shared, self.mode, where))
+        return (_restore, (self.limits, self.shared, self.mode, where, self.config))
 
     # -- acquiring ----------------------------------------------------------------------
 
@@ -247,9 +265,9 @@ class LimitSet:
                 wanted[i] = 1
         for key, amount in (requested or {}).items():
             if key not in self._index:
-                if not self.limits:
-                    continue
-                raise KeyError(f"no limit with key {key!r} (keys: {sorted(self._index)})")
+                if self.limits:
+                    _log.warning("no limit with key %r (keys: %s): ignored", key, sorted(self._index))
+                continue
             if not isinstance(amount, int) or amount < 0:
                 raise ValueError(f"requested units must be a non-negative integer, got {key}={amount!r}")
             wanted[self._index[key]] = amount
@@ -259,6 +277,50 @@ class LimitSet:
         acquisition = Acquisition(self, *self._take(wanted, timeout))
         self._open().append(acquisition)
         return acquisition
+
+    def try_acquire(self, requested: Mapping[str, int] | None = None) -> Acquisition:
+        """:meth:`acquire` without waiting: the acquisition's ``successful`` tells whether the
+        limits granted (a failed one holds nothing)."""
+        try:
+            return self.acquire(requested, timeout=0)
+        except TimeoutError:
+            return Acquisition(self, [], _core.CoreLimits.now_ns(), successful=False)
+
+    async def async_acquire(
+        self, requested: Mapping[str, int] | None = None, *, timeout: float | None = None
+    ) -> Acquisition:
+        """:meth:`acquire` for ``async`` code: waits with ``asyncio.sleep`` (the event loop
+        keeps running). Raises :class:`TimeoutError` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            acquisition = self.try_acquire(requested)
+            if acquisition.successful:
+                return acquisition
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise TimeoutError(f"limits not granted within {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL)
+
+    def get_stats(self) -> dict[str, dict[str, Any]]:
+        """Per key: the limit's configuration and the units ``available`` now."""
+        stats = {}
+        for limit in self.limits:
+            entry = limit.get_stats()
+            entry["available"] = self.available(limit.key)
+            if isinstance(limit, ResourceLimit):
+                entry["current_usage"] = limit.capacity - entry["available"]
+                entry["utilization"] = entry["current_usage"] / limit.capacity
+            stats[limit.key] = entry
+        return stats
+
+    def __getitem__(self, key: str) -> Limit:
+        if key not in self._index:
+            raise KeyError(f"no limit with key {key!r} (keys: {sorted(self._index)})")
+        return self.limits[self._index[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
 
     def _take(
         self, wanted: dict[int, int], timeout: float | None
@@ -330,9 +392,16 @@ class LimitSet:
         return f"LimitSet({list(self.limits)!r}, shared={self.shared})"
 
 
-def _restore(limits: tuple[Limit, ...], shared: bool, mode: str | None, where: tuple[int, int] | None) -> LimitSet:
+def _restore(
+    limits: tuple[Limit, ...],
+    shared: bool,
+    mode: str | None,
+    where: tuple[int, int] | None,
+    config: dict[str, Any] | None = None,
+) -> LimitSet:
     """Unpickles a :class:`LimitSet`: maps the creator's memory, or makes a private table."""
     self = LimitSet.__new__(LimitSet)
+    self.config = dict(config or {})
     self.limits = limits
     self.shared = shared
     self.mode = mode
@@ -346,6 +415,19 @@ def _restore(limits: tuple[Limit, ...], shared: bool, mode: str | None, where: t
     return self
 
 
+@dataclass(frozen=True)
+class LimitAcquisition:
+    """One limit's part of an :class:`Acquisition`."""
+
+    limit: Limit
+    requested: int
+
+    @property
+    def key(self) -> str:
+        """The limit's key."""
+        return self.limit.key
+
+
 class Acquisition:
     """Units granted by :meth:`LimitSet.acquire`. Resource units are held until
     :meth:`release` (the end of the ``with`` block); rate units are spent, except what
@@ -357,7 +439,13 @@ class Acquisition:
         grants: list[tuple[int, int, int]],
         at_ns: int,
         leases: list[_core.CoreLease] | None = None,
+        *,
+        successful: bool = True,
     ):
+        self.successful = successful
+        """Whether the limits granted (false only for a refused :meth:`LimitSet.try_acquire`)."""
+        self.config = limits.config
+        """The :class:`LimitSet`'s ``config``."""
         self._limits = limits
         self._grants = grants
         self._leases = leases or []
@@ -369,6 +457,12 @@ class Acquisition:
     def granted(self) -> dict[str, int]:
         """The units granted, by key."""
         return {self._limits.limits[i].key: amount for i, amount, _ in self._grants}
+
+    @property
+    def acquisitions(self) -> dict[str, LimitAcquisition]:
+        """Per key, what was granted (``requested``) and by which ``limit``."""
+        limits = self._limits.limits
+        return {limits[i].key: LimitAcquisition(limits[i], amount) for i, amount, _ in self._grants}
 
     def update(self, usage: Mapping[str, int]) -> None:
         """Reports the units of rate limits actually used; the rest of the request goes back

@@ -211,6 +211,19 @@ class _Method:
         return f"<pool method {self._name} of {self._pool!r}>"
 
 
+class _Missing:
+    """``pool.<not a method>`` outside sync mode: calling it returns a future failed with
+    :class:`AttributeError` (concurry's behaviour: the worker is what refuses the call)."""
+
+    def __init__(self, message: str):
+        self._message = message
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_exception(AttributeError(self._message))
+        return future
+
+
 class WorkerPool:
     """Workers of one :class:`Worker` class behind a single interface: ``pool.method(*a)``
     runs ``method`` on a worker chosen by the load balancer and returns a future (the value
@@ -275,7 +288,10 @@ class WorkerPool:
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in self.__dict__.get("_methods", ()):
-            raise AttributeError(f"{type(self).__name__} of {self.worker_cls.__name__} has no method {name!r}")
+            missing = f"{type(self).__name__} of {self.__dict__.get('worker_cls', type(None)).__name__} has no method {name!r}"
+            if name.startswith("_") or "_methods" not in self.__dict__ or self.mode == "sync":
+                raise AttributeError(missing)
+            return _Missing(missing)  # concurry: the call's future fails, as the worker would
         method = _Method(self, name)
         self.__dict__[name] = method  # cached: __getattr__ is not asked again
         return method
@@ -345,6 +361,11 @@ class WorkerPool:
                 "max": samples[-1] if samples else None,
             },
         }
+
+    @property
+    def blocking(self) -> bool:
+        """Whether calls return results (``blocking=True``) instead of futures."""
+        return self._blocking
 
     @property
     def spool(self) -> SPool[Any] | None:

@@ -174,6 +174,9 @@ class PerMethodRetry:
     def __init__(self, options: dict[str, Any]):
         defaults = {"num_retries": 0, "retry_on": (Exception,), "retry_algorithm": "exponential"}
         defaults.update({"retry_wait": 1.0, "retry_jitter": 0.3, "retry_until": None})
+        for name, value in options.items():
+            if isinstance(value, dict) and "*" not in value:
+                raise ValueError(f'{name} given per method needs a "*" entry (the default), got keys {sorted(value)}')
         methods = {m for v in options.values() if isinstance(v, dict) for m in v if m != "*"}
         base = {k: (v.get("*", defaults[k]) if isinstance(v, dict) else v) for k, v in options.items()}
         self.default = RetryConfig.build(**base)
@@ -185,6 +188,12 @@ class PerMethodRetry:
     def for_method(self, name: str) -> RetryConfig:
         """The settings of method ``name``."""
         return self.methods.get(name, self.default)
+
+    def check_methods(self, known: Iterable[str], worker: str) -> None:
+        """Raises :class:`ValueError` if a setting names a method ``worker`` does not have."""
+        unknown = sorted(set(self.methods) - set(known))
+        if unknown:
+            raise ValueError(f"retry settings name methods {worker} does not have: {unknown}")
 
 
 def build_retry(**options: Any) -> RetryConfig | PerMethodRetry:

@@ -124,6 +124,8 @@ class Worker:
             retry_jitter=retry_jitter,
             retry_until=retry_until,
         )
+        if isinstance(retry, PerMethodRetry):
+            retry.check_methods(public_methods(cls), cls.__name__)
         mode = mode_name(mode)
         if on_demand and mode in ("sync", "asyncio"):
             raise ValueError(f"on_demand needs a mode that can start workers (thread, process, ray), got {mode!r}")
