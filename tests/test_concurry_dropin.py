@@ -226,8 +226,9 @@ def test_retry_validation_error_keeps_every_result() -> None:
 
 
 def test_limit_set_api(caplog: pytest.LogCaptureFixture) -> None:
-    limits = LimitSet([ResourceLimit(key="db", capacity=1), RateLimit(key="t", window=60, capacity=10)],
-                      config={"region": "eu"})
+    limits = LimitSet(
+        [ResourceLimit(key="db", capacity=1), RateLimit(key="t", window=60, capacity=10)], config={"region": "eu"}
+    )
     assert limits["db"].capacity == 1 and "t" in limits
     held = limits.try_acquire({"db": 1})
     assert held.successful and held.config == {"region": "eu"} and held.acquisitions["db"].requested == 1
@@ -246,8 +247,9 @@ def test_enums_accept_concurry_and_package_spellings() -> None:
     assert ExecutionMode("thread") is ExecutionMode.Threads == "Threads"
     assert LoadBalancingAlgorithm("round_robin") is LoadBalancingAlgorithm("RoundRobin")
     assert RateLimitAlgorithm("TokenBucket") == "token_bucket"
-    with Compute.options(mode=ExecutionMode.Threads, max_workers=2,
-                         load_balancing=LoadBalancingAlgorithm.LeastActiveLoad).init(2) as pool:
+    with Compute.options(
+        mode=ExecutionMode.Threads, max_workers=2, load_balancing=LoadBalancingAlgorithm.LeastActiveLoad
+    ).init(2) as pool:
         assert pool.times(2).result() == 4
         assert pool.get_pool_stats()["load_balancer"]["algorithm"] == "LeastActiveLoad"
     with pytest.raises(ValueError, match="on_demand"):

@@ -20,6 +20,73 @@ import stateful_pool.concurry as target
 
 RAY = os.environ.get("CONCURRY_SUITE_RAY") == "1"
 
+# concurry internals some test modules import at module level. They are stand-ins so the module
+# imports; the tests that use them are listed in exclusions.py.
+INTERNALS = frozenset(
+    {
+        "AsyncioFuture",
+        "CancelledError",
+        "RayFuture",
+        "InMemorySharedLimitSet",
+        "MultiprocessSharedLimitSet",
+        "NoOpLimitSet",
+        "BaseLimitSet",
+        "LoadBalancer",
+        "Poller",
+        "RateLimiter",
+        "global_config",
+        "temp_config",
+        "RayContext",
+        "ray_context",
+        "calculate_retry_wait",
+        "execute_with_retry",
+        "_get_user_defined_methods",
+        "_normalize_retry_param",
+        "Timer",
+        "TimerError",
+        "_pad_zeros",
+        "_readable_datetime",
+        "_readable_seconds",
+    }
+)
+
+
+class _ModeProxyMeta(type):
+    """concurry's per-mode proxy classes: ``isinstance(pool, ThreadWorkerProxy)`` checks the
+    pool's mode."""
+
+    mode: str
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, target.WorkerPool) and obj.mode == cls.mode
+
+
+def _mode_proxy(name: str, mode: str) -> type:
+    return _ModeProxyMeta(name, (), {"mode": mode})
+
+
+PROXIES = {
+    "SyncWorkerProxy": _mode_proxy("SyncWorkerProxy", "sync"),
+    "ThreadWorkerProxy": _mode_proxy("ThreadWorkerProxy", "thread"),
+    "ProcessWorkerProxy": _mode_proxy("ProcessWorkerProxy", "process"),
+    "AsyncioWorkerProxy": _mode_proxy("AsyncioWorkerProxy", "asyncio"),
+    "RayWorkerProxy": _mode_proxy("RayWorkerProxy", "ray"),
+}
+
+
+class _Internal:
+    """Stands in for a concurry internal this package does not provide: any use raises."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} is a concurry internal (excluded test)")
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        return cls
+
+
+def _internal(name: str) -> type:
+    return type(name, (_Internal,), {})
+
 
 class _View(types.ModuleType):
     """``concurry.x.y``: attribute look-ups go to :mod:`stateful_pool.concurry`."""
@@ -29,10 +96,16 @@ class _View(types.ModuleType):
             return RAY
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in PROXIES:
+            return PROXIES[name]
+        if name in INTERNALS:
+            return _internal(name)
         try:
             return getattr(target, name)
         except AttributeError:
-            raise AttributeError(f"stateful_pool.concurry has no {name!r} (imported as {self.__name__}.{name})") from None
+            raise AttributeError(
+                f"stateful_pool.concurry has no {name!r} (imported as {self.__name__}.{name})"
+            ) from None
 
 
 class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, os.environ["CONCURRY_SUITE_HARNESS"])
-import alias  # noqa: E402
-from exclusions import EXCLUDED  # noqa: E402
+import alias
+from exclusions import EXCLUDED
 
 alias.install()
 

@@ -20,11 +20,12 @@ from .constants import (
 )
 from .decorators import Executor, task, worker
 from .futures import ProxyFuture, as_completed
+from .limit_pool import LimitPool
 from .limits import Acquisition, CallLimit, Limit, LimitSet, RateLimit, ResourceLimit
 from .pool import WorkerPool
 from .progress import ProgressBar
 from .retry import RetryConfig, RetryValidationError
-from .synch import BaseFuture, SyncFuture, async_gather, async_wait, gather, wait, wrap_future
+from .synch import BaseFuture, ConcurrentFuture, SyncFuture, async_gather, async_wait, gather, wait, wrap_future
 from .task import TaskPool, TaskWorker
 from .worker import Worker, WorkerHost, WorkerOptions
 
@@ -40,9 +41,11 @@ __all__ = [
     "Acquisition",
     "BaseFuture",
     "CallLimit",
+    "ConcurrentFuture",
     "ExecutionMode",
     "Executor",
     "Limit",
+    "LimitPool",
     "LimitSet",
     "LoadBalancingAlgorithm",
     "PollingAlgorithm",

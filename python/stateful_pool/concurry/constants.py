@@ -33,7 +33,7 @@ def _norm(text: str) -> str:
     return re.sub(r"[\s_\-]+", "", text).lower()
 
 
-class _NamedEnum(str, enum.Enum):
+class _NamedEnum(str, enum.Enum):  # noqa: UP042 - StrEnum's str() differs in 3.11; values are names anyway
     """A str enum matched by normalised name or alias (see the module doc)."""
 
     @classmethod
@@ -69,12 +69,12 @@ class _NamedEnum(str, enum.Enum):
         return hash(self.value)
 
     def __str__(self) -> str:
-        return self.value
+        return str(self.value)
 
     @property
     def short(self) -> str:
         """The lowercase name this package documents (``"thread"``, ``"token_bucket"``)."""
-        return _LOWER.get(self, self.value.lower())
+        return _LOWER.get(self, str(self.value).lower())
 
 
 _ALIASES: dict[str, dict[str, tuple[str, ...]]] = {

@@ -59,13 +59,13 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     def decorate(function: Callable[..., Any]) -> TaskPool:
         pool = TaskWorker.options(**options).init(fn=function)
         assert isinstance(pool, TaskPool)
-        functools.update_wrapper(pool, function, updated=())  # type: ignore[arg-type]
+        functools.update_wrapper(pool, function, updated=())
         return pool
 
     return decorate if fn is None else decorate(fn)
 
 
-def Executor(  # noqa: N802 - concurry's name for this factory
+def Executor(
     mode: Any = "thread",
     max_workers: int | None = None,
     load_balancing: Any = None,

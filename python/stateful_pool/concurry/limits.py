@@ -51,9 +51,12 @@ _NO_WINDOW = object()
 def _window_seconds(key: str, window: Any, per: Any, window_seconds: Any) -> float:
     """The window of a rate limit from ``window=`` (concurry 0.13's keyword), its alias
     ``per=`` or the older ``window_seconds=``: seconds, or a :class:`RateWindow` name."""
-    given = [name for name, v in (("window", window), ("per", per), ("window_seconds", window_seconds)) if v is not None]
+    named = (("window", window), ("per", per), ("window_seconds", window_seconds))
+    given = [name for name, v in named if v is not None]
     if len(given) > 1:
-        raise ValueError(f"RateLimit {key!r}: pass one of window= (per= is its alias, window_seconds= deprecated), got both {given}")
+        raise ValueError(
+            f"RateLimit {key!r}: pass one of window= (per= is its alias, window_seconds= deprecated), got {given}"
+        )
     if window_seconds is not None:
         value: Any = window_seconds
     elif per is not None:
@@ -132,7 +135,8 @@ class RateLimit:
         return hash(self._fields())
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(key={self.key!r}, window={self.window}, capacity={self.capacity}, algorithm={self.algorithm})"
+        name = type(self).__name__
+        return f"{name}(key={self.key!r}, window={self.window}, capacity={self.capacity}, algorithm={self.algorithm})"
 
 
 class CallLimit(RateLimit):

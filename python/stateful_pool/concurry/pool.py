@@ -288,7 +288,8 @@ class WorkerPool:
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in self.__dict__.get("_methods", ()):
-            missing = f"{type(self).__name__} of {self.__dict__.get('worker_cls', type(None)).__name__} has no method {name!r}"
+            owner = self.__dict__.get("worker_cls", type(None)).__name__
+            missing = f"{type(self).__name__} of {owner} has no method {name!r}"
             if name.startswith("_") or "_methods" not in self.__dict__ or self.mode == "sync":
                 raise AttributeError(missing)
             return _Missing(missing)  # concurry: the call's future fails, as the worker would

@@ -17,10 +17,21 @@ from typing import Any
 from .constants import PollingAlgorithm, ReturnWhen
 from .progress import ProgressBar
 
-__all__ = ["BaseFuture", "SyncFuture", "async_gather", "async_wait", "gather", "wait", "wrap_future"]
+__all__ = [
+    "BaseFuture",
+    "ConcurrentFuture",
+    "SyncFuture",
+    "async_gather",
+    "async_wait",
+    "gather",
+    "wait",
+    "wrap_future",
+]
 
 BaseFuture = Future
 """Every future of this package is a :class:`concurrent.futures.Future`."""
+ConcurrentFuture = Future
+"""concurry's name for a future of a thread or process: the same class here."""
 
 
 class SyncFuture(Future):  # type: ignore[type-arg]
@@ -200,7 +211,7 @@ def gather(
             futures.append(_when_all(item, nested))
     if iter:
         return _gather_iter(keys, futures, return_exceptions, timeout, progress)
-    done, pending = _wait_set(
+    _wait_set(
         futures,
         timeout,
         ReturnWhen.ALL_COMPLETED if return_exceptions else ReturnWhen.FIRST_EXCEPTION,
@@ -316,9 +327,7 @@ async def async_gather(
     tasks = [_to_awaitable(item) for item in items or []]
     if iter:
         return _async_iter(keys, tasks, return_exceptions, timeout)
-    done, _ = await async_wait(
-        tasks, timeout=timeout, return_when="all" if return_exceptions else "exception", progress=progress
-    )
+    await async_wait(tasks, timeout=timeout, return_when="all" if return_exceptions else "exception", progress=progress)
     results = []
     for t in tasks:
         if not t.done():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import cloudpickle
@@ -83,7 +83,7 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
         """``pool(*args)``: :meth:`submit`."""
         return self.submit(*args, **kwargs)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         *fn_and_iterables: Any,
         timeout: float | None = None,

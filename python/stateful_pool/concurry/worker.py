@@ -32,10 +32,13 @@ __all__ = ["Worker", "WorkerHost", "WorkerOptions"]
 _RESERVED = frozenset({"spawn", "options", "configure", "as_sworker", "init"})
 # Class keywords (``class X(Worker, mode="thread", ...)``) that configure the pool.
 _CLASS_OPTIONS = frozenset(
-    {"mode", "max_workers", "load_balancing", "max_queued_tasks", "on_demand", "limits", "blocking", "unwrap_futures"}
+    {"mode", "max_workers", "load_balancing", "max_queued_tasks", "on_demand", "limits", "blocking"}
+    | {"unwrap_futures"}
     | {"num_retries", "retry_algorithm", "retry_wait", "retry_jitter", "retry_on", "retry_until", "actor_options"}
 )
-_MODES = {"Sync": "sync", "Asyncio": "asyncio", "Threads": "thread", "Processes": "process", "Ray": "ray", "Auto": "thread"}
+_DEFAULT_QUEUED = {"process": 100, "ray": 3}
+_MODES = {"Sync": "sync", "Asyncio": "asyncio", "Threads": "thread", "Processes": "process", "Ray": "ray"}
+_MODES["Auto"] = "thread"
 
 
 def mode_name(mode: Any) -> str:
@@ -71,8 +74,12 @@ class Worker:
 
     @classmethod
     def options(cls, **options: Any) -> WorkerOptions:
-        """:meth:`configure` with the class keywords as defaults."""
-        return cls.configure(**{**cls._class_options, **options})
+        """:meth:`configure` with the class keywords as defaults (and concurry's default
+        ``max_queued_tasks`` for the mode: 100 for processes, 3 for Ray, none otherwise)."""
+        options = {**cls._class_options, **options}
+        if "max_queued_tasks" not in options:
+            options["max_queued_tasks"] = _DEFAULT_QUEUED.get(mode_name(options.get("mode", "process")))
+        return cls.configure(**options)
 
     @classmethod
     def configure(
@@ -136,7 +143,7 @@ class Worker:
             load_balancing=load_balancing,
             max_queued_tasks=max_queued_tasks,
             on_demand=on_demand,
-            limits=LimitSet.coerce(limits),
+            limits=coerce_limits(limits),
             retry=retry,
             blocking=blocking,
             unwrap_futures=unwrap_futures,
@@ -177,7 +184,7 @@ class WorkerHost(SWorker):
             # object.__setattr__: validating models (pydantic) refuse attributes that are not
             # fields, and rebuild their __dict__ in __init__: set it before and, if lost, after.
             object.__setattr__(instance, "limits", self.worker_limits)
-            instance.__init__(*args, **kwargs)  # type: ignore[misc]
+            instance.__init__(*args, **kwargs)
         finally:
             _constructing.on = False
         if instance.__dict__.get("limits") is not self.worker_limits:
@@ -209,6 +216,18 @@ class WorkerHost(SWorker):
 
 
 _constructing = threading.local()
+
+
+def coerce_limits(limits: Any) -> Any:
+    """``options(limits=...)`` as what workers use: a :class:`LimitSet` (from a set or a list
+    of limits), or a :class:`LimitPool` (from a list of limit sets)."""
+    from .limit_pool import LimitPool
+
+    if isinstance(limits, LimitPool):
+        return limits
+    if isinstance(limits, list | tuple) and limits and all(isinstance(x, LimitSet) for x in limits):
+        return LimitPool(limits)
+    return LimitSet.coerce(limits)
 
 
 def run_to_completion(awaitable: Any) -> Any:
