@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.environ["CONCURRY_SUITE_HARNESS"])
 import alias
-from exclusions import EXCLUDED
+from exclusions import excluded
 
 alias.install()
 
@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     keep, drop = [], []
     for item in items:
         rel = item.nodeid.split("tests/", 1)[-1]
-        (drop if any(rel.startswith(prefix) for prefix in EXCLUDED) else keep).append(item)
+        (drop if excluded(rel) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -79,6 +79,11 @@ def requires_ray_mode(request: Any) -> None:
 
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, num_cpus=2)
+
+
+@pytest.fixture(scope="session")
+def initialize_ray() -> None:
+    """concurry's session fixture some tests name; Ray starts in ``_ray_session`` with --ray."""
 
 
 @pytest.fixture(scope="session", autouse=True)
