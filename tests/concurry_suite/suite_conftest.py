@@ -19,6 +19,8 @@ alias.install()
 
 _WORKER_MODES = ["sync", "thread", "process", "asyncio"] + (["ray"] if alias.RAY else [])
 _POOL_MODES = ["thread", "process"] + (["ray"] if alias.RAY else [])
+WORKER_MODES = list(_WORKER_MODES)  # imported by some of concurry's tests
+POOL_MODES = list(_POOL_MODES)
 
 
 def pytest_addoption(parser: Any) -> None:

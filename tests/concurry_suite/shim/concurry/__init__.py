@@ -5,7 +5,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-import alias  # noqa: E402
+import alias
 
 alias.install()
 del sys.modules[__name__]
