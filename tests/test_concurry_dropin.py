@@ -252,7 +252,7 @@ def test_enums_accept_concurry_and_package_spellings() -> None:
     ).init(2) as pool:
         assert pool.times(2).result() == 4
         assert pool.get_pool_stats()["load_balancer"]["algorithm"] == "LeastActiveLoad"
-    with pytest.raises(ValueError, match="on_demand"):
+    with pytest.raises(ValueError, match="on_demand mode is not supported"):
         Compute.options(mode="sync", on_demand=True)
 
 

@@ -259,7 +259,10 @@ class WorkerPool:
         if max_workers is not None and max_workers < 0:
             raise ValueError(f"max_workers must be at least 0, got {max_workers}")
         if mode in ("sync", "asyncio") and max_workers not in (None, 1) and not on_demand:
-            raise ValueError(f"mode={mode!r} runs exactly one worker, got max_workers={max_workers}")
+            raise ValueError(
+                f"max_workers must be 1 for {mode.capitalize()} mode: mode={mode!r} runs exactly one worker, "
+                f"got max_workers={max_workers}"
+            )
         self.worker_cls = worker_cls
         self.mode = mode
         self.on_demand = on_demand
@@ -299,14 +302,14 @@ class WorkerPool:
 
     def _submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self._stopped:
-            raise PoolShutDownError("cannot schedule new tasks after the pool stopped")
+            raise PoolShutDownError("Worker pool is stopped: cannot schedule new tasks")
         if not self._unwrap_futures:
             return self._dispatch(method, args, kwargs)
         return when_resolved(args, kwargs, lambda *a, **kw: self._dispatch(method, a, kw))
 
     def _dispatch(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self._stopped:
-            raise PoolShutDownError("cannot schedule new tasks after the pool stopped")
+            raise PoolShutDownError("Worker pool is stopped: cannot schedule new tasks")
         self._dispatched += 1
         start = time.perf_counter()
         future = self._backend.submit(method, args, kwargs)
@@ -341,6 +344,7 @@ class WorkerPool:
             "total_workers": len(workers),
             "max_workers": self.max_workers,
             "on_demand": self.on_demand,
+            "on_demand_active": len(workers) if self.on_demand else 0,
             "stopped": self._stopped,
             "mode": self.mode,
             "load_balancer": {

@@ -28,6 +28,8 @@ class TaskWorker(Worker):
     """A worker that runs whatever function it is given."""
 
     _pool_class: ClassVar[str] = "TaskPool"
+    # Per-method retry settings name the pool's methods; every one of them runs ``run``.
+    _method_aliases: ClassVar[dict[str, str]] = {"submit": "run", "map": "run", "__call__": "run"}
 
     def __init__(self, fn: Callable[..., Any] | None = None) -> None:
         del fn  # a bound function stays with the pool, which sends it with each call

@@ -55,6 +55,7 @@ class Worker:
     _pool_class: ClassVar[str] = "WorkerPool"
     _class_options: ClassVar[dict[str, Any]] = {}
     _auto_init: ClassVar[bool] = False
+    _method_aliases: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **options: Any) -> None:
         """``class X(Worker, mode="thread", max_workers=4, auto_init=True)``: the class keywords
@@ -69,6 +70,11 @@ class Worker:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls._auto_init and not getattr(_constructing, "on", False):
+            if "mode" not in cls._class_options:
+                raise ValueError(
+                    f"{cls.__name__}(...) starts a pool (auto_init): the mode parameter is required, "
+                    f'e.g. @worker(mode="thread") or class {cls.__name__}(Worker, mode="thread")'
+                )
             return cls.options().init(*args, **kwargs)
         return super().__new__(cls)
 
@@ -123,19 +129,29 @@ class Worker:
             actor_options: Ray actor options, passed on where a Ray mode exists.
             pool_options: further :class:`~stateful_pool.SPool` options (``task_timeout``, ...).
         """
+        retry_options = {
+            "num_retries": num_retries,
+            "retry_on": retry_on,
+            "retry_algorithm": retry_algorithm,
+            "retry_wait": retry_wait,
+            "retry_jitter": retry_jitter,
+            "retry_until": retry_until,
+        }
+        aliases = cls._method_aliases
         retry = build_retry(
-            num_retries=num_retries,
-            retry_on=retry_on,
-            retry_algorithm=retry_algorithm,
-            retry_wait=retry_wait,
-            retry_jitter=retry_jitter,
-            retry_until=retry_until,
+            **{
+                k: {aliases.get(m, m): x for m, x in v.items()} if isinstance(v, dict) else v
+                for k, v in retry_options.items()
+            }
         )
         if isinstance(retry, PerMethodRetry):
             retry.check_methods(public_methods(cls), cls.__name__)
         mode = mode_name(mode)
         if on_demand and mode in ("sync", "asyncio"):
-            raise ValueError(f"on_demand needs a mode that can start workers (thread, process, ray), got {mode!r}")
+            raise ValueError(
+                f"on_demand mode is not supported for {mode.capitalize()} mode: it needs a mode that can start "
+                "workers (thread, process, ray)"
+            )
         return WorkerOptions(
             cls,
             mode=mode,
