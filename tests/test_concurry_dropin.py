@@ -52,6 +52,7 @@ def test_rate_limits_take_window_and_named_windows() -> None:
     limits = LimitSet([limit, CallLimit(window=1, capacity=3)])
     with limits.acquire(requested={"t": 5}) as acq:
         assert acq.granted == {"t": 5, "call_count": 1}
+        acq.update(usage={"t": 4})
 
 
 # -- wait / gather -----------------------------------------------------------------------------
@@ -241,6 +242,11 @@ def test_limit_set_api(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING), limits.acquire({"nope": 3}) as tolerant:
         assert "nope" not in tolerant.granted
     assert "nope" in caplog.text
+    with pytest.raises(RuntimeError, match="Not all limits"), limits.acquire({"t": 2}):
+        pass  # an explicitly requested rate limit must be updated
+    with caplog.at_level(logging.WARNING), limits.acquire({"t": 2}) as over:
+        over.update(usage={"t": 3})  # spent already: a warning, not an error
+    assert "exceeds requested amount" in caplog.text
 
 
 def test_enums_accept_concurry_and_package_spellings() -> None:

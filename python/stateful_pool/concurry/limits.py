@@ -277,8 +277,13 @@ class LimitSet:
             wanted[self._index[key]] = amount
             capacity = self.limits[self._index[key]].capacity
             if amount > capacity:  # checked before taking anything: waiting would never end
-                raise ValueError(f"cannot acquire {amount} units from a limit of capacity {capacity}")
-        acquisition = Acquisition(self, *self._take(wanted, timeout))
+                raise ValueError(
+                    f"requested {amount} units of {key!r}: exceeds capacity {capacity} and can never be fulfilled"
+                )
+        explicit = {
+            key for key in (requested or {}) if key in self._index and isinstance(self[key], RateLimit)
+        }
+        acquisition = Acquisition(self, *self._take(wanted, timeout), must_update=frozenset(explicit))
         self._open().append(acquisition)
         return acquisition
 
@@ -445,7 +450,9 @@ class Acquisition:
         leases: list[_core.CoreLease] | None = None,
         *,
         successful: bool = True,
+        must_update: frozenset[str] = frozenset(),
     ):
+        self._must_update = set(must_update)
         self.successful = successful
         """Whether the limits granted (false only for a refused :meth:`LimitSet.try_acquire`)."""
         self.config = limits.config
@@ -470,14 +477,19 @@ class Acquisition:
 
     def update(self, usage: Mapping[str, int]) -> None:
         """Reports the units of rate limits actually used; the rest of the request goes back
-        to the budget. Using more than requested raises :class:`ValueError`."""
+        to the budget. Using more than requested only warns (the units are spent already);
+        negative usage raises :class:`ValueError`. Every rate limit requested explicitly must be
+        updated before the ``with`` block ends (else :class:`RuntimeError`)."""
         table = self._limits._table
         for key, used in usage.items():
+            if used < 0:
+                raise ValueError(f"usage of {key!r} cannot be negative, got {used}")
+            self._must_update.discard(key)
             for n, (i, amount, token) in enumerate(self._grants):
                 if self._limits.limits[i].key != key:
                     continue
                 if used > amount:
-                    raise ValueError(f"usage of {key!r} ({used}) exceeds what was requested ({amount})")
+                    self._limits.limits[i].validate_usage(amount, used)  # warns: already spent
                 if isinstance(self._limits.limits[i], RateLimit) and table is not None and used < amount:
                     table.refund(i, amount - used, token)
                     self._grants[n] = (i, used, token)
@@ -500,5 +512,10 @@ class Acquisition:
     def __enter__(self) -> Acquisition:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.release()
+        if exc_type is None and self._must_update:
+            raise RuntimeError(
+                f"Not all limits in the LimitSet were updated. Missing: {sorted(self._must_update)} "
+                "(call acq.update(usage={...}) for every rate limit requested explicitly)"
+            )
