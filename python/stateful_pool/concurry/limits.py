@@ -478,8 +478,8 @@ class Acquisition:
     def update(self, usage: Mapping[str, int]) -> None:
         """Reports the units of rate limits actually used; the rest of the request goes back
         to the budget. Using more than requested only warns (the units are spent already);
-        negative usage raises :class:`ValueError`. Every rate limit requested explicitly must be
-        updated before the ``with`` block ends (else :class:`RuntimeError`)."""
+        negative usage raises :class:`ValueError`. Every rate limit requested explicitly should be
+        updated before the ``with`` block ends (else a warning; concurry raises)."""
         table = self._limits._table
         for key, used in usage.items():
             if used < 0:
@@ -515,7 +515,10 @@ class Acquisition:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self.release()
         if exc_type is None and self._must_update:
-            raise RuntimeError(
-                f"Not all limits in the LimitSet were updated. Missing: {sorted(self._must_update)} "
-                "(call acq.update(usage={...}) for every rate limit requested explicitly)"
+            # concurry 0.13 raises RuntimeError here; the worker-pool guide's own example acquires
+            # tokens without update(), so this package warns (the full request stays spent).
+            _log.warning(
+                "Not all limits in the LimitSet were updated. Missing: %s (call acq.update(usage={...}) "
+                "for every rate limit requested explicitly; the full request counts as used)",
+                sorted(self._must_update),
             )
