@@ -270,7 +270,7 @@ class LimitSet:
         for key, amount in (requested or {}).items():
             if key not in self._index:
                 if self.limits:
-                    _log.warning("no limit with key %r (keys: %s): ignored", key, sorted(self._index))
+                    _log.warning("Unknown limit key %r (keys: %s): ignored", key, sorted(self._index))
                 continue
             if not isinstance(amount, int) or amount < 0:
                 raise ValueError(f"requested units must be a non-negative integer, got {key}={amount!r}")
@@ -430,6 +430,8 @@ class LimitAcquisition:
 
     limit: Limit
     requested: int
+    used: int | None = None
+    """The usage reported by :meth:`Acquisition.update` (``None`` before)."""
 
     @property
     def key(self) -> str:
@@ -453,6 +455,8 @@ class Acquisition:
         must_update: frozenset[str] = frozenset(),
     ):
         self._must_update = set(must_update)
+        self._used: dict[str, int] = {}
+        self._requested = {i: amount for i, amount, _ in grants}
         self.successful = successful
         """Whether the limits granted (false only for a refused :meth:`LimitSet.try_acquire`)."""
         self.config = limits.config
@@ -473,7 +477,10 @@ class Acquisition:
     def acquisitions(self) -> dict[str, LimitAcquisition]:
         """Per key, what was granted (``requested``) and by which ``limit``."""
         limits = self._limits.limits
-        return {limits[i].key: LimitAcquisition(limits[i], amount) for i, amount, _ in self._grants}
+        return {
+            limits[i].key: LimitAcquisition(limits[i], self._requested.get(i, amount), self._used.get(limits[i].key))
+            for i, amount, _ in self._grants
+        }
 
     def update(self, usage: Mapping[str, int]) -> None:
         """Reports the units of rate limits actually used; the rest of the request goes back
@@ -485,6 +492,7 @@ class Acquisition:
             if used < 0:
                 raise ValueError(f"usage of {key!r} cannot be negative, got {used}")
             self._must_update.discard(key)
+            self._used[key] = used
             for n, (i, amount, token) in enumerate(self._grants):
                 if self._limits.limits[i].key != key:
                     continue
@@ -511,6 +519,12 @@ class Acquisition:
 
     def __enter__(self) -> Acquisition:
         return self
+
+    async def __aenter__(self) -> Acquisition:
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        self.__exit__(exc_type, *exc)
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self.release()
