@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _core
-from .constants import RateLimitAlgorithm, RateWindow
+from .constants import ExecutionMode, RateLimitAlgorithm, RateWindow
 
 __all__ = [
     "RATE_ALGORITHMS",
@@ -160,9 +160,12 @@ class CallLimit(RateLimit):
         super().__init__("call_count", window, capacity, algorithm, per=per, window_seconds=window_seconds)
 
     def validate_usage(self, requested: float, used: float) -> None:
-        """A call is one unit: usage must be 0 or 1 (explicit requests excepted)."""
+        """An implicit acquisition (one unit) must be used exactly; an explicit request may use
+        from 0 to what it requested."""
         if used < 0:
             raise ValueError(f"usage of 'call_count' cannot be negative, got {used}")
+        if requested == 1 and used != 1:
+            raise ValueError(f"usage of 'call_count' for an implicit acquisition must be 1, got {used}")
 
 
 class ResourceLimit:
@@ -227,12 +230,14 @@ class LimitSet:
         mode: str | None = None,
         config: Mapping[str, Any] | None = None,
     ):
+        if mode is not None:
+            ExecutionMode.from_str(mode)  # a clear error for a mode that does not exist
         self.config: dict[str, Any] = dict(config or {})
         """Free-form data handed to every :class:`Acquisition` (``acq.config``)."""
         self.limits: tuple[Limit, ...] = tuple(limits)
         keys = [limit.key for limit in self.limits]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"limit keys must be unique, got {keys}")
+            raise ValueError(f"Duplicate limit key: limit keys must be unique, got {keys}")
         for limit in self.limits:
             if not isinstance(limit, RateLimit | ResourceLimit):
                 raise TypeError(f"not a limit: {limit!r}")
@@ -260,13 +265,20 @@ class LimitSet:
 
     def acquire(self, requested: Mapping[str, int] | None = None, *, timeout: float | None = None) -> Acquisition:
         """Waits until every requested limit grants its units, then returns the acquisition
-        (a context manager). Every :class:`CallLimit` takes one unit; ``requested=None`` takes
-        one unit of every limit. Raises :class:`TimeoutError` after ``timeout`` seconds; a
+        (a context manager). A :class:`CallLimit` or :class:`ResourceLimit` not in ``requested``
+        takes one unit, a :class:`RateLimit` not in it nothing (with no request at all, a set
+        holding rate limits raises :class:`ValueError`), as in concurry 0.13. Raises :class:`TimeoutError` after ``timeout`` seconds; a
         request above a limit's capacity raises :class:`ValueError` at once."""
         wanted: dict[int, int] = {}
         for i, limit in enumerate(self.limits):
-            if isinstance(limit, CallLimit) or requested is None:
+            # concurry's rule: a CallLimit or ResourceLimit not named takes one unit; a RateLimit
+            # not named takes nothing, and without any request at all it is an error.
+            if isinstance(limit, CallLimit | ResourceLimit):
                 wanted[i] = 1
+            elif not requested:
+                raise ValueError(
+                    f"Must specify requested amount for RateLimit {limit.key!r}: acquire(requested={{...}})"
+                )
         for key, amount in (requested or {}).items():
             if key not in self._index:
                 if self.limits:
@@ -278,7 +290,7 @@ class LimitSet:
             capacity = self.limits[self._index[key]].capacity
             if amount > capacity:  # checked before taking anything: waiting would never end
                 raise ValueError(
-                    f"requested {amount} units of {key!r}: exceeds capacity {capacity} and can never be fulfilled"
+                    f"requested {amount} exceeds capacity {capacity} of limit {key!r}: it can never be fulfilled"
                 )
         explicit = {
             key for key in (requested or {}) if key in self._index and isinstance(self[key], RateLimit)
