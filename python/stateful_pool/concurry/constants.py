@@ -58,7 +58,9 @@ class _NamedEnum(str, enum.Enum):  # noqa: UP042 - StrEnum's str() differs in 3.
             return cls(value)
         except ValueError:
             names = sorted(_norm(k) for k in cls._lookup())
-            raise ValueError(f"Could not find enum with value {value!r} in {cls.__name__} (accepted: {names})") from None
+            raise ValueError(
+                f"Could not find enum with value {value!r} in {cls.__name__} (accepted: {names})"
+            ) from None
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str) and not isinstance(other, enum.Enum):

@@ -267,8 +267,9 @@ class LimitSet:
         """Waits until every requested limit grants its units, then returns the acquisition
         (a context manager). A :class:`CallLimit` or :class:`ResourceLimit` not in ``requested``
         takes one unit, a :class:`RateLimit` not in it nothing (with no request at all, a set
-        holding rate limits raises :class:`ValueError`), as in concurry 0.13. Raises :class:`TimeoutError` after ``timeout`` seconds; a
-        request above a limit's capacity raises :class:`ValueError` at once."""
+        holding rate limits raises :class:`ValueError`), as in concurry 0.13. Raises
+        :class:`TimeoutError` after ``timeout`` seconds; a request above a limit's capacity
+        raises :class:`ValueError` at once."""
         wanted: dict[int, int] = {}
         for i, limit in enumerate(self.limits):
             # concurry's rule: a CallLimit or ResourceLimit not named takes one unit; a RateLimit
@@ -292,9 +293,7 @@ class LimitSet:
                 raise ValueError(
                     f"requested {amount} exceeds capacity {capacity} of limit {key!r}: it can never be fulfilled"
                 )
-        explicit = {
-            key for key in (requested or {}) if key in self._index and isinstance(self[key], RateLimit)
-        }
+        explicit = {key for key in (requested or {}) if key in self._index and isinstance(self[key], RateLimit)}
         acquisition = Acquisition(self, *self._take(wanted, timeout), must_update=frozenset(explicit))
         self._open().append(acquisition)
         return acquisition
