@@ -263,7 +263,7 @@ class WorkerPool:
                 f"max_workers must be 1 for {mode.capitalize()} mode: mode={mode!r} runs exactly one worker, "
                 f"got max_workers={max_workers}"
             )
-        self.worker_cls = worker_cls
+        self._worker_cls = worker_cls
         self.mode = mode
         self.on_demand = on_demand
         self.max_queued_tasks = max_queued_tasks
@@ -291,7 +291,7 @@ class WorkerPool:
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in self.__dict__.get("_methods", ()):
-            owner = self.__dict__.get("worker_cls", type(None)).__name__
+            owner = self.__dict__.get("_worker_cls", type(None)).__name__
             missing = f"{type(self).__name__} of {owner} has no method {name!r}"
             if name.startswith("_") or "_methods" not in self.__dict__ or self.mode == "sync":
                 raise AttributeError(missing)
@@ -366,6 +366,11 @@ class WorkerPool:
                 "max": samples[-1] if samples else None,
             },
         }
+
+    @property
+    def worker_cls(self) -> type[Worker]:
+        """The :class:`Worker` class the pool runs (read-only)."""
+        return self._worker_cls
 
     @property
     def blocking(self) -> bool:

@@ -176,7 +176,9 @@ class PerMethodRetry:
         defaults.update({"retry_wait": 1.0, "retry_jitter": 0.3, "retry_until": None})
         for name, value in options.items():
             if isinstance(value, dict) and "*" not in value:
-                raise ValueError(f'{name} given per method needs a "*" entry (the default), got keys {sorted(value)}')
+                raise ValueError(
+                    f"{name} given per method must include '*' key for default value, got keys {sorted(value)}"
+                )
         methods = {m for v in options.values() if isinstance(v, dict) for m in v if m != "*"}
         base = {k: (v.get("*", defaults[k]) if isinstance(v, dict) else v) for k, v in options.items()}
         self.default = RetryConfig.build(**base)
