@@ -33,8 +33,8 @@ def worker(cls: type | None = None, /, **options: Any) -> Any:
         ours = {k: v for k, v in options.items() if k != "auto_init"}
         if ours and issubclass(target, Worker) and target._class_options:
             warnings.warn(
-                f"{target.__name__} is configured both by @worker(...) and by class keywords; this "
-                "is an anti-pattern: the decorator's options win",
+                f"{target.__name__} is configured both by the @worker(...) decorator and by class keywords "
+                "(inheritance); this is an anti-pattern: the decorator's options win",
                 UserWarning,
                 stacklevel=3,
             )

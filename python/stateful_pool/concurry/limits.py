@@ -318,7 +318,7 @@ class LimitSet:
             if acquisition.successful:
                 return acquisition
             if deadline is not None and time.monotonic() + delay > deadline:
-                raise TimeoutError(f"limits not granted within {timeout} s")
+                raise TimeoutError(f"Failed to acquire all limits within {timeout} s (limits not granted)")
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL)
 
@@ -383,7 +383,7 @@ class LimitSet:
                 if isinstance(self.limits[index], RateLimit):
                     table.refund(index, amount, token)
             if deadline is not None and time.monotonic() + min(wait, _POLL) > deadline:
-                raise TimeoutError(f"limits not granted within {timeout} s")
+                raise TimeoutError(f"Failed to acquire all limits within {timeout} s (limits not granted)")
             time.sleep(min(max(wait, 0.0005), _POLL))
 
     def _open(self) -> list[Acquisition]:
@@ -470,8 +470,8 @@ class Acquisition:
         self._requested = {i: amount for i, amount, _ in grants}
         self.successful = successful
         """Whether the limits granted (false only for a refused :meth:`LimitSet.try_acquire`)."""
-        self.config = limits.config
-        """The :class:`LimitSet`'s ``config``."""
+        self.config = dict(limits.config)
+        """A copy of the :class:`LimitSet`'s ``config`` (changing it changes only this one)."""
         self._limits = limits
         self._grants = grants
         self._leases = leases or []

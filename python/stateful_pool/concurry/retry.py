@@ -95,29 +95,39 @@ class RetryConfig:
         retry_jitter: float = 0.3,
         retry_until: Callable[..., bool] | Iterable[Callable[..., bool]] | None = None,
     ) -> RetryConfig:
-        """Checks and normalises the ``options()`` arguments (``retry_algorithm`` also takes a
-        :class:`RetryAlgorithm` member)."""
+        """The ``options()`` arguments as settings (checked and normalised as
+        ``RetryConfig(...)`` is)."""
+        return cls(num_retries, retry_on, retry_algorithm, retry_wait, retry_jitter, retry_until)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        """Checks and normalises the fields: ``retry_on``/``retry_until`` may be one item or a
+        list, ``retry_algorithm`` a :class:`RetryAlgorithm` member or any of its spellings."""
+        num_retries, retry_wait, retry_jitter = self.num_retries, self.retry_wait, self.retry_jitter
         if isinstance(num_retries, bool) or not isinstance(num_retries, int) or num_retries < 0:
             raise ValueError(f"num_retries must be >= 0, got {num_retries!r}")
         try:
-            algorithm = RetryAlgorithm.from_str(retry_algorithm).value.lower()
+            algorithm = RetryAlgorithm.from_str(self.retry_algorithm).value.lower()
         except ValueError:
-            raise ValueError(f"retry_algorithm must be one of {ALGORITHMS}, got {retry_algorithm!r}") from None
+            raise ValueError(f"retry_algorithm must be one of {ALGORITHMS}, got {self.retry_algorithm!r}") from None
         if isinstance(retry_wait, bool) or not isinstance(retry_wait, int | float) or retry_wait <= 0:
             raise ValueError(f"retry_wait must be > 0, got {retry_wait!r}")
-        if not 0 <= retry_jitter <= 1:
+        if isinstance(retry_jitter, bool) or not isinstance(retry_jitter, int | float) or not 0 <= retry_jitter <= 1:
             raise ValueError(f"retry_jitter must be in [0, 1], got {retry_jitter!r}")
-        on = _as_tuple(retry_on) or (Exception,)
+        on = _as_tuple(self.retry_on) or (Exception,)
         for item in on:
             if isinstance(item, type) and not issubclass(item, BaseException):
                 raise ValueError(f"retry_on exception types must be subclasses of BaseException, got {item}")
             if not isinstance(item, type) and not callable(item):
                 raise ValueError(f"retry_on items must be exception types or callables, got {type(item)}")
-        until = _as_tuple(retry_until)
+        until = _as_tuple(self.retry_until)
         for check in until:
             if not callable(check):
                 raise ValueError(f"retry_until items must be callables, got {type(check)}")
-        return cls(num_retries, on, algorithm, float(retry_wait), float(retry_jitter), until)
+        object.__setattr__(self, "retry_on", on)
+        object.__setattr__(self, "retry_until", until)
+        object.__setattr__(self, "retry_algorithm", algorithm)
+        object.__setattr__(self, "retry_wait", float(retry_wait))
+        object.__setattr__(self, "retry_jitter", float(retry_jitter))
 
     def for_method(self, name: str) -> RetryConfig:
         """The settings of method ``name`` (the same for every method)."""

@@ -78,7 +78,10 @@ def _structure(fs: Any, futs: tuple[Any, ...], recurse: bool) -> tuple[list[Any]
     """(keys, items, is_dict): the things waited for, in order."""
     if futs:
         if isinstance(fs, list | tuple | set | dict):
-            raise ValueError("pass either one structure of futures or several futures, not both")
+            raise ValueError(
+                "Cannot provide both a structure (list, tuple, set, dict) and more futures: pass one structure "
+                "or several futures"
+            )
         items = [fs, *futs]
         return list(range(len(items))), items, False
     if isinstance(fs, dict):
