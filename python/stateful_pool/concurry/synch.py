@@ -58,7 +58,10 @@ def wrap_future(value: Any) -> Future[Any]:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return _settled(lambda: asyncio.run(value))
+            value.close()
+            raise RuntimeError(
+                "Cannot schedule coroutine: there is no running event loop (await it, or use async_gather)"
+            ) from None
         value = asyncio.ensure_future(value)
     if isinstance(value, asyncio.Future):
         out: Future[Any] = Future()

@@ -23,6 +23,8 @@ from .worker import Worker
 
 __all__ = ["TaskPool", "TaskWorker"]
 
+_IN_PROCESS = ("sync", "thread", "asyncio")  # modes whose workers share the caller's memory
+
 
 class TaskWorker(Worker):
     """A worker that runs whatever function it is given."""
@@ -35,9 +37,12 @@ class TaskWorker(Worker):
         del fn  # a bound function stays with the pool, which sends it with each call
         self._functions: dict[bytes, Callable[..., Any]] = {}
 
-    def run(self, fn_blob: bytes, *args: Any, **kwargs: Any) -> Any:
+    def run(self, fn_blob: bytes | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Runs the cloudpickled ``fn_blob`` with the arguments (the function is unpickled
-        once per worker)."""
+        once per worker); in-process modes pass the function itself (its closure is shared,
+        as the caller expects)."""
+        if not isinstance(fn_blob, bytes):
+            return fn_blob(*args, **kwargs)
         fn = self._functions.get(fn_blob)
         if fn is None:
             if len(self._functions) > 64:
@@ -60,18 +65,21 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
         bound = kwargs.pop("fn", None)
         if bound is not None and not callable(bound):
             raise TypeError(f"fn must be callable, got {type(bound).__name__}")
-        self._bound_blob = None if bound is None else cloudpickle.dumps(bound, protocol=5)
+        self._in_process = options.get("mode") in _IN_PROCESS
+        self._bound_blob: bytes | Callable[..., Any] | None = None
+        if bound is not None:
+            self._bound_blob = bound if self._in_process else cloudpickle.dumps(bound, protocol=5)
         self.fn = bound
         super().__init__(worker_cls, args, kwargs, **options)
 
-    def _blob(self, what: str, args: tuple[Any, ...]) -> tuple[bytes, tuple[Any, ...]]:
+    def _blob(self, what: str, args: tuple[Any, ...]) -> tuple[bytes | Callable[..., Any], tuple[Any, ...]]:
         """The pickled function to run and its arguments: the bound one, or the first argument."""
         if self._bound_blob is not None:
             return self._bound_blob, args
         fn = args[0] if args else None
         if not callable(fn):
             raise TypeError(f"{what}() requires a callable function, got {type(fn).__name__}")
-        return cloudpickle.dumps(fn, protocol=5), args[1:]
+        return (fn if self._in_process else cloudpickle.dumps(fn, protocol=5)), args[1:]
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         """Runs ``fn(*args, **kwargs)`` on a worker (``submit(fn, *args)``, or ``submit(*args)``
