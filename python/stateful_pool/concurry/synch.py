@@ -50,7 +50,7 @@ class SyncFuture(Future):  # type: ignore[type-arg]
 
 def wrap_future(value: Any) -> Future[Any]:
     """``value`` as a :class:`~concurrent.futures.Future`: a future stays itself, an asyncio
-    future or coroutine is followed (run on its own loop if none is running), anything else is a
+    future or coroutine is followed (a coroutine needs a running event loop), anything else is a
     finished future holding it."""
     if isinstance(value, Future):
         return value
@@ -68,13 +68,6 @@ def wrap_future(value: Any) -> Future[Any]:
         asyncio.futures._chain_future(value, out)  # type: ignore[attr-defined]
         return out
     return SyncFuture(result_value=value)
-
-
-def _settled(fn: Callable[[], Any]) -> Future[Any]:
-    try:
-        return SyncFuture(result_value=fn())
-    except Exception as exc:
-        return SyncFuture(exception_value=exc)
 
 
 def _structure(fs: Any, futs: tuple[Any, ...], recurse: bool) -> tuple[list[Any], list[Any] | None, bool]:
@@ -333,7 +326,11 @@ async def async_gather(
     tasks = [_to_awaitable(item) for item in items or []]
     if iter:
         return _async_iter(keys, tasks, return_exceptions, timeout)
-    await async_wait(tasks, timeout=timeout, return_when="all" if return_exceptions else "exception", progress=progress)
+    when = "all" if return_exceptions else "exception"
+    try:
+        await async_wait(tasks, timeout=timeout, return_when=when, progress=progress)
+    except TimeoutError as exc:
+        raise TimeoutError(str(exc).replace("async_wait()", "async_gather()")) from None
     results = []
     for t in tasks:
         if not t.done():
