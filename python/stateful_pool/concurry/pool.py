@@ -302,14 +302,18 @@ class WorkerPool:
 
     def _submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self._stopped:
-            raise PoolShutDownError("Worker pool is stopped: cannot schedule new tasks")
+            raise PoolShutDownError(self._stopped_message())
         if not self._unwrap_futures:
             return self._dispatch(method, args, kwargs)
         return when_resolved(args, kwargs, lambda *a, **kw: self._dispatch(method, a, kw))
 
+    def _stopped_message(self) -> str:
+        kind = "Worker pool" if self.max_workers > 1 or self.on_demand else "Worker"
+        return f"{kind} is stopped: cannot schedule new tasks"
+
     def _dispatch(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self._stopped:
-            raise PoolShutDownError("Worker pool is stopped: cannot schedule new tasks")
+            raise PoolShutDownError(self._stopped_message())
         self._dispatched += 1
         start = time.perf_counter()
         future = self._backend.submit(method, args, kwargs)

@@ -41,6 +41,18 @@ _MODES = {"Sync": "sync", "Asyncio": "asyncio", "Threads": "thread", "Processes"
 _MODES["Auto"] = "thread"
 
 
+def _flag(value: Any) -> bool:
+    """A boolean option, also from the strings concurry's validation accepts (``"true"``)."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"expected a boolean, got {value!r}")
+    return bool(value)
+
+
 def mode_name(mode: Any) -> str:
     """``mode`` (an :class:`ExecutionMode` or any of its spellings) as this package's name."""
     return _MODES[ExecutionMode.from_str(mode).value]
@@ -129,6 +141,7 @@ class Worker:
             actor_options: Ray actor options, passed on where a Ray mode exists.
             pool_options: further :class:`~stateful_pool.SPool` options (``task_timeout``, ...).
         """
+        blocking, on_demand, unwrap_futures = _flag(blocking), _flag(on_demand), _flag(unwrap_futures)
         retry_options = {
             "num_retries": num_retries,
             "retry_on": retry_on,
