@@ -23,6 +23,11 @@ WORKER_MODES = list(_WORKER_MODES)  # imported by some of concurry's tests
 POOL_MODES = list(_POOL_MODES)
 
 
+def pytest_configure(config: Any) -> None:
+    for marker in ("slow", "performance"):  # marks concurry's tests use
+        config.addinivalue_line("markers", f"{marker}: a mark of concurry's suite")
+
+
 def pytest_addoption(parser: Any) -> None:
     parser.addoption("--execution-modes", action="store", default=None)
 
@@ -54,6 +59,8 @@ def pytest_generate_tests(metafunc: Any) -> None:
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    if os.environ.get("CONCURRY_SUITE_ALL") == "1":  # list every test, exclusions included
+        return
     keep, drop = [], []
     for item in items:
         rel = item.nodeid.split("tests/", 1)[-1]
