@@ -280,3 +280,18 @@ def test_progress_bar_finishers() -> None:
     ProgressBar(total=5, disable=True).failure()
     ProgressBar(total=5, disable=True).stop()
     assert os.getpid()  # nothing left behind
+
+
+def test_fractional_rate_limit_capacities() -> None:
+    assert RateLimit(key="x", window=1, capacity="1.5").capacity == 1.5
+    for bad in (0, -1, float("nan"), float("-inf"), False):
+        with pytest.raises(ValueError):
+            RateLimit(key="x", window=1, capacity=bad)
+    limits = LimitSet([RateLimit(key="gpu_hours", window=3600, capacity=0.5)])
+    with limits.acquire({"gpu_hours": 0.3}) as acq:
+        assert acq.granted == {"gpu_hours": 0.3}
+        acq.update(usage={"gpu_hours": 0.1})  # 0.2 goes back
+    assert 0.39 < limits.available("gpu_hours") < 0.41
+    assert not limits.try_acquire({"gpu_hours": 0.45}).successful
+    with pytest.raises(ValueError, match="fractional"):
+        LimitSet([RateLimit(key="t", window=1, capacity=5)]).acquire({"t": 0.5})

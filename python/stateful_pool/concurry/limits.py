@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -84,6 +85,30 @@ def _capacity(value: Any, what: str) -> int:
     return int(value)
 
 
+_UNLIMITED = 2**53  # units standing for an infinite capacity
+_PRECISION = 10**6  # a fractional capacity is counted in units this much finer
+
+
+def _rate_capacity(value: Any, what: str) -> tuple[int | float, int]:
+    """A rate limit's capacity (a positive number: fractional and infinite ones too, numeric
+    strings and ``True`` coerced) and the scale that makes it whole units for the core."""
+    if isinstance(value, bool):
+        if not value:
+            raise ValueError(f"{what} capacity must be > 0, got {value!r}")
+        value = 1
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{what} capacity must be a number, got {value!r}") from None
+    if not isinstance(value, int | float) or math.isnan(value) or not value > 0:
+        raise ValueError(f"{what} capacity must be a number > 0, got {value!r}")
+    if math.isinf(value) or float(value).is_integer():
+        return value, 1
+    scale = 10 ** max(0, math.ceil(math.log10(_PRECISION / value)))
+    return value, scale
+
+
 class RateLimit:
     """At most ``capacity`` units of ``key`` per ``window`` seconds (or a name: ``"minute"``,
     ``"per_hour"``...; ``window_seconds=`` is the older spelling), by ``algorithm``: token
@@ -106,14 +131,24 @@ class RateLimit:
             raise TypeError(f"RateLimit {key!r} needs capacity=")
         self.key = key
         self.window = self.window_seconds = _window_seconds(key, window, per, window_seconds)
-        self.capacity = _capacity(capacity, type(self).__name__)
+        self.capacity, self._scale = _rate_capacity(capacity, type(self).__name__)
         self.algorithm = RateLimitAlgorithm.from_str(algorithm)
 
     def _spec(self) -> tuple[str, float, int]:
-        return (self.algorithm.short, float(self.window), self.capacity)
+        units = _UNLIMITED if math.isinf(self.capacity) else round(self.capacity * self._scale)
+        return (self.algorithm.short, float(self.window), units)
+
+    def _units(self, amount: float) -> int:
+        """``amount`` in the core's whole units; fractions need a fractional capacity."""
+        if self._scale == 1 and not float(amount).is_integer():
+            raise ValueError(
+                f"fractional amount {amount} of {self.key!r}: a limit with an integer capacity counts integer units"
+            )
+        return round(amount * self._scale)
 
     def can_acquire(self, requested: float) -> bool:
         """Whether ``requested`` units could ever be granted (they fit the capacity)."""
+        self._units(requested)
         return 0 <= requested <= self.capacity
 
     def validate_usage(self, requested: float, used: float) -> None:
@@ -285,10 +320,11 @@ class LimitSet:
                 if self.limits:
                     _log.warning("Unknown limit key %r (keys: %s): ignored", key, sorted(self._index))
                 continue
-            if not isinstance(amount, int) or amount < 0:
-                raise ValueError(f"requested units must be a non-negative integer, got {key}={amount!r}")
-            wanted[self._index[key]] = amount
-            capacity = self.limits[self._index[key]].capacity
+            if isinstance(amount, bool) or not isinstance(amount, int | float) or not amount >= 0:
+                raise ValueError(f"requested units must be a non-negative number, got {key}={amount!r}")
+            limit = self.limits[self._index[key]]
+            wanted[self._index[key]] = limit._units(amount) if isinstance(limit, RateLimit) else int(amount)
+            capacity = limit.capacity
             if amount > capacity:  # checked before taking anything: waiting would never end
                 raise ValueError(
                     f"requested {amount} exceeds capacity {capacity} of limit {key!r}: it can never be fulfilled"
@@ -399,11 +435,11 @@ class LimitSet:
         for acquisition in list(self._open()):
             acquisition.release()
 
-    def available(self, key: str) -> int:
-        """Units of ``key`` that would be granted now."""
+    def available(self, key: str) -> int | float:
+        """Units of ``key`` that would be granted now (a float for a fractional capacity)."""
         if self._table is None or key not in self._index:
             raise KeyError(f"no limit with key {key!r}")
-        return self._table.available(self._index[key])
+        return _amount(self.limits[self._index[key]], self._table.available(self._index[key]))
 
     def __len__(self) -> int:
         return len(self.limits)
@@ -450,6 +486,12 @@ class LimitAcquisition:
         return self.limit.key
 
 
+def _amount(limit: Limit, units: int) -> int | float:
+    """Core units of ``limit`` as the amount the caller speaks in."""
+    scale = getattr(limit, "_scale", 1)
+    return units if scale == 1 else units / scale
+
+
 class Acquisition:
     """Units granted by :meth:`LimitSet.acquire`. Resource units are held until
     :meth:`release` (the end of the ``with`` block); rate units are spent, except what
@@ -482,14 +524,17 @@ class Acquisition:
     @property
     def granted(self) -> dict[str, int]:
         """The units granted, by key."""
-        return {self._limits.limits[i].key: amount for i, amount, _ in self._grants}
+        limits = self._limits.limits
+        return {limits[i].key: _amount(limits[i], amount) for i, amount, _ in self._grants}
 
     @property
     def acquisitions(self) -> dict[str, LimitAcquisition]:
         """Per key, what was granted (``requested``) and by which ``limit``."""
         limits = self._limits.limits
         return {
-            limits[i].key: LimitAcquisition(limits[i], self._requested.get(i, amount), self._used.get(limits[i].key))
+            limits[i].key: LimitAcquisition(
+                limits[i], _amount(limits[i], self._requested.get(i, amount)), self._used.get(limits[i].key)
+            )
             for i, amount, _ in self._grants
         }
 
@@ -505,13 +550,15 @@ class Acquisition:
             self._must_update.discard(key)
             self._used[key] = used
             for n, (i, amount, token) in enumerate(self._grants):
-                if self._limits.limits[i].key != key:
+                limit = self._limits.limits[i]
+                if limit.key != key:
                     continue
-                if used > amount:
-                    self._limits.limits[i].validate_usage(amount, used)  # warns: already spent
-                if isinstance(self._limits.limits[i], RateLimit) and table is not None and used < amount:
-                    table.refund(i, amount - used, token)
-                    self._grants[n] = (i, used, token)
+                units = round(used * getattr(limit, "_scale", 1))
+                if units > amount:
+                    limit.validate_usage(_amount(limit, amount), used)  # warns: already spent
+                if isinstance(limit, RateLimit) and table is not None and units < amount:
+                    table.refund(i, amount - units, token)
+                    self._grants[n] = (i, units, token)
                 break
             else:
                 raise KeyError(f"{key!r} was not acquired")
