@@ -295,3 +295,23 @@ def test_fractional_rate_limit_capacities() -> None:
     assert not limits.try_acquire({"gpu_hours": 0.45}).successful
     with pytest.raises(ValueError, match="fractional"):
         LimitSet([RateLimit(key="t", window=1, capacity=5)]).acquire({"t": 0.5})
+
+
+class Layered(Worker):
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inner(self) -> int:
+        self.n += 1
+        if self.n < 3:
+            raise ConnectionError(f"inner attempt {self.n}")
+        return self.n
+
+    def outer(self) -> int:
+        return self.inner() * 10  # a call from another method is retried too, as in concurry
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_retries_apply_to_calls_between_methods(mode: str) -> None:
+    with Layered.options(mode=mode, num_retries={"*": 0, "inner": 3}, **FAST).init() as pool:
+        assert pool.outer().result(timeout=30) == 30

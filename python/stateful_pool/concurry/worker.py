@@ -219,7 +219,47 @@ class WorkerHost(SWorker):
         if instance.__dict__.get("limits") is not self.worker_limits:
             object.__setattr__(instance, "limits", self.worker_limits)
         self.instance = instance
+        self.retried = self._wrap_retried_methods(instance)
         return os.getpid()
+
+    def _context(self, method: str) -> dict[str, Any]:
+        return {
+            "method_name": method,
+            "worker_class": self.worker_cls.__name__,
+            "between_attempts": self.worker_limits.release_open,
+        }
+
+    def _wrap_retried_methods(self, instance: Worker) -> frozenset[str]:
+        """Puts each method that has retries behind them on the instance itself, so a call
+        from another method (``self.fetch(...)``) is retried too, as in concurry. Returns the
+        methods wrapped (a model that refuses instance attributes keeps retries at dispatch)."""
+        wrapped = set()
+        for name in public_methods(self.worker_cls):
+            config = self.retry.for_method(name)
+            if not (config.num_retries or config.retry_until):
+                continue
+            original = getattr(instance, name)
+            context = self._context(name)
+            if inspect.iscoroutinefunction(original):
+
+                async def retried_async(
+                    *a: Any, _f: Any = original, _c: Any = config, _x: Any = context, **kw: Any
+                ) -> Any:
+                    return await async_call_with_retries(_f, a, kw, _c, **_x)
+
+                wrapper: Callable[..., Any] = retried_async
+            else:
+
+                def retried(*a: Any, _f: Any = original, _c: Any = config, _x: Any = context, **kw: Any) -> Any:
+                    return call_with_retries(_f, a, kw, _c, **_x)
+
+                wrapper = retried
+            try:
+                object.__setattr__(instance, name, wrapper)
+            except (AttributeError, TypeError):
+                continue
+            wrapped.add(name)
+        return frozenset(wrapped)
 
     def invoke(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Runs ``instance.<method>(*args, **kwargs)`` with the method's retries. An ``async
@@ -229,12 +269,9 @@ class WorkerHost(SWorker):
             fn = getattr(self.instance, method)
         except AttributeError:
             raise AttributeError(f"{self.worker_cls.__name__} has no method {method!r}") from None
-        config = self.retry.for_method(method)
-        context: dict[str, Any] = {
-            "method_name": method,
-            "worker_class": self.worker_cls.__name__,
-            "between_attempts": self.worker_limits.release_open,
-        }
+        # A method wrapped on the instance retries by itself.
+        config = RetryConfig() if method in getattr(self, "retried", ()) else self.retry.for_method(method)
+        context = self._context(method)
         if inspect.iscoroutinefunction(fn):
             coro = async_call_with_retries(fn, args, kwargs, config, **context)
             return coro if self.worker_mode == "asyncio" else run_to_completion(coro)
