@@ -145,6 +145,7 @@ _TESTS: dict[str, list[str]] = {
         "core/limit/test_async_acquire.py::TestAsyncAcquireDirectImplementations::test_multiprocess_shared_limitset_async_acquire_timeout",
     ],
     "RateLimit._impl (the internal rate limiter) or params_signature()": [
+        "core/limit/test_limit.py::TestLimitThreadSafety::test_ratelimit_not_thread_safe",
         "core/limit/test_float_capacity.py::TestParamsSignatureStability::test_integral_capacity_no_decimal",
         "core/limit/test_float_capacity.py::TestParamsSignatureStability::test_integral_float_capacity_no_decimal",
         "core/limit/test_float_capacity.py::TestParamsSignatureStability::test_fractional_capacity_preserved",
