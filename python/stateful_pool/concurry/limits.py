@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from .. import _core
 from .constants import ExecutionMode
@@ -172,7 +172,19 @@ class LimitSet:
             stats[limit.key] = entry
         return stats
 
-    def __getitem__(self, key: str) -> Limit:
+    @overload
+    def __getitem__(self, key: str) -> Limit: ...
+
+    @overload
+    def __getitem__(self, key: int) -> LimitSet: ...
+
+    def __getitem__(self, key: str | int) -> Limit | LimitSet:
+        """``limits["tokens"]``: the limit of that key; ``limits[0]``: this set (a worker's
+        limits read like concurry's pool of limit sets)."""
+        if isinstance(key, int):
+            if key not in (0, -1):
+                raise IndexError(f"a LimitSet is a pool of one set, got index {key}")
+            return self
         if key not in self._index:
             raise KeyError(f"no limit with key {key!r} (keys: {sorted(self._index)})")
         return self.limits[self._index[key]]
@@ -363,6 +375,11 @@ class Acquisition:
                     self._grants[n] = (i, units, token)
                 break
             else:
+                if key not in self._limits._index:
+                    _log.warning(
+                        "Unknown limit key %r in update() (keys: %s): ignored", key, sorted(self._limits._index)
+                    )
+                    continue
                 raise KeyError(f"{key!r} was not acquired")
 
     def release(self) -> None:
