@@ -205,6 +205,8 @@ impl<W: Workable> Supervisor<W> {
             match started {
                 Some(Ok((worker, value))) => {
                     slot.process_started(worker.pid());
+                    // The lane first: a caller told the worker is ready may claim it at once.
+                    slot.set_lane(worker.lane());
                     slot.apply(WorkerEvent::Ready);
                     on_ready(Ok((id, value)));
                     // Serve on a task of its own so a panicking worker is noticed, not lost.

@@ -14,7 +14,7 @@ from concurrent.futures._base import PENDING as _PENDING
 from concurrent.futures._base import RUNNING as _RUNNING
 from typing import Any, Generic, TypeVar
 
-from . import _core
+from . import _core, _lifecycle
 from ._decode import STATUS_OBJECT, decode
 
 T = TypeVar("T")
@@ -156,6 +156,9 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
     def _claim(self, timeout: float | None) -> float | None:
         """Takes this task's reply straight from the core when it arrives, instead of waiting
         for the pool's completion thread to hand it over. Returns the timeout left."""
+        completer = self._completer
+        if completer is not None and completer._generation != _lifecycle.GENERATION and not self.done():
+            raise _lifecycle.forked_error("future's pool")  # its reply goes to the parent process
         claim = getattr(self._ticket, "claim", None)  # engines without reply slots complete via the completer
         if claim is None or self.done():
             return timeout
@@ -195,7 +198,11 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
 
 class Completer:
     """Owns the pool's completion thread: it waits (without the GIL) for finished tasks in the
-    Rust core and completes their futures, many per wake-up."""
+    Rust core and completes their futures, many per wake-up.
+
+    The thread holds the completer (and so the core), never the ``SPool``: a pool dropped by
+    its user is collected, and :meth:`abandon` then lets this thread finish the pool's tasks,
+    stop its workers and end."""
 
     def __init__(self, core: _core.CorePool):
         self._core = core
@@ -204,6 +211,9 @@ class Completer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._abandoned = False
+        self._generation = _lifecycle.GENERATION
+        _lifecycle.track(self)
 
     def register(
         self, future: PoolFuture[Any], submit: Callable[..., _core.CoreTicket | None], payload: Any, *options: Any
@@ -254,6 +264,8 @@ class Completer:
                     continue
                 _complete(future, status, value)
             if not batch and self._closing and not pending:
+                if self._abandoned:
+                    self._release()
                 return
 
     def close(self, timeout: float | None = None) -> None:
@@ -262,6 +274,48 @@ class Completer:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def abandon(self) -> None:
+        """The pool's user let go of it (``weakref.finalize`` of the ``SPool``): queued and
+        running tasks still run and complete their futures, then the workers stop and the
+        thread ends, releasing the core's threads. Returns at once (it may run inside the
+        garbage collector); the completion thread does the waiting. Does nothing in a forked
+        child: the pool is the parent's."""
+        if self._generation != _lifecycle.GENERATION or self._abandoned:
+            return
+        self._abandoned = True
+        try:
+            self._core.shutdown("graceful")
+        except Exception:  # an engine that cannot even shut down has nothing left to wait for
+            return
+        _lifecycle.wind_down(self, done=False)
+        self._closing = True
+        with self._lock:
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="stateful-pool-completer", daemon=True)
+                self._thread.start()
+
+    def _release(self) -> None:
+        """Waits for the abandoned pool's workers to stop, then ends the core's threads."""
+        core = self._core
+        try:
+            while not core.wait_stopped(1.0):
+                if self._generation != _lifecycle.GENERATION:
+                    return
+            core.release()
+        finally:
+            _lifecycle.wind_down(self, done=True)
+
+    def kill_now(self) -> None:
+        """Kills an abandoned pool's workers (at interpreter exit) and ends its threads."""
+        core = self._core
+        try:
+            core.shutdown("kill")
+            core.wait_stopped(30.0)
+            core.release()
+        finally:
+            _lifecycle.wind_down(self, done=True)
 
 
 def _complete(future: PoolFuture[Any], status: int, value: Any) -> None:

@@ -1,5 +1,7 @@
 """Serialization shared by the caller and the worker: plain pickle protocol 5 first (fast),
-cloudpickle for what plain pickle cannot do (lambdas, classes defined in ``__main__``)."""
+cloudpickle for what plain pickle cannot do: lambdas, and classes and functions defined in
+``__main__`` (plain pickle stores those by name, and the other process's ``__main__`` is another
+module, so they must travel by value)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,54 @@ from .errors import RemoteError, RemoteTraceback
 
 _SUMMARY_LEN = struct.Struct("<I")
 
+# Plain pickle names a module once per pickle, as a string in its opcodes: a pickle without
+# these bytes refers to nothing in `__main__`. (A false alarm, e.g. the string "__main__" in the
+# data, only costs a slower pickler.)
+_MAIN = b"__main__"
+# From this size on, skip the raw data of large bytes and strings instead of searching it.
+_WALK_FROM = 1 << 16
+_DATA_LEN4 = frozenset(b"BX")  # BINBYTES, BINUNICODE: 4-byte length, then the data
+_DATA_LEN8 = frozenset(b"\x8d\x8e\x96")  # BINUNICODE8, BINBYTES8, BYTEARRAY8: 8-byte length
+_FRAME, _MEMOIZE, _MARK, _STOP = 0x95, 0x94, 0x28, 0x2E
+
+
+def refers_to_main(body: bytes) -> bool:
+    """Whether a plain protocol-5 pickle may refer to a class or function of ``__main__``."""
+    if len(body) < _WALK_FROM:
+        return body.find(_MAIN) >= 0
+    # Large data (64 KiB and up) is written outside the pickle's frames, so walk the frames and
+    # jump over that data: a 64 MiB payload costs microseconds, not a 40 ms search.
+    i, end = 2, len(body)  # after PROTO 5
+    while i < end:
+        op = body[i]
+        if op == _FRAME:
+            start = i + 9
+            i = start + int.from_bytes(body[i + 1 : start], "little")
+            if body.find(_MAIN, start, i) >= 0:
+                return True
+        elif op in _DATA_LEN4:
+            i += 5 + int.from_bytes(body[i + 1 : i + 5], "little")
+        elif op in _DATA_LEN8:
+            i += 9 + int.from_bytes(body[i + 1 : i + 9], "little")
+        elif op == _MEMOIZE or op == _MARK:
+            i += 1
+        elif op == _STOP:
+            return False
+        else:  # an opcode this walk does not size: search the rest
+            return body.find(_MAIN, i) >= 0
+    return False
+
 
 def dumps(obj: Any) -> bytes:
     """Pickles ``obj``; raises the pickling error when neither pickler can handle it."""
     try:
-        return pickle.dumps(obj, protocol=5)
+        body = pickle.dumps(obj, protocol=5)
+        if not refers_to_main(body):
+            return body
     except (pickle.PicklingError, TypeError, AttributeError):
-        return cloudpickle.dumps(obj, protocol=5)
+        pass
+    by_value: bytes = cloudpickle.dumps(obj, protocol=5)
+    return by_value
 
 
 loads = pickle.loads
@@ -37,7 +80,10 @@ def encode(obj: Any) -> list[Any]:
     buffers: list[pickle.PickleBuffer] = []
     try:
         body = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        by_value = body.find(_MAIN) >= 0 if len(body) < _WALK_FROM else refers_to_main(body)
     except (pickle.PicklingError, TypeError, AttributeError):
+        by_value = True
+    if by_value:
         buffers.clear()
         body = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     if not buffers:  # the common case, without building a format string
@@ -69,27 +115,54 @@ def decode(data: Any) -> Any:
     return pickle.loads(body, buffers=buffers)
 
 
+def safe_str(obj: object) -> str:
+    """``str(obj)``, or its type's name when that raises: describing an error never fails."""
+    try:
+        text = str(obj)
+        if type(text) is str:
+            return text
+    except BaseException:  # even SystemExit from a __str__ is only a failed description
+        pass
+    return f"<unprintable {_type_name(obj)}>"
+
+
+def _type_name(obj: object, attribute: str = "__name__") -> str:
+    try:
+        name = getattr(type(obj), attribute, None)
+    except BaseException:  # a metaclass property may raise anything
+        name = None
+    return name if type(name) is str else "object"
+
+
 def dump_exception(exc: BaseException) -> bytes:
     """The payload of a ``Raised`` frame: a one-line summary, then the pickled exception and
-    its traceback text (a :class:`RemoteError` stands in when the exception will not pickle)."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    summary = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:1000]
+    its traceback text (a :class:`RemoteError` stands in when the exception will not pickle).
+    Never raises: an exception whose ``__str__``, ``__repr__`` or pickling raises still fails
+    only its task, described by its type name."""
+    name = _type_name(exc)
+    message = safe_str(exc)
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException as e:  # a hostile __cause__, __notes__, ...
+        tb = f"{name}: {message}\n(traceback unavailable: {_type_name(e)})\n"
+    summary = f"{name}: {message}".encode("utf-8", "replace")[:1000]
     try:
         body = dumps((exc, tb))
         pickle.loads(body)  # an exception may pickle but not unpickle (custom __init__)
-    except Exception:
-        body = dumps((RemoteError(type(exc).__qualname__, str(exc)), tb))
+    except BaseException:  # whatever its (un)pickling raises, send a stand-in
+        body = dumps((RemoteError(_type_name(exc, "__qualname__"), message), tb))
     return _SUMMARY_LEN.pack(len(summary)) + summary + body
 
 
 def load_exception(payload: bytes) -> BaseException:
     """The exception of a ``Raised`` payload, with the worker's traceback as its ``__cause__``."""
     (n,) = _SUMMARY_LEN.unpack_from(payload)
+    exc: BaseException
     try:
         exc, tb = pickle.loads(memoryview(payload)[_SUMMARY_LEN.size + n :])
     except Exception as e:  # the caller lacks the exception's class, say
         summary = bytes(payload[_SUMMARY_LEN.size : _SUMMARY_LEN.size + n]).decode("utf-8", "replace")
         name, _, message = summary.partition(": ")
-        exc, tb = RemoteError(name, message), f"(traceback unavailable: {e!r})\n"
+        exc, tb = RemoteError(name, message), f"(traceback unavailable: {_type_name(e)}: {safe_str(e)})\n"
     exc.__cause__ = RemoteTraceback(tb)
     return exc

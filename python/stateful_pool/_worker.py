@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._serialize import decode, encode
+from ._serialize import decode, encode, safe_str
+from .worker import check_method_name
 
 if TYPE_CHECKING:
     from ._core import Payload
@@ -23,7 +24,7 @@ def _setup(payload: Payload) -> tuple[Any, list[Any]]:
 
     import cloudpickle
 
-    sys_path, class_blob, args_blob = pickle.loads(payload)
+    sys_path, class_blob, args_blob = pickle.loads(payload)  # type: ignore[arg-type]  # a buffer
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -35,11 +36,14 @@ def _setup(payload: Payload) -> tuple[Any, list[Any]]:
 
 def _call(worker: Any, payload: Payload) -> list[Any]:
     method, args, kwargs = decode(payload)
+    if type(method) is not str or method[:1] == "_":  # inline: this runs once per task
+        check_method_name(method)  # raises
     result = getattr(worker, method)(*args, **kwargs)
     try:
         return encode(result)
     except Exception as e:
-        raise TypeError(f"the result of {type(worker).__name__}.{method}() could not be pickled: {e}") from e
+        why = safe_str(e)
+        raise TypeError(f"the result of {type(worker).__name__}.{method}() could not be pickled: {why}") from e
 
 
 def main() -> None:

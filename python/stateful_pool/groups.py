@@ -221,6 +221,8 @@ class SharedNamespace(Namespace):
             raise AttributeError(f"namespace has no attribute {name!r}") from None
 
     def _check_name(self, name: str) -> None:
+        if type(name) is not str:  # a str subclass could lie in startswith()
+            raise TypeError(f"namespace attribute names must be str, got {type(name).__name__}")
         if name.startswith("_"):
             raise AttributeError(f"namespace attribute names cannot start with '_': {name!r}")
         if hasattr(SharedNamespace, name):

@@ -15,12 +15,12 @@ from typing import Any, Generic, TypeVar, cast
 
 import cloudpickle
 
-from . import _core
+from . import _core, _lifecycle
 from ._decode import decode
 from ._futures import Completer, PoolFuture
 from ._serialize import dumps, encode
 from .errors import PoolShutDownError
-from .worker import SWorker
+from .worker import SWorker, check_method_name
 
 __all__ = ["SPool"]
 
@@ -37,6 +37,17 @@ def _kill_live_pools() -> None:
         pool.shutdown(wait=True, kill=True)
 
 
+# A forked child must not shut the parent's pools down at its exit (see `_lifecycle`).
+_lifecycle.on_fork_in_child(_live_pools.clear)
+
+
+class _Users:
+    """Held by an ``SPool`` and every ``options()`` view of it: once the last is collected, the
+    pool is abandoned (its finalizer runs) and winds down."""
+
+    __slots__ = ("__weakref__",)
+
+
 def _worker_env() -> list[tuple[str, str]]:
     # The worker must import this very package, even when it is not installed (a source tree).
     path = os.environ.get("PYTHONPATH")
@@ -50,6 +61,13 @@ class SPool(Generic[W]):
     returned; ``execute()`` and the ``submit_*``/``async_*`` variants run tasks on whichever
     worker is free. Use it as a context manager, or call :meth:`shutdown`.
 
+    A pool you drop without shutting it down (no reference to it or to an :meth:`options` view
+    is left) is not leaked: like a dropped ``ProcessPoolExecutor`` it runs the tasks already
+    submitted, so their futures still complete, then stops its workers and ends its threads.
+    At interpreter exit, pools still running are killed. A child made by ``os.fork()`` cannot use
+    the pools it inherited (they raise :class:`RuntimeError`; their workers are the parent's) and
+    exits without waiting on them; the parent's pools are untouched.
+
     Args:
         worker_cls: an :class:`SWorker` subclass.
         queue_size: how many tasks may wait for a worker (``None``: unbounded). When the queue
@@ -58,8 +76,11 @@ class SPool(Generic[W]):
             :class:`TaskTimeoutError` and the worker is killed and replaced.
         restart: ``"on-failure"`` (default: a crashed worker is started again with the same
             spawn arguments), ``"never"``, or ``"always"``.
-        max_restarts, restart_window: at most this many restarts of one worker within this many
-            seconds; past that the worker stays failed (a crash loop does not spin).
+        max_restarts: a worker that keeps failing without serving (its ``spawn`` crashes, or it
+            dies while idle) is restarted, with a backoff, at most this many times within
+            ``restart_window``; then it gives up and stays failed. A crash during a task
+            (whatever the exit code) always restarts the worker at once and never counts.
+        restart_window: the window, in seconds, in which ``max_restarts`` is counted.
         max_tasks_per_worker: replace a worker gracefully after this many tasks.
         max_memory_per_worker: replace a worker between tasks once its RSS exceeds these bytes.
         submit_timeout: seconds a submit may wait on a full queue (``None``: wait as long as it
@@ -69,7 +90,12 @@ class SPool(Generic[W]):
             another worker (default 0: its future fails with :class:`WorkerCrashedError`; a task
             that crashes its worker may well crash the next).
         shm_capacity: bytes per direction of each worker's shared-memory channel (default
-            8 MiB; larger messages stream through it). ``None`` sends frames through pipes.
+            8 MiB; larger messages stream through it; at most 1 TiB). ``None`` sends frames
+            through pipes.
+        max_message_size: the largest pickled call or result, in bytes (default 1 GiB). A call
+            over it raises :class:`ValueError` without reaching a worker, a result over it fails
+            its task with :class:`ValueError`; a worker that announces a larger message broke
+            the protocol (it fails with :class:`WorkerCrashedError` and is replaced).
         load_balancing: which idle worker gets the next task: ``"round_robin"`` (``"rr"``,
             default), ``"active"`` (``"least_active"``), ``"total"`` (``"least_total"``) or
             ``"random"`` (``"rand"``). Tasks are bound to workers only when one is idle, so no
@@ -100,6 +126,7 @@ class SPool(Generic[W]):
         load_balancing: str = "round_robin",
         crash_retries: int = 0,
         shm_capacity: int | None = 8 << 20,
+        max_message_size: int = 1 << 30,
         mode: str = "process",
         actor_options: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
@@ -156,9 +183,15 @@ class SPool(Generic[W]):
                 _worker_env(),
                 os.getcwd(),
                 shm_capacity=shm_capacity,
+                max_message_size=max_message_size,
                 **policy,
             )
             self._completer = Completer(self._core)
+        self._generation = _lifecycle.GENERATION
+        # Not a reference to this pool: the completer finishes the work of a dropped pool.
+        self._users = _Users()
+        self._abandon = weakref.finalize(self._users, self._completer.abandon)
+        self._abandon.atexit = False  # at exit, live and abandoned pools are killed instead
         _live_pools.add(self)
 
     def options(self, *, timeout: float | None = None, submit_timeout: float | None = None) -> SPool[W]:
@@ -206,7 +239,12 @@ class SPool(Generic[W]):
     def _payload(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         self._check_open()
         if type(method) is not str or method not in self._methods:
-            if not isinstance(method, str) or method.startswith("_") or not callable(getattr(self._cls, method, None)):
+            # An exact str only: a subclass could override startswith() to pass as public.
+            try:
+                check_method_name(method)
+            except AttributeError:
+                raise AttributeError(f"{self._cls.__name__} has no public method {method!r}") from None
+            if not callable(getattr(self._cls, method, None)):
                 raise AttributeError(f"{self._cls.__name__} has no public method {method!r}")
             self._methods.add(method)
         if self._in_process:
@@ -299,7 +337,7 @@ class SPool(Generic[W]):
                     done = inflight.popleft()
                 else:
                     finished, _ = concurrent.futures.wait(inflight, return_when=concurrent.futures.FIRST_COMPLETED)
-                    done = next(iter(finished))
+                    done = cast("PoolFuture[Any]", finished.pop())
                     inflight.remove(done)
                 result = done.result()
                 if bar is not None:
@@ -317,6 +355,7 @@ class SPool(Generic[W]):
         queued work goes to the others). No task is lost either way."""
         if n < 0:
             raise ValueError(f"n must be at least 0, got {n}")
+        self._check_open()
         live = self._core.live_worker_ids()
         if n > len(live):
             futures = [self.submit_spawn(*spawn_args, **spawn_kwargs) for _ in range(n - len(live))]
@@ -332,6 +371,7 @@ class SPool(Generic[W]):
         ``last_error``, ``dispatched``, ``batches`` and ``batched_tasks`` (short tasks handed over
         several per wake-up); plus ``queued`` tasks, ``live_workers``, total
         ``dispatched`` and the ``load_balancing`` name."""
+        self._check_forked()
         workers = self._core.workers()
         return {
             "workers": workers,
@@ -344,13 +384,20 @@ class SPool(Generic[W]):
     @property
     def num_workers(self) -> int:
         """Workers starting or serving."""
+        self._check_forked()
         return len(self._core.live_worker_ids())
 
     @property
     def _closed(self) -> bool:
         return self._core.is_shutdown
 
+    def _check_forked(self) -> None:
+        if self._generation != _lifecycle.GENERATION:
+            raise _lifecycle.forked_error()
+
     def _check_open(self) -> None:
+        if self._generation != _lifecycle.GENERATION:
+            raise _lifecycle.forked_error()
         if self._closed:
             raise PoolShutDownError("cannot schedule new tasks after shutdown")
 
@@ -361,7 +408,12 @@ class SPool(Generic[W]):
         ``cancel_pending=True`` cancels queued tasks; ``kill=True`` kills the workers now (running
         tasks fail with :class:`PoolShutDownError`). With ``wait=True``, no worker process is
         left when this returns; ``timeout`` bounds a graceful wait, after which the workers are
-        killed. Ctrl-C while waiting escalates to a kill too."""
+        killed. Ctrl-C while waiting escalates to a kill too.
+
+        In a child made by ``os.fork()``, a pool inherited from the parent is the parent's to
+        stop: this returns at once and touches nothing."""
+        if self._generation != _lifecycle.GENERATION:
+            return
         self._core.shutdown("kill" if kill else "cancel" if cancel_pending else "graceful")
         if not wait:
             return
@@ -378,6 +430,7 @@ class SPool(Generic[W]):
             _live_pools.discard(self)
         self._completer.close(timeout=5.0)
         self._core.release()
+        self._abandon.detach()  # stopped and released: nothing is left for the finalizer
 
     def __enter__(self) -> SPool[W]:
         return self
@@ -386,5 +439,7 @@ class SPool(Generic[W]):
         self.shutdown(wait=True, kill=exc_type is not None and not issubclass(exc_type, Exception))
 
     def __repr__(self) -> str:
+        if self._generation != _lifecycle.GENERATION:
+            return f"<SPool of {self._cls.__name__}: inherited through fork(), unusable here>"
         state = "shut down" if self._closed else f"{self.num_workers} workers"
         return f"<SPool of {self._cls.__name__}: {state}>"

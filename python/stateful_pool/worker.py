@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SWorker"]
+__all__ = ["SWorker", "check_method_name"]
+
+
+def check_method_name(name: object) -> str:
+    """``name`` if a caller may call a method by it: an exact ``str`` (a subclass could lie
+    about its own value, overriding ``startswith`` or ``__eq__``) not starting with ``_``.
+    Raises :class:`TypeError` or :class:`AttributeError` otherwise. Checked by the caller and
+    again where the call runs, whatever the mode."""
+    if type(name) is not str:
+        raise TypeError(f"a method name must be a str, got {type(name).__name__}")
+    if name.startswith("_"):
+        raise AttributeError(f"{name!r} is private: only public methods can be called")
+    return name
 
 
 class SWorker:

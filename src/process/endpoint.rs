@@ -7,8 +7,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use super::frame::{decode_header, encode_header, FrameKind, HEADER_LEN};
-use super::spawn::{TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
+use super::frame::{decode_header, encode_header, FrameKind, DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN};
+use super::spawn::{MAX_MESSAGE_ENV, TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
 use crate::shm::{Segment, Wait};
 
 /// A worker's connection to its supervisor.
@@ -20,6 +20,8 @@ pub enum WorkerEndpoint {
         input: File,
         /// Replies.
         output: File,
+        /// The largest frame payload sent or accepted.
+        max_message: usize,
     },
     /// Frames through shared memory.
     Shm {
@@ -33,7 +35,18 @@ pub enum WorkerEndpoint {
         parent: libc::pid_t,
         /// Spin and sleep budget while waiting for requests.
         wait: Wait,
+        /// The largest frame payload sent or accepted.
+        max_message: usize,
     },
+}
+
+/// One byte to the supervisor's doorbell: it parks there for a reply or for room.
+fn ring_doorbell(bell: RawFd) {
+    // SAFETY: a one-byte write to our non-blocking doorbell; a full pipe (EAGAIN) already holds
+    // a wake-up, so the error is ignored.
+    unsafe {
+        libc::write(bell, [1u8].as_ptr().cast(), 1);
+    }
 }
 
 fn take_fd(fd: RawFd) -> io::Result<OwnedFd> {
@@ -55,6 +68,12 @@ impl WorkerEndpoint {
     pub fn from_inherited() -> io::Result<Self> {
         let input = File::from(take_fd(WORKER_READ_FD)?);
         let output = File::from(take_fd(WORKER_WRITE_FD)?);
+        let max_message = match std::env::var(MAX_MESSAGE_ENV) {
+            Ok(v) => {
+                v.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{MAX_MESSAGE_ENV}={v}")))?
+            }
+            Err(_) => DEFAULT_MAX_MESSAGE_SIZE,
+        };
         if std::env::var_os(TRANSPORT_ENV).is_some_and(|v| v == "shm") {
             let segment = Segment::open(take_fd(WORKER_SHM_FD)?).map_err(io::Error::other)?;
             // SAFETY: setting O_NONBLOCK on our own descriptor.
@@ -65,9 +84,9 @@ impl WorkerEndpoint {
             // SAFETY: getppid has no preconditions.
             let parent = unsafe { libc::getppid() };
             let wait = Wait { slice: Duration::from_secs(1), ..Wait::default() };
-            return Ok(Self::Shm { segment, doorbell: output, _requests: input, parent, wait });
+            return Ok(Self::Shm { segment, doorbell: output, _requests: input, parent, wait, max_message });
         }
-        Ok(Self::Pipe { input, output })
+        Ok(Self::Pipe { input, output, max_message })
     }
 
     /// Reads the next frame's header: `None` when the supervisor closed the channel.
@@ -81,7 +100,15 @@ impl WorkerEndpoint {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e),
         }
-        decode_header(&header).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        Ok(Some(decode_header(&header, self.max_message())?))
+    }
+
+    /// The largest frame payload this end sends or accepts.
+    #[must_use]
+    pub fn max_message(&self) -> usize {
+        match self {
+            Self::Pipe { max_message, .. } | Self::Shm { max_message, .. } => *max_message,
+        }
     }
 
     /// Reads exactly `dst.len()` bytes of the current frame's payload.
@@ -91,10 +118,18 @@ impl WorkerEndpoint {
     pub fn read_exact(&mut self, dst: &mut [u8]) -> io::Result<()> {
         match self {
             Self::Pipe { input, .. } => input.read_exact(dst),
-            Self::Shm { segment, parent, wait, .. } => {
+            Self::Shm { segment, doorbell, parent, wait, .. } => {
                 let parent = *parent;
+                let bell = doorbell.as_raw_fd();
+                // The supervisor parks on the doorbell pipe, not on the futex, when its request
+                // ring is full: a byte there tells it there is room again.
                 // SAFETY: getppid has no preconditions.
-                segment.requests().read_exact(dst, *wait, || unsafe { libc::getppid() } == parent)
+                segment.requests().read_exact(
+                    dst,
+                    *wait,
+                    || ring_doorbell(bell),
+                    || unsafe { libc::getppid() } == parent,
+                )
             }
         }
     }
@@ -102,9 +137,16 @@ impl WorkerEndpoint {
     /// Sends one frame whose payload is the concatenation of `parts`.
     ///
     /// # Errors
-    /// `BrokenPipe` when the supervisor is gone.
+    /// `BrokenPipe` when the supervisor is gone; `InvalidInput` (nothing sent) when the payload
+    /// is over the largest message.
     pub fn send(&mut self, kind: FrameKind, id: u64, parts: &[&[u8]]) -> io::Result<()> {
         let len = parts.iter().map(|p| p.len()).sum();
+        if len > self.max_message() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a message of {len} bytes is over max_message_size ({} bytes)", self.max_message()),
+            ));
+        }
         let header = encode_header(kind, id, len);
         match self {
             Self::Pipe { output, .. } => {
@@ -124,11 +166,7 @@ impl WorkerEndpoint {
                 ring.write_all(
                     &all,
                     *wait,
-                    // SAFETY: a one-byte write to our non-blocking doorbell; a full pipe (EAGAIN)
-                    // already holds a wake-up, so the error is ignored.
-                    || unsafe {
-                        libc::write(bell, [1u8].as_ptr().cast(), 1);
-                    },
+                    || ring_doorbell(bell),
                     // SAFETY: getppid has no preconditions.
                     || unsafe { libc::getppid() } == parent,
                 )

@@ -7,6 +7,11 @@ use std::fmt;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 17;
 
+/// The default largest frame payload either side accepts (1 GiB): far above the messages a
+/// pool moves in practice (the shared-memory rings stream anything larger than themselves),
+/// and small enough that a forged length cannot make the receiver allocate without bound.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 30;
+
 /// The kind of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -73,16 +78,25 @@ pub fn encode_header(kind: FrameKind, id: u64, len: usize) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Decodes a header into kind, id and payload length.
+/// Decodes a header into kind, id and payload length; the length is checked against
+/// `max_len` before anyone allocates for it (the header comes from the other process).
 ///
 /// # Errors
-/// [`ProtocolError`] for an unknown kind or a length that does not fit in memory.
-pub fn decode_header(h: &[u8; HEADER_LEN]) -> Result<(FrameKind, u64, usize), ProtocolError> {
+/// [`ProtocolError`] for an unknown kind or a length over `max_len`.
+pub fn decode_header(h: &[u8; HEADER_LEN], max_len: usize) -> Result<(FrameKind, u64, usize), ProtocolError> {
     let kind = FrameKind::from_u8(h[0]).ok_or_else(|| ProtocolError(format!("unknown frame kind {}", h[0])))?;
     let id = u64::from_le_bytes(h[1..9].try_into().expect("8 bytes"));
     let len = u64::from_le_bytes(h[9..17].try_into().expect("8 bytes"));
-    let len = usize::try_from(len).map_err(|_| ProtocolError(format!("frame of {len} bytes")))?;
-    Ok((kind, id, len))
+    match usize::try_from(len) {
+        Ok(len) if len <= max_len => Ok((kind, id, len)),
+        _ => Err(ProtocolError(format!("{kind:?} frame of {len} bytes is over max_message_size ({max_len} bytes)"))),
+    }
+}
+
+impl From<ProtocolError> for std::io::Error {
+    fn from(e: ProtocolError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
 }
 
 /// The body of a [`FrameKind::Raised`] frame: a UTF-8 one-line summary the supervisor can show
@@ -95,6 +109,20 @@ pub struct RaisedPayload<'a> {
     pub exception: &'a [u8],
 }
 
+impl RaisedPayload<'_> {
+    /// Encodes a raised frame's payload.
+    #[must_use]
+    pub fn encode(summary: &str, exception: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(summary.len()).unwrap_or(u32::MAX);
+        let summary = &summary.as_bytes()[..len as usize];
+        let mut payload = Vec::with_capacity(4 + summary.len() + exception.len());
+        payload.extend_from_slice(&len.to_le_bytes());
+        payload.extend_from_slice(summary);
+        payload.extend_from_slice(exception);
+        payload
+    }
+}
+
 impl<'a> RaisedPayload<'a> {
     /// Splits a raised frame's payload.
     ///
@@ -104,7 +132,7 @@ impl<'a> RaisedPayload<'a> {
         let bad = || ProtocolError("malformed raised frame".into());
         let len = payload.get(..4).ok_or_else(bad)?;
         let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        let summary = payload.get(4..4 + len).ok_or_else(bad)?;
+        let summary = payload.get(4..4usize.saturating_add(len)).ok_or_else(bad)?;
         let summary = std::str::from_utf8(summary).map_err(|_| bad())?;
         Ok(Self { summary, exception: &payload[4 + len..] })
     }
@@ -120,11 +148,41 @@ mod tests {
             [FrameKind::Init, FrameKind::Call, FrameKind::Stop, FrameKind::Ready, FrameKind::Ok, FrameKind::Raised]
         {
             let h = encode_header(kind, u64::MAX - 3, 1 << 40);
-            assert_eq!(decode_header(&h).unwrap(), (kind, u64::MAX - 3, 1 << 40));
+            assert_eq!(decode_header(&h, 1 << 40).unwrap(), (kind, u64::MAX - 3, 1 << 40));
+            assert!(decode_header(&h, (1 << 40) - 1).is_err());
         }
         let mut h = encode_header(FrameKind::Ok, 1, 1);
         h[0] = 99;
-        assert!(decode_header(&h).is_err());
+        assert!(decode_header(&h, 10).is_err());
+        let forged = encode_header(FrameKind::Ok, 1, 1 << 60);
+        let err = decode_header(&forged, DEFAULT_MAX_MESSAGE_SIZE).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "protocol error: Ok frame of 1152921504606846976 bytes is over max_message_size (1073741824 bytes)"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any 17 bytes decode to a known kind and a length within the limit, or to an error;
+        /// never a panic.
+        #[test]
+        fn any_header_decodes_within_limits_or_fails(h in proptest::array::uniform17(proptest::prelude::any::<u8>()), max in 0usize..(1 << 34)) {
+            match decode_header(&h, max) {
+                Ok((kind, id, len)) => {
+                    proptest::prop_assert!(len <= max);
+                    proptest::prop_assert_eq!(encode_header(kind, id, len), h);
+                }
+                Err(e) => proptest::prop_assert!(!e.0.is_empty()),
+            }
+        }
+
+        /// A raised payload of any bytes parses into an in-bounds summary or fails.
+        #[test]
+        fn any_raised_payload_parses_or_fails(p in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Ok(r) = RaisedPayload::parse(&p) {
+                proptest::prop_assert_eq!(4 + r.summary.len() + r.exception.len(), p.len());
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! [`ProcessWorker`]: a [`Workable`] whose state lives in a child process that speaks the
 //! frame protocol of [`frame`]. The Python bindings run `SWorker`s with it; any program that
 //! speaks the protocol can be a worker.
+//!
+//! (Left out of loom builds: tokio built with `--cfg loom` has no `process` or `net`, and the
+//! loom models only check `shm`.)
+#![cfg(not(loom))]
 
 mod endpoint;
 pub mod frame;
@@ -18,10 +22,10 @@ use std::time::Duration;
 use tokio::process::Child;
 
 pub use self::endpoint::WorkerEndpoint;
-pub use self::frame::{FrameKind, ProtocolError, RaisedPayload};
+pub use self::frame::{FrameKind, ProtocolError, RaisedPayload, DEFAULT_MAX_MESSAGE_SIZE};
 pub use self::lane::{LaneError, ShmLane};
 pub use self::shm_transport::ShmTransport;
-pub use self::spawn::{ProcessSpec, TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
+pub use self::spawn::{ProcessSpec, MAX_MESSAGE_ENV, TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
 pub use self::transport::{AnyTransport, PipeTransport, Transport};
 use crate::error::WorkerFault;
 use crate::shm::{Segment, Wait};
@@ -52,6 +56,15 @@ impl SpawnFailure {
             SpawnFailure::Crashed(fault) => fault,
         }
     }
+}
+
+/// The fault of a worker that broke the protocol: it is alive and lying (corrupt ring indices,
+/// a malformed or oversized frame, a reply to the wrong call), so it is killed at once.
+pub(crate) fn protocol_fault(error: &std::io::Error, during: &str) -> WorkerFault {
+    WorkerFault::protocol(format!(
+        "worker broke the protocol {during} (it corrupted its shared memory or sent a malformed frame): {error}; \
+         worker killed"
+    ))
 }
 
 fn fault_from_status(status: ExitStatus, during: &str) -> WorkerFault {
@@ -90,9 +103,10 @@ impl ProcessWorker {
     pub async fn start(spec: Arc<ProcessSpec>, init: Arc<Vec<u8>>) -> Result<(Self, Vec<u8>), SpawnFailure> {
         use std::os::fd::AsRawFd;
         let segment = match spec.shm_capacity {
-            Some(capacity) => {
-                Some(Arc::new(Segment::create(capacity).map_err(|e| SpawnFailure::Io(std::io::Error::other(e)))?))
-            }
+            Some(capacity) => Some(Arc::new(Segment::create(capacity).map_err(|e| match e {
+                crate::shm::SegmentError::Io(e) => SpawnFailure::Io(e),
+                other => SpawnFailure::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, other)),
+            })?)),
             None => None,
         };
         let (child, to_worker, from_worker) = spawn::spawn_child(&spec, segment.as_ref().map(|s| s.fd().as_raw_fd()))?;
@@ -111,16 +125,17 @@ impl ProcessWorker {
             Some(segment) => {
                 worker._keepalive = Some(to_worker);
                 let wait = Wait::default();
+                let max = worker.spec.max_message_size;
                 match from_worker.try_clone() {
                     Ok(doorbell) => {
-                        let lane = ShmLane::new(Arc::clone(&segment), doorbell, Arc::clone(&worker.next_id), wait);
-                        worker.lane = Some(Arc::new(lane));
-                        ShmTransport::new(segment, from_worker, wait).map(AnyTransport::Shm)
+                        let next_id = Arc::clone(&worker.next_id);
+                        worker.lane = Some(Arc::new(ShmLane::new(Arc::clone(&segment), doorbell, next_id, wait, max)));
+                        ShmTransport::new(segment, from_worker, wait, max).map(AnyTransport::Shm)
                     }
                     Err(e) => Err(e),
                 }
             }
-            None => PipeTransport::new(to_worker, from_worker).map(AnyTransport::Pipe),
+            None => PipeTransport::new(to_worker, from_worker, worker.spec.max_message_size).map(AnyTransport::Pipe),
         };
         let transport = match transport {
             Ok(t) => t,
@@ -177,12 +192,16 @@ impl ProcessWorker {
         id: u64,
         during: &str,
     ) -> Result<frame::Frame, WorkerFault> {
+        use std::io::ErrorKind;
         let broken = tokio::select! {
             biased;
             reply = exchange => match reply {
                 Ok(frame) if frame.id == id => return Ok(frame),
-                Ok(frame) => format!("worker replied to task {} while running task {id}", frame.id),
-                Err(e) => e.to_string(),
+                Ok(frame) => std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("it replied to task {} while running task {id}", frame.id),
+                ),
+                Err(e) => e,
             },
             status = child.wait() => {
                 return Err(match status {
@@ -191,11 +210,19 @@ impl ProcessWorker {
                 });
             }
         };
-        // The pipe broke: the process is dying or broke the protocol; get its exit status.
+        if !matches!(broken.kind(), ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe) {
+            // Alive and lying (or the channel is unusable): no grace, kill it now.
+            let _ = child.kill().await;
+            return Err(protocol_fault(&broken, during));
+        }
+        // The pipe broke: the process is dying; get its exit status.
         let status = tokio::time::timeout(EXIT_GRACE, child.wait()).await;
         Err(match status {
             Ok(Ok(status)) => fault_from_status(status, during),
-            _ => WorkerFault::new(format!("worker process broke the protocol {during}: {broken}")),
+            _ => {
+                let _ = child.kill().await;
+                WorkerFault::new(format!("worker process closed its channel {during} but did not exit; worker killed"))
+            }
         })
     }
 
@@ -246,6 +273,17 @@ impl Workable for ProcessWorker {
         if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
             // It exited while idle and the supervisor had not noticed yet: the task never ran.
             return Response::Refused(task, fault_from_status(status, "while idle"));
+        }
+        if task.len() > self.spec.max_message_size {
+            // The worker would refuse it as a protocol violation: fail the task, keep the worker.
+            return Response::Complete(Err(RaisedPayload::encode(
+                &format!(
+                    "ValueError: the call's message of {} bytes is over max_message_size ({} bytes)",
+                    task.len(),
+                    self.spec.max_message_size
+                ),
+                &[],
+            )));
         }
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.round_trip(FrameKind::Call, id, &task, "while running a task").await {
@@ -322,12 +360,15 @@ impl Workable for ProcessWorker {
     }
 
     async fn stop(&mut self) {
+        // The whole stop, Stop frame included, fits in stop_timeout: a stopped worker with a
+        // full request ring cannot hold it up.
+        let deadline = tokio::time::Instant::now() + self.spec.stop_timeout;
         if let Some(transport) = self.transport.as_mut() {
-            let _ = transport.send(FrameKind::Stop, 0, &[]).await;
+            let _ = tokio::time::timeout_at(deadline, transport.send(FrameKind::Stop, 0, &[])).await;
         }
         let stopping = self.child.take();
         if let Some(mut child) = stopping {
-            if tokio::time::timeout(self.spec.stop_timeout, child.wait()).await.is_err() {
+            if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
                 let _ = child.kill().await;
             }
         }
@@ -335,6 +376,10 @@ impl Workable for ProcessWorker {
     }
 
     async fn kill(&mut self) {
+        if let Some(lane) = &self.lane {
+            // A direct-lane caller still waiting on this worker learns at once why it is gone.
+            lane.set_exit(WorkerFault::new("worker process was killed by the supervisor"));
+        }
         self.close_transport();
         if let Some(mut child) = self.child.take() {
             // `Child::kill` sends SIGKILL and reaps, so no zombie is left.

@@ -19,6 +19,9 @@ pub const WORKER_SHM_FD: RawFd = 5;
 /// Environment variable telling the worker that its frames travel through the segment on
 /// [`WORKER_SHM_FD`] (value `"shm"`); absent, they travel through the pipes.
 pub const TRANSPORT_ENV: &str = "WORKER_POOL_TRANSPORT";
+/// Environment variable carrying [`ProcessSpec::max_message_size`] to the worker, which refuses
+/// larger frames too (absent: [`super::DEFAULT_MAX_MESSAGE_SIZE`]).
+pub const MAX_MESSAGE_ENV: &str = "WORKER_POOL_MAX_MESSAGE_SIZE";
 
 /// How to start one worker process.
 #[derive(Clone, Debug)]
@@ -36,6 +39,10 @@ pub struct ProcessSpec {
     /// Bytes per direction of a shared-memory channel to the worker (`None`: frames travel
     /// through the pipes). Larger messages stream through it.
     pub shm_capacity: Option<usize>,
+    /// The largest frame payload either side sends or accepts (default
+    /// [`super::DEFAULT_MAX_MESSAGE_SIZE`], 1 GiB). A worker that announces a larger one broke
+    /// the protocol and is replaced; a larger call fails without reaching the worker.
+    pub max_message_size: usize,
 }
 
 impl ProcessSpec {
@@ -49,6 +56,7 @@ impl ProcessSpec {
             cwd: None,
             stop_timeout: Duration::from_secs(5),
             shm_capacity: None,
+            max_message_size: super::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
@@ -118,6 +126,7 @@ pub(crate) fn spawn_child(spec: &ProcessSpec, shm: Option<RawFd>) -> io::Result<
     if shm.is_some() {
         cmd.env(TRANSPORT_ENV, "shm");
     }
+    cmd.env(MAX_MESSAGE_ENV, spec.max_message_size.to_string());
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let (r, w) = (worker_reads.as_raw_fd(), worker_writes.as_raw_fd());

@@ -24,21 +24,25 @@ pub struct PipeTransport {
     to_worker: pipe::Sender,
     from_worker: pipe::Receiver,
     scratch: Vec<u8>,
+    /// The largest payload accepted from the worker.
+    max_message: usize,
 }
 
 /// Frames up to this size are written with their header in one `write`.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
 impl PipeTransport {
-    /// Wraps the supervisor's ends of the two pipes. Must run inside a tokio runtime.
+    /// Wraps the supervisor's ends of the two pipes; replies over `max_message` bytes are a
+    /// protocol error. Must run inside a tokio runtime.
     ///
     /// # Errors
     /// When the descriptors are not pipes.
-    pub fn new(to_worker: OwnedFd, from_worker: OwnedFd) -> io::Result<Self> {
+    pub fn new(to_worker: OwnedFd, from_worker: OwnedFd, max_message: usize) -> io::Result<Self> {
         Ok(Self {
             to_worker: pipe::Sender::from_owned_fd(to_worker)?,
             from_worker: pipe::Receiver::from_owned_fd(from_worker)?,
             scratch: Vec::new(),
+            max_message,
         })
     }
 }
@@ -60,7 +64,7 @@ impl Transport for PipeTransport {
     async fn recv(&mut self) -> io::Result<Frame> {
         let mut header = [0u8; HEADER_LEN];
         self.from_worker.read_exact(&mut header).await?;
-        let (kind, id, len) = decode_header(&header).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let (kind, id, len) = decode_header(&header, self.max_message)?;
         let mut payload = vec![0u8; len];
         self.from_worker.read_exact(&mut payload).await?;
         Ok(Frame { kind, id, payload })

@@ -41,6 +41,10 @@ impl CoreEndpoint {
             FrameKind::from_u8(kind).ok_or_else(|| PyValueError::new_err(format!("unknown frame kind {kind}")))?;
         let views = Views::new(&parts)?;
         let slices = views.slices();
-        py.detach(|| self.0.send(kind, task_id, &slices)).map_err(|e| PyConnectionError::new_err(e.to_string()))
+        py.detach(|| self.0.send(kind, task_id, &slices)).map_err(|e| match e.kind() {
+            // Too large to send: nothing went out, so the worker can report it as the call's error.
+            std::io::ErrorKind::InvalidInput => PyValueError::new_err(e.to_string()),
+            _ => PyConnectionError::new_err(e.to_string()),
+        })
     }
 }

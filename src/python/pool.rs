@@ -24,18 +24,48 @@ use crate::{Config, Supervisor};
 
 type Worker = ProcessWorker;
 
-/// Runs the rest of a direct call whose caller was interrupted, so the worker's reply is
-/// consumed before anyone else drives it, then gives the worker back.
+/// Runs the rest of a direct call whose caller was interrupted while waiting for the reply, so
+/// the worker's reply is consumed before anyone else drives it, then gives the worker back.
+/// It cannot hold the worker for ever against the pool: killing the worker (a kill shutdown, a
+/// crash) closes the lane and wakes it at once with the reason.
 fn finish_in_background(claim: crate::Claim<Worker>, lane: Arc<ShmLane>, id: u64) {
-    std::thread::spawn(move || {
+    let spawned = std::thread::Builder::new().name("stateful-pool-finish".to_owned()).spawn(move || {
         let fault = match lane.wait_reply(id, &mut || false) {
             Ok(_) => None,
-            Err(LaneError::Crashed(fault)) => Some(fault),
-            Err(LaneError::Interrupted { .. }) => unreachable!("never interrupted"),
+            Err(LaneError::Crashed(fault) | LaneError::Torn(fault)) => Some(fault),
+            Err(LaneError::Interrupted { .. } | LaneError::NotSent | LaneError::TooLarge { .. }) => {
+                Some(crate::WorkerFault::new("a direct call was abandoned mid-way"))
+            }
         };
         claim.finish(fault);
     });
+    // No thread: the claim was dropped with the closure, which fails and replaces the worker.
+    drop(spawned);
 }
+
+/// The error for a call larger than the pool's `max_message_size`.
+fn too_large(len: usize, max: usize) -> PyErr {
+    PyValueError::new_err(format!("the call's message of {len} bytes is over max_message_size ({max} bytes)"))
+}
+
+/// A `interrupted()` check for the direct lane: at most every [`SLICE`], attaches to the
+/// interpreter and runs its signal handlers; a raised exception (Ctrl-C's KeyboardInterrupt)
+/// is kept in `raised` and means give up.
+fn signal_check(raised: &mut Option<PyErr>) -> impl FnMut() -> bool + '_ {
+    let mut last = Instant::now();
+    move || {
+        if raised.is_some() {
+            return true;
+        }
+        if last.elapsed() < SLICE {
+            return false;
+        }
+        last = Instant::now();
+        *raised = Python::attach(|py| py.check_signals()).err();
+        raised.is_some()
+    }
+}
+
 type StartOutcome = Result<(u64, Vec<u8>), StartError<SpawnFailure>>;
 
 /// One finished task or worker start, waiting for the Python completion thread.
@@ -165,7 +195,9 @@ impl CorePool {
     }
 
     /// Runs a call on this thread through a claimed worker's lane: the payload is copied once,
-    /// from the caller's buffers into shared memory.
+    /// from the caller's buffers into shared memory. The thread stays interruptible throughout
+    /// (sending, waiting, reading a reply); giving up half-way through a frame replaces the
+    /// worker.
     fn call_direct<'py>(
         &self,
         py: Python<'py>,
@@ -175,31 +207,25 @@ impl CorePool {
     ) -> PyResult<(u8, Bound<'py, PyAny>)> {
         let views = Views::new(parts)?;
         let slices = views.slices();
-        let sent = py.detach(|| lane.send_call(&slices));
+        let mut raised = None;
+        let result = {
+            let mut interrupted = signal_check(&mut raised);
+            py.detach(|| lane.call(&slices, &mut interrupted))
+        };
         drop(slices);
         drop(views);
-        let mut waited = sent.and_then(|id| {
-            // Wait in slices, checking for Ctrl-C between them (signals need the GIL).
-            loop {
-                match py.detach(|| lane.wait_reply(id, &mut || true)) {
-                    Err(LaneError::Interrupted { id }) => {
-                        if let Err(interrupt) = py.check_signals() {
-                            return Ok(Err((id, interrupt)));
-                        }
-                    }
-                    other => return other.map(Ok),
-                }
-            }
-        });
+        let interrupt = || raised.unwrap_or_else(|| pyo3::exceptions::PyKeyboardInterrupt::new_err(()));
         let worker = claim.worker_id();
-        match waited.as_mut() {
-            Ok(Ok(frame)) => {
+        match result {
+            Ok(mut frame) => {
                 let payload = std::mem::take(&mut frame.payload);
                 let outcome = match frame.kind {
                     FrameKind::Ok => Ok(payload),
                     FrameKind::Raised => Err(crate::TaskError::Failed(payload)),
                     other => {
-                        let fault = crate::WorkerFault::new(format!("unexpected {other:?} frame in reply to a call"));
+                        let fault = crate::WorkerFault::new(format!(
+                            "worker broke the protocol: unexpected {other:?} frame in reply to a call; worker killed"
+                        ));
                         claim.finish(Some(fault.clone()));
                         return task_outcome(py, Err(crate::TaskError::WorkerCrashed { worker, fault }));
                     }
@@ -207,17 +233,34 @@ impl CorePool {
                 claim.finish(None);
                 task_outcome(py, outcome)
             }
-            Ok(Err(_)) => {
-                let Ok(Err((id, interrupt))) = waited else { unreachable!() };
+            Err(LaneError::Interrupted { id }) => {
                 finish_in_background(claim, lane, id);
-                Err(interrupt)
+                Err(interrupt())
+            }
+            Err(LaneError::NotSent) => {
+                claim.finish(None);
+                Err(interrupt())
+            }
+            Err(LaneError::TooLarge { len, max }) => {
+                claim.finish(None);
+                Err(too_large(len, max))
+            }
+            Err(LaneError::Torn(fault)) => {
+                claim.finish(Some(fault));
+                Err(interrupt())
             }
             Err(LaneError::Crashed(fault)) => {
-                let fault = fault.clone();
                 claim.finish(Some(fault.clone()));
                 task_outcome(py, Err(crate::TaskError::WorkerCrashed { worker, fault }))
             }
-            Err(LaneError::Interrupted { .. }) => unreachable!("handled in the loop"),
+        }
+    }
+
+    /// Refuses a call the worker would refuse: larger than `max_message_size`.
+    fn check_size(&self, len: usize) -> PyResult<()> {
+        match len > self.spec.max_message_size {
+            true => Err(too_large(len, self.spec.max_message_size)),
+            false => Ok(()),
         }
     }
 
@@ -235,6 +278,7 @@ impl CorePool {
         program, args, env, cwd=None, *, queue_size=None, task_timeout=None, restart="on-failure",
         max_restarts=5, restart_window=60.0, max_tasks_per_worker=None, max_memory_per_worker=None,
         stop_timeout=5.0, load_balancing="round_robin", crash_retries=0, shm_capacity=None,
+        max_message_size=crate::process::DEFAULT_MAX_MESSAGE_SIZE,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -253,7 +297,14 @@ impl CorePool {
         load_balancing: &str,
         crash_retries: u32,
         shm_capacity: Option<usize>,
+        max_message_size: usize,
     ) -> PyResult<Self> {
+        if let Some(capacity) = shm_capacity {
+            crate::shm::ring_capacity(capacity).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        }
+        if max_message_size == 0 {
+            return Err(PyValueError::new_err("max_message_size must be at least 1 byte"));
+        }
         let config = Config {
             queue_capacity: queue_size,
             // One thread: the serve loops' short reply spins measured faster serialised there
@@ -287,6 +338,7 @@ impl CorePool {
         spec.cwd = cwd.map(Into::into);
         spec.stop_timeout = seconds("stop_timeout", Some(stop_timeout))?.unwrap_or_default();
         spec.shm_capacity = shm_capacity;
+        spec.max_message_size = max_message_size;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let c = supervisor.config();
         let direct = c.task_timeout.is_none()
@@ -332,6 +384,7 @@ impl CorePool {
             }
         }
         let payload = gather(py, &parts)?;
+        self.check_size(payload.len())?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let reply = || -> ReplyFn<Worker> {
             let tx = tx.clone();
@@ -361,6 +414,7 @@ impl CorePool {
     ) -> PyResult<CoreTicket> {
         let options = TaskOptions { timeout: seconds("timeout", timeout)? };
         let payload = gather(py, &parts)?;
+        self.check_size(payload.len())?;
         let slot = Arc::new(ReplySlot::default());
         let ticket =
             submit_blocking(py, &self.supervisor, payload, options, submit_timeout, || self.task_reply(token, &slot))?;

@@ -3,19 +3,27 @@
 //! before a waiter parks.
 //!
 //! Parking: the worker parks on a futex word in the segment (no `FUTEX_PRIVATE_FLAG`, it is
-//! shared between processes); the supervisor side parks on the worker's pipe, which doubles as
-//! its liveness signal (EOF when the worker dies). A writer only pays for a wake-up when the
-//! reader announced it parked, so a busy pair exchanges messages with no system call at all.
+//! shared between processes); the supervisor side never sleeps on a futex, it parks on the
+//! worker's pipe (a doorbell the runtime polls, which doubles as the liveness signal: EOF when
+//! the worker dies), both for a reply and for room in a full request ring. A side only pays
+//! for a wake-up when the other announced it parked, so a busy pair exchanges messages with no
+//! system call at all.
 
 mod futex;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod mapping;
 mod ring;
 mod segment;
+mod sync;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 pub(crate) use self::mapping::Mapping;
+#[cfg_attr(loom, allow(unused_imports))] // its users are not in loom builds
 pub(crate) use self::ring::spin_until;
-pub use self::ring::{Ring, Wait};
-pub use self::segment::{Segment, SegmentError};
+pub use self::ring::{Corrupted, Ring, Wait};
+pub use self::segment::{ring_capacity, Segment, SegmentError, MAX_RING_CAPACITY};
 
 /// Asks for transparent huge pages on the page-aligned interior of a large buffer about to be
 /// filled, so a 64 MiB receive costs 32 page faults instead of 16,384. Best effort; a no-op

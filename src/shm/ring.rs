@@ -1,10 +1,22 @@
 //! A single-producer single-consumer byte ring in shared memory, a stream like a pipe: a
 //! message larger than the ring flows through it in pieces.
+//!
+//! The other process can write anything into the control block at any time, so nothing read
+//! from it is trusted: every operation takes one snapshot of `head` and `tail`, checks
+//! `tail <= head <= tail + capacity`, computes positions from that snapshot only, and fails with
+//! [`Corrupted`] otherwise. Whatever the indices say, no copy leaves the data area.
+//!
+//! Parking (proof sketch in `src/SUPERVISOR.md`, model-checked by `loom_tests.rs`): a side that
+//! must wait announces it (`*_parked = 1`), issues a SeqCst fence, then re-checks the ring
+//! before it sleeps; the other side changes the ring, issues a SeqCst fence, then reads the
+//! flag and wakes it if set. The two fences order the flag against the index, so at least one
+//! of them sees the other: the sleeper finds the change, or the changer finds the sleeper.
 
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::io;
 use std::time::{Duration, Instant};
 
 use super::futex;
+use super::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// The control block of one ring, in the segment header. Head and tail live on their own
 /// cache lines so the two processes do not false-share.
@@ -22,6 +34,51 @@ pub(crate) struct RingCtl {
     /// Futex word the writer sleeps on when the ring is full.
     space_seq: AtomicU32,
     writer_parked: AtomicU32,
+}
+
+#[cfg(all(test, loom))]
+impl RingCtl {
+    /// A zeroed control block on the heap (loom's atomics cannot live in a mapping).
+    pub(crate) fn new() -> Self {
+        Self {
+            head: AtomicU64::new(0),
+            _pad_head: [0; 7],
+            tail: AtomicU64::new(0),
+            _pad_tail: [0; 7],
+            data_seq: AtomicU32::new(0),
+            reader_parked: AtomicU32::new(0),
+            space_seq: AtomicU32::new(0),
+            writer_parked: AtomicU32::new(0),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+impl RingCtl {
+    /// Writes `head` and `tail` as they are, as a corrupting peer would.
+    pub(crate) fn forge(&self, head: u64, tail: u64) {
+        self.head.store(head, Ordering::SeqCst);
+        self.tail.store(tail, Ordering::SeqCst);
+    }
+}
+
+/// The ring's indices break its invariant: the other process wrote garbage into the control
+/// block (or is not speaking this protocol). The channel is unusable from then on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("shared memory ring corrupted (head {head}, tail {tail}, capacity {capacity})")]
+pub struct Corrupted {
+    /// The head that was read.
+    pub head: u64,
+    /// The tail that was read.
+    pub tail: u64,
+    /// The ring's real capacity.
+    pub capacity: usize,
+}
+
+impl From<Corrupted> for io::Error {
+    fn from(e: Corrupted) -> Self {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
 }
 
 /// How a blocked side waits: spin this long first, then sleep in slices of `slice`.
@@ -77,73 +134,102 @@ pub(crate) fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> b
 
 impl<'a> Ring<'a> {
     /// # Safety
-    /// `data` must point to `capacity` bytes that stay mapped for `'a`, used by this ring only.
+    /// `data` must point to `capacity > 0` bytes that stay mapped for `'a`, used by this ring
+    /// only (the other process may write them at any time; they are only ever copied).
     pub(crate) unsafe fn new(ctl: &'a RingCtl, closed: &'a AtomicU32, data: *mut u8, capacity: usize) -> Self {
+        debug_assert!(capacity > 0);
         Self { ctl, closed, data, capacity }
     }
 
-    fn closed(&self) -> bool {
+    /// Whether either side closed the segment.
+    #[must_use]
+    pub fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) != 0
     }
 
+    /// One consistent reading of `(head, tail)`: `tail <= head <= tail + capacity`.
+    fn snapshot(&self) -> Result<(u64, u64), Corrupted> {
+        let head = self.ctl.head.load(Ordering::Acquire);
+        let tail = self.ctl.tail.load(Ordering::Acquire);
+        match head.checked_sub(tail) {
+            Some(used) if used <= self.capacity as u64 => Ok((head, tail)),
+            _ => Err(Corrupted { head, tail, capacity: self.capacity }),
+        }
+    }
+
     /// Bytes waiting to be read.
-    #[must_use]
-    pub fn readable(&self) -> usize {
-        (self.ctl.head.load(Ordering::Acquire) - self.ctl.tail.load(Ordering::Relaxed)) as usize
+    ///
+    /// # Errors
+    /// [`Corrupted`] when the indices are inconsistent.
+    pub fn readable(&self) -> Result<usize, Corrupted> {
+        let (head, tail) = self.snapshot()?;
+        Ok((head - tail) as usize)
     }
 
     /// Bytes that can be written now without waiting.
-    #[must_use]
-    pub fn writable(&self) -> usize {
-        self.capacity - (self.ctl.head.load(Ordering::Relaxed) - self.ctl.tail.load(Ordering::Acquire)) as usize
+    ///
+    /// # Errors
+    /// [`Corrupted`] when the indices are inconsistent.
+    pub fn writable(&self) -> Result<usize, Corrupted> {
+        let (head, tail) = self.snapshot()?;
+        Ok(self.capacity - (head - tail) as usize)
+    }
+
+    /// The data area's range `[at, at + n)` split at the end of the ring: `(at, first)` and the
+    /// wrapped rest `n - first` from 0. Both lie inside the area for any `index` and
+    /// `n <= capacity`.
+    fn span(&self, index: u64, n: usize) -> (usize, usize) {
+        let at = (index % self.capacity as u64) as usize;
+        (at, n.min(self.capacity - at))
     }
 
     /// Copies as much of `src` as fits; returns how much. Publishes, but wakes nobody.
-    pub fn write_some(&self, src: &[u8]) -> usize {
-        let n = src.len().min(self.writable());
+    ///
+    /// # Errors
+    /// [`Corrupted`]; nothing is written then.
+    pub fn write_some(&self, src: &[u8]) -> Result<usize, Corrupted> {
+        let (head, tail) = self.snapshot()?;
+        let n = src.len().min(self.capacity - (head - tail) as usize);
         if n == 0 {
-            return 0;
+            return Ok(0);
         }
-        let head = self.ctl.head.load(Ordering::Relaxed);
-        let at = (head % self.capacity as u64) as usize;
-        let first = n.min(self.capacity - at);
-        // SAFETY: [at, at+first) and [0, n-first) lie inside the data area, and the reader does
-        // not touch bytes between tail and head+n until head is published below.
+        let next = head.checked_add(n as u64).ok_or(Corrupted { head, tail, capacity: self.capacity })?;
+        let (at, first) = self.span(head, n);
+        // SAFETY: `span` keeps [at, at+first) and [0, n-first) inside the data area (n is at
+        // most the capacity); the reader does not read past the published head.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(at), first);
             std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data, n - first);
         }
-        self.ctl.head.store(head + n as u64, Ordering::Release);
-        n
+        self.ctl.head.store(next, Ordering::Release);
+        Ok(n)
     }
 
-    /// Copies up to `dst.len()` waiting bytes into `dst`; returns how many. Wakes a writer
-    /// parked on a full ring.
-    pub fn read_some(&self, dst: &mut [u8]) -> usize {
-        let n = dst.len().min(self.readable());
+    /// Copies up to `dst.len()` waiting bytes into `dst`; returns how many. Publishes the new
+    /// tail, but wakes nobody: see [`Ring::writer_needs_wake`].
+    ///
+    /// # Errors
+    /// [`Corrupted`]; nothing is read then.
+    pub fn read_some(&self, dst: &mut [u8]) -> Result<usize, Corrupted> {
+        let (head, tail) = self.snapshot()?;
+        let n = dst.len().min((head - tail) as usize);
         if n == 0 {
-            return 0;
+            return Ok(0);
         }
-        let tail = self.ctl.tail.load(Ordering::Relaxed);
-        let at = (tail % self.capacity as u64) as usize;
-        let first = n.min(self.capacity - at);
-        // SAFETY: [tail, tail+n) was published by the writer (Acquire in `readable`) and is not
-        // overwritten until tail moves past it below.
+        let next = tail.checked_add(n as u64).ok_or(Corrupted { head, tail, capacity: self.capacity })?;
+        let (at, first) = self.span(tail, n);
+        // SAFETY: as in `write_some`; [tail, tail+n) was published by the writer (Acquire in
+        // `snapshot`) and is not overwritten until the tail moves past it.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.add(at), dst.as_mut_ptr(), first);
             std::ptr::copy_nonoverlapping(self.data, dst.as_mut_ptr().add(first), n - first);
         }
-        self.ctl.tail.store(tail + n as u64, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if self.ctl.writer_parked.load(Ordering::Relaxed) != 0 {
-            self.ctl.space_seq.fetch_add(1, Ordering::Release);
-            futex::wake_all(&self.ctl.space_seq);
-        }
-        n
+        self.ctl.tail.store(next, Ordering::Release);
+        Ok(n)
     }
 
-    /// After publishing: whether the reader is parked and must be woken (the caller picks the
-    /// means: [`Ring::wake_reader`] for a futex sleeper, a doorbell byte for a pipe sleeper).
+    /// After publishing data: whether the reader is parked and must be woken (the caller picks
+    /// the means: [`Ring::wake_reader`] for a futex sleeper, a doorbell byte for a pipe sleeper).
     #[must_use]
     pub fn reader_needs_wake(&self) -> bool {
         fence(Ordering::SeqCst);
@@ -154,18 +240,38 @@ impl<'a> Ring<'a> {
         false
     }
 
+    /// After consuming data: whether the writer is parked on a full ring and must be woken
+    /// ([`Ring::wake_writer`] for a futex sleeper, a doorbell byte for the supervisor).
+    #[must_use]
+    pub fn writer_needs_wake(&self) -> bool {
+        fence(Ordering::SeqCst);
+        if self.ctl.writer_parked.load(Ordering::Relaxed) != 0 {
+            self.ctl.space_seq.fetch_add(1, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
     /// Wakes a reader sleeping in [`Ring::wait_readable`].
     pub fn wake_reader(&self) {
         futex::wake_all(&self.ctl.data_seq);
     }
 
-    /// Announces that the reader is about to sleep on something else (a pipe); returns whether
-    /// data arrived meanwhile, in which case it must not sleep. Undo with [`Ring::unpark_reader`].
-    #[must_use]
-    pub fn park_reader(&self) -> bool {
+    /// Wakes a writer sleeping on the futex in [`Ring::write_all`].
+    pub fn wake_writer(&self) {
+        futex::wake_all(&self.ctl.space_seq);
+    }
+
+    /// Announces that the reader is about to sleep; returns whether data arrived (or the
+    /// segment closed) meanwhile, in which case it must not sleep. Undo with
+    /// [`Ring::unpark_reader`] either way.
+    ///
+    /// # Errors
+    /// [`Corrupted`].
+    pub fn park_reader(&self) -> Result<bool, Corrupted> {
         self.ctl.reader_parked.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        self.readable() > 0 || self.closed()
+        Ok(self.readable()? > 0 || self.closed())
     }
 
     /// The reader is awake again.
@@ -173,84 +279,119 @@ impl<'a> Ring<'a> {
         self.ctl.reader_parked.store(0, Ordering::Relaxed);
     }
 
+    /// Announces that the writer is about to sleep on a full ring; returns whether space
+    /// appeared (or the segment closed) meanwhile. Undo with [`Ring::unpark_writer`].
+    ///
+    /// # Errors
+    /// [`Corrupted`].
+    pub fn park_writer(&self) -> Result<bool, Corrupted> {
+        self.ctl.writer_parked.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Ok(self.writable()? > 0 || self.closed())
+    }
+
+    /// The writer is awake again.
+    pub fn unpark_writer(&self) {
+        self.ctl.writer_parked.store(0, Ordering::Relaxed);
+    }
+
     /// Waits until bytes are readable or the segment closes: spins, then sleeps on the futex.
     /// Returns false when it timed out after one `wait.slice` of sleep, so the caller can check
     /// liveness and call again.
-    pub fn wait_readable(&self, wait: Wait) -> bool {
-        if spin_until(wait.spin, || self.readable() > 0 || self.closed()) {
-            return true;
-        }
-        let seq = self.ctl.data_seq.load(Ordering::Acquire);
-        if self.park_reader() {
-            self.unpark_reader();
-            return true;
-        }
-        futex::wait(&self.ctl.data_seq, seq, wait.slice);
-        self.unpark_reader();
-        self.readable() > 0 || self.closed()
-    }
-
-    fn wait_writable(&self, wait: Wait) -> bool {
-        if spin_until(wait.spin, || self.writable() > 0 || self.closed()) {
-            return true;
-        }
-        let seq = self.ctl.space_seq.load(Ordering::Acquire);
-        self.ctl.writer_parked.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        if self.writable() == 0 && !self.closed() {
-            futex::wait(&self.ctl.space_seq, seq, wait.slice);
-        }
-        self.ctl.writer_parked.store(0, Ordering::Relaxed);
-        self.writable() > 0 || self.closed()
-    }
-
-    /// Writes every part in order, waiting for space as needed; `wake` is called when the
-    /// reader must be woken (each time a piece is published to a parked reader).
     ///
     /// # Errors
-    /// `BrokenPipe` when the segment closes, or `alive` says the reader is gone.
+    /// [`Corrupted`].
+    pub fn wait_readable(&self, wait: Wait) -> Result<bool, Corrupted> {
+        // A corrupt ring ends the spin too: the check after it reports the corruption.
+        if spin_until(wait.spin, || self.readable().map_or(true, |n| n > 0) || self.closed()) {
+            return Ok(self.readable()? > 0 || self.closed());
+        }
+        let seq = self.ctl.data_seq.load(Ordering::Acquire);
+        let ready = self.park_reader();
+        if let Ok(false) = ready {
+            futex::wait(&self.ctl.data_seq, seq, wait.slice);
+        }
+        self.unpark_reader();
+        ready?;
+        Ok(self.readable()? > 0 || self.closed())
+    }
+
+    fn wait_writable(&self, wait: Wait) -> Result<bool, Corrupted> {
+        if spin_until(wait.spin, || self.writable().map_or(true, |n| n > 0) || self.closed()) {
+            return Ok(self.writable()? > 0 || self.closed());
+        }
+        let seq = self.ctl.space_seq.load(Ordering::Acquire);
+        let ready = self.park_writer();
+        if let Ok(false) = ready {
+            futex::wait(&self.ctl.space_seq, seq, wait.slice);
+        }
+        self.unpark_writer();
+        ready?;
+        Ok(self.writable()? > 0 || self.closed())
+    }
+
+    /// Writes every part in order, sleeping on the futex for space as needed; `wake` is called
+    /// when the reader must be woken (each time a piece is published to a parked reader). For
+    /// a side that may block its thread: the worker, and tests.
+    ///
+    /// # Errors
+    /// `BrokenPipe` when the segment closes, or `alive` says the reader is gone; `InvalidData`
+    /// when the ring is [`Corrupted`].
     pub fn write_all(
         &self,
         parts: &[&[u8]],
         wait: Wait,
         mut wake: impl FnMut(),
         alive: impl Fn() -> bool,
-    ) -> std::io::Result<()> {
+    ) -> io::Result<()> {
         for part in parts {
             let mut rest = *part;
             while !rest.is_empty() {
-                let n = self.write_some(rest);
+                let n = self.write_some(rest)?;
                 rest = &rest[n..];
                 if self.reader_needs_wake() {
                     wake();
                 }
-                if !rest.is_empty() && !self.wait_writable(wait) && !alive() {
-                    return Err(std::io::ErrorKind::BrokenPipe.into());
-                }
                 if self.closed() {
-                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                if !rest.is_empty() && !self.wait_writable(wait)? && !alive() {
+                    return Err(io::ErrorKind::BrokenPipe.into());
                 }
             }
         }
         Ok(())
     }
 
-    /// Fills `dst`, waiting for the writer as needed (futex sleeps; see [`Ring::wait_readable`]).
+    /// Fills `dst`, sleeping on the futex for the writer as needed (see
+    /// [`Ring::wait_readable`]); `wake` is called when a writer parked on the full ring must be
+    /// woken.
     ///
     /// # Errors
-    /// `UnexpectedEof` when the segment closes, or `alive` says the writer is gone.
-    pub fn read_exact(&self, dst: &mut [u8], wait: Wait, alive: impl Fn() -> bool) -> std::io::Result<()> {
+    /// `UnexpectedEof` when the segment closes, or `alive` says the writer is gone;
+    /// `InvalidData` when the ring is [`Corrupted`].
+    pub fn read_exact(
+        &self,
+        dst: &mut [u8],
+        wait: Wait,
+        mut wake: impl FnMut(),
+        alive: impl Fn() -> bool,
+    ) -> io::Result<()> {
         let mut done = 0;
         while done < dst.len() {
-            let n = self.read_some(&mut dst[done..]);
+            let n = self.read_some(&mut dst[done..])?;
             done += n;
-            if n == 0 {
-                if self.closed() && self.readable() == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+            if n > 0 {
+                if self.writer_needs_wake() {
+                    wake();
                 }
-                if !self.wait_readable(wait) && !alive() {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
+                continue;
+            }
+            if self.closed() && self.readable()? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if !self.wait_readable(wait)? && !alive() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
         Ok(())
@@ -262,67 +403,5 @@ impl<'a> Ring<'a> {
         futex::wake_all(&self.ctl.data_seq);
         self.ctl.space_seq.fetch_add(1, Ordering::Release);
         futex::wake_all(&self.ctl.space_seq);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::Segment;
-    use super::*;
-
-    #[test]
-    fn bytes_flow_in_order_through_a_small_ring_with_wraparound() {
-        let seg = Segment::create(4096).unwrap();
-        let wait = Wait { spin: Duration::from_micros(20), slice: Duration::from_millis(20) };
-        let message: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ring = seg.requests();
-                for chunk in message.chunks(777) {
-                    ring.write_all(&[chunk], wait, || ring.wake_reader(), || true).unwrap();
-                }
-            });
-            let mut got = vec![0u8; message.len()];
-            seg.requests().read_exact(&mut got, wait, || true).unwrap();
-            assert_eq!(got, message);
-        });
-    }
-
-    #[test]
-    fn a_parked_reader_is_woken_and_close_fails_waiters() {
-        let seg = Segment::create(4096).unwrap();
-        let wait = Wait { spin: Duration::ZERO, slice: Duration::from_secs(5) };
-        std::thread::scope(|s| {
-            let reader = s.spawn(|| {
-                let mut b = [0u8; 3];
-                seg.replies().read_exact(&mut b, wait, || true).map(|()| b)
-            });
-            std::thread::sleep(Duration::from_millis(20));
-            let ring = seg.replies();
-            ring.write_all(&[b"abc"], wait, || ring.wake_reader(), || true).unwrap();
-            assert_eq!(&reader.join().unwrap().unwrap(), b"abc");
-            let reader = s.spawn(|| seg.replies().read_exact(&mut [0u8; 1], wait, || true));
-            std::thread::sleep(Duration::from_millis(20));
-            seg.close();
-            assert_eq!(reader.join().unwrap().unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
-        });
-    }
-
-    #[test]
-    fn segments_reopen_from_their_descriptor() {
-        let seg = Segment::create(10_000).unwrap();
-        assert_eq!(seg.capacity(), 12_288);
-        let dup = seg.fd().try_clone().unwrap();
-        let other = Segment::open(dup).unwrap();
-        assert_eq!(other.capacity(), seg.capacity());
-        assert_eq!(seg.requests().write_some(b"hello"), 5);
-        let mut b = [0u8; 5];
-        assert_eq!(other.requests().read_some(&mut b), 5);
-        assert_eq!(&b, b"hello");
-        let junk = Segment::create(4096).unwrap();
-        let fd = junk.fd().try_clone().unwrap();
-        // SAFETY: truncating our own memfd to break its layout.
-        unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), 100) };
-        assert!(Segment::open(fd).is_err());
     }
 }

@@ -4,13 +4,19 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::mapping::Mapping;
 use super::ring::{Ring, RingCtl};
+use super::sync::{AtomicU32, AtomicU64, Ordering};
 
 const MAGIC: u64 = 0x7374_6174_6566_756c; // "stateful"
 const HEADER: usize = 4096;
+const PAGE: usize = 4096;
+
+/// The largest ring a segment may have (1 TiB per direction): far above any machine's shared
+/// memory, and small enough that the segment's size (`4096 + 2 * capacity`) and every ring
+/// position stay far from overflowing.
+pub const MAX_RING_CAPACITY: usize = 1 << 40;
 
 #[repr(C)]
 struct Header {
@@ -22,6 +28,8 @@ struct Header {
     replies: RingCtl,
 }
 
+// (loom's atomics are larger, and a loom build never maps a segment.)
+#[cfg(not(all(test, loom)))]
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
 
 /// Why a segment could not be created or mapped.
@@ -33,6 +41,21 @@ pub enum SegmentError {
     /// The descriptor does not hold a segment made by [`Segment::create`].
     #[error("shared memory segment has a bad header")]
     BadHeader,
+    /// The requested ring capacity is larger than [`MAX_RING_CAPACITY`].
+    #[error("shm_capacity of {0} bytes is too large: at most {MAX_RING_CAPACITY} bytes (1 TiB) per direction")]
+    TooLarge(usize),
+}
+
+/// The capacity a ring asked to hold `requested` bytes gets: at least a page, rounded up to
+/// whole pages.
+///
+/// # Errors
+/// [`SegmentError::TooLarge`] past [`MAX_RING_CAPACITY`] (so nothing downstream can overflow).
+pub fn ring_capacity(requested: usize) -> Result<usize, SegmentError> {
+    if requested > MAX_RING_CAPACITY {
+        return Err(SegmentError::TooLarge(requested));
+    }
+    Ok(requested.max(PAGE).next_multiple_of(PAGE))
 }
 
 /// One mapped segment with a request ring and a reply ring of `capacity` bytes each.
@@ -48,12 +71,13 @@ impl std::fmt::Debug for Segment {
 }
 
 impl Segment {
-    /// Creates a segment with two rings of `capacity` bytes (rounded up to a page).
+    /// Creates a segment with two rings of `capacity` bytes (see [`ring_capacity`]).
     ///
     /// # Errors
-    /// When memfd, ftruncate or mmap fail.
+    /// [`SegmentError::TooLarge`], or when memfd, ftruncate or mmap fail.
     pub fn create(capacity: usize) -> Result<Self, SegmentError> {
-        let capacity = capacity.max(4096).next_multiple_of(4096);
+        let capacity = ring_capacity(capacity)?;
+        // Cannot overflow: capacity <= MAX_RING_CAPACITY.
         let map = Mapping::create(c"stateful-pool", HEADER + 2 * capacity)?;
         let segment = Self { map, capacity };
         let header = segment.header();
@@ -75,7 +99,10 @@ impl Segment {
         let mut segment = Self { map, capacity: 0 };
         let header = segment.header();
         let capacity = usize::try_from(header.capacity.load(Ordering::Relaxed)).map_err(|_| SegmentError::BadHeader)?;
-        if header.magic.load(Ordering::Acquire) != MAGIC || HEADER + 2 * capacity != len {
+        let fits = (PAGE..=MAX_RING_CAPACITY).contains(&capacity)
+            && capacity % PAGE == 0
+            && capacity.checked_mul(2).and_then(|both| both.checked_add(HEADER)) == Some(len);
+        if header.magic.load(Ordering::Acquire) != MAGIC || !fits {
             return Err(SegmentError::BadHeader);
         }
         segment.capacity = capacity;
@@ -128,9 +155,37 @@ impl Segment {
         self.replies().wake_all();
     }
 
+    /// Overwrites the raw indices of the request (`replies == false`) or reply ring, as a
+    /// corrupting peer would.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn forge_indices(&self, replies: bool, head: u64, tail: u64) {
+        let ctl = if replies { &self.header().replies } else { &self.header().requests };
+        ctl.forge(head, tail);
+    }
+
     /// Whether [`Segment::close`] was called by either side.
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.header().closed.load(Ordering::SeqCst) != 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod layout_tests {
+    use super::*;
+
+    /// `tests/hostile_workers.py` writes into a worker's segment at these offsets.
+    #[test]
+    fn segment_layout_is_what_hostile_workers_expect() {
+        let seg = Segment::create(8192).unwrap();
+        let word = |at: usize| {
+            // SAFETY: `at + 8` lies inside the header page; an unaligned read of plain bytes.
+            unsafe { seg.map.base().add(at).cast::<u64>().read_unaligned() }
+        };
+        assert_eq!((word(0), word(8)), (MAGIC, 8192));
+        seg.forge_indices(false, 11, 12);
+        seg.forge_indices(true, 21, 22);
+        assert_eq!([word(64), word(128), word(256), word(320)], [11, 12, 21, 22]);
+        assert_eq!(seg.map.len(), HEADER + 2 * 8192);
     }
 }

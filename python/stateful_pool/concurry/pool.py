@@ -18,9 +18,11 @@ import os
 import queue
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from typing import Any
 
+from .. import _lifecycle
 from ..errors import PoolShutDownError
 from ..pool import SPool
 from .constants import LoadBalancingAlgorithm
@@ -103,6 +105,9 @@ class _Fixed:
     def queued(self) -> int:
         return int(self.spool.stats()["queued"])
 
+    def abandon(self) -> None:
+        """Nothing to do: the SPool, collected with this backend, winds itself down."""
+
     def stop(self, timeout: float | None) -> None:
         if timeout is None:
             self.spool.shutdown(wait=True)
@@ -184,6 +189,14 @@ class _OnDemand:
 
     def queued(self) -> int:
         return self._waiting
+
+    def abandon(self) -> None:
+        """The pool was collected: the drivers run the calls already queued, then end (their
+        one-worker pools stop with each call). Returns at once."""
+        with self._lock:
+            drivers = len(self._threads)
+        for _ in range(drivers):
+            self._calls.put(None)
 
     def stop(self, timeout: float | None) -> None:
         with self._lock:
@@ -286,14 +299,19 @@ class WorkerPool:
         else:
             self.max_workers = 1 if max_workers in (None, 0) else int(max_workers or 1)
             self._backend = _Fixed(host, self.max_workers, args, kwargs, **options)
+        self._generation = _lifecycle.GENERATION
+        # Drivers and completers hold the backend, never this pool: a pool nobody references
+        # is collected, finishes its queued calls and stops (like a dropped executor).
+        weakref.finalize(self, self._backend.abandon).atexit = False
 
     # -- calls ---------------------------------------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in self.__dict__.get("_methods", ()):
+        # An exact str: a subclass could override startswith() or __eq__ to reach a private name.
+        if type(name) is not str or name.startswith("_") or name not in self.__dict__.get("_methods", ()):
             owner = self.__dict__.get("_worker_cls", type(None)).__name__
             missing = f"{type(self).__name__} of {owner} has no method {name!r}"
-            if name.startswith("_") or "_methods" not in self.__dict__ or self.mode == "sync":
+            if type(name) is not str or name.startswith("_") or "_methods" not in self.__dict__ or self.mode == "sync":
                 raise AttributeError(missing)
             return _Missing(missing)  # concurry: the call's future fails, as the worker would
         method = _Method(self, name)
@@ -301,6 +319,8 @@ class WorkerPool:
         return method
 
     def _submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        if self._generation != _lifecycle.GENERATION:
+            raise _lifecycle.forked_error()
         if self._stopped:
             raise PoolShutDownError(self._stopped_message())
         if not self._unwrap_futures:
@@ -312,6 +332,8 @@ class WorkerPool:
         return f"{kind} is stopped: cannot schedule new tasks"
 
     def _dispatch(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        if self._generation != _lifecycle.GENERATION:
+            raise _lifecycle.forked_error()
         if self._stopped:
             raise PoolShutDownError(self._stopped_message())
         self._dispatched += 1
@@ -328,6 +350,8 @@ class WorkerPool:
         tasks: leaving workers finish their current task, queued tasks go to the others."""
         if n < 0 or (n == 0 and not self.on_demand):
             raise ValueError(f"a pool needs at least one worker, got {n}")
+        if self._generation != _lifecycle.GENERATION:
+            raise _lifecycle.forked_error()
         self._backend.resize(n)
         self.max_workers = n if not self.on_demand else max(1, n)
 
@@ -337,6 +361,8 @@ class WorkerPool:
         ``total_calls``, ``total_active``), ``workers``, ``queued``, ``max_queued_tasks`` and
         ``latency`` (seconds from dispatch to result: ``count``, ``mean``, ``p50``, ``p90``,
         ``p99``, ``max`` over the last 10,000 calls)."""
+        if self._generation != _lifecycle.GENERATION:
+            raise _lifecycle.forked_error()
         workers = [] if self._stopped else self._backend.workers()
         active = [w["active_calls"] for w in workers]
         samples = sorted(self._latencies)
@@ -388,11 +414,13 @@ class WorkerPool:
 
     def stop(self, timeout: float | None = None) -> None:
         """Stops the pool after the queued and running calls finish; with ``timeout``, kills
-        the workers still busy after that many seconds. Idempotent."""
+        the workers still busy after that many seconds. Idempotent. In a child made by
+        ``os.fork()``, an inherited pool is the parent's: this only marks it stopped."""
         if self._stopped:
             return
         self._stopped = True
-        self._backend.stop(timeout)
+        if self._generation == _lifecycle.GENERATION:
+            self._backend.stop(timeout)
 
     def __enter__(self) -> WorkerPool:
         return self

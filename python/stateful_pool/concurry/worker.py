@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..worker import SWorker
+from ..worker import SWorker, check_method_name
 from .constants import ExecutionMode
 from .limits import Limit, LimitSet
 from .retry import PerMethodRetry, RetryConfig, async_call_with_retries, build_retry, call_with_retries
@@ -264,7 +264,11 @@ class WorkerHost(SWorker):
     def invoke(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Runs ``instance.<method>(*args, **kwargs)`` with the method's retries. An ``async
         def`` method is awaited on the worker: on its event loop in asyncio mode (the host
-        awaits the coroutine returned here), to completion here in the other modes."""
+        awaits the coroutine returned here), to completion here in the other modes. ``invoke`` is
+        itself callable through the pool, so ``method`` is checked like any caller's name."""
+        check_method_name(method)
+        if method in _RESERVED:
+            raise AttributeError(f"{self.worker_cls.__name__} has no method {method!r} callable through a pool")
         try:
             fn = getattr(self.instance, method)
         except AttributeError:

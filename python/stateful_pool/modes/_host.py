@@ -20,7 +20,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .._serialize import safe_str
 from ..errors import RemoteTraceback
+from ..worker import check_method_name
 
 __all__ = ["WorkerLost", "call_args", "init_args", "launch_asyncio", "launch_thread", "remote_exception"]
 
@@ -50,14 +52,16 @@ def init_args(init: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 def call_args(payload: Any) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
     """``(method, args, kwargs)`` of a call payload: a tuple, its pickle, or the buffer list
     of ``_serialize.encode`` (header, pickle body, out-of-band buffers: arrays are rebuilt on
-    the caller's memory, not copied)."""
+    the caller's memory, not copied). Raises if ``method`` is not a public method name."""
     if isinstance(payload, tuple):
+        method, args, kwargs = payload
+        check_method_name(method)
         return payload
     if isinstance(payload, list):
         method, args, kwargs = pickle.loads(payload[1], buffers=payload[2:])
     else:
         method, args, kwargs = pickle.loads(payload)
-    return method, tuple(args), dict(kwargs)
+    return check_method_name(method), tuple(args), dict(kwargs)
 
 
 def remote_exception(exc: BaseException) -> BaseException:
@@ -65,7 +69,10 @@ def remote_exception(exc: BaseException) -> BaseException:
     no live frames (they would keep the worker's locals alive in the caller)."""
     if isinstance(exc.__cause__, RemoteTraceback):
         return exc
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException as e:  # a hostile __cause__ or __notes__ must not take the host down
+        tb = f"{type(exc).__name__}: {safe_str(exc)}\n(traceback unavailable: {type(e).__name__})\n"
     exc.__cause__ = RemoteTraceback(tb)
     exc.__context__ = None  # already part of the traceback text
     return exc.with_traceback(None)
@@ -95,7 +102,7 @@ def _serve_thread(worker_cls: type, channel: Any, init: Any) -> None:
             channel.ready(_RAISED, remote_exception(exc))
             return
         except BaseException as exc:
-            channel.ready(_FATAL, f"worker thread exited during setup: {exc!r}")
+            channel.ready(_FATAL, f"worker thread exited during setup: {type(exc).__name__}: {safe_str(exc)}")
             return
         channel.ready(_OK, ready, functools.partial(_interrupt, threading.get_ident()), os.getpid())
         del ready, args, kwargs
@@ -125,10 +132,10 @@ def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
         except Exception as exc:
             replier.raised(remote_exception(exc))
         except WorkerLost as exc:
-            replier.fatal(str(exc))
+            replier.fatal(safe_str(exc))
             return
         except BaseException as exc:
-            replier.fatal(f"worker thread exited: {type(exc).__name__}: {exc}")
+            replier.fatal(f"worker thread exited: {type(exc).__name__}: {safe_str(exc)}")
             return
         else:
             replier.ok(result)
@@ -161,7 +168,7 @@ def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
             channel.ready(_RAISED, remote_exception(exc))
             return
         except BaseException as exc:
-            channel.ready(_FATAL, f"worker event loop exited during setup: {exc!r}")
+            channel.ready(_FATAL, f"worker event loop exited during setup: {type(exc).__name__}: {safe_str(exc)}")
             return
         tasks: dict[int, asyncio.Task[None]] = {}
 
@@ -174,7 +181,7 @@ def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
             except Exception as exc:
                 replier.raised(remote_exception(exc))
             except BaseException as exc:
-                replier.fatal(f"worker event loop exited: {type(exc).__name__}: {exc}")
+                replier.fatal(f"worker event loop exited: {type(exc).__name__}: {safe_str(exc)}")
                 loop.stop()
             else:
                 replier.ok(result)

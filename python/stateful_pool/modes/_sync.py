@@ -12,7 +12,9 @@ import os
 import time
 from typing import Any
 
+from .. import _lifecycle
 from .._futures import Completer, PoolFuture, _complete
+from .._serialize import safe_str
 from ..errors import NoWorkersError, PoolShutDownError, TaskTimeoutError, WorkerCrashedError
 from ._host import call_args, init_args, remote_exception
 
@@ -119,7 +121,7 @@ class SyncCore:
             worker.state = "idle"
         except Exception as exc:
             worker.state = "failed"
-            worker.last_error = f"worker setup raised {type(exc).__name__}: {exc}"
+            worker.last_error = f"worker setup raised {type(exc).__name__}: {safe_str(exc)}"
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -127,7 +129,10 @@ class SyncCore:
         return [w for w in self._workers if w.state == "idle"]
 
     def _run(self, worker: _Worker, payload: Any, timeout: float | None) -> tuple[int, Any]:
-        method, args, kwargs = call_args(payload)
+        try:
+            method, args, kwargs = call_args(payload)
+        except Exception as exc:  # a name no caller may call: fails this call only
+            return _ERROR, remote_exception(exc)
         worker.state = "busy"
         worker.dispatched += 1
         self._dispatched += 1
@@ -136,8 +141,9 @@ class SyncCore:
             result = getattr(worker.instance, method)(*args, **kwargs)
         except SystemExit as exc:
             worker.tasks_failed += 1
-            self._respawn(worker, f"worker exited: SystemExit: {exc}")
-            return _ERROR, WorkerCrashedError(f"worker exited while running the task: {exc!r}", worker.id)
+            why = f"SystemExit: {safe_str(exc)}"
+            self._respawn(worker, f"worker exited: {why}")
+            return _ERROR, WorkerCrashedError(f"worker exited while running the task: {why}", worker.id)
         except Exception as exc:
             worker.state = "idle"
             worker.tasks_done += 1
@@ -232,6 +238,11 @@ class InlineCompleter(Completer):
 
     def _ensure_thread(self) -> None:
         pass
+
+    def abandon(self) -> None:
+        """Nothing runs in the background: stopping is all there is to do."""
+        if self._generation == _lifecycle.GENERATION:
+            self._core.shutdown("graceful")
 
     def register(self, future: PoolFuture[Any], submit: Any, payload: Any, *options: Any) -> PoolFuture[Any]:
         super().register(future, submit, payload, *options)
