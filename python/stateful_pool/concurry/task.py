@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import cloudpickle
@@ -23,18 +23,26 @@ from .worker import Worker
 
 __all__ = ["TaskPool", "TaskWorker"]
 
+_IN_PROCESS = ("sync", "thread", "asyncio")  # modes whose workers share the caller's memory
+
 
 class TaskWorker(Worker):
     """A worker that runs whatever function it is given."""
 
     _pool_class: ClassVar[str] = "TaskPool"
+    # Per-method retry settings name the pool's methods; every one of them runs ``run``.
+    _method_aliases: ClassVar[dict[str, str]] = {"submit": "run", "map": "run", "__call__": "run"}
 
-    def __init__(self) -> None:
+    def __init__(self, fn: Callable[..., Any] | None = None) -> None:
+        del fn  # a bound function stays with the pool, which sends it with each call
         self._functions: dict[bytes, Callable[..., Any]] = {}
 
-    def run(self, fn_blob: bytes, *args: Any, **kwargs: Any) -> Any:
+    def run(self, fn_blob: bytes | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Runs the cloudpickled ``fn_blob`` with the arguments (the function is unpickled
-        once per worker)."""
+        once per worker); in-process modes pass the function itself (its closure is shared,
+        as the caller expects)."""
+        if not isinstance(fn_blob, bytes):
+            return fn_blob(*args, **kwargs)
         fn = self._functions.get(fn_blob)
         if fn is None:
             if len(self._functions) > 64:
@@ -47,23 +55,51 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
     """A pool of :class:`TaskWorker`: ``submit(fn, *args)`` and ``map(fn, *iterables)``, and
     everything a :class:`concurrent.futures.Executor` does (``shutdown``, ``with``,
     ``loop.run_in_executor``). Functions travel by cloudpickle (lambdas and ``__main__``
-    functions work); retries and limits of the pool apply to every call."""
+    functions work); retries and limits of the pool apply to every call.
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """Runs ``fn(*args, **kwargs)`` on a worker; returns a future (the value with
-        ``blocking=True``). Futures among the arguments are waited for first."""
-        blob = cloudpickle.dumps(fn, protocol=5)
-        future = self._submit("run", (blob, *args), kwargs)
+    ``TaskWorker.options(...).init(fn=square)`` binds a function: then ``pool.submit(x)``,
+    ``pool(x)`` and ``pool.map(xs)`` take only the data."""
+
+    def __init__(self, worker_cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any):
+        kwargs = dict(kwargs)
+        bound = kwargs.pop("fn", None)
+        if bound is not None and not callable(bound):
+            raise TypeError(f"fn must be callable, got {type(bound).__name__}")
+        self._in_process = options.get("mode") in _IN_PROCESS
+        self._bound_blob: bytes | Callable[..., Any] | None = None
+        if bound is not None:
+            self._bound_blob = bound if self._in_process else cloudpickle.dumps(bound, protocol=5)
+        self.fn = bound
+        super().__init__(worker_cls, args, kwargs, **options)
+
+    def _blob(self, what: str, args: tuple[Any, ...]) -> tuple[bytes | Callable[..., Any], tuple[Any, ...]]:
+        """The pickled function to run and its arguments: the bound one, or the first argument."""
+        if self._bound_blob is not None:
+            return self._bound_blob, args
+        fn = args[0] if args else None
+        if not callable(fn):
+            raise TypeError(f"{what}() requires a callable function, got {type(fn).__name__}")
+        return (fn if self._in_process else cloudpickle.dumps(fn, protocol=5)), args[1:]
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs ``fn(*args, **kwargs)`` on a worker (``submit(fn, *args)``, or ``submit(*args)``
+        with a bound function); returns a future (the value with ``blocking=True``). Futures
+        among the arguments are waited for first."""
+        blob, rest = self._blob("submit", args)
+        future = self._submit("run", (blob, *rest), kwargs)
         return future.result() if self._blocking else future
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``pool(*args)``: :meth:`submit`."""
+        return self.submit(*args, **kwargs)
 
     def map(
         self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
+        *fn_and_iterables: Any,
         timeout: float | None = None,
         chunksize: int = 1,
         ordered: bool = True,
-        progress: bool | str = False,
+        progress: bool | str | dict[str, Any] = False,
         window: int | None = None,
     ) -> Iterator[Any]:
         """Yields ``fn(*items)`` for the items of ``iterables`` zipped, in input order (or as
@@ -71,15 +107,12 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
         ``4 * max_workers``, at least 64), with a tqdm bar if ``progress``. ``timeout`` and
         ``chunksize`` mean what they mean for :meth:`concurrent.futures.Executor.map`."""
         del chunksize  # each call is one task; the pool's queue already batches
-        blob = cloudpickle.dumps(fn, protocol=5)
+        blob, iterables = self._blob("map", fn_and_iterables)
         window = window or max(64, 4 * self.max_workers)
-        sized = [len(it) for it in iterables if hasattr(it, "__len__")]  # type: ignore[arg-type]
-        bar = ProgressBar(
-            total=min(sized) if sized else None,
-            desc=progress if isinstance(progress, str) else None,
-            unit="task",
-            disable=not progress,
-        )
+        sized = [len(it) for it in iterables if hasattr(it, "__len__")]
+        bar_options: dict[str, Any] = {"desc": progress if isinstance(progress, str) else None, "unit": "task"}
+        bar_options.update(progress if isinstance(progress, dict) else {"disable": not progress})
+        bar = ProgressBar(total=min(sized) if sized else None, **bar_options)
         items = zip(*iterables, strict=False)
         inflight: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
         deadline = None if timeout is None else time.monotonic() + timeout
