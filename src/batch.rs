@@ -238,7 +238,16 @@ pub(crate) async fn run<W: Workable>(
             }
             _ => h.answer(Err(error)),
         }
-        unstarted.extend(handed.into_iter().map(Handed::unstarted));
+        if fault.broke_protocol {
+            // Its replies cannot be trusted, so the first unanswered task need not be the one it
+            // was running: any of these may have run. Failing them all keeps "at most once".
+            for rest in handed {
+                slot.tasks_failed.fetch_add(1, Ordering::Relaxed);
+                rest.answer(Err(TaskError::WorkerCrashed { worker: slot.id, fault: fault.clone() }));
+            }
+        } else {
+            unstarted.extend(handed.into_iter().map(Handed::unstarted));
+        }
         return BatchEnd::Failed { fault, unstarted, stage: FailureStage::Task };
     }
     BatchEnd::Idle

@@ -12,13 +12,23 @@ pub struct WorkerFault {
     pub exit_code: Option<i32>,
     /// The signal that killed the process, when one did.
     pub signal: Option<i32>,
+    /// The worker broke its protocol (forged lengths or indices, a malformed frame): what it
+    /// wrote cannot be trusted, so neither can the order of its replies (see [`WorkerFault::protocol`]).
+    pub broke_protocol: bool,
 }
 
 impl WorkerFault {
     /// A fault with a message and no exit status.
     #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), exit_code: None, signal: None }
+        Self { message: message.into(), exit_code: None, signal: None, broke_protocol: false }
+    }
+
+    /// A worker that broke its protocol. A batch it was running cannot say which of its tasks
+    /// ran (the replies it wrote cannot be trusted), so none of them is run again: they all fail.
+    #[must_use]
+    pub fn protocol(message: impl Into<String>) -> Self {
+        Self { broke_protocol: true, ..Self::new(message) }
     }
 
     /// Whether the worker exited with status 0 on its own (not a crash).

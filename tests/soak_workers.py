@@ -30,7 +30,10 @@ class Hostile(Worker):
     a ``conn`` permit; ``"corrupt"`` scribbles on its reply ring before answering; ``"exit0"``
     exits with code 0 mid-task."""
 
-    def work(self, i: int, action: str = "ok") -> int:
+    def work(self, i: int, action: str = "ok", ran: str | None = None) -> int:
+        if ran is not None:
+            # A marker per misbehaving task: a second run of one would find it (at most once).
+            os.close(os.open(os.path.join(ran, str(i)), os.O_CREAT | os.O_EXCL))
         if action == "die_holding":
             with self.limits.acquire(requested={"conn": 1}):
                 os.kill(os.getpid(), signal.SIGKILL)

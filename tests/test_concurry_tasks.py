@@ -102,8 +102,10 @@ def test_backoff_algorithms() -> None:
     assert [round(fixed.wait(a), 6) for a in (1, 2, 3)] == [0.1, 0.1, 0.1]
     jittered = RetryConfig.build(retry_wait=1.0, retry_jitter=0.5)
     assert all(0.5 <= jittered.wait(1) <= 1.5 for _ in range(100))
+    fib = RetryConfig.build(retry_algorithm="fibonacci", retry_wait=0.1, retry_jitter=0)  # concurry 0.13 has it
+    assert [round(fib.wait(a), 6) for a in (1, 2, 3, 4)] == [0.1, 0.1, 0.2, 0.3]
     with pytest.raises(ValueError):
-        RetryConfig.build(retry_algorithm="fibonacci")
+        RetryConfig.build(retry_algorithm="quadratic")
 
 
 def test_on_demand_workers_are_fresh_per_call_and_capped() -> None:

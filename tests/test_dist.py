@@ -125,10 +125,11 @@ def test_musllinux_wheel_links_only_musl() -> None:
     """`auditwheel show` cannot read a musl wheel on a glibc host (it resolves `libc.so` to
     glibc's linker script), so this checks the extension itself: its only library is libc (musl's
     loader serves any `libc.*` name itself), and no symbol asks for a glibc version."""
-    from elftools.elf.dynamic import DynamicSection  # pyelftools comes with auditwheel
+    wheel = artefact("stateful_pool-{version}-cp311-abi3-musllinux_1_2_x86_64.whl", ci_builds_it=False)
+    # pyelftools comes with auditwheel (scripts/build-wheels installs it): only once there is a wheel.
+    from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
 
-    wheel = artefact("stateful_pool-{version}-cp311-abi3-musllinux_1_2_x86_64.whl", ci_builds_it=False)
     with zipfile.ZipFile(wheel) as zf:
         data = zf.read("stateful_pool/_core.abi3.so")
     elf = ELFFile(io.BytesIO(data))

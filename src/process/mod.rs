@@ -61,7 +61,7 @@ impl SpawnFailure {
 /// The fault of a worker that broke the protocol: it is alive and lying (corrupt ring indices,
 /// a malformed or oversized frame, a reply to the wrong call), so it is killed at once.
 pub(crate) fn protocol_fault(error: &std::io::Error, during: &str) -> WorkerFault {
-    WorkerFault::new(format!(
+    WorkerFault::protocol(format!(
         "worker broke the protocol {during} (it corrupted its shared memory or sent a malformed frame): {error}; \
          worker killed"
     ))

@@ -11,7 +11,7 @@ from typing import Any
 
 from .progress import ProgressBar
 
-__all__ = ["ProxyFuture", "as_completed", "find_futures", "gather", "resolve", "when_resolved"]
+__all__ = ["ProxyFuture", "as_completed", "find_futures", "resolve", "when_resolved"]
 
 
 def find_futures(value: Any, found: list[Future[Any]]) -> list[Future[Any]]:
@@ -134,25 +134,3 @@ def as_completed(
             yield f
     finally:
         bar.close()
-
-
-def gather(
-    futures: Iterable[Future[Any]],
-    *,
-    timeout: float | None = None,
-    progress: bool | str = False,
-    return_exceptions: bool = False,
-) -> list[Any]:
-    """The results of ``futures`` in their order, waiting with an optional progress bar. The
-    first failure is raised, or returned in its place with ``return_exceptions=True``."""
-    futures = list(futures)
-    for f in as_completed(futures, timeout=timeout, progress=progress):
-        if not return_exceptions and not f.cancelled() and f.exception() is not None:
-            raise f.exception()  # type: ignore[misc]
-    out: list[Any] = []
-    for f in futures:
-        if return_exceptions and (f.cancelled() or f.exception() is not None):
-            out.append(concurrent.futures.CancelledError() if f.cancelled() else f.exception())
-        else:
-            out.append(f.result())
-    return out

@@ -25,9 +25,10 @@ from typing import Any
 from .. import _lifecycle
 from ..errors import PoolShutDownError
 from ..pool import SPool
+from .constants import LoadBalancingAlgorithm
 from .futures import when_resolved
 from .limits import LimitSet
-from .retry import RetryConfig
+from .retry import PerMethodRetry, RetryConfig
 from .worker import Worker, WorkerHost, host_class, public_methods
 
 __all__ = ["WorkerPool"]
@@ -223,6 +224,19 @@ class _Method:
         return f"<pool method {self._name} of {self._pool!r}>"
 
 
+class _Missing:
+    """``pool.<not a method>`` outside sync mode: calling it returns a future failed with
+    :class:`AttributeError` (concurry's behaviour: the worker is what refuses the call)."""
+
+    def __init__(self, message: str):
+        self._message = message
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_exception(AttributeError(self._message))
+        return future
+
+
 class WorkerPool:
     """Workers of one :class:`Worker` class behind a single interface: ``pool.method(*a)``
     runs ``method`` on a worker chosen by the load balancer and returns a future (the value
@@ -241,19 +255,28 @@ class WorkerPool:
         max_queued_tasks: int | None = None,
         on_demand: bool = False,
         limits: LimitSet | None = None,
-        retry: RetryConfig | None = None,
+        retry: RetryConfig | PerMethodRetry | None = None,
         blocking: bool = False,
+        unwrap_futures: bool = True,
         actor_options: dict[str, Any] | None = None,
         pool_options: dict[str, Any] | None = None,
     ):
         balancer = load_balancing or ("random" if on_demand else "round_robin")
         if balancer not in _BALANCERS:
+            try:
+                balancer = _CANONICAL[LoadBalancingAlgorithm.from_str(balancer).value]
+            except ValueError:
+                pass
+        if balancer not in _BALANCERS:
             raise ValueError(f"load_balancing must be one of {sorted(_BALANCERS)}, got {balancer!r}")
         if max_workers is not None and max_workers < 0:
             raise ValueError(f"max_workers must be at least 0, got {max_workers}")
         if mode in ("sync", "asyncio") and max_workers not in (None, 1) and not on_demand:
-            raise ValueError(f"mode={mode!r} runs exactly one worker, got max_workers={max_workers}")
-        self.worker_cls = worker_cls
+            raise ValueError(
+                f"max_workers must be 1 for {mode.capitalize()} mode: mode={mode!r} runs exactly one worker, "
+                f"got max_workers={max_workers}"
+            )
+        self._worker_cls = worker_cls
         self.mode = mode
         self.on_demand = on_demand
         self.max_queued_tasks = max_queued_tasks
@@ -261,11 +284,12 @@ class WorkerPool:
         self.limits = limits if limits is not None else LimitSet()
         self._algorithm = _BALANCERS[balancer]
         self._blocking = blocking
+        self._unwrap_futures = unwrap_futures
         self._methods = frozenset(public_methods(worker_cls))
         self._dispatched = 0
         self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_SAMPLES)
         self._stopped = False
-        host = host_class(worker_cls, self.limits, retry or RetryConfig())
+        host = host_class(worker_cls, self.limits, retry or RetryConfig(), mode)
         options = _spool_options(mode, _CANONICAL[self._algorithm], pool_options or {})
         self._backend: _Fixed | _OnDemand
         if on_demand:
@@ -285,7 +309,11 @@ class WorkerPool:
     def __getattr__(self, name: str) -> Any:
         # An exact str: a subclass could override startswith() or __eq__ to reach a private name.
         if type(name) is not str or name.startswith("_") or name not in self.__dict__.get("_methods", ()):
-            raise AttributeError(f"{type(self).__name__} of {self.worker_cls.__name__} has no method {name!r}")
+            owner = self.__dict__.get("_worker_cls", type(None)).__name__
+            missing = f"{type(self).__name__} of {owner} has no method {name!r}"
+            if type(name) is not str or name.startswith("_") or "_methods" not in self.__dict__ or self.mode == "sync":
+                raise AttributeError(missing)
+            return _Missing(missing)  # concurry: the call's future fails, as the worker would
         method = _Method(self, name)
         self.__dict__[name] = method  # cached: __getattr__ is not asked again
         return method
@@ -294,14 +322,20 @@ class WorkerPool:
         if self._generation != _lifecycle.GENERATION:
             raise _lifecycle.forked_error()
         if self._stopped:
-            raise PoolShutDownError("cannot schedule new tasks after the pool stopped")
+            raise PoolShutDownError(self._stopped_message())
+        if not self._unwrap_futures:
+            return self._dispatch(method, args, kwargs)
         return when_resolved(args, kwargs, lambda *a, **kw: self._dispatch(method, a, kw))
+
+    def _stopped_message(self) -> str:
+        kind = "Worker pool" if self.max_workers > 1 or self.on_demand else "Worker"
+        return f"{kind} is stopped: cannot schedule new tasks"
 
     def _dispatch(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         if self._generation != _lifecycle.GENERATION:
             raise _lifecycle.forked_error()
         if self._stopped:
-            raise PoolShutDownError("cannot schedule new tasks after the pool stopped")
+            raise PoolShutDownError(self._stopped_message())
         self._dispatched += 1
         start = time.perf_counter()
         future = self._backend.submit(method, args, kwargs)
@@ -340,6 +374,7 @@ class WorkerPool:
             "total_workers": len(workers),
             "max_workers": self.max_workers,
             "on_demand": self.on_demand,
+            "on_demand_active": len(workers) if self.on_demand else 0,
             "stopped": self._stopped,
             "mode": self.mode,
             "load_balancer": {
@@ -361,6 +396,16 @@ class WorkerPool:
                 "max": samples[-1] if samples else None,
             },
         }
+
+    @property
+    def worker_cls(self) -> type[Worker]:
+        """The :class:`Worker` class the pool runs (read-only)."""
+        return self._worker_cls
+
+    @property
+    def blocking(self) -> bool:
+        """Whether calls return results (``blocking=True``) instead of futures."""
+        return self._blocking
 
     @property
     def spool(self) -> SPool[Any] | None:

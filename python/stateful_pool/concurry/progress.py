@@ -23,9 +23,13 @@ class ProgressBar:
         unit: str = "it",
         style: str = "auto",
         disable: bool = False,
+        color: str | None = None,
         **tqdm_kwargs: Any,
     ):
         from tqdm.auto import tqdm
+
+        if color is not None:
+            tqdm_kwargs.setdefault("colour", color.lower())
 
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
@@ -51,11 +55,41 @@ class ProgressBar:
     @property
     def total(self) -> int | None:
         """Steps expected, if known."""
-        return self._bar.total  # type: ignore[no-any-return]
+        total = self._bar.total
+        return None if total is None else int(total)
 
     def update(self, n: int = 1) -> None:
         """Advances the bar by ``n`` steps."""
         self._bar.update(n)
+
+    def set_total(self, total: int | None) -> None:
+        """Changes the number of steps expected."""
+        self._bar.total = total
+        self._bar.refresh()
+
+    def success(self, desc: str | None = None) -> None:
+        """Finishes the bar as a success (filled, green)."""
+        self._finish(desc, "green", fill=True)
+
+    def failure(self, desc: str | None = None) -> None:
+        """Finishes the bar as a failure (red)."""
+        self._finish(desc, "red", fill=False)
+
+    def stop(self, desc: str | None = None) -> None:
+        """Finishes the bar where it stands (grey); later updates are ignored."""
+        self._finish(desc, "#808080", fill=False)
+
+    def _finish(self, desc: str | None, colour: str, *, fill: bool) -> None:
+        bar = self._bar
+        if getattr(bar, "disable", False) or bar.n is None:
+            bar.close()
+            return
+        if fill and bar.total is not None and bar.n < bar.total:
+            bar.update(bar.total - bar.n)
+        if desc is not None:
+            bar.set_description(desc)
+        bar.colour = colour
+        bar.close()
 
     def set_description(self, desc: str) -> None:
         """Changes the label."""

@@ -9,7 +9,7 @@ so executor code runs unchanged::
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import cloudpickle
@@ -24,18 +24,26 @@ from .worker import Worker
 
 __all__ = ["TaskPool", "TaskWorker"]
 
+_IN_PROCESS = ("sync", "thread", "asyncio")  # modes whose workers share the caller's memory
+
 
 class TaskWorker(Worker):
     """A worker that runs whatever function it is given."""
 
     _pool_class: ClassVar[str] = "TaskPool"
+    # Per-method retry settings name the pool's methods; every one of them runs ``run``.
+    _method_aliases: ClassVar[dict[str, str]] = {"submit": "run", "map": "run", "__call__": "run"}
 
-    def __init__(self) -> None:
+    def __init__(self, fn: Callable[..., Any] | None = None) -> None:
+        del fn  # a bound function stays with the pool, which sends it with each call
         self._functions: dict[bytes, Callable[..., Any]] = {}
 
-    def run(self, fn_blob: bytes, /, *args: Any, **kwargs: Any) -> Any:
+    def run(self, fn_blob: bytes | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Runs the cloudpickled ``fn_blob`` with the arguments (the function is unpickled
-        once per worker)."""
+        once per worker); in-process modes pass the function itself (its closure is shared,
+        as the caller expects)."""
+        if not isinstance(fn_blob, bytes):
+            return fn_blob(*args, **kwargs)
         fn = self._functions.get(fn_blob)
         if fn is None:
             if len(self._functions) > 64:
@@ -48,54 +56,83 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
     """A pool of :class:`TaskWorker`: ``submit(fn, *args)`` and ``map(fn, *iterables)``, and
     everything a :class:`concurrent.futures.Executor` does (``shutdown``, ``with``,
     ``loop.run_in_executor``). Functions travel by cloudpickle (lambdas and ``__main__``
-    functions work); retries and limits of the pool apply to every call."""
+    functions work); retries and limits of the pool apply to every call.
+
+    ``TaskWorker.options(...).init(fn=square)`` binds a function: then ``pool.submit(x)``,
+    ``pool(x)`` and ``pool.map(xs)`` take only the data."""
 
     def __init__(self, worker_cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any):
         max_workers = options.get("max_workers")
         if max_workers is not None and max_workers <= 0 and not options.get("on_demand"):
             raise ValueError(f"max_workers must be greater than 0, got {max_workers}")  # as executors
+        kwargs = dict(kwargs)
+        bound = kwargs.pop("fn", None)
+        if bound is not None and not callable(bound):
+            raise TypeError(f"fn must be callable, got {type(bound).__name__}")
+        self._in_process = options.get("mode") in _IN_PROCESS
+        self._bound_blob: bytes | Callable[..., Any] | None = None
+        if bound is not None:
+            self._bound_blob = bound if self._in_process else by_value(bound)
+        self.fn = bound
         super().__init__(worker_cls, args, kwargs, **options)
+
+    def _blob(self, what: str, args: tuple[Any, ...]) -> tuple[bytes | Callable[..., Any], tuple[Any, ...]]:
+        """The pickled function to run and its arguments: the bound one, or the first argument."""
+        if self._bound_blob is not None:
+            return self._bound_blob, args
+        fn = args[0] if args else None
+        if not callable(fn):
+            raise TypeError(f"{what}() requires a callable function, got {type(fn).__name__}")
+        return (fn if self._in_process else by_value(fn)), args[1:]
 
     def _check_accepting(self) -> None:
         # Past shutdown, including the SPool's own at interpreter exit: raise, as executors do.
+        if self._stopped:
+            raise PoolShutDownError(self._stopped_message())
         spool = self.spool
-        if self._stopped or (spool is not None and spool._closed):
+        if spool is not None and spool._closed:
             raise PoolShutDownError("cannot schedule new futures after shutdown")
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """Runs ``fn(*args, **kwargs)`` on a worker; returns a future (the value with
-        ``blocking=True``). Futures among the arguments are waited for first. Raises
-        :class:`PoolShutDownError` (a ``RuntimeError``) after shutdown."""
+    def submit(self, /, *args: Any, **kwargs: Any) -> Any:
+        """Runs ``fn(*args, **kwargs)`` on a worker (``submit(fn, *args)``, or ``submit(*args)``
+        with a bound function); returns a future (the value with ``blocking=True``). Futures
+        among the arguments are waited for first. Any keyword reaches the function (``self``
+        and ``fn`` too). Raises :class:`PoolShutDownError` (a ``RuntimeError``) after shutdown."""
         self._check_accepting()
-        blob = by_value(fn)
-        future = self._submit("run", (blob, *args), kwargs)
+        blob, rest = self._blob("submit", args)
+        future = self._submit("run", (blob, *rest), kwargs)
         return future.result() if self._blocking else future
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        """``pool(*args)``: :meth:`submit`."""
+        return self.submit(*args, **kwargs)
 
     def map(
         self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
+        /,
+        *fn_and_iterables: Any,
         timeout: float | None = None,
         chunksize: int = 1,
         ordered: bool = True,
-        progress: bool | str = False,
+        progress: bool | str | dict[str, Any] = False,
         window: int | None = None,
     ) -> Iterator[Any]:
         """Submits ``fn(*items)`` for the items of ``iterables`` zipped and yields the results,
         in input order (or as they finish with ``ordered=False``), with a tqdm bar if
         ``progress``. As :meth:`concurrent.futures.Executor.map`, every call is submitted now
-        and ``timeout`` cancels the calls not done when it runs out; with ``window``, at most
-        that many calls are in flight (the first ``window`` submitted now, the rest as results
-        are taken), so huge or endless inputs work. ``chunksize`` must be at least 1; each
-        call is one task either way."""
+        and ``timeout`` (counted from this call) cancels the calls not done when it runs out;
+        with ``window``, at most that many calls are in flight (the first ``window`` submitted
+        now, the rest as results are taken), so huge or endless inputs work. ``chunksize``
+        must be at least 1; each call is one task either way."""
         self._check_accepting()
-        blob = by_value(fn)
+        blob, iterables = self._blob("map", fn_and_iterables)
         bar = None
-        if progress:  # no bar, not even a disabled one, without progress: tqdm starts a thread
-            sized = [len(it) for it in iterables if hasattr(it, "__len__")]  # type: ignore[arg-type]
-            bar = ProgressBar(
-                total=min(sized) if sized else None, desc=progress if isinstance(progress, str) else None, unit="task"
-            )
+        if progress:  # no bar at all without progress: even a disabled tqdm starts a thread
+            sized = [len(it) for it in iterables if hasattr(it, "__len__")]
+            bar_options: dict[str, Any] = {"desc": progress if isinstance(progress, str) else None, "unit": "task"}
+            if isinstance(progress, dict):
+                bar_options.update(progress)
+            bar = ProgressBar(total=min(sized) if sized else None, **bar_options)
         return executor_map(
             lambda args: when_resolved((blob, *args), {}, lambda *a: self._dispatch("run", a, {})),
             iterables,

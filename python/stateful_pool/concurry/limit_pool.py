@@ -1,0 +1,103 @@
+"""``LimitPool``: several :class:`LimitSet` used as one; each acquisition goes to one of them,
+chosen round-robin (each worker starting at its own offset) or at random. Useful to spread calls
+over accounts or regions, each with its own budget: ``acq.config`` tells which was chosen.
+
+Give a pool's workers one with ``Worker.options(limits=[set_a, set_b])``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .constants import LoadBalancingAlgorithm
+from .limits import Acquisition, LimitSet
+
+__all__ = ["LimitPool"]
+
+
+class LimitPool:
+    """Acquires from one of ``limit_sets`` per call (``load_balancing``: ``RoundRobin`` from
+    ``worker_index``, or ``Random``)."""
+
+    def __init__(
+        self,
+        limit_sets: Iterable[LimitSet],
+        load_balancing: Any = LoadBalancingAlgorithm.RoundRobin,
+        worker_index: int = 0,
+    ):
+        sets = list(limit_sets)
+        if not sets:
+            raise ValueError("a LimitPool needs at least one LimitSet")
+        for item in sets:
+            if not isinstance(item, LimitSet):
+                raise TypeError(f"a LimitPool holds LimitSets, got {type(item).__name__}")
+        algorithm = LoadBalancingAlgorithm.from_str(load_balancing)
+        if algorithm not in (LoadBalancingAlgorithm.RoundRobin, LoadBalancingAlgorithm.Random):
+            raise ValueError(f"Unsupported load balancing algorithm for a LimitPool: {algorithm} (RoundRobin, Random)")
+        self.limit_sets = sets
+        self.load_balancing = algorithm
+        self.worker_index = worker_index
+        self._dispatched = 0
+        self._lock = threading.Lock()
+
+    def _next(self) -> LimitSet:
+        with self._lock:
+            n = self._dispatched
+            self._dispatched += 1
+        if self.load_balancing is LoadBalancingAlgorithm.Random:
+            return random.choice(self.limit_sets)
+        return self.limit_sets[(self.worker_index + n) % len(self.limit_sets)]
+
+    def acquire(self, requested: Mapping[str, int] | None = None, *, timeout: float | None = None) -> Acquisition:
+        """:meth:`LimitSet.acquire` on the next set."""
+        return self._next().acquire(requested, timeout=timeout)
+
+    def try_acquire(self, requested: Mapping[str, int] | None = None) -> Acquisition:
+        """:meth:`LimitSet.try_acquire` on the next set."""
+        return self._next().try_acquire(requested)
+
+    async def async_acquire(
+        self, requested: Mapping[str, int] | None = None, *, timeout: float | None = None
+    ) -> Acquisition:
+        """:meth:`LimitSet.async_acquire` on the next set."""
+        return await self._next().async_acquire(requested, timeout=timeout)
+
+    def release_open(self) -> None:
+        """Ends every acquisition this thread still holds, in every set."""
+        for limit_set in self.limit_sets:
+            limit_set.release_open()
+
+    def get_stats(self) -> dict[str, Any]:
+        """The pool's configuration, its balancer's counters and each set's stats."""
+        return {
+            "num_limit_sets": len(self.limit_sets),
+            "load_balancing": self.load_balancing.value,
+            "worker_index": self.worker_index,
+            "balancer_stats": {
+                "algorithm": self.load_balancing.value,
+                "offset": self.worker_index,
+                "total_dispatched": self._dispatched,
+            },
+            "limit_sets": [s.get_stats() for s in self.limit_sets],
+        }
+
+    def __getitem__(self, index: int) -> LimitSet:
+        return self.limit_sets[index]
+
+    def __len__(self) -> int:
+        return len(self.limit_sets)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LimitPool({len(self.limit_sets)} sets, {self.load_balancing}, worker_index={self.worker_index})"

@@ -1,0 +1,358 @@
+"""concurry 0.13's ``wait``/``gather`` (and ``async_wait``/``async_gather``) over
+:class:`concurrent.futures.Future`: many futures given as a list, a dict (keys kept), a single
+future or several positional ones; plain values count as finished futures; ``iter=True`` yields
+``(index or key, result)`` as they finish; ``progress`` is a bool, tqdm options or a callback
+``(completed, total, elapsed)``. ``polling`` is accepted: completion here is event-driven."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+from .constants import PollingAlgorithm, ReturnWhen
+from .progress import ProgressBar
+
+__all__ = [
+    "BaseFuture",
+    "ConcurrentFuture",
+    "SyncFuture",
+    "async_gather",
+    "async_wait",
+    "gather",
+    "wait",
+    "wrap_future",
+]
+
+BaseFuture = Future
+"""Every future of this package is a :class:`concurrent.futures.Future`."""
+ConcurrentFuture = Future
+"""concurry's name for a future of a thread or process: the same class here."""
+
+
+class SyncFuture(Future):  # type: ignore[type-arg]
+    """A future finished at creation: ``SyncFuture(result_value=42)`` or
+    ``SyncFuture(exception_value=ValueError(...))``."""
+
+    def __init__(self, result_value: Any = None, exception_value: BaseException | None = None):
+        super().__init__()
+        if exception_value is not None:
+            if not isinstance(exception_value, BaseException):
+                raise TypeError(f"exception_value must be an exception, got {type(exception_value).__name__}")
+            self.set_exception(exception_value)
+        else:
+            self.set_result(result_value)
+
+
+def wrap_future(value: Any) -> Future[Any]:
+    """``value`` as a :class:`~concurrent.futures.Future`: a future stays itself, an asyncio
+    future or coroutine is followed (a coroutine needs a running event loop), anything else is a
+    finished future holding it."""
+    if isinstance(value, Future):
+        return value
+    if inspect.iscoroutine(value):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            value.close()
+            raise RuntimeError(
+                "Cannot schedule coroutine: there is no running event loop (await it, or use async_gather)"
+            ) from None
+        value = asyncio.ensure_future(value)
+    if isinstance(value, asyncio.Future):
+        out: Future[Any] = Future()
+        asyncio.futures._chain_future(value, out)  # type: ignore[attr-defined]
+        return out
+    return SyncFuture(result_value=value)
+
+
+def _structure(fs: Any, futs: tuple[Any, ...], recurse: bool) -> tuple[list[Any], list[Any] | None, bool]:
+    """(keys, items, is_dict): the things waited for, in order."""
+    if futs:
+        if isinstance(fs, list | tuple | set | dict):
+            raise ValueError(
+                "Cannot provide both a structure (list, tuple, set, dict) and more futures: pass one structure "
+                "or several futures"
+            )
+        items = [fs, *futs]
+        return list(range(len(items))), items, False
+    if isinstance(fs, dict):
+        return list(fs), list(fs.values()), True
+    if isinstance(fs, list | tuple | set | frozenset):
+        items = list(fs)
+        return list(range(len(items))), items, False
+    return [0], [fs], False
+
+
+def _flatten(value: Any, out: list[Future[Any]]) -> None:
+    if isinstance(value, list | tuple | set):
+        for item in value:
+            _flatten(item, out)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _flatten(item, out)
+    else:
+        out.append(wrap_future(value))
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, list | tuple | set):
+        return type(value)(_resolve(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    return wrap_future(value).result()
+
+
+class _Progress:
+    def __init__(self, progress: Any, total: int, desc: str):
+        self.callback: Callable[..., Any] | None = None
+        self.bar: ProgressBar | None = None
+        self.total = total
+        self.start = time.monotonic()
+        if isinstance(progress, str):
+            self.bar = ProgressBar(total=total, desc=progress)
+        elif callable(progress):
+            self.callback = progress
+        elif isinstance(progress, dict):
+            self.bar = ProgressBar(total=total, **{"desc": desc, **progress})
+        elif progress:
+            self.bar = ProgressBar(total=total, desc=desc)
+        elif progress not in (None, False):
+            raise ValueError(f"progress must be a bool, a dict of options or a callable, got {type(progress)}")
+
+    def update(self, completed: int, step: int) -> None:
+        if self.bar is not None and step:
+            self.bar.update(step)
+        if self.callback is not None:
+            self.callback(completed, self.total, time.monotonic() - self.start)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _wait_set(
+    futures: list[Future[Any]], timeout: float | None, return_when: ReturnWhen, progress: Any, what: str
+) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    bar = _Progress(progress, len(futures), what)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = set(futures)
+    done: set[Future[Any]] = set()
+    try:
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            finished, pending = concurrent.futures.wait(pending, timeout=left, return_when="FIRST_COMPLETED")
+            done |= finished
+            bar.update(len(done), len(finished))
+            if return_when is ReturnWhen.FIRST_COMPLETED and done:
+                break
+            if return_when is ReturnWhen.FIRST_EXCEPTION and any(
+                not f.cancelled() and f.exception() is not None for f in finished
+            ):
+                break
+            if not finished and pending:
+                raise TimeoutError(f"{what}() timed out: {len(pending)}/{len(futures)} futures incomplete")
+    finally:
+        bar.close()
+    return done, pending
+
+
+def wait(
+    fs: Any,
+    *futs: Any,
+    timeout: float | None = None,
+    return_when: ReturnWhen | str = ReturnWhen.ALL_COMPLETED,
+    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
+    progress: Any = None,
+    recurse: bool = False,
+) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    """Waits for futures; returns ``(done, not_done)`` sets. Raises :class:`TimeoutError` if
+    ``return_when`` is not met within ``timeout`` seconds."""
+    when = ReturnWhen.from_str(return_when)
+    PollingAlgorithm.from_str(polling)
+    _, items, _ = _structure(fs, futs, recurse)
+    futures: list[Future[Any]] = []
+    for item in items or []:
+        if recurse:
+            _flatten(item, futures)
+        else:
+            futures.append(wrap_future(item))
+    return _wait_set(futures, timeout, when, progress, "wait")
+
+
+def gather(
+    fs: Any,
+    *futs: Any,
+    return_exceptions: bool = False,
+    iter: bool = False,
+    timeout: float | None = None,
+    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
+    progress: Any = None,
+    recurse: bool = False,
+) -> Any:
+    """The results of futures: a list in order (a dict with the same keys for a dict), or with
+    ``iter=True`` a generator of ``(index or key, result)`` as they finish. The first failure is
+    raised, or returned in its place with ``return_exceptions=True``; :class:`TimeoutError`
+    after ``timeout`` seconds."""
+    PollingAlgorithm.from_str(polling)
+    keys, items, is_dict = _structure(fs, futs, recurse)
+    if not recurse:
+        futures = [wrap_future(item) for item in items or []]
+    else:
+        futures = []
+        for item in items or []:
+            nested: list[Future[Any]] = []
+            _flatten(item, nested)
+            futures.append(_when_all(item, nested))
+    if iter:
+        return _gather_iter(keys, futures, return_exceptions, timeout, progress)
+    _wait_set(
+        futures,
+        timeout,
+        ReturnWhen.ALL_COMPLETED if return_exceptions else ReturnWhen.FIRST_EXCEPTION,
+        progress,
+        "gather",
+    )
+    results = [_outcome(f, return_exceptions) for f in futures]
+    return dict(zip(keys, results, strict=True)) if is_dict else results
+
+
+def _when_all(item: Any, nested: list[Future[Any]]) -> Future[Any]:
+    out: Future[Any] = Future()
+    left = [len(nested)]
+
+    def settle(_: Any = None) -> None:
+        left[0] -= 1
+        if left[0] <= 0 and not out.done():
+            try:
+                out.set_result(_resolve(item))
+            except Exception as exc:
+                out.set_exception(exc)
+
+    if not nested:
+        left[0] = 1
+        settle()
+    for f in nested:
+        f.add_done_callback(settle)
+    return out
+
+
+def _outcome(future: Future[Any], return_exceptions: bool) -> Any:
+    if return_exceptions and (future.cancelled() or future.exception() is not None):
+        return concurrent.futures.CancelledError() if future.cancelled() else future.exception()
+    return future.result()
+
+
+def _gather_iter(
+    keys: list[Any], futures: list[Future[Any]], return_exceptions: bool, timeout: float | None, progress: Any
+) -> Iterator[tuple[Any, Any]]:
+    key_of = {id(f): k for k, f in zip(keys, futures, strict=True)}
+    bar = _Progress(progress, len(futures), "gather")
+    count = 0
+    try:
+        for f in concurrent.futures.as_completed(futures, timeout=timeout):
+            count += 1
+            bar.update(count, 1)
+            yield key_of[id(f)], _outcome(f, return_exceptions)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(f"gather() timed out: {len(futures) - count}/{len(futures)} futures incomplete") from None
+    finally:
+        bar.close()
+
+
+def _to_awaitable(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return asyncio.ensure_future(value)
+    if isinstance(value, Future):
+        return asyncio.wrap_future(value)
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(value)
+    return done
+
+
+async def async_wait(
+    fs: Any,
+    *futs: Any,
+    timeout: float | None = None,
+    return_when: ReturnWhen | str = ReturnWhen.ALL_COMPLETED,
+    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
+    progress: Any = None,
+    recurse: bool = False,
+) -> tuple[set[Any], set[Any]]:
+    """:func:`wait` for coroutines, asyncio futures and futures, awaited on the running loop."""
+    when = ReturnWhen.from_str(return_when)
+    PollingAlgorithm.from_str(polling)
+    _, items, _ = _structure(fs, futs, recurse)
+    tasks = [_to_awaitable(item) for item in items or []]
+    if not tasks:
+        return set(), set()
+    bar = _Progress(progress, len(tasks), "wait")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending, done = set(tasks), set()
+    try:
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            finished, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            done |= finished
+            bar.update(len(done), len(finished))
+            if when is ReturnWhen.FIRST_COMPLETED or (
+                when is ReturnWhen.FIRST_EXCEPTION and any(not t.cancelled() and t.exception() for t in finished)
+            ):
+                break
+            if not finished and pending:
+                raise TimeoutError(f"async_wait() timed out: {len(pending)}/{len(tasks)} incomplete")
+    finally:
+        bar.close()
+    return done, pending
+
+
+async def async_gather(
+    fs: Any,
+    *futs: Any,
+    return_exceptions: bool = False,
+    iter: bool = False,
+    timeout: float | None = None,
+    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
+    progress: Any = None,
+    recurse: bool = False,
+) -> Any:
+    """:func:`gather` for coroutines, asyncio futures and futures, awaited on the running loop
+    (``iter=True`` returns an async generator of ``(index or key, result)``)."""
+    keys, items, is_dict = _structure(fs, futs, recurse)
+    tasks = [_to_awaitable(item) for item in items or []]
+    if iter:
+        return _async_iter(keys, tasks, return_exceptions, timeout)
+    when = "all" if return_exceptions else "exception"
+    try:
+        await async_wait(tasks, timeout=timeout, return_when=when, progress=progress)
+    except TimeoutError as exc:
+        raise TimeoutError(str(exc).replace("async_wait()", "async_gather()")) from None
+    results = []
+    for t in tasks:
+        if not t.done():
+            await asyncio.wait([t], timeout=timeout)
+        results.append(_outcome_async(t, return_exceptions))
+    return dict(zip(keys, results, strict=True)) if is_dict else results
+
+
+def _outcome_async(task: Any, return_exceptions: bool) -> Any:
+    if return_exceptions and (task.cancelled() or task.exception() is not None):
+        return asyncio.CancelledError() if task.cancelled() else task.exception()
+    return task.result()
+
+
+async def _async_iter(keys: list[Any], tasks: list[Any], return_exceptions: bool, timeout: float | None) -> Any:
+    key_of = {id(t): k for k, t in zip(keys, tasks, strict=True)}
+    pending = set(tasks)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while pending:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        finished, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        if not finished:
+            raise TimeoutError(f"async_gather() timed out: {len(pending)}/{len(tasks)} incomplete")
+        for t in finished:
+            yield key_of[id(t)], _outcome_async(t, return_exceptions)

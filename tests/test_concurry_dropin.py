@@ -1,0 +1,317 @@
+"""concurry 0.13 code runs on ``stateful_pool.concurry`` by changing the import: one test per
+cause of the drop-in gap (issue 14). concurry's own suite runs through ``scripts/concurry-suite``;
+these pin the behaviour in the project, with real worker threads and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import warnings
+from typing import Any
+
+import pytest
+from stateful_pool.concurry import (
+    CallLimit,
+    ExecutionMode,
+    Executor,
+    LimitSet,
+    LoadBalancingAlgorithm,
+    ProgressBar,
+    RateLimit,
+    RateLimitAlgorithm,
+    ResourceLimit,
+    RetryAlgorithm,
+    RetryValidationError,
+    SyncFuture,
+    TaskWorker,
+    Worker,
+    WorkerProxy,
+    gather,
+    task,
+    wait,
+    worker,
+)
+
+FAST = {"retry_wait": 0.001, "retry_jitter": 0.0}
+
+
+# -- window= (concurry 0.13's keyword) ------------------------------------------------------
+
+
+def test_rate_limits_take_window_and_named_windows() -> None:
+    assert RateLimit(key="t", window=60, capacity=100).window == 60.0
+    assert RateLimit(key="t", window="minute", capacity=1).window_seconds == 60.0
+    assert RateLimit(key="t", per="per_hour", capacity=1).window == 3600.0
+    assert RateLimit(key="t", window_seconds=2, capacity=1).window == 2.0  # the older spelling
+    assert CallLimit(window=1, capacity=10).key == "call_count"
+    with pytest.raises(ValueError, match="window_seconds"):
+        RateLimit(key="t", window=1, window_seconds=2, capacity=1)
+    limit = RateLimit(key="t", window=1, capacity=5, algorithm=RateLimitAlgorithm.GCRA)
+    assert limit.algorithm == RateLimitAlgorithm.GCRA == "gcra"
+    limits = LimitSet([limit, CallLimit(window=1, capacity=3)])
+    with limits.acquire(requested={"t": 5}) as acq:
+        assert acq.granted == {"t": 5, "call_count": 1}
+        acq.update(usage={"t": 4})
+
+
+# -- wait / gather -----------------------------------------------------------------------------
+
+
+class Compute(Worker):
+    def __init__(self, k: int = 1) -> None:
+        self.k = k
+
+    def times(self, x: int) -> int:
+        return x * self.k
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+
+def test_gather_and_wait_take_concurrys_shapes() -> None:
+    with Compute.options(mode="thread", max_workers=2).init(3) as pool:
+        a, b = pool.times(1), pool.times(2)
+        assert gather(a, b) == [3, 6]  # variadic
+        assert gather({"x": pool.times(3), "y": 7}) == {"x": 9, "y": 7}  # dict in, dict out, plain values
+        assert sorted(gather([pool.times(i) for i in range(4)], iter=True)) == [(0, 0), (1, 3), (2, 6), (3, 9)]
+        assert gather([[SyncFuture(result_value=1), a]], recurse=True) == [[1, 3]]
+        assert gather(pool.times(1), polling="fixed", progress={"disable": True}) == [3]
+        failed = pool.fail("boom")
+        with pytest.raises(ValueError, match="boom"):
+            gather([a, failed])
+        assert isinstance(gather([a, failed], return_exceptions=True)[1], ValueError)
+        done, not_done = wait([a, b, 5], return_when="first_exception")
+        assert len(done) + len(not_done) == 3
+        with pytest.raises(ValueError, match="Could not find enum"):
+            wait(a, return_when="sometimes")
+
+
+# -- TaskWorker init(fn=), @task, Executor ---------------------------------------------------
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_task_worker_with_a_bound_function(mode: str) -> None:
+    pool = TaskWorker.options(mode=mode).init(fn=square)
+    try:
+        assert pool.submit(4).result(timeout=30) == 16
+        assert pool(5).result(timeout=30) == 25
+        assert list(pool.map(range(4))) == [0, 1, 4, 9]
+    finally:
+        pool.stop()
+    unbound = TaskWorker.options(mode="sync").init()
+    with pytest.raises(TypeError, match="submit\\(\\) requires a callable function, got NoneType"):
+        unbound.submit(None)
+    assert unbound.submit(square, 3).result() == 9
+    unbound.stop()
+
+
+def test_task_decorator_and_executor() -> None:
+    @task(mode="thread", max_workers=2)
+    def cube(x: int) -> int:
+        """Cubes."""
+        return x**3
+
+    try:
+        assert cube.__name__ == "cube" and cube.__doc__ == "Cubes."
+        assert cube(2).result() == 8 and cube.submit(3).result() == 27 and list(cube.map([1, 2])) == [1, 8]
+    finally:
+        cube.stop()
+    with Executor(mode=ExecutionMode.Threads, max_workers=2) as ex:
+        assert ex.submit(pow, 2, 5).result() == 32
+
+
+# -- @worker and class keywords ----------------------------------------------------------------
+
+
+def test_worker_decorator_and_class_keywords() -> None:
+    @worker(mode="thread", max_workers=2)
+    class Greeter:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def hello(self) -> str:
+            return f"hello {self.name}"
+
+    pool = Greeter("a")  # auto_init: a pool, not an object
+    try:
+        assert isinstance(pool, WorkerProxy) and pool.hello().result() == "hello a"
+    finally:
+        pool.stop()
+
+    class Blocking(Worker, mode="sync", blocking=True):
+        def one(self) -> int:
+            return 1
+
+    with Blocking() as b:
+        assert b.blocking and b.one() == 1
+    assert not isinstance(worker(Compute)(2), WorkerProxy)  # bare @worker: a plain object
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        worker(mode="thread")(Blocking)
+    assert any("anti-pattern" in str(w.message) for w in caught)
+
+
+# -- per-method retries and async def methods --------------------------------------------------
+
+
+class Flaky(Worker):
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    def _bump(self, key: str) -> int:
+        self.calls[key] = self.calls.get(key, 0) + 1
+        return self.calls[key]
+
+    def fetch(self, fail_times: int) -> int:
+        n = self._bump("fetch")
+        if n <= fail_times:
+            raise ConnectionError(f"attempt {n}")
+        return n
+
+    def store(self) -> int:
+        n = self._bump("store")
+        raise ConnectionError(f"store attempt {n}")
+
+    async def slow_double(self, x: int) -> int:
+        await asyncio.sleep(0.001)
+        return 2 * x
+
+    async def async_fetch(self, fail_times: int) -> int:
+        n = self._bump("async_fetch")
+        if n <= fail_times:
+            raise ConnectionError(f"async attempt {n}")
+        return n
+
+
+@pytest.mark.parametrize("mode", ["sync", "thread", "process", "asyncio"])
+def test_per_method_retries_and_async_methods(mode: str) -> None:
+    options: dict[str, Any] = {"num_retries": {"*": 0, "fetch": 3, "async_fetch": 2}, **FAST}
+    with Flaky.options(mode=mode, **options).init() as pool:
+        assert pool.fetch(2).result(timeout=30) == 3
+        with pytest.raises(ConnectionError, match="store attempt 1"):  # "*": no retries
+            pool.store().result(timeout=30)
+        assert pool.slow_double(21).result(timeout=30) == 42  # awaited on the worker
+        assert pool.async_fetch(2).result(timeout=30) == 3  # async and retried
+    with pytest.raises(ValueError, match="does not have"):
+        Flaky.options(mode="thread", num_retries={"*": 0, "nope": 1}).init()
+    with pytest.raises(ValueError, match="must include '\\*' key"):
+        Flaky.options(mode="thread", num_retries={"fetch": 1}).init()
+
+
+def test_retry_validation_error_keeps_every_result() -> None:
+    class Counter(Worker):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def next(self) -> int:
+            self.n += 1
+            return self.n
+
+    opts = {"num_retries": 2, "retry_until": lambda r, **_: r > 5, "retry_algorithm": RetryAlgorithm.Fibonacci}
+    with Counter.options(mode="thread", **opts, **FAST).init() as pool:
+        with pytest.raises(RetryValidationError) as info:
+            pool.next().result(timeout=30)
+    assert info.value.all_results == [1, 2, 3] and len(info.value.validation_errors) == 3
+    with pytest.raises(ValueError, match="retry_wait"):
+        Counter.options(mode="thread", retry_wait=0)
+    with pytest.raises(ValueError, match="retry_until"):
+        Counter.options(mode="thread", retry_until="not callable")
+
+
+# -- limits API, enums, missing methods, progress bars, validation -----------------------------
+
+
+def test_limit_set_api(caplog: pytest.LogCaptureFixture) -> None:
+    limits = LimitSet(
+        [ResourceLimit(key="db", capacity=1), RateLimit(key="t", window=60, capacity=10)], config={"region": "eu"}
+    )
+    assert limits["db"].capacity == 1 and "t" in limits
+    held = limits.try_acquire({"db": 1})
+    assert held.successful and held.config == {"region": "eu"} and held.acquisitions["db"].requested == 1
+    assert not limits.try_acquire({"db": 1}).successful
+    assert limits.get_stats()["db"]["current_usage"] == 1
+    held.release()
+    acq = asyncio.run(limits.async_acquire({"db": 1}, timeout=5))
+    assert acq.successful
+    acq.release()
+    with caplog.at_level(logging.WARNING), limits.acquire({"nope": 3}) as tolerant:
+        assert "nope" not in tolerant.granted
+    assert "nope" in caplog.text
+    with caplog.at_level(logging.WARNING), limits.acquire({"t": 2}):
+        pass  # an explicitly requested rate limit should be updated (concurry raises; we warn)
+    assert "Not all limits" in caplog.text
+    with caplog.at_level(logging.WARNING), limits.acquire({"t": 2}) as over:
+        over.update(usage={"t": 3})  # spent already: a warning, not an error
+    assert "exceeds requested amount" in caplog.text
+
+
+def test_enums_accept_concurry_and_package_spellings() -> None:
+    assert ExecutionMode("thread") is ExecutionMode.Threads == "Threads"
+    assert LoadBalancingAlgorithm("round_robin") is LoadBalancingAlgorithm("RoundRobin")
+    assert RateLimitAlgorithm("TokenBucket") == "token_bucket"
+    with Compute.options(
+        mode=ExecutionMode.Threads, max_workers=2, load_balancing=LoadBalancingAlgorithm.LeastActiveLoad
+    ).init(2) as pool:
+        assert pool.times(2).result() == 4
+        assert pool.get_pool_stats()["load_balancer"]["algorithm"] == "LeastActiveLoad"
+    with pytest.raises(ValueError, match="on_demand mode is not supported"):
+        Compute.options(mode="sync", on_demand=True)
+
+
+def test_missing_method_fails_the_future_outside_sync_mode() -> None:
+    with Compute.options(mode="thread").init() as pool:
+        with pytest.raises(AttributeError):
+            pool.no_such_method().result(timeout=5)
+    with Compute.options(mode="sync").init() as pool, pytest.raises(AttributeError):
+        pool.no_such_method()
+
+
+def test_progress_bar_finishers() -> None:
+    bar = ProgressBar(total=10, desc="x", color="MAGENTA", disable=True)
+    bar.update(3)
+    bar.set_total(20)
+    assert bar.total == 20
+    bar.success()
+    ProgressBar(total=5, disable=True).failure()
+    ProgressBar(total=5, disable=True).stop()
+    assert os.getpid()  # nothing left behind
+
+
+def test_fractional_rate_limit_capacities() -> None:
+    assert RateLimit(key="x", window=1, capacity="1.5").capacity == 1.5
+    for bad in (0, -1, float("nan"), float("-inf"), False):
+        with pytest.raises(ValueError):
+            RateLimit(key="x", window=1, capacity=bad)
+    limits = LimitSet([RateLimit(key="gpu_hours", window=3600, capacity=0.5)])
+    with limits.acquire({"gpu_hours": 0.3}) as acq:
+        assert acq.granted == {"gpu_hours": 0.3}
+        acq.update(usage={"gpu_hours": 0.1})  # 0.2 goes back
+    assert 0.39 < limits.available("gpu_hours") < 0.41
+    assert not limits.try_acquire({"gpu_hours": 0.45}).successful
+    with pytest.raises(ValueError, match="fractional"):
+        LimitSet([RateLimit(key="t", window=1, capacity=5)]).acquire({"t": 0.5})
+
+
+class Layered(Worker):
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inner(self) -> int:
+        self.n += 1
+        if self.n < 3:
+            raise ConnectionError(f"inner attempt {self.n}")
+        return self.n
+
+    def outer(self) -> int:
+        return self.inner() * 10  # a call from another method is retried too, as in concurry
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_retries_apply_to_calls_between_methods(mode: str) -> None:
+    with Layered.options(mode=mode, num_retries={"*": 0, "inner": 3}, **FAST).init() as pool:
+        assert pool.outer().result(timeout=30) == 30
