@@ -1,6 +1,6 @@
 # The part of cloudpickle's API this package uses; cloudpickle ships no type information.
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from _typeshed import ReadableBuffer
 
@@ -10,7 +10,7 @@ def loads(
 ) -> Any: ...
 
 class Pickler:
-    dispatch_table: Any
+    dispatch_table: ClassVar[Any]
     def __init__(
         self, file: Any, protocol: int | None = None, buffer_callback: Callable[[Any], object] | None = None
     ) -> None: ...

@@ -73,7 +73,7 @@ def remote_exception(exc: BaseException) -> BaseException:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except BaseException as e:  # a hostile __cause__ or __notes__ must not take the host down
         tb = f"{type(exc).__name__}: {safe_str(exc)}\n(traceback unavailable: {type(e).__name__})\n"
-    exc.__cause__ = RemoteTraceback(tb)
+    exc.__cause__ = RemoteTraceback(tb)  # type: ignore[arg-type]  # typeshed says a traceback; it is the text
     exc.__context__ = None  # already part of the traceback text
     return exc.with_traceback(None)
 
