@@ -149,7 +149,9 @@ def _executor_factory(mode: str) -> Any:
     def make(max_workers: int | None = None, mp_context: Any = None, **kwargs: Any) -> Any:
         assert mp_context is None, "the pool has no multiprocessing context"
         if mode == "asyncio" and max_workers is not None and max_workers > 0:
-            max_workers = 1  # one event loop runs every call
+            # One event loop runs every call: max_workers calls at once are its concurrency.
+            kwargs["max_concurrency"] = max_workers
+            max_workers = 1
         return TaskWorker.options(mode=mode, max_workers=max_workers, **kwargs).init()
 
     make.__name__ = f"TaskPool_{mode}"
@@ -200,7 +202,8 @@ class _PoolMixin(_NoLeaksMixin):
                 print(msg)
                 sys.stdout.flush()
             def make(n):
-                n = 1 if {self.mode!r} == "asyncio" else n
+                if {self.mode!r} == "asyncio":
+                    return TaskWorker.options(mode="asyncio", max_workers=1, max_concurrency=n).init()
                 return TaskWorker.options(mode={self.mode!r}, max_workers=n).init()
         """
         code = textwrap.dedent(head) + textwrap.dedent(body)

@@ -205,11 +205,13 @@ def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
             # The channel blocks; the loop must not, so a helper thread hands requests over.
             while True:
                 request = channel.recv()
+                last = request is None
                 try:
                     loop.call_soon_threadsafe(dispatch, request)
                 except RuntimeError:
                     return  # the loop is closed: the host is gone
-                if request is None:
+                del request  # not kept while waiting for the next: the caller may drop its arguments
+                if last:
                     return
 
         channel.ready(_OK, ready, None, os.getpid())
