@@ -19,9 +19,12 @@ class ModeEcho(Echo):
         return super().spawn(tag)
 
     def crash(self) -> None:
-        # In the caller's own process a worker cannot die alone: SystemExit ends its host.
+        # In the caller's own process a worker cannot die alone: WorkerLost ends its host
+        # (SystemExit is only a task's exception, as in concurrent.futures).
         if os.getpid() == self.caller_pid:
-            raise SystemExit(3)
+            from stateful_pool.modes._host import WorkerLost
+
+            raise WorkerLost("crash")
         os._exit(3)
 
     async def nap(self, seconds: float) -> float:

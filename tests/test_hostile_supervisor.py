@@ -48,7 +48,9 @@ def test_broadcast_reaches_each_worker_exactly_once_while_four_threads_hammer_ex
         assert not wrong, f"{len(wrong)} of {ROUNDS} broadcasts missed or repeated a worker, e.g. {wrong[0]} vs {pids}"
 
 
-@pytest.mark.parametrize("how", ["sys.exit(0)", "os._exit(0)"])
+# (sys.exit() in a task is no crash: SystemExit is the task's exception, see
+# test_executor_contract.py; the process exiting with status 0 is.)
+@pytest.mark.parametrize("how", ["os._exit(0)"])
 @pytest.mark.parametrize("via", ["execute", "submit_execute"])
 def test_exit_status_0_during_a_task_is_a_crash_and_the_worker_comes_back(how: str, via: str) -> None:
     with SPool(Exiter) as pool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ._serialize import decode as decode_payload
-from ._serialize import load_exception
+from ._serialize import load_exception, safe_str
+from .errors import ResultUnpicklingError
 
 STATUS_OK, STATUS_RAISED, STATUS_ERROR = 0, 1, 2
 # The in-process engines (thread, asyncio, ray, sync modes) hand over the result object itself.
@@ -18,7 +19,12 @@ def decode(status: int, value: Any) -> Any:
     if status == STATUS_OBJECT:
         return value
     if status == STATUS_OK:
-        return decode_payload(value)
+        try:
+            return decode_payload(value)
+        except (Exception, SystemExit) as exc:  # even SystemExit: it fails this result only
+            raise ResultUnpicklingError(
+                f"the task's result could not be unpickled: {type(exc).__name__}: {safe_str(exc)}"
+            ) from exc
     if status == STATUS_RAISED:
         raise load_exception(value)
     raise value

@@ -138,7 +138,17 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
         return self._state in _DONE_STATES
 
     def running(self) -> bool:
-        return self._state == _RUNNING
+        """Whether a worker is running the task now (``concurrent.futures`` semantics: not
+        done, and past the point where ``cancel()`` could stop it)."""
+        if self._state == _RUNNING:
+            return True
+        ticket = self._ticket
+        return self._state == _PENDING and ticket is not None and ticket.started
+
+    def __repr__(self) -> str:
+        if self._state == _PENDING and self.running():
+            return f"<{type(self).__name__} at {id(self):#x} state=running>"
+        return super().__repr__()
 
     def cancelled(self) -> bool:
         return self._state in _CANCELLED_STATES
@@ -173,6 +183,8 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
     def cancel(self) -> bool:
         if self.done():
             return self.cancelled()
+        if self._completer is None:  # never submitted: a plain Future
+            return super().cancel()
         if self._ticket is None or not self._ticket.cancel():
             return False
         return self._mark_cancelled()
@@ -263,7 +275,11 @@ class Completer:
                         pass
                     continue
                 _complete(future, status, value)
-            if not batch and self._closing and not pending:
+            empty = not batch
+            # Hold no result while waiting for the next batch: a caller that dropped one must
+            # see it freed (``concurrent.futures`` keeps no such reference either).
+            batch = future = value = None  # type: ignore[assignment]
+            if empty and self._closing and not pending:
                 if self._abandoned:
                     self._release()
                 return
@@ -283,11 +299,20 @@ class Completer:
         child: the pool is the parent's."""
         if self._generation != _lifecycle.GENERATION or self._abandoned:
             return
-        self._abandoned = True
         try:
             self._core.shutdown("graceful")
         except Exception:  # an engine that cannot even shut down has nothing left to wait for
+            self._abandoned = True
             return
+        self.finish_in_background()
+
+    def finish_in_background(self) -> None:
+        """The pool was told to shut down and nobody will wait for it (``shutdown(wait=False)``,
+        or abandoned): this thread completes the remaining futures, waits for the workers to
+        stop, releases the core's threads and ends."""
+        if self._generation != _lifecycle.GENERATION or self._abandoned:
+            return
+        self._abandoned = True
         _lifecycle.wind_down(self, done=False)
         self._closing = True
         with self._lock:
@@ -306,6 +331,16 @@ class Completer:
             core.release()
         finally:
             _lifecycle.wind_down(self, done=True)
+
+    def finish_now(self) -> None:
+        """Waits (at interpreter exit) for an abandoned pool to finish its tasks and stop; its
+        completion thread completes their futures meanwhile."""
+        core = self._core
+        while not core.wait_stopped(1.0):
+            pass
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(30.0)
 
     def kill_now(self) -> None:
         """Kills an abandoned pool's workers (at interpreter exit) and ends its threads."""

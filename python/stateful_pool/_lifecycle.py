@@ -1,5 +1,7 @@
 """What ties a pool to the process that made it.
 
+* **Work submitted is done.** At interpreter exit, live and abandoned pools finish the tasks
+  already submitted before their workers stop (Ctrl-C while waiting kills them).
 * **Abandoned pools wind down.** A pool nobody references any more (its ``SPool`` and every
   ``options()`` view collected) finishes its queued and running tasks, so their futures still
   complete, then stops its workers and ends its threads, like a dropped
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -87,8 +90,20 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@atexit.register
-def _kill_winding() -> None:
-    """Kills abandoned pools still finishing their tasks, as live pools are at exit."""
-    for engine in list(_winding):
-        engine.kill_now()
+def _finish_winding() -> None:
+    """At exit, abandoned pools still finishing their tasks finish them, as live pools do
+    (``concurrent.futures`` semantics); Ctrl-C while waiting kills them."""
+    try:
+        for engine in list(_winding):
+            engine.finish_now()
+    except BaseException:
+        for engine in list(_winding):
+            engine.kill_now()
+        raise
+
+
+# When the main thread ends, before atexit handlers, as concurrent.futures does. Hooks run last
+# registered first: `pool._stop_live_pools`, registered after this one, stops the live pools
+# before this waits for the abandoned ones.
+_register = getattr(threading, "_register_atexit", None)
+(atexit.register if _register is None else _register)(_finish_winding)

@@ -5,10 +5,14 @@ module, so they must travel by value)."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 import traceback
-from typing import Any
+import types
+from collections import ChainMap
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import cloudpickle
 
@@ -54,6 +58,38 @@ def refers_to_main(body: bytes) -> bool:
     return False
 
 
+_DYNAMIC_CODE = "<dynamic-code>"
+
+
+def _code_reduce_keeping_filename(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, with the real file name instead of its
+    ``<dynamic-code>``: a worker's traceback of a ``__main__`` function, lambda or classmethod
+    then shows the file and, where the worker can read it, its source lines."""
+    reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+    ctor, args = reduce(code)
+    args = list(args)
+    for i, arg in enumerate(args):
+        if type(arg) is str and arg == _DYNAMIC_CODE:
+            args[i] = code.co_filename
+            break
+    return ctor, tuple(args)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, keeping the file names of the code it sends by value."""
+
+    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+        {types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def by_value(obj: Any, buffer_callback: Callable[[Any], object] | None = None) -> bytes:
+    """``cloudpickle.dumps(obj, protocol=5)``, keeping the code's file names (see above)."""
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
+        return file.getvalue()
+
+
 def dumps(obj: Any) -> bytes:
     """Pickles ``obj``; raises the pickling error when neither pickler can handle it."""
     try:
@@ -62,8 +98,7 @@ def dumps(obj: Any) -> bytes:
             return body
     except (pickle.PicklingError, TypeError, AttributeError):
         pass
-    by_value: bytes = cloudpickle.dumps(obj, protocol=5)
-    return by_value
+    return by_value(obj)
 
 
 loads = pickle.loads
@@ -80,12 +115,12 @@ def encode(obj: Any) -> list[Any]:
     buffers: list[pickle.PickleBuffer] = []
     try:
         body = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        by_value = body.find(_MAIN) >= 0 if len(body) < _WALK_FROM else refers_to_main(body)
+        main_refs = body.find(_MAIN) >= 0 if len(body) < _WALK_FROM else refers_to_main(body)
     except (pickle.PicklingError, TypeError, AttributeError):
-        by_value = True
-    if by_value:
+        main_refs = True
+    if main_refs:
         buffers.clear()
-        body = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        body = by_value(obj, buffer_callback=buffers.append)
     if not buffers:  # the common case, without building a format string
         return [_PLAIN.pack(0, len(body)), body]
     try:

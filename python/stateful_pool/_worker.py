@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ._serialize import decode, encode, safe_str
+from .errors import ResultPicklingError
 from .worker import check_method_name
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ def _call(worker: Any, payload: Payload) -> list[Any]:
         return encode(result)
     except Exception as e:
         why = safe_str(e)
-        raise TypeError(f"the result of {type(worker).__name__}.{method}() could not be pickled: {why}") from e
+        name = f"{type(worker).__name__}.{method}()"
+        raise ResultPicklingError(f"the result of {name} could not be pickled: {why}") from e
 
 
 def main() -> None:
@@ -68,7 +70,9 @@ def main() -> None:
             else:
                 raise RuntimeError(f"unexpected frame kind {kind}")
         except BaseException as exc:
-            if isinstance(exc, (SystemExit, KeyboardInterrupt)) and kind == CALL:
+            # SystemExit from a task is an exception like any other (as in
+            # concurrent.futures): its task fails with it and the worker keeps serving.
+            if isinstance(exc, KeyboardInterrupt) and kind == CALL:
                 raise
             channel.send(RAISED, task_id, [dump_exception(exc)])
     sys.stdout.flush()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 from concurrent.futures import BrokenExecutor, CancelledError
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
 __all__ = [
     "BrokenExecutor",
@@ -12,6 +13,8 @@ __all__ = [
     "PoolError",
     "PoolShutDownError",
     "RemoteError",
+    "ResultPicklingError",
+    "ResultUnpicklingError",
     "RemoteTraceback",
     "TaskTimeoutError",
     "WorkerCrashedError",
@@ -52,15 +55,22 @@ class TaskTimeoutError(PoolError, TimeoutError):
     """A task ran past its timeout; its worker was killed and replaced."""
 
 
-class RemoteTraceback(Exception):
-    """Carries the worker's formatted traceback; set as ``__cause__`` of re-raised exceptions."""
+# Carries the worker's formatted traceback (``.tb``); set as ``__cause__`` of re-raised
+# exceptions. It is ``concurrent.futures``' own class, so code written for a
+# ``ProcessPoolExecutor`` that looks for it finds it.
+RemoteTraceback = _RemoteTraceback
 
-    def __init__(self, tb: str):
-        super().__init__(tb)
-        self.tb = tb
 
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'
+class ResultPicklingError(pickle.PicklingError, TypeError):
+    """A task's result could not be pickled in the worker (its ``__cause__`` says why): a
+    ``PicklingError``, as ``ProcessPoolExecutor`` raises, and a ``TypeError``, as pickle does
+    for most unpicklable objects. The worker keeps serving."""
+
+
+class ResultUnpicklingError(PoolError, BrokenProcessPool):
+    """A task's result could not be unpickled in the caller (its ``__cause__`` says why). A
+    ``BrokenProcessPool``, as ``ProcessPoolExecutor`` raises then, but the pool is not broken:
+    only this task failed, and its worker keeps serving."""
 
 
 class RemoteError(Exception):

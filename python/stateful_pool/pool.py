@@ -9,16 +9,16 @@ import concurrent.futures
 import copy
 import os
 import sys
+import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar, cast
 
-import cloudpickle
-
 from . import _core, _lifecycle
 from ._decode import decode
 from ._futures import Completer, PoolFuture
-from ._serialize import dumps, encode
+from ._serialize import by_value, dumps, encode
 from .errors import PoolShutDownError
 from .worker import SWorker, check_method_name
 
@@ -31,10 +31,29 @@ _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _live_pools: weakref.WeakSet[SPool[Any]] = weakref.WeakSet()
 
 
-@atexit.register
-def _kill_live_pools() -> None:
-    for pool in list(_live_pools):
-        pool.shutdown(wait=True, kill=True)
+def _at_interpreter_exit(hook: Any) -> None:
+    """Runs ``hook`` when the main thread ends, before ``atexit`` handlers (as
+    ``concurrent.futures`` does): an ``atexit`` handler registered before this module was
+    imported then finds the pools stopped, and its submit raises."""
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython: plain atexit
+        atexit.register(hook)
+    else:
+        register(hook)
+
+
+def _stop_live_pools() -> None:
+    """At interpreter exit, pools still running finish the work already submitted, then stop
+    (as ``concurrent.futures`` executors do); Ctrl-C while waiting kills their workers."""
+    pools = list(_live_pools)
+    for pool in pools:  # first stop taking work everywhere, then wait for each
+        if pool._generation == _lifecycle.GENERATION:
+            pool._core.shutdown("graceful")
+    for pool in pools:
+        pool.shutdown(wait=True)
+
+
+_at_interpreter_exit(_stop_live_pools)
 
 
 # A forked child must not shut the parent's pools down at its exit (see `_lifecycle`).
@@ -64,7 +83,9 @@ class SPool(Generic[W]):
     A pool you drop without shutting it down (no reference to it or to an :meth:`options` view
     is left) is not leaked: like a dropped ``ProcessPoolExecutor`` it runs the tasks already
     submitted, so their futures still complete, then stops its workers and ends its threads.
-    At interpreter exit, pools still running are killed. A child made by ``os.fork()`` cannot use
+    At interpreter exit, pools still running finish the tasks already submitted (queued and
+    running), then stop, as ``concurrent.futures`` executors do; submitting then raises
+    :class:`PoolShutDownError` (a ``RuntimeError``). A child made by ``os.fork()`` cannot use
     the pools it inherited (they raise :class:`RuntimeError`; their workers are the parent's) and
     exits without waiting on them; the parent's pools are untouched.
 
@@ -143,7 +164,7 @@ class SPool(Generic[W]):
         # Workers in this process take arguments as they are, like ThreadPoolExecutor.
         self._in_process = mode in ("thread", "asyncio", "sync")
         # Only process workers need the class sent by value; in-process ones use it as it is.
-        self._class_blob = b"" if self._in_process else cloudpickle.dumps(worker_cls, protocol=5)
+        self._class_blob = b"" if self._in_process else by_value(worker_cls)
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
         # The supervisor's policies, the same whichever engine hosts the workers.
@@ -399,7 +420,7 @@ class SPool(Generic[W]):
         if self._generation != _lifecycle.GENERATION:
             raise _lifecycle.forked_error()
         if self._closed:
-            raise PoolShutDownError("cannot schedule new tasks after shutdown")
+            raise PoolShutDownError("cannot schedule new futures after shutdown")
 
     def shutdown(
         self, wait: bool = True, *, cancel_pending: bool = False, kill: bool = False, timeout: float | None = None
@@ -414,8 +435,13 @@ class SPool(Generic[W]):
         stop: this returns at once and touches nothing."""
         if self._generation != _lifecycle.GENERATION:
             return
+        if cancel_pending and not kill:
+            self._let_idle_workers_start()
         self._core.shutdown("kill" if kill else "cancel" if cancel_pending else "graceful")
         if not wait:
+            # Nobody waits: the completion thread finishes the futures, then stops the workers'
+            # threads and ends (a later shutdown(wait=True) still waits for all of it).
+            self._completer.finish_in_background()
             return
         try:
             if timeout is not None and not self._core.wait_stopped(max(0.0, timeout)):
@@ -431,6 +457,16 @@ class SPool(Generic[W]):
         self._completer.close(timeout=5.0)
         self._core.release()
         self._abandon.detach()  # stopped and released: nothing is left for the finalizer
+
+    def _let_idle_workers_start(self, limit: float = 1.0) -> None:
+        """Gives the supervisor a moment to hand queued tasks to idle workers, so that
+        ``cancel_pending`` cancels what is waiting for a worker, not what a free worker was
+        about to start (``concurrent.futures``: pending calls are those no worker took)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and not self._core.is_shutdown:
+            if not self._core.queued or not any(w["state"] == "idle" for w in self._core.workers()):
+                return
+            time.sleep(0.001)
 
     def __enter__(self) -> SPool[W]:
         return self

@@ -109,12 +109,13 @@ impl ReplySlot {
         }
     }
 
-    /// Waits up to `timeout` for the outcome; `Ok(None)` when it timed out or someone else took it.
-    fn wait_take(&self, timeout: Duration) -> Option<Outcome<Worker>> {
+    /// Waits up to `timeout` for the outcome; `None` when it timed out, someone else took it,
+    /// or `stop()` says nobody will fill it (its task was cancelled).
+    fn wait_take(&self, timeout: Duration, stop: impl Fn() -> bool) -> Option<Outcome<Worker>> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (mut state, _) = self
             .ready
-            .wait_timeout_while(state, timeout, |s| matches!(s, SlotState::Waiting))
+            .wait_timeout_while(state, timeout, |s| matches!(s, SlotState::Waiting) && !stop())
             .unwrap_or_else(PoisonError::into_inner);
         match std::mem::replace(&mut *state, SlotState::Taken) {
             SlotState::Ready(outcome) => Some(outcome),
@@ -124,6 +125,13 @@ impl ReplySlot {
             }
             SlotState::Taken => None,
         }
+    }
+
+    /// Wakes the threads waiting in `wait_take`, to check their `stop` condition.
+    fn wake(&self) {
+        // Taking the lock orders this after a waiter's check of `stop`: it cannot miss it.
+        drop(self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        self.ready.notify_all();
     }
 
     fn is_taken(&self) -> bool {
@@ -149,14 +157,23 @@ pub(crate) struct CoreTicket(Ticket, Arc<ReplySlot>);
 
 #[pymethods]
 impl CoreTicket {
-    /// Cancels the task if it has not started.
+    /// Cancels the task if it has not started, waking a thread blocked in `claim` (a cancelled
+    /// task never gets a reply: without the wake-up it would wait for its timeout).
     fn cancel(&self) -> bool {
-        self.0.cancel()
+        let cancelled = self.0.cancel();
+        if cancelled {
+            self.1.wake();
+        }
+        cancelled
     }
 
     /// Cancels the task if queued, else kills the worker running it.
     fn cancel_or_kill(&self) -> bool {
-        self.0.cancel_or_kill()
+        let done = self.0.cancel_or_kill();
+        if self.0.cancelled() {
+            self.1.wake();
+        }
+        done
     }
 
     /// Whether a worker has picked the task up.
@@ -173,10 +190,10 @@ impl CoreTicket {
         let until = deadline(timeout)?;
         loop {
             let slice = until.map_or(SLICE, |u| u.saturating_duration_since(Instant::now()).min(SLICE));
-            if let Some(outcome) = py.detach(|| self.1.wait_take(slice)) {
+            if let Some(outcome) = py.detach(|| self.1.wait_take(slice, || self.0.cancelled())) {
                 return task_outcome(py, outcome).map(Some);
             }
-            if self.1.is_taken() || until.is_some_and(|u| Instant::now() >= u) {
+            if self.1.is_taken() || self.0.cancelled() || until.is_some_and(|u| Instant::now() >= u) {
                 return Ok(None);
             }
             py.check_signals()?;

@@ -8,14 +8,15 @@ so executor code runs unchanged::
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import cloudpickle
 
+from .._serialize import by_value
+from ..errors import PoolShutDownError
+from ._executor_map import executor_map
 from .futures import when_resolved
 from .pool import WorkerPool
 from .progress import ProgressBar
@@ -37,7 +38,7 @@ class TaskWorker(Worker):
         del fn  # a bound function stays with the pool, which sends it with each call
         self._functions: dict[bytes, Callable[..., Any]] = {}
 
-    def run(self, fn_blob: bytes | Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def run(self, fn_blob: bytes | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Runs the cloudpickled ``fn_blob`` with the arguments (the function is unpickled
         once per worker); in-process modes pass the function itself (its closure is shared,
         as the caller expects)."""
@@ -61,6 +62,9 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
     ``pool(x)`` and ``pool.map(xs)`` take only the data."""
 
     def __init__(self, worker_cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any):
+        max_workers = options.get("max_workers")
+        if max_workers is not None and max_workers <= 0 and not options.get("on_demand"):
+            raise ValueError(f"max_workers must be greater than 0, got {max_workers}")  # as executors
         kwargs = dict(kwargs)
         bound = kwargs.pop("fn", None)
         if bound is not None and not callable(bound):
@@ -68,7 +72,7 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
         self._in_process = options.get("mode") in _IN_PROCESS
         self._bound_blob: bytes | Callable[..., Any] | None = None
         if bound is not None:
-            self._bound_blob = bound if self._in_process else cloudpickle.dumps(bound, protocol=5)
+            self._bound_blob = bound if self._in_process else by_value(bound)
         self.fn = bound
         super().__init__(worker_cls, args, kwargs, **options)
 
@@ -79,22 +83,33 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
         fn = args[0] if args else None
         if not callable(fn):
             raise TypeError(f"{what}() requires a callable function, got {type(fn).__name__}")
-        return (fn if self._in_process else cloudpickle.dumps(fn, protocol=5)), args[1:]
+        return (fn if self._in_process else by_value(fn)), args[1:]
 
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
+    def _check_accepting(self) -> None:
+        # Past shutdown, including the SPool's own at interpreter exit: raise, as executors do.
+        if self._stopped:
+            raise PoolShutDownError(self._stopped_message())
+        spool = self.spool
+        if spool is not None and spool._closed:
+            raise PoolShutDownError("cannot schedule new futures after shutdown")
+
+    def submit(self, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``fn(*args, **kwargs)`` on a worker (``submit(fn, *args)``, or ``submit(*args)``
         with a bound function); returns a future (the value with ``blocking=True``). Futures
-        among the arguments are waited for first."""
+        among the arguments are waited for first. Any keyword reaches the function (``self``
+        and ``fn`` too). Raises :class:`PoolShutDownError` (a ``RuntimeError``) after shutdown."""
+        self._check_accepting()
         blob, rest = self._blob("submit", args)
         future = self._submit("run", (blob, *rest), kwargs)
         return future.result() if self._blocking else future
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """``pool(*args)``: :meth:`submit`."""
         return self.submit(*args, **kwargs)
 
     def map(
         self,
+        /,
         *fn_and_iterables: Any,
         timeout: float | None = None,
         chunksize: int = 1,
@@ -102,73 +117,46 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
         progress: bool | str | dict[str, Any] = False,
         window: int | None = None,
     ) -> Iterator[Any]:
-        """Yields ``fn(*items)`` for the items of ``iterables`` zipped, in input order (or as
-        they finish with ``ordered=False``), at most ``window`` calls in flight (default
-        ``4 * max_workers``, at least 64), with a tqdm bar if ``progress``. ``timeout`` and
-        ``chunksize`` mean what they mean for :meth:`concurrent.futures.Executor.map`."""
-        del chunksize  # each call is one task; the pool's queue already batches
+        """Submits ``fn(*items)`` for the items of ``iterables`` zipped and yields the results,
+        in input order (or as they finish with ``ordered=False``), with a tqdm bar if
+        ``progress``. As :meth:`concurrent.futures.Executor.map`, every call is submitted now
+        and ``timeout`` (counted from this call) cancels the calls not done when it runs out;
+        with ``window``, at most that many calls are in flight (the first ``window`` submitted
+        now, the rest as results are taken), so huge or endless inputs work. ``chunksize``
+        must be at least 1; each call is one task either way."""
+        self._check_accepting()
         blob, iterables = self._blob("map", fn_and_iterables)
-        window = window or max(64, 4 * self.max_workers)
-        sized = [len(it) for it in iterables if hasattr(it, "__len__")]
-        bar_options: dict[str, Any] = {"desc": progress if isinstance(progress, str) else None, "unit": "task"}
-        bar_options.update(progress if isinstance(progress, dict) else {"disable": not progress})
-        bar = ProgressBar(total=min(sized) if sized else None, **bar_options)
-        items = zip(*iterables, strict=False)
-        inflight: collections.deque[concurrent.futures.Future[Any]] = collections.deque()
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def remaining() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        def generate() -> Iterator[Any]:
-            try:
-                exhausted = False
-                while True:
-                    while not exhausted and len(inflight) < window:
-                        try:
-                            args = next(items)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        inflight.append(when_resolved((blob, *args), {}, lambda *a: self._dispatch("run", a, {})))
-                    if not inflight:
-                        return
-                    if ordered:
-                        done = inflight.popleft()
-                    else:
-                        finished, _ = concurrent.futures.wait(
-                            inflight, timeout=remaining(), return_when=concurrent.futures.FIRST_COMPLETED
-                        )
-                        if not finished:
-                            raise TimeoutError(f"map did not finish within {timeout} s")
-                        done = next(iter(finished))
-                        inflight.remove(done)
-                    result = done.result(timeout=remaining())
-                    bar.update(1)
-                    yield result
-            finally:
-                for future in inflight:
-                    future.cancel()
-                bar.close()
-
-        return generate()
+        bar = None
+        if progress:  # no bar at all without progress: even a disabled tqdm starts a thread
+            sized = [len(it) for it in iterables if hasattr(it, "__len__")]
+            bar_options: dict[str, Any] = {"desc": progress if isinstance(progress, str) else None, "unit": "task"}
+            if isinstance(progress, dict):
+                bar_options.update(progress)
+            bar = ProgressBar(total=min(sized) if sized else None, **bar_options)
+        return executor_map(
+            lambda args: when_resolved((blob, *args), {}, lambda *a: self._dispatch("run", a, {})),
+            iterables,
+            timeout=timeout,
+            chunksize=chunksize,
+            ordered=ordered,
+            window=window,
+            bar=bar,
+        )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stops the pool (:meth:`concurrent.futures.Executor.shutdown`): with ``wait``,
-        returns once every worker has exited. ``cancel_futures`` cancels queued calls."""
-        if cancel_futures and self.spool is not None and not self._stopped:
-            self._stopped = True
-            self.spool.shutdown(wait=wait, cancel_pending=True)
+        returns once every worker has exited, even after an earlier ``shutdown(wait=False)``.
+        ``cancel_futures`` cancels queued calls. Without ``wait``, the calls already
+        submitted still run and the pool's threads end once they are done."""
+        spool = self.spool
+        self._stopped = True
+        if spool is None:  # on demand: the drivers run what is queued, then end
+            self._backend.stop(None if wait else 0.0)
             return
-        if wait:
-            self.stop()
-        else:
-            self._stopped = True
-            if self.spool is not None:
-                self.spool.shutdown(wait=False)
+        spool.shutdown(wait=wait, cancel_pending=cancel_futures)
 
     def __enter__(self) -> TaskPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.shutdown(wait=True)

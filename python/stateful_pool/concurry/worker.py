@@ -338,7 +338,7 @@ def public_methods(cls: type) -> list[str]:
 
 
 def _forwarder(name: str) -> Callable[..., Any]:
-    def method(self: WorkerHost, *args: Any, **kwargs: Any) -> Any:
+    def method(self: WorkerHost, /, *args: Any, **kwargs: Any) -> Any:  # a call may pass self=...
         return self.invoke(name, args, kwargs)
 
     method.__name__ = method.__qualname__ = name

@@ -73,7 +73,7 @@ def remote_exception(exc: BaseException) -> BaseException:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except BaseException as e:  # a hostile __cause__ or __notes__ must not take the host down
         tb = f"{type(exc).__name__}: {safe_str(exc)}\n(traceback unavailable: {type(e).__name__})\n"
-    exc.__cause__ = RemoteTraceback(tb)
+    exc.__cause__ = RemoteTraceback(tb)  # type: ignore[arg-type]  # typeshed says a traceback; it is the text
     exc.__context__ = None  # already part of the traceback text
     return exc.with_traceback(None)
 
@@ -120,7 +120,7 @@ def _serve_thread(worker_cls: type, channel: Any, init: Any) -> None:
 
 def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
     """Answers calls one at a time until told to stop. ``run(payload)`` returns the result; an
-    exception that is not an ``Exception`` (``SystemExit``, a lost Ray actor) is fatal."""
+    exception that is neither an ``Exception`` nor ``SystemExit`` (a lost Ray actor, ...) is fatal."""
     while (request := channel.recv()) is not None:
         kind, _call_id, payload, replier = request
         if kind != _CALL:
@@ -129,7 +129,7 @@ def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
             result = run(payload)
         except _Interrupted:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # SystemExit fails its task only, as in concurrent.futures
             replier.raised(remote_exception(exc))
         except WorkerLost as exc:
             replier.fatal(safe_str(exc))
@@ -139,6 +139,7 @@ def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
             return
         else:
             replier.ok(result)
+            del result  # the caller may drop it: this thread must not keep it while it waits
         del request, payload, replier
 
 
@@ -178,7 +179,7 @@ def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
                 result = await _maybe_await(getattr(instance, method)(*call_a, **call_kw))
             except asyncio.CancelledError:
                 return  # the supervisor timed the call out or killed it, and already replied
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # SystemExit fails its task only
                 replier.raised(remote_exception(exc))
             except BaseException as exc:
                 replier.fatal(f"worker event loop exited: {type(exc).__name__}: {safe_str(exc)}")
@@ -204,11 +205,13 @@ def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
             # The channel blocks; the loop must not, so a helper thread hands requests over.
             while True:
                 request = channel.recv()
+                last = request is None
                 try:
                     loop.call_soon_threadsafe(dispatch, request)
                 except RuntimeError:
                     return  # the loop is closed: the host is gone
-                if request is None:
+                del request  # not kept while waiting for the next: the caller may drop its arguments
+                if last:
                     return
 
         channel.ready(_OK, ready, None, os.getpid())

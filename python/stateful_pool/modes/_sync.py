@@ -16,7 +16,7 @@ from .. import _lifecycle
 from .._futures import Completer, PoolFuture, _complete
 from .._serialize import safe_str
 from ..errors import NoWorkersError, PoolShutDownError, TaskTimeoutError, WorkerCrashedError
-from ._host import call_args, init_args, remote_exception
+from ._host import WorkerLost, call_args, init_args, remote_exception
 
 __all__ = ["InlineCompleter", "SyncCore"]
 
@@ -139,12 +139,12 @@ class SyncCore:
         started = time.monotonic()
         try:
             result = getattr(worker.instance, method)(*args, **kwargs)
-        except SystemExit as exc:
+        except WorkerLost as exc:
             worker.tasks_failed += 1
-            why = f"SystemExit: {safe_str(exc)}"
+            why = f"WorkerLost: {safe_str(exc)}"
             self._respawn(worker, f"worker exited: {why}")
             return _ERROR, WorkerCrashedError(f"worker exited while running the task: {why}", worker.id)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # SystemExit fails its task only, as in concurrent.futures
             worker.state = "idle"
             worker.tasks_done += 1
             return _ERROR, remote_exception(exc)
@@ -163,7 +163,7 @@ class SyncCore:
 
     def call(self, payload: Any, timeout: float | None = None, submit_timeout: float | None = None) -> tuple[int, Any]:
         if self._shut:
-            raise PoolShutDownError("cannot schedule new tasks after shutdown")
+            raise PoolShutDownError("cannot schedule new futures after shutdown")
         live = self._live()
         if not live:
             raise NoWorkersError("no worker is running: call spawn() first")
@@ -177,7 +177,7 @@ class SyncCore:
 
     def broadcast(self, payload: Any) -> list[tuple[int, int, Any]]:
         if self._shut:
-            raise PoolShutDownError("cannot schedule new tasks after shutdown")
+            raise PoolShutDownError("cannot schedule new futures after shutdown")
         return [(w.id, *self._run(w, payload, None)) for w in self._live()]
 
     def take_completions(self, timeout: float, max_items: int = 4096) -> list[tuple[int, int, Any]]:
@@ -243,6 +243,9 @@ class InlineCompleter(Completer):
         """Nothing runs in the background: stopping is all there is to do."""
         if self._generation == _lifecycle.GENERATION:
             self._core.shutdown("graceful")
+
+    def finish_in_background(self) -> None:
+        """Every future is already complete: nothing is left to finish."""
 
     def register(self, future: PoolFuture[Any], submit: Any, payload: Any, *options: Any) -> PoolFuture[Any]:
         super().register(future, submit, payload, *options)
