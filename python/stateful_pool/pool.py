@@ -212,7 +212,7 @@ class SPool(Generic[W]):
         # Not a reference to this pool: the completer finishes the work of a dropped pool.
         self._users = _Users()
         self._abandon = weakref.finalize(self._users, self._completer.abandon)
-        self._abandon.atexit = False  # at exit, live and abandoned pools are killed instead
+        self._abandon.atexit = False  # at exit, the exit hook winds every pool down instead
         _live_pools.add(self)
 
     def options(self, *, timeout: float | None = None, submit_timeout: float | None = None) -> SPool[W]:
