@@ -87,9 +87,20 @@ def test_map_rejects_a_chunksize_below_one(chunksize: int) -> None:
 
 
 def test_map_without_progress_starts_no_tqdm_thread() -> None:
-    with TaskWorker.options(mode="process", max_workers=1).init() as pool:
-        assert list(pool.map(abs, [-1, -2])) == [1, 2]
-        assert not [t for t in threading.enumerate() if "tqdm" in type(t).__name__.lower() or "tqdm" in t.name]
+    # In a fresh interpreter: tqdm's monitor thread, once started by any earlier test, lives on.
+    result = run_script(
+        """
+        import threading
+        from stateful_pool.concurry import TaskWorker
+
+        with TaskWorker.options(mode="process", max_workers=1).init() as pool:
+            assert list(pool.map(abs, [-1, -2])) == [1, 2]
+            tqdm = [t for t in threading.enumerate() if "tqdm" in type(t).__name__.lower() or "tqdm" in t.name]
+            assert not tqdm, tqdm
+        print("ok")
+        """
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_map_keeps_no_reference_to_a_result() -> None:

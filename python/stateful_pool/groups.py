@@ -31,11 +31,13 @@ take it to the grave: the next process waiting for it sees its holder dead and t
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import dataclasses
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, cast, overload
@@ -440,6 +442,22 @@ class TaskTreeError(ExceptionGroup[Exception]):
 # -- the manager ----------------------------------------------------------------------------------
 
 
+_running_trees: weakref.WeakSet[TaskTree[Any]] = weakref.WeakSet()
+
+
+def _kill_running_trees() -> None:
+    """A run left in the background ends with the interpreter: its tasks may run forever, so it
+    is killed (the pools' own exit hook, which lets submitted work finish, would wait on them)."""
+    for tree in list(_running_trees):
+        tree.kill()
+
+
+# Registered after the pools' hook, so it runs first (the main thread's exit hooks run last
+# registered first), as concurrent.futures runs its own.
+_register_exit = getattr(threading, "_register_atexit", None)
+(atexit.register if _register_exit is None else _register_exit)(_kill_running_trees)
+
+
 class TaskTree(Generic[N]):
     """Runs a tree of tasks in rounds on worker processes, with a shared namespace.
 
@@ -597,6 +615,7 @@ class TaskTree(Generic[N]):
             if self._running:
                 raise RuntimeError("this tree is already running")
             self._running, self._stopping, self._killed = True, False, False
+        _running_trees.add(self)
         future: concurrent.futures.Future[list[RunReport]] = concurrent.futures.Future()
         run = _Run(self, root, blobs, times, unbound, on_error)
         threading.Thread(target=run.main, args=(future,), name="stateful-pool-tasktree", daemon=True).start()
