@@ -22,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<inprocess::CoreThreadPool>()?;
     m.add_class::<limits::CoreLimits>()?;
     m.add_class::<limits::CoreLease>()?;
+    m.add_class::<limits::CoreGrant>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
