@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use super::lease::Lease;
-use super::wake::SLICE;
+use std::sync::atomic::AtomicU64;
+
+use super::wake::{Parking, SLICE};
 use super::{Algorithm, Clock, Decision, LimitError, SharedLimits};
 
 /// One limit's part of a [`Grant`].
@@ -95,13 +97,19 @@ impl<C: Clock> SharedLimits<C> {
     /// # Errors
     /// An unknown or repeated limit, or more units than a capacity (nothing would ever grant).
     pub fn try_acquire_all(&self, requests: &[(usize, u64)]) -> Result<Result<Grant, Refusal>, LimitError> {
+        Ok(self.attempt_all(requests)?.map_err(|(refusal, _)| refusal))
+    }
+
+    /// [`try_acquire_all`](SharedLimits::try_acquire_all), telling on a refusal the generation
+    /// its own undo found when it notified (if it took anything before the refusal).
+    fn attempt_all(&self, requests: &[(usize, u64)]) -> Result<Result<Grant, (Refusal, Option<u32>)>, LimitError> {
         self.check_request(requests)?;
         let is_resource = |index: usize| self.specs()[index].algorithm == Algorithm::Semaphore;
         for &(index, amount) in requests.iter().filter(|&&(i, a)| a > 0 && is_resource(i)) {
             if self.available(index)? < amount
                 && !(self.reclaim_due() && self.reclaim_dead_holders().is_ok() && self.available(index)? >= amount)
             {
-                return Ok(Err(Refusal::Held));
+                return Ok(Err((Refusal::Held, None)));
             }
         }
         let mut grant = Grant { parts: Vec::with_capacity(requests.len()), at: self.now(), delay: 0 };
@@ -111,19 +119,13 @@ impl<C: Clock> SharedLimits<C> {
                     grant.delay = grant.delay.max(delay);
                     grant.parts.push(Part { limit: index, amount, token, lease: None });
                 }
-                Decision::Wait(nanos) => {
-                    self.cancel_grant(grant);
-                    return Ok(Err(Refusal::Refill(nanos)));
-                }
+                Decision::Wait(nanos) => return Ok(Err((Refusal::Refill(nanos), self.cancel_grant(grant)))),
             }
         }
         for &(index, amount) in requests.iter().filter(|&&(i, a)| a > 0 && is_resource(i)) {
             match self.try_lease(index, amount)? {
                 Some(lease) => grant.parts.push(Part { limit: index, amount, token: 0, lease: Some(lease) }),
-                None => {
-                    self.cancel_grant(grant);
-                    return Ok(Err(Refusal::Held));
-                }
+                None => return Ok(Err((Refusal::Held, self.cancel_grant(grant)))),
             }
         }
         // In the order requested, for the caller.
@@ -147,14 +149,35 @@ impl<C: Clock> SharedLimits<C> {
         timeout: Option<Duration>,
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<Grant, LimitError> {
+        self.acquire_all_in_slices(requests, timeout, SLICE, keep_waiting)
+    }
+
+    /// [`acquire_all`](SharedLimits::acquire_all) parking at most `slice` at a time (the tests
+    /// use a long one, to tell a wake-up from the end of a slice).
+    pub(super) fn acquire_all_in_slices(
+        &self,
+        requests: &[(usize, u64)],
+        timeout: Option<Duration>,
+        slice: Duration,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<Grant, LimitError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let parking = self.table.parking();
         loop {
-            let seen = parking.observe();
-            let mut nap = match self.try_acquire_all(requests)? {
+            let mut seen = parking.observe();
+            let (refusal, own_give) = match self.attempt_all(requests)? {
                 Ok(grant) => return self.wait_out_delay(grant, keep_waiting),
-                Err(Refusal::Held) => SLICE,
-                Err(Refusal::Refill(nanos)) => SLICE.min(Duration::from_nanos(nanos)),
+                Err(refused) => refused,
+            };
+            if let Some(before) = own_give {
+                match Parking::<AtomicU64>::after_own_give(seen, before) {
+                    Some(next) => seen = next,
+                    None => continue, // somebody else gave meanwhile: try again now
+                }
+            }
+            let mut nap = match refusal {
+                Refusal::Held => slice,
+                Refusal::Refill(nanos) => slice.min(Duration::from_nanos(nanos)),
             };
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -179,7 +202,7 @@ impl<C: Clock> SharedLimits<C> {
             }
             std::thread::sleep(SLICE.min(Duration::from_nanos(left)));
             if !keep_waiting() {
-                self.cancel_grant(grant);
+                let _ = self.cancel_grant(grant);
                 return Err(LimitError::Interrupted);
             }
         }
@@ -226,7 +249,8 @@ impl<C: Clock> SharedLimits<C> {
     }
 
     /// Undoes a grant entirely: rate units refunded, leases released, parked processes woken.
-    fn cancel_grant(&self, grant: Grant) {
+    /// Returns the generation its notify found (`None` if there was nothing to give back).
+    fn cancel_grant(&self, grant: Grant) -> Option<u32> {
         let gave = !grant.parts.is_empty();
         for part in grant.parts {
             match part.lease {
@@ -239,8 +263,6 @@ impl<C: Clock> SharedLimits<C> {
                 }
             }
         }
-        if gave {
-            self.table.parking().notify();
-        }
+        gave.then(|| self.table.parking().notify())
     }
 }

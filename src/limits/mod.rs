@@ -566,6 +566,10 @@ impl<C: Clock> SharedLimits<C> {
 }
 
 #[cfg(test)]
+mod acquire_tests;
+#[cfg(test)]
 mod lease_tests;
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;

@@ -15,14 +15,25 @@
 //! W5 waiters.fetch_sub(1); back to W1
 //! ```
 //!
-//! All of it is sequentially consistent. Why no wake-up is lost (a waiter parked at W4 while
-//! the units it waits for are free, with nobody left to wake it): take the give G1 that the
-//! attempt W2 did not see. In the single total order of SeqCst operations W2 precedes G1 (it
-//! would have seen it otherwise), so W1 < W2 < G1 < G2: `seen` predates the bump. At W4 the
-//! kernel compares the word and queues the waiter atomically with respect to `futex_wake`.
-//! Either the compare comes after G2, sees a generation other than `seen` and returns at once,
-//! or it comes before G2; then W3 < W4 < G2 < G3, so G3 reads `waiters > 0` and its wake finds
-//! the waiter queued. Either way the waiter runs W1..W2 again after G1 and sees the units.
+//! An attempt refused after taking units (all or nothing: it gives them back) is a giver too,
+//! and its own bump must not wake itself: it parks on `seen + 1` when its bump was the only
+//! one since W1, and tries again at once otherwise ([`Parking::after_own_give`]).
+//!
+//! Every access is SeqCst, and a SeqCst fence separates W3 from W4 and G2 from G3. Why no
+//! wake-up is lost (a waiter parked at W4 while the units it waits for are free, with nobody
+//! left to wake it): take the give G1 that the attempt W2 did not see.
+//!
+//! 1. `seen` predates the bump G2. Had W1 read G2's value, G2 (a release) would happen before
+//!    W2 (after an acquire), and so would G1, sequenced before G2: W2 would see G1.
+//! 2. W3/W4 against G2/G3 is the store-buffering (Dekker) pattern, which the two fences settle:
+//!    of the two fences one comes first in their total order. If the giver's does, W4's compare
+//!    sees G2 (or later), differs from `seen`, and the waiter does not sleep. If the waiter's
+//!    does, G3 sees W3: `waiters > 0`, so the giver wakes the word. The kernel compares the
+//!    word and queues the waiter atomically with respect to `futex_wake` (both under the
+//!    futex's hash-bucket lock), so that wake finds the waiter queued, or the compare comes
+//!    after G2 and fails.
+//!
+//! Either way the waiter runs W1..W2 again after G1, and sees the units.
 //! `src/limits/loom_tests.rs` checks this under every interleaving loom explores, with a model
 //! futex whose waits have no timeout (a lost wake-up is a deadlock there).
 //!
@@ -44,8 +55,8 @@ pub(super) const SLICE: Duration = Duration::from_millis(50);
 pub(super) trait ParkWord {
     /// Loads the word (SeqCst).
     fn get(&self) -> u64;
-    /// Adds `delta` (wrapping, SeqCst).
-    fn add(&self, delta: u64);
+    /// Adds `delta` (wrapping, SeqCst); returns the value before.
+    fn add(&self, delta: u64) -> u64;
     /// Subtracts one (SeqCst).
     fn sub_one(&self);
     /// Sleeps while the low 32 bits of the word are `seen`, at most `timeout`; spurious
@@ -53,6 +64,8 @@ pub(super) trait ParkWord {
     fn park(&self, seen: u32, timeout: Duration);
     /// Wakes every process parked on the word.
     fn wake_all(&self);
+    /// A sequentially consistent fence of the same world (standard or loom).
+    fn fence();
 }
 
 /// The generation and waiter words of one table.
@@ -73,23 +86,37 @@ impl<W: ParkWord> Parking<'_, W> {
     /// W3..W5: sleeps until a give after `seen` (or at most `timeout`).
     pub(super) fn park(&self, seen: u32, timeout: Duration) {
         self.waiters.add(1);
+        W::fence(); // W3 before the compare in W4 (store-load: see the proof)
         self.generation.park(seen, timeout);
         self.waiters.sub_one();
     }
 
-    /// G2..G3: tells parked processes that units came back (after giving them back).
-    pub(super) fn notify(&self) {
-        self.generation.add(1);
+    /// G2..G3: tells parked processes that units came back (after giving them back). Returns
+    /// the generation before the bump, for a waiter that gave back units itself (see
+    /// [`Parking::after_own_give`]).
+    pub(super) fn notify(&self) -> u32 {
+        let before = self.generation.add(1) as u32;
+        W::fence(); // G2 before G3 (store-load: see the proof)
         if self.waiters.get() > 0 {
             self.generation.wake_all();
         }
+        before
+    }
+
+    /// The generation a waiter that observed `seen`, then gave back units itself (a refused
+    /// attempt undoing what it took; its notify found the generation at `before`), should park
+    /// on: `seen + 1` (its own bump) if nobody else gave in between, or `None` if somebody
+    /// did: then it tries again at once. Parking on `seen` would return at once, every time,
+    /// and spin for as long as its limits refuse.
+    pub(super) fn after_own_give(seen: u32, before: u32) -> Option<u32> {
+        (before == seen).then(|| seen.wrapping_add(1))
     }
 }
 
 /// The kernel's futex, on the words of a mapped table (in loom builds too: the table's words
 /// are standard atomics there as well).
 mod futex {
-    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::sync::atomic::{fence, AtomicU64, Ordering::SeqCst};
     use std::time::Duration;
 
     /// The address of the word's low 32 bits, which the futex compares.
@@ -107,8 +134,8 @@ mod futex {
             self.load(SeqCst)
         }
 
-        fn add(&self, delta: u64) {
-            self.fetch_add(delta, SeqCst);
+        fn add(&self, delta: u64) -> u64 {
+            self.fetch_add(delta, SeqCst)
         }
 
         fn sub_one(&self) {
@@ -135,6 +162,10 @@ mod futex {
                 libc::syscall(libc::SYS_futex, low_half(self), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
             }
         }
+
+        fn fence() {
+            fence(SeqCst);
+        }
     }
 }
 
@@ -143,7 +174,7 @@ mod futex {
 /// only its timeout could wake is a lost wake-up, which loom then reports as a deadlock.
 #[cfg(all(test, loom))]
 pub(super) mod model {
-    use loom::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use loom::sync::atomic::{fence, AtomicU64, Ordering::SeqCst};
     use loom::sync::{Condvar, Mutex};
 
     loom::lazy_static! {
@@ -155,8 +186,8 @@ pub(super) mod model {
             self.load(SeqCst)
         }
 
-        fn add(&self, delta: u64) {
-            self.fetch_add(delta, SeqCst);
+        fn add(&self, delta: u64) -> u64 {
+            self.fetch_add(delta, SeqCst)
         }
 
         fn sub_one(&self) {
@@ -173,6 +204,10 @@ pub(super) mod model {
         fn wake_all(&self) {
             let _guard = KERNEL.0.lock().unwrap();
             KERNEL.1.notify_all();
+        }
+
+        fn fence() {
+            fence(SeqCst);
         }
     }
 }
