@@ -117,8 +117,7 @@ fn a_parked_waiter_is_woken_by_the_release_not_by_its_slice() {
             woke
         })
     };
-    let waiters = &l.table.segment.words()[HEADER_WAITERS];
-    while waiters.load(Ordering::SeqCst) == 0 {
+    while l.parked() == 0 {
         std::thread::yield_now(); // until it parked
     }
     let released = Instant::now();

@@ -462,6 +462,13 @@ impl<C: Clock> SharedLimits<C> {
         self.table.segment.raw_fd()
     }
 
+    /// How many processes are parked on the table, waiting for units to come back (one too
+    /// many for each process killed while parked: only a needless wake-up call follows).
+    #[must_use]
+    pub fn parked(&self) -> u64 {
+        self.table.segment.words()[HEADER_WAITERS].load(Ordering::SeqCst)
+    }
+
     /// Now, on this table's clock.
     #[must_use]
     pub fn now(&self) -> u64 {

@@ -71,6 +71,12 @@ impl CoreLimits {
         SharedLimits::attach(pid, fd).map(Self).map_err(limit_error)
     }
 
+    /// How many threads (of any process) are parked on the table, waiting for units.
+    #[getter]
+    fn parked(&self) -> u64 {
+        self.0.parked()
+    }
+
     /// The process that holds the table's descriptor.
     #[getter]
     fn pid(&self) -> u32 {
