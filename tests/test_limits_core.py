@@ -15,7 +15,6 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import REPO, pid_alive, wait_until
@@ -191,7 +190,11 @@ def test_fractional_capacities_are_counted_in_the_core_and_shared() -> None:
     assert 0.19 < limits.available("gpu") < 0.201  # refills 0.5 per hour
     assert not limits.try_acquire(requested={"gpu": 0.25}).successful
     child = subprocess.run(
-        [sys.executable, "-c", "import pickle, sys; s = pickle.loads(sys.stdin.buffer.read()); print(s.available('gpu'))"],
+        [
+            sys.executable,
+            "-c",
+            "import pickle, sys; s = pickle.loads(sys.stdin.buffer.read()); print(s.available('gpu'))",
+        ],
         input=__import__("pickle").dumps(limits),
         capture_output=True,
         cwd=str(REPO),

@@ -80,6 +80,7 @@ class LimitSet:
         self._index = {limit.key: i for i, limit in enumerate(self.limits)}
         self._table = _core.CoreLimits([limit._spec() for limit in self.limits]) if self.limits else None
         self._local = threading.local()
+        self._warned: set[str] = set()
 
     @classmethod
     def coerce(cls, limits: LimitSet | Iterable[Limit] | None) -> LimitSet:
@@ -164,8 +165,14 @@ class LimitSet:
         must_update = set()
         for key, amount in (requested or {}).items():
             if key not in self._index:
-                if self.limits:
-                    _log.warning("Unknown limit key %r (keys: %s): ignored", key, sorted(self._index))
+                if self.limits and key not in self._warned:  # once per key and set, as concurry does
+                    self._warned.add(key)
+                    _log.warning(
+                        "Unknown limit key %r in acquisition request. This key will be ignored. "
+                        "Available limit keys: %s",
+                        key,
+                        list(self._index),
+                    )
                 continue
             if isinstance(amount, bool) or not isinstance(amount, int | float) or not amount >= 0:
                 raise ValueError(f"requested units must be a non-negative number, got {key}={amount!r}")
@@ -271,6 +278,7 @@ def _restore(
     self.mode = mode
     self._index = {limit.key: i for i, limit in enumerate(limits)}
     self._local = threading.local()
+    self._warned = set()
     if where is None:
         self._table = _core.CoreLimits([limit._spec() for limit in limits]) if limits else None
     else:
@@ -285,7 +293,7 @@ class LimitAcquisition:
 
     limit: Limit
     requested: int | float
-    used: int | None = None
+    used: int | float | None = None
     """The usage reported by :meth:`Acquisition.update` (``None`` before)."""
 
     @property
@@ -317,6 +325,7 @@ class Acquisition:
         must_update: frozenset[str] = frozenset(),
     ):
         self._must_update = set(must_update)
+        self._warned: set[str] = set()
         self._used: dict[str, int | float] = {}
         self._granted = granted
         self.successful = successful
@@ -351,7 +360,14 @@ class Acquisition:
             raise RuntimeError("Cannot update an already released acquisition")
         for key, used in usage.items():
             if key not in self._granted:
-                _log.warning("Cannot update limit %r: not acquired here (keys: %s): ignored", key, sorted(self._granted))
+                if key not in self._warned:  # once per key, as concurry does
+                    self._warned.add(key)
+                    _log.warning(
+                        "Cannot update limit %r: not acquired in this LimitSet. This key will be ignored. "
+                        "Available keys: %s",
+                        key,
+                        list(self._granted),
+                    )
                 continue
             if used < 0:
                 raise ValueError(f"usage of {key!r} cannot be negative, got {used}")
