@@ -114,18 +114,20 @@ impl<C: Clock> SharedLimits<C> {
         }
         let mut grant = Grant { parts: Vec::with_capacity(requests.len()), at: self.now(), delay: 0 };
         for &(index, amount) in requests.iter().filter(|&&(i, a)| a > 0 && !is_resource(i)) {
-            match self.try_acquire_at(index, amount, grant.at)? {
-                Decision::Granted { token, delay } => {
+            match self.try_acquire_at(index, amount, grant.at) {
+                Ok(Decision::Granted { token, delay }) => {
                     grant.delay = grant.delay.max(delay);
                     grant.parts.push(Part { limit: index, amount, token, lease: None });
                 }
-                Decision::Wait(nanos) => return Ok(Err((Refusal::Refill(nanos), self.cancel_grant(grant)))),
+                Ok(Decision::Wait(nanos)) => return Ok(Err((Refusal::Refill(nanos), self.cancel_grant(grant)))),
+                Err(e) => return Err(self.give_back_on_error(grant, e)),
             }
         }
         for &(index, amount) in requests.iter().filter(|&&(i, a)| a > 0 && is_resource(i)) {
-            match self.try_lease(index, amount)? {
-                Some(lease) => grant.parts.push(Part { limit: index, amount, token: 0, lease: Some(lease) }),
-                None => return Ok(Err((Refusal::Held, self.cancel_grant(grant)))),
+            match self.try_lease(index, amount) {
+                Ok(Some(lease)) => grant.parts.push(Part { limit: index, amount, token: 0, lease: Some(lease) }),
+                Ok(None) => return Ok(Err((Refusal::Held, self.cancel_grant(grant)))),
+                Err(e) => return Err(self.give_back_on_error(grant, e)),
             }
         }
         // In the order requested, for the caller.
@@ -161,24 +163,26 @@ impl<C: Clock> SharedLimits<C> {
         slice: Duration,
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<Grant, LimitError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too far to represent is no timeout.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let parking = self.table.parking();
+        let mut last_asked = Instant::now();
         loop {
             let mut seen = parking.observe();
             let (refusal, own_give) = match self.attempt_all(requests)? {
                 Ok(grant) => return self.wait_out_delay(grant, keep_waiting),
                 Err(refused) => refused,
             };
-            if let Some(before) = own_give {
-                match Parking::<AtomicU64>::after_own_give(seen, before) {
-                    Some(next) => seen = next,
-                    None => continue, // somebody else gave meanwhile: try again now
-                }
-            }
             let mut nap = match refusal {
                 Refusal::Held => slice,
                 Refusal::Refill(nanos) => slice.min(Duration::from_nanos(nanos)),
             };
+            if let Some(before) = own_give {
+                match Parking::<AtomicU64>::after_own_give(seen, before) {
+                    Some(next) => seen = next,
+                    None => nap = Duration::ZERO, // somebody else gave meanwhile: try again now
+                }
+            }
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -186,9 +190,15 @@ impl<C: Clock> SharedLimits<C> {
                 }
                 nap = nap.min(left);
             }
-            parking.park(seen, nap);
-            if !keep_waiting() {
+            if !nap.is_zero() {
+                parking.park(seen, nap);
+            }
+            // After every park, and every slice however busy the retries.
+            if (!nap.is_zero() || last_asked.elapsed() >= slice) && !keep_waiting() {
                 return Err(LimitError::Interrupted);
+            }
+            if !nap.is_zero() {
+                last_asked = Instant::now();
             }
         }
     }
@@ -246,6 +256,13 @@ impl<C: Clock> SharedLimits<C> {
             part.amount -= unused;
         }
         Ok(())
+    }
+
+    /// Undoes a partial grant when an attempt fails with `error` (no `/proc`, say): nothing is
+    /// left held.
+    fn give_back_on_error(&self, grant: Grant, error: LimitError) -> LimitError {
+        let _ = self.cancel_grant(grant);
+        error
     }
 
     /// Undoes a grant entirely: rate units refunded, leases released, parked processes woken.
