@@ -2,7 +2,10 @@
 :class:`CallLimit` and :class:`ResourceLimit`, grouped in a :class:`LimitSet`.
 
 The state lives in shared memory (a memfd, see ``src/limits/``) updated with atomic
-compare-and-swap in Rust, so worker processes draw from one budget. A :class:`LimitSet` pickles
+compare-and-swap in Rust, so worker processes draw from one budget. :meth:`LimitSet.acquire` is
+one call into the core for every limit of the set, all or nothing; a refused caller sleeps on a
+futex in that memory (outside the interpreter) until a holder gives units back or a rate limit
+refills. A :class:`LimitSet` pickles
 as a reference: unpickled in a worker process it maps the same memory (``shared=True``) or
 makes a fresh table of its own (``shared=False``, per-worker limits).
 
