@@ -249,7 +249,9 @@ fn call_response(reply: frame::Frame) -> Response<ProcessWorker> {
     match reply.kind {
         FrameKind::Ok => Response::Complete(Ok(reply.payload)),
         FrameKind::Raised => Response::Complete(Err(reply.payload)),
-        other => Response::Fatal(WorkerFault::new(format!("unexpected {other:?} frame in reply to a call"))),
+        other => Response::Fatal(WorkerFault::protocol(format!(
+            "worker broke the protocol: unexpected {other:?} frame in reply to a call; worker killed"
+        ))),
     }
 }
 
