@@ -23,6 +23,8 @@ from stateful_pool import (
     ProcTask,
     Sequential,
     SharedNamespace,
+    SPool,
+    SWorker,
     TaskTree,
     TaskTreeError,
     WorkerCrashedError,
@@ -182,6 +184,18 @@ class Census(ProcTask):
             ns.left = ns.left + 1
         wait_for(lambda: ns.left >= self.n)  # nobody exits before every census is taken
         return os.getpid(), children, "multiprocessing.managers" in sys.modules
+
+
+class Asker(SWorker):
+    """A plain pool worker that makes an upcall its pool does not serve."""
+
+    def ask(self) -> bytes:
+        from stateful_pool import _upcall
+
+        return _upcall.call(b"\x01count")
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 @dataclass
@@ -360,3 +374,17 @@ def test_stop_from_another_thread_while_tasks_wait_for_the_lock() -> None:
     assert tree.namespace.count == 3 * len(reports) >= 9
     assert all(r.ok for r in reports)
     assert isinstance(tree.namespace, SharedNamespace)
+
+
+@pytest.mark.parametrize("how", ["future", "blocking"])
+def test_upcall_to_a_pool_that_serves_none_replaces_the_worker(how: str) -> None:
+    with SPool(Asker) as pool:
+        pool.spawn()
+        first = pool.call("pid")
+        with pytest.raises(WorkerCrashedError, match="protocol"):
+            if how == "future":
+                pool.submit_call("ask").result(timeout=30)
+            else:
+                pool.call("ask")  # through the direct lane
+        wait_until(lambda: not pid_alive(first), timeout=10, what="the lying worker to be killed")
+        assert pool.call("pid") not in (first, None), "a fresh worker serves the pool"

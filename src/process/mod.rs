@@ -180,10 +180,10 @@ impl ProcessWorker {
         let (Some(transport), Some(child)) = (self.transport.as_mut(), self.child.as_mut()) else {
             return Err(WorkerFault::new("worker process is not running"));
         };
-        let (upcalls, pid) = (self.spec.upcalls.as_ref(), child.id());
+        let (upcalls, pid, max) = (self.spec.upcalls.as_ref(), child.id(), self.spec.max_message_size);
         let exchange = async {
             transport.send(kind, id, payload).await?;
-            upcall::recv_answering(transport, upcalls, pid).await
+            upcall::recv_answering(transport, upcalls, pid, max).await
         };
         Self::watch_exchange(child, exchange, id, during).await
     }
@@ -334,8 +334,8 @@ impl Workable for ProcessWorker {
         let (Some(transport), Some(child)) = (self.transport.as_mut(), self.child.as_mut()) else {
             return Response::Fatal(WorkerFault::new("worker process is not running"));
         };
-        let (upcalls, pid) = (self.spec.upcalls.as_ref(), child.id());
-        let exchange = upcall::recv_answering(transport, upcalls, pid);
+        let (upcalls, pid, max) = (self.spec.upcalls.as_ref(), child.id(), self.spec.max_message_size);
+        let exchange = upcall::recv_answering(transport, upcalls, pid, max);
         match Self::watch_exchange(child, exchange, id, "while running a task").await {
             Ok(reply) => call_response(reply),
             Err(fault) => Response::Fatal(fault),

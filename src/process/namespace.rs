@@ -394,6 +394,10 @@ impl UpcallHandler for NamespaceUpcalls {
             self.0.release(&mut state);
         }
     }
+
+    fn refusal(&self, reason: &str) -> Vec<u8> {
+        answer(REFUSED, reason.as_bytes())
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,10 @@ pub trait UpcallHandler: Send + Sync {
     /// The worker process `pid` has ended (any way: stopped, crashed, killed): give back what it
     /// held. Called from the supervisor's worker-exit hook.
     fn worker_exited(&self, pid: u32);
+
+    /// The answer that refuses a request for `reason` (used when the answer would be larger
+    /// than the worker accepts).
+    fn refusal(&self, reason: &str) -> Vec<u8>;
 }
 
 /// The upcall handler of a pool, as a [`super::ProcessSpec`] holds it.
@@ -69,12 +73,14 @@ fn invalid(message: impl Into<String>) -> io::Error {
 }
 
 /// Receives the next frame that is not an upcall, answering the upcalls before it with
-/// `handler` (`None`: the pool serves none, so an upcall is a protocol violation). Errors of
-/// kind `InvalidData` mean the worker broke the protocol.
+/// `handler` (`None`: the pool serves none, so an upcall is a protocol violation); an answer
+/// over `max_message` bytes, which the worker would refuse, becomes a refusal. Errors of kind
+/// `InvalidData` mean the worker broke the protocol.
 pub(crate) async fn recv_answering(
     transport: &mut AnyTransport,
     handler: Option<&Upcalls>,
     pid: Option<u32>,
+    max_message: usize,
 ) -> io::Result<Frame> {
     loop {
         let frame = transport.recv().await?;
@@ -90,6 +96,12 @@ pub(crate) async fn recv_answering(
         let answer = match handler.call(pid, &frame.payload).map_err(io::Error::from)? {
             UpcallAnswer::Now(bytes) => bytes,
             UpcallAnswer::Later(pending) => pending.await,
+        };
+        let answer = match answer.len() {
+            n if n > max_message => {
+                handler.refusal(&format!("the answer of {n} bytes is over max_message_size ({max_message} bytes)"))
+            }
+            _ => answer,
         };
         transport.send(FrameKind::UpcallReply, 0, &answer).await?;
     }
