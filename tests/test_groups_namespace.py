@@ -388,3 +388,29 @@ def test_upcall_to_a_pool_that_serves_none_replaces_the_worker(how: str) -> None
                 pool.call("ask")  # through the direct lane
         wait_until(lambda: not pid_alive(first), timeout=10, what="the lying worker to be killed")
         assert pool.call("pid") not in (first, None), "a fresh worker serves the pool"
+
+
+class Rendezvous(ProcTask):
+    def task(self, ns: Any) -> None:
+        ns.running = True
+        wait_for(lambda: getattr(ns, "checked", False), timeout=30)
+
+
+def test_a_blocking_run_has_no_scheduler_thread_of_its_own() -> None:
+    tree = TaskTree()
+    tree.set(Sequential([Rendezvous(), Rendezvous()]))
+    before = {t.ident for t in threading.enumerate()}
+    during: list[str] = []
+
+    def look() -> None:
+        wait_until(lambda: "running" in dir(tree.namespace), timeout=30, what="the first task")
+        during.extend(t.name for t in threading.enumerate() if t.ident not in before and t is not helper)
+        tree.namespace.checked = True
+
+    helper = threading.Thread(target=look)
+    helper.start()
+    reports = tree.start(1)
+    helper.join()
+    assert reports[0].ok
+    # The pool's own completion thread drives the rounds; nothing else was started for them.
+    assert during == ["stateful-pool-completer"], during

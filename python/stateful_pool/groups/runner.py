@@ -16,8 +16,9 @@ How a tree runs (everything below is torn down when ``start()`` returns)::
     tree.kill()  ------------>  runner pool killed now; running tasks end
 
 No thread or event loop schedules the tasks: each task's completion (a done-callback on its pool
-future, run by the pool's completion thread) submits what comes next. A thread of the run only
-starts the runners, waits for the rounds to end and stops the runners.
+future, run by the pool's completion thread) submits what comes next. The thread that called
+``start()`` (or, with ``background=True``, one thread of the run) only starts the runners, waits
+for the rounds to end and stops the runners.
 """
 
 from __future__ import annotations
@@ -230,19 +231,14 @@ class TaskTree(Generic[N]):
                 raise RuntimeError("this tree is already running")
             self._running, self._stopping, self._killed = True, False, False
         _running_trees.add(self)
-        future: concurrent.futures.Future[list[RunReport]] = concurrent.futures.Future()
         run = _Run(self, root, blobs, times, unbound, on_error)
-        # This thread only opens and closes the run: the rounds are driven by the pool's future
-        # completions (see _Run).
+        if not background:
+            # This thread opens the run, waits for its end and closes it; the rounds are driven
+            # by the pool's task completions (see _Run).
+            return run.run()
+        future: concurrent.futures.Future[list[RunReport]] = concurrent.futures.Future()
         threading.Thread(target=run.main, args=(future,), name="stateful-pool-tasktree", daemon=True).start()
-        if background:
-            return future
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            self.kill()
-            concurrent.futures.wait([future], timeout=60)
-            raise
+        return future
 
     def stop(self) -> None:
         """Lets the round in progress finish (each branch's, in unbound mode), then ends the
@@ -388,6 +384,9 @@ class _Run:
             if not tree._stopping:
                 self.begin()
                 self.ended.wait()
+        except BaseException:
+            tree.kill()  # Ctrl-C (or a failure here) ends the run now: nothing outlives start()
+            raise
         finally:
             try:
                 pool.shutdown(wait=True, kill=tree._killed)
