@@ -1,4 +1,4 @@
-"""Task trees (groups.py): the seed's three examples, the shared namespace and its lock, rounds,
+"""Task trees (the groups package): the seed's three examples, the shared namespace and its lock, rounds,
 stop/kill, typed namespaces, unbound concurrency and error reporting, on real processes.
 
 Concurrency is proven by rendezvous (a task waits, bounded, for a sibling to have started), never
