@@ -78,7 +78,8 @@ struct Waiter {
 
 #[derive(Debug, Default)]
 struct State {
-    values: HashMap<String, Vec<u8>>,
+    /// Shared, so that reading a large value copies it outside the lock.
+    values: HashMap<String, Arc<Vec<u8>>>,
     owner: Option<Holder>,
     waiters: VecDeque<Waiter>,
     next_ticket: u64,
@@ -171,8 +172,8 @@ impl NamespaceStore {
 
     /// The value under `key`.
     #[must_use]
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.state().values.get(key).cloned()
+    pub fn get(&self, key: &str) -> Option<Arc<Vec<u8>>> {
+        self.state().values.get(key).map(Arc::clone)
     }
 
     /// Sets the value under `key`.
@@ -185,7 +186,7 @@ impl NamespaceStore {
         if state.values.len() >= MAX_KEYS && !state.values.contains_key(key) {
             return Err(format!("the namespace is full ({MAX_KEYS} keys)"));
         }
-        state.values.insert(key.to_owned(), value);
+        state.values.insert(key.to_owned(), Arc::new(value));
         Ok(())
     }
 
@@ -204,8 +205,8 @@ impl NamespaceStore {
 
     /// Every key and value, sorted by key.
     #[must_use]
-    pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
-        let mut items: Vec<_> = self.state().values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    pub fn snapshot(&self) -> Vec<(String, Arc<Vec<u8>>)> {
+        let mut items: Vec<_> = self.state().values.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
         items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         items
     }
