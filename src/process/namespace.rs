@@ -16,7 +16,7 @@
 //! | `DELETE` | key | - |
 //! | `KEYS` | - | per key: length `u32`, key |
 //! | `SNAPSHOT` | - | per key: length `u32`, key, value length `u64`, value |
-//! | `LOCK` | timeout seconds `f64` (negative: none) | - |
+//! | `LOCK` | timeout seconds `f64` (negative or too large for a `Duration`: none) | - |
 //! | `UNLOCK` | - | - |
 //!
 //! An answer is a status byte ([`OK`], [`MISSING`], [`TIMED_OUT`], [`REFUSED`] with a UTF-8
@@ -365,11 +365,11 @@ impl NamespaceStore {
             LOCK => {
                 let raw: [u8; 8] = body.try_into().map_err(|_| bad("LOCK takes an 8-byte timeout"))?;
                 let seconds = f64::from_le_bytes(raw);
-                let timeout = match seconds {
-                    s if s.is_nan() || (s.is_infinite() && s > 0.0) => return Err(bad("LOCK timeout is NaN or +inf")),
-                    s if s < 0.0 => None,
-                    s => Some(Duration::try_from_secs_f64(s).map_err(|_| bad("LOCK timeout out of range"))?),
-                };
+                if seconds.is_nan() {
+                    return Err(bad("LOCK timeout is NaN"));
+                }
+                // Negative: no limit; so is one too large for a Duration (+inf included).
+                let timeout = Duration::try_from_secs_f64(seconds).ok().filter(|_| seconds >= 0.0);
                 Ok(self.lock_worker(pid, timeout))
             }
             UNLOCK => now(self.unlock_worker(pid)),

@@ -84,6 +84,16 @@ fn lock_is_recorded_per_process_and_refuses_misuse() {
 }
 
 #[tokio::test]
+async fn huge_timeouts_mean_no_limit() {
+    let (_, upcalls) = store();
+    assert_eq!(now(upcalls.call(1, &lock_request(-1.0))), [OK]);
+    for timeout in [f64::INFINITY, 1e300, -f64::INFINITY] {
+        let UpcallAnswer::Later(waiting) = upcalls.call(2, &lock_request(timeout)).unwrap() else { panic!("parked") };
+        assert!(tokio::time::timeout(Duration::from_millis(20), waiting).await.is_err(), "{timeout} timed out");
+    }
+}
+
+#[tokio::test]
 async fn a_parked_lock_is_granted_on_unlock_or_times_out() {
     let (store, upcalls) = store();
     assert_eq!(now(upcalls.call(1, &lock_request(-1.0))), [OK]);
