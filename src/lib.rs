@@ -29,37 +29,27 @@
 //! assert_eq!(handle.wait().unwrap(), "task 1 was \"hello\"");
 //! ```
 
-mod balance;
-mod batch;
-mod config;
-mod dispatch;
 mod error;
 mod job;
 pub mod limits;
+mod pool;
 pub mod process;
-mod queue;
-mod restart;
-mod serve;
-mod shared;
+mod sched;
 pub mod shm;
-mod shutdown;
-mod slot;
-mod state;
-mod supervisor;
-mod workable;
+mod worker;
 
 #[cfg(feature = "python")]
 mod python;
 
-pub use crate::balance::{Balancer, Candidate, LoadBalancing, UnknownBalancer};
-pub use crate::config::{Config, SupervisorBuilder, WorkerExit};
 pub use crate::error::{BuildError, Departure, NoWorkerReason, StartError, SubmitError, TaskError, WorkerFault};
 pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};
-pub use crate::restart::{
+pub use crate::pool::config::{Config, SupervisorBuilder, WorkerExit};
+pub use crate::pool::shutdown::ShutdownMode;
+pub use crate::pool::supervisor::{Backpressure, Claim, Supervisor};
+pub use crate::sched::balance::{Balancer, Candidate, LoadBalancing, UnknownBalancer};
+pub use crate::worker::restart::{
     FailureStage, RestartDecision, RestartIntensity, RestartPacer, RestartPolicy, BACKOFF_FIRST, BACKOFF_MAX,
 };
-pub use crate::shutdown::ShutdownMode;
-pub use crate::slot::WorkerInfo;
-pub use crate::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
-pub use crate::supervisor::{Backpressure, Claim, Supervisor};
-pub use crate::workable::{Response, Workable};
+pub use crate::worker::slot::WorkerInfo;
+pub use crate::worker::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
+pub use crate::worker::workable::{Response, Workable};

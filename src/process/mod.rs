@@ -29,7 +29,7 @@ pub use self::spawn::{ProcessSpec, MAX_MESSAGE_ENV, TRANSPORT_ENV, WORKER_READ_F
 pub use self::transport::{AnyTransport, PipeTransport, Transport};
 use crate::error::WorkerFault;
 use crate::shm::{Segment, Wait};
-use crate::workable::{Response, Workable};
+use crate::worker::workable::{Response, Workable};
 
 /// Why a worker process could not be started.
 #[derive(Debug, thiserror::Error)]
