@@ -3,7 +3,7 @@
 //! A [`Supervisor`] owns a task queue and a set of workers implementing [`Workable`]. Idle
 //! workers pull tasks from the queue; each worker moves through the [`WorkerState`] machine;
 //! crashed, timed-out and worn-out workers are restarted under a [`RestartPolicy`] and a
-//! restart intensity. [`process::ProcessWorker`] runs a worker in a child process (the Python
+//! restart intensity. [`ProcessWorker`] runs a worker in a child process (the Python
 //! package `stateful_pool` is built on it). A worker that implements
 //! [`Workable::try_send`] and [`Workable::receive`] gets short queued tasks in batches, one
 //! wake-up for several. See `src/SUPERVISOR.md` for the design.
@@ -33,9 +33,9 @@ mod error;
 mod job;
 pub mod limits;
 mod pool;
-pub mod process;
+mod process;
 mod sched;
-pub mod shm;
+mod shm;
 mod worker;
 
 #[cfg(feature = "python")]
@@ -46,7 +46,11 @@ pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};
 pub use crate::pool::config::{Config, SupervisorBuilder, WorkerExit};
 pub use crate::pool::shutdown::ShutdownMode;
 pub use crate::pool::supervisor::{Backpressure, Claim, Supervisor};
-pub use crate::sched::balance::{Balancer, Candidate, LoadBalancing, UnknownBalancer};
+pub use crate::process::{
+    CallReply, FrameKind, LaneError, ProcessSpec, ProcessWorker, ProtocolError, RaisedPayload, ShmLane, SpawnFailure,
+    WorkerEndpoint, DEFAULT_MAX_MESSAGE_SIZE,
+};
+pub use crate::sched::balance::{LoadBalancing, UnknownBalancer};
 pub use crate::worker::restart::{
     FailureStage, RestartDecision, RestartIntensity, RestartPacer, RestartPolicy, BACKOFF_FIRST, BACKOFF_MAX,
 };

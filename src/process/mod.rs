@@ -7,12 +7,12 @@
 #![cfg(not(loom))]
 
 mod endpoint;
-pub mod frame;
+pub(crate) mod frame;
 mod lane;
-pub mod recycle;
+pub(crate) mod recycle;
 mod shm_transport;
 mod spawn;
-pub mod transport;
+pub(crate) mod transport;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -24,9 +24,9 @@ use tokio::process::Child;
 pub use self::endpoint::WorkerEndpoint;
 pub use self::frame::{FrameKind, ProtocolError, RaisedPayload, DEFAULT_MAX_MESSAGE_SIZE};
 pub use self::lane::{LaneError, ShmLane};
-pub use self::shm_transport::ShmTransport;
-pub use self::spawn::{ProcessSpec, MAX_MESSAGE_ENV, TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
-pub use self::transport::{AnyTransport, PipeTransport, Transport};
+pub(crate) use self::shm_transport::ShmTransport;
+pub use self::spawn::ProcessSpec;
+pub(crate) use self::transport::{AnyTransport, PipeTransport, Transport};
 use crate::error::WorkerFault;
 use crate::shm::{Segment, Wait};
 use crate::worker::workable::{Response, Workable};

@@ -83,7 +83,7 @@ impl From<Corrupted> for io::Error {
 
 /// How a blocked side waits: spin this long first, then sleep in slices of `slice`.
 #[derive(Clone, Copy, Debug)]
-pub struct Wait {
+pub(crate) struct Wait {
     /// Busy-wait budget before parking (keep it short on machines with few cores).
     pub spin: Duration,
     /// Longest single sleep; the caller re-checks liveness between sleeps.
@@ -99,7 +99,7 @@ impl Default for Wait {
 /// One direction of a [`super::Segment`]. Exactly one thread may write and one may read at a
 /// time; the supervisor guarantees it (a worker is driven by one party at a time).
 #[derive(Clone, Copy)]
-pub struct Ring<'a> {
+pub(crate) struct Ring<'a> {
     ctl: &'a RingCtl,
     closed: &'a AtomicU32,
     data: *mut u8,
@@ -143,7 +143,7 @@ impl<'a> Ring<'a> {
 
     /// Whether either side closed the segment.
     #[must_use]
-    pub fn closed(&self) -> bool {
+    pub(crate) fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) != 0
     }
 
@@ -161,7 +161,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`] when the indices are inconsistent.
-    pub fn readable(&self) -> Result<usize, Corrupted> {
+    pub(crate) fn readable(&self) -> Result<usize, Corrupted> {
         let (head, tail) = self.snapshot()?;
         Ok((head - tail) as usize)
     }
@@ -170,7 +170,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`] when the indices are inconsistent.
-    pub fn writable(&self) -> Result<usize, Corrupted> {
+    pub(crate) fn writable(&self) -> Result<usize, Corrupted> {
         let (head, tail) = self.snapshot()?;
         Ok(self.capacity - (head - tail) as usize)
     }
@@ -187,7 +187,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`]; nothing is written then.
-    pub fn write_some(&self, src: &[u8]) -> Result<usize, Corrupted> {
+    pub(crate) fn write_some(&self, src: &[u8]) -> Result<usize, Corrupted> {
         let (head, tail) = self.snapshot()?;
         let n = src.len().min(self.capacity - (head - tail) as usize);
         if n == 0 {
@@ -210,7 +210,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`]; nothing is read then.
-    pub fn read_some(&self, dst: &mut [u8]) -> Result<usize, Corrupted> {
+    pub(crate) fn read_some(&self, dst: &mut [u8]) -> Result<usize, Corrupted> {
         let (head, tail) = self.snapshot()?;
         let n = dst.len().min((head - tail) as usize);
         if n == 0 {
@@ -231,7 +231,7 @@ impl<'a> Ring<'a> {
     /// After publishing data: whether the reader is parked and must be woken (the caller picks
     /// the means: [`Ring::wake_reader`] for a futex sleeper, a doorbell byte for a pipe sleeper).
     #[must_use]
-    pub fn reader_needs_wake(&self) -> bool {
+    pub(crate) fn reader_needs_wake(&self) -> bool {
         fence(Ordering::SeqCst);
         if self.ctl.reader_parked.load(Ordering::Relaxed) != 0 {
             self.ctl.data_seq.fetch_add(1, Ordering::Release);
@@ -243,7 +243,7 @@ impl<'a> Ring<'a> {
     /// After consuming data: whether the writer is parked on a full ring and must be woken
     /// ([`Ring::wake_writer`] for a futex sleeper, a doorbell byte for the supervisor).
     #[must_use]
-    pub fn writer_needs_wake(&self) -> bool {
+    pub(crate) fn writer_needs_wake(&self) -> bool {
         fence(Ordering::SeqCst);
         if self.ctl.writer_parked.load(Ordering::Relaxed) != 0 {
             self.ctl.space_seq.fetch_add(1, Ordering::Release);
@@ -253,12 +253,12 @@ impl<'a> Ring<'a> {
     }
 
     /// Wakes a reader sleeping in [`Ring::wait_readable`].
-    pub fn wake_reader(&self) {
+    pub(crate) fn wake_reader(&self) {
         futex::wake_all(&self.ctl.data_seq);
     }
 
     /// Wakes a writer sleeping on the futex in [`Ring::write_all`].
-    pub fn wake_writer(&self) {
+    pub(crate) fn wake_writer(&self) {
         futex::wake_all(&self.ctl.space_seq);
     }
 
@@ -268,14 +268,14 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`].
-    pub fn park_reader(&self) -> Result<bool, Corrupted> {
+    pub(crate) fn park_reader(&self) -> Result<bool, Corrupted> {
         self.ctl.reader_parked.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         Ok(self.readable()? > 0 || self.closed())
     }
 
     /// The reader is awake again.
-    pub fn unpark_reader(&self) {
+    pub(crate) fn unpark_reader(&self) {
         self.ctl.reader_parked.store(0, Ordering::Relaxed);
     }
 
@@ -284,14 +284,14 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`].
-    pub fn park_writer(&self) -> Result<bool, Corrupted> {
+    pub(crate) fn park_writer(&self) -> Result<bool, Corrupted> {
         self.ctl.writer_parked.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         Ok(self.writable()? > 0 || self.closed())
     }
 
     /// The writer is awake again.
-    pub fn unpark_writer(&self) {
+    pub(crate) fn unpark_writer(&self) {
         self.ctl.writer_parked.store(0, Ordering::Relaxed);
     }
 
@@ -301,7 +301,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`].
-    pub fn wait_readable(&self, wait: Wait) -> Result<bool, Corrupted> {
+    pub(crate) fn wait_readable(&self, wait: Wait) -> Result<bool, Corrupted> {
         // A corrupt ring ends the spin too: the check after it reports the corruption.
         if spin_until(wait.spin, || self.readable().map_or(true, |n| n > 0) || self.closed()) {
             return Ok(self.readable()? > 0 || self.closed());
@@ -337,7 +337,7 @@ impl<'a> Ring<'a> {
     /// # Errors
     /// `BrokenPipe` when the segment closes, or `alive` says the reader is gone; `InvalidData`
     /// when the ring is [`Corrupted`].
-    pub fn write_all(
+    pub(crate) fn write_all(
         &self,
         parts: &[&[u8]],
         wait: Wait,
@@ -370,7 +370,7 @@ impl<'a> Ring<'a> {
     /// # Errors
     /// `UnexpectedEof` when the segment closes, or `alive` says the writer is gone;
     /// `InvalidData` when the ring is [`Corrupted`].
-    pub fn read_exact(
+    pub(crate) fn read_exact(
         &self,
         dst: &mut [u8],
         wait: Wait,
