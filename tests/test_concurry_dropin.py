@@ -27,6 +27,7 @@ from stateful_pool.concurry import (
     TaskWorker,
     Worker,
     WorkerProxy,
+    async_wait,
     gather,
     task,
     wait,
@@ -85,6 +86,11 @@ def test_gather_and_wait_take_concurrys_shapes() -> None:
         assert len(done) + len(not_done) == 3
         with pytest.raises(ValueError, match="Could not find enum"):
             wait(a, return_when="sometimes")
+        # The options are typed keyword arguments: one the function does not take is refused.
+        with pytest.raises(TypeError, match="gather\\(\\) got an unexpected keyword argument 'return_when'"):
+            gather(a, return_when="all")
+        with pytest.raises(TypeError, match="async_wait\\(\\) got an unexpected keyword argument 'iter'"):
+            asyncio.run(async_wait([a], iter=True))
 
 
 # -- TaskWorker init(fn=), @task, Executor ---------------------------------------------------

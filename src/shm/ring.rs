@@ -302,32 +302,36 @@ impl<'a> Ring<'a> {
     /// # Errors
     /// [`Corrupted`].
     pub(crate) fn wait_readable(&self, wait: Wait) -> Result<bool, Corrupted> {
-        // A corrupt ring ends the spin too: the check after it reports the corruption.
-        if spin_until(wait.spin, || self.readable().map_or(true, |n| n > 0) || self.closed()) {
-            return Ok(self.readable()? > 0 || self.closed());
-        }
-        let seq = self.ctl.data_seq.load(Ordering::Acquire);
-        let ready = self.park_reader();
-        if let Ok(false) = ready {
-            futex::wait(&self.ctl.data_seq, seq, wait.slice);
-        }
-        self.unpark_reader();
-        ready?;
-        Ok(self.readable()? > 0 || self.closed())
+        self.wait_for(wait, Self::readable, &self.ctl.data_seq, Self::park_reader, Self::unpark_reader)
     }
 
     fn wait_writable(&self, wait: Wait) -> Result<bool, Corrupted> {
-        if spin_until(wait.spin, || self.writable().map_or(true, |n| n > 0) || self.closed()) {
-            return Ok(self.writable()? > 0 || self.closed());
+        self.wait_for(wait, Self::writable, &self.ctl.space_seq, Self::park_writer, Self::unpark_writer)
+    }
+
+    /// [`Ring::wait_readable`] or its writer's twin: spins until `available` bytes (or the
+    /// segment closes), then parks with `park`/`unpark` and sleeps on the futex word `seq`,
+    /// which the other side bumps when it publishes.
+    fn wait_for(
+        &self,
+        wait: Wait,
+        available: fn(&Self) -> Result<usize, Corrupted>,
+        seq: &AtomicU32,
+        park: fn(&Self) -> Result<bool, Corrupted>,
+        unpark: fn(&Self),
+    ) -> Result<bool, Corrupted> {
+        // A corrupt ring ends the spin too: the check after it reports the corruption.
+        if spin_until(wait.spin, || available(self).map_or(true, |n| n > 0) || self.closed()) {
+            return Ok(available(self)? > 0 || self.closed());
         }
-        let seq = self.ctl.space_seq.load(Ordering::Acquire);
-        let ready = self.park_writer();
+        let seen = seq.load(Ordering::Acquire);
+        let ready = park(self);
         if let Ok(false) = ready {
-            futex::wait(&self.ctl.space_seq, seq, wait.slice);
+            futex::wait(seq, seen, wait.slice);
         }
-        self.unpark_writer();
+        unpark(self);
         ready?;
-        Ok(self.writable()? > 0 || self.closed())
+        Ok(available(self)? > 0 || self.closed())
     }
 
     /// Writes every part in order, sleeping on the futex for space as needed; `wake` is called

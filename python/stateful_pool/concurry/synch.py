@@ -12,7 +12,7 @@ import inspect
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from .constants import PollingAlgorithm, ReturnWhen
 from .progress import ProgressBar
@@ -20,7 +20,9 @@ from .progress import ProgressBar
 __all__ = [
     "BaseFuture",
     "ConcurrentFuture",
+    "GatherOptions",
     "SyncFuture",
+    "WaitOptions",
     "async_gather",
     "async_wait",
     "gather",
@@ -46,6 +48,41 @@ class SyncFuture(Future):  # type: ignore[type-arg]
             self.set_exception(exception_value)
         else:
             self.set_result(result_value)
+
+
+class _Options(TypedDict, total=False):
+    timeout: float | None
+    """Seconds to wait at most (absent or ``None``: no limit); then :class:`TimeoutError`."""
+    polling: PollingAlgorithm | str
+    """Accepted for concurry's sake and checked; completion here is event-driven."""
+    progress: Any
+    """``True``, a description, tqdm options (a dict) or a callback ``(completed, total, elapsed)``."""
+    recurse: bool
+    """Also wait for futures nested in lists, tuples, sets and dicts (default ``False``)."""
+
+
+class WaitOptions(_Options, total=False):
+    """The keyword arguments of :func:`wait` and :func:`async_wait`."""
+
+    return_when: ReturnWhen | str
+    """``ALL_COMPLETED`` (default), ``FIRST_COMPLETED`` or ``FIRST_EXCEPTION``."""
+
+
+class GatherOptions(_Options, total=False):
+    """The keyword arguments of :func:`gather` and :func:`async_gather`."""
+
+    return_exceptions: bool
+    """Return a failure in its result's place instead of raising it (default ``False``)."""
+    iter: bool
+    """Return an iterator of ``(index or key, result)`` in completion order (default ``False``)."""
+
+
+def _checked(options: _Options, allowed: frozenset[str], caller: str) -> None:
+    """A keyword the caller does not take is a :class:`TypeError`, as for a plain signature."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    PollingAlgorithm.from_str(options.get("polling", PollingAlgorithm.Adaptive))
 
 
 def wrap_future(value: Any) -> Future[Any]:
@@ -161,19 +198,12 @@ def _wait_set(
     return done, pending
 
 
-def wait(
-    fs: Any,
-    *futs: Any,
-    timeout: float | None = None,
-    return_when: ReturnWhen | str = ReturnWhen.ALL_COMPLETED,
-    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
-    progress: Any = None,
-    recurse: bool = False,
-) -> tuple[set[Future[Any]], set[Future[Any]]]:
+def wait(fs: Any, *futs: Any, **options: Unpack[WaitOptions]) -> tuple[set[Future[Any]], set[Future[Any]]]:
     """Waits for futures; returns ``(done, not_done)`` sets. Raises :class:`TimeoutError` if
-    ``return_when`` is not met within ``timeout`` seconds."""
-    when = ReturnWhen.from_str(return_when)
-    PollingAlgorithm.from_str(polling)
+    ``return_when`` is not met within ``timeout`` seconds (see :class:`WaitOptions`)."""
+    _checked(options, WaitOptions.__optional_keys__, "wait")
+    when = ReturnWhen.from_str(options.get("return_when", ReturnWhen.ALL_COMPLETED))
+    recurse = options.get("recurse", False)
     _, items, _ = _structure(fs, futs, recurse)
     futures: list[Future[Any]] = []
     for item in items or []:
@@ -181,24 +211,17 @@ def wait(
             _flatten(item, futures)
         else:
             futures.append(wrap_future(item))
-    return _wait_set(futures, timeout, when, progress, "wait")
+    return _wait_set(futures, options.get("timeout"), when, options.get("progress"), "wait")
 
 
-def gather(
-    fs: Any,
-    *futs: Any,
-    return_exceptions: bool = False,
-    iter: bool = False,
-    timeout: float | None = None,
-    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
-    progress: Any = None,
-    recurse: bool = False,
-) -> Any:
+def gather(fs: Any, *futs: Any, **options: Unpack[GatherOptions]) -> Any:
     """The results of futures: a list in order (a dict with the same keys for a dict), or with
     ``iter=True`` a generator of ``(index or key, result)`` as they finish. The first failure is
     raised, or returned in its place with ``return_exceptions=True``; :class:`TimeoutError`
-    after ``timeout`` seconds."""
-    PollingAlgorithm.from_str(polling)
+    after ``timeout`` seconds (see :class:`GatherOptions`)."""
+    _checked(options, GatherOptions.__optional_keys__, "gather")
+    recurse, return_exceptions = options.get("recurse", False), options.get("return_exceptions", False)
+    timeout, progress = options.get("timeout"), options.get("progress")
     keys, items, is_dict = _structure(fs, futs, recurse)
     if not recurse:
         futures = [wrap_future(item) for item in items or []]
@@ -208,7 +231,7 @@ def gather(
             nested: list[Future[Any]] = []
             _flatten(item, nested)
             futures.append(_when_all(item, nested))
-    if iter:
+    if options.get("iter", False):
         return _gather_iter(keys, futures, return_exceptions, timeout, progress)
     _wait_set(
         futures,
@@ -274,23 +297,16 @@ def _to_awaitable(value: Any) -> Any:
     return done
 
 
-async def async_wait(
-    fs: Any,
-    *futs: Any,
-    timeout: float | None = None,
-    return_when: ReturnWhen | str = ReturnWhen.ALL_COMPLETED,
-    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
-    progress: Any = None,
-    recurse: bool = False,
-) -> tuple[set[Any], set[Any]]:
+async def async_wait(fs: Any, *futs: Any, **options: Unpack[WaitOptions]) -> tuple[set[Any], set[Any]]:
     """:func:`wait` for coroutines, asyncio futures and futures, awaited on the running loop."""
-    when = ReturnWhen.from_str(return_when)
-    PollingAlgorithm.from_str(polling)
-    _, items, _ = _structure(fs, futs, recurse)
+    _checked(options, WaitOptions.__optional_keys__, "async_wait")
+    when = ReturnWhen.from_str(options.get("return_when", ReturnWhen.ALL_COMPLETED))
+    timeout = options.get("timeout")
+    _, items, _ = _structure(fs, futs, options.get("recurse", False))
     tasks = [_to_awaitable(item) for item in items or []]
     if not tasks:
         return set(), set()
-    bar = _Progress(progress, len(tasks), "wait")
+    bar = _Progress(options.get("progress"), len(tasks), "wait")
     deadline = None if timeout is None else time.monotonic() + timeout
     pending, done = set(tasks), set()
     try:
@@ -310,25 +326,19 @@ async def async_wait(
     return done, pending
 
 
-async def async_gather(
-    fs: Any,
-    *futs: Any,
-    return_exceptions: bool = False,
-    iter: bool = False,
-    timeout: float | None = None,
-    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
-    progress: Any = None,
-    recurse: bool = False,
-) -> Any:
+async def async_gather(fs: Any, *futs: Any, **options: Unpack[GatherOptions]) -> Any:
     """:func:`gather` for coroutines, asyncio futures and futures, awaited on the running loop
     (``iter=True`` returns an async generator of ``(index or key, result)``)."""
+    _checked(options, GatherOptions.__optional_keys__, "async_gather")
+    recurse, return_exceptions = options.get("recurse", False), options.get("return_exceptions", False)
+    timeout = options.get("timeout")
     keys, items, is_dict = _structure(fs, futs, recurse)
     tasks = [_to_awaitable(item) for item in items or []]
-    if iter:
+    if options.get("iter", False):
         return _async_iter(keys, tasks, return_exceptions, timeout)
     when = "all" if return_exceptions else "exception"
     try:
-        await async_wait(tasks, timeout=timeout, return_when=when, progress=progress)
+        await async_wait(tasks, timeout=timeout, return_when=when, progress=options.get("progress"))
     except TimeoutError as exc:
         raise TimeoutError(str(exc).replace("async_wait()", "async_gather()")) from None
     results = []
