@@ -5,6 +5,7 @@ these pin the behaviour in the project, with real worker threads and processes."
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import warnings
@@ -91,6 +92,13 @@ def test_gather_and_wait_take_concurrys_shapes() -> None:
             gather(a, return_when="all")
         with pytest.raises(TypeError, match="async_wait\\(\\) got an unexpected keyword argument 'iter'"):
             asyncio.run(async_wait([a], iter=True))
+    # Nothing finishing within the timeout is a TimeoutError for the async twin too.
+    never: concurrent.futures.Future[int] = concurrent.futures.Future()
+    for return_when in ("first_completed", "all_completed"):
+        with pytest.raises(TimeoutError, match="timed out: 1/1"):
+            wait([never], timeout=0.05, return_when=return_when)
+        with pytest.raises(TimeoutError, match="timed out: 1/1"):
+            asyncio.run(async_wait([never], timeout=0.05, return_when=return_when))
 
 
 # -- TaskWorker init(fn=), @task, Executor ---------------------------------------------------

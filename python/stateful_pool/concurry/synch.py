@@ -172,6 +172,14 @@ class _Progress:
             self.bar.close()
 
 
+def _wait_is_over(when: ReturnWhen, done: set[Any], finished: set[Any]) -> bool:
+    """Whether a wait for ``when`` is over, ``finished`` (concurrent or asyncio futures) having
+    just joined ``done`` (``ALL_COMPLETED``: only once nothing is pending)."""
+    if when is ReturnWhen.FIRST_COMPLETED:
+        return bool(done)
+    return when is ReturnWhen.FIRST_EXCEPTION and any(not f.cancelled() and f.exception() is not None for f in finished)
+
+
 def _wait_set(
     futures: list[Future[Any]], timeout: float | None, return_when: ReturnWhen, progress: Any, what: str
 ) -> tuple[set[Future[Any]], set[Future[Any]]]:
@@ -185,11 +193,7 @@ def _wait_set(
             finished, pending = concurrent.futures.wait(pending, timeout=left, return_when="FIRST_COMPLETED")
             done |= finished
             bar.update(len(done), len(finished))
-            if return_when is ReturnWhen.FIRST_COMPLETED and done:
-                break
-            if return_when is ReturnWhen.FIRST_EXCEPTION and any(
-                not f.cancelled() and f.exception() is not None for f in finished
-            ):
+            if _wait_is_over(return_when, done, finished):
                 break
             if not finished and pending:
                 raise TimeoutError(f"{what}() timed out: {len(pending)}/{len(futures)} futures incomplete")
@@ -315,9 +319,7 @@ async def async_wait(fs: Any, *futs: Any, **options: Unpack[WaitOptions]) -> tup
             finished, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             done |= finished
             bar.update(len(done), len(finished))
-            if when is ReturnWhen.FIRST_COMPLETED or (
-                when is ReturnWhen.FIRST_EXCEPTION and any(not t.cancelled() and t.exception() for t in finished)
-            ):
+            if _wait_is_over(when, done, finished):
                 break
             if not finished and pending:
                 raise TimeoutError(f"async_wait() timed out: {len(pending)}/{len(tasks)} incomplete")
