@@ -20,9 +20,7 @@ mod sync;
 mod tests;
 
 pub(crate) use self::mapping::Mapping;
-#[cfg_attr(loom, allow(unused_imports))] // its users are not in loom builds
-pub(crate) use self::ring::spin_until;
-pub(crate) use self::ring::{Corrupted, Ring, Wait};
+pub(crate) use self::ring::{spin_until, Corrupted, Ring, Wait};
 #[allow(unused_imports, reason = "the Python bindings check `shm_capacity` with `ring_capacity` early")]
 pub(crate) use self::segment::ring_capacity;
 pub(crate) use self::segment::{Segment, SegmentError};
