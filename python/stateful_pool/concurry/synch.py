@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import time
 from collections.abc import Callable, Iterator
@@ -180,26 +181,49 @@ def _wait_is_over(when: ReturnWhen, done: set[Any], finished: set[Any]) -> bool:
     return when is ReturnWhen.FIRST_EXCEPTION and any(not f.cancelled() and f.exception() is not None for f in finished)
 
 
+class _Waiting:
+    """One wait's bookkeeping, shared by the blocking loop (:func:`_wait_set`) and the async
+    one (:func:`async_wait`): each takes in what finished since its last look."""
+
+    def __init__(self, items: list[Any], when: ReturnWhen, timeout: float | None, progress: Any, what: str):
+        self.when = when
+        self.what = what
+        self.total = len(items)
+        self.pending = set(items)
+        self.done: set[Any] = set()
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.bar = _Progress(progress, len(items), what.removeprefix("async_"))
+
+    def left(self) -> float | None:
+        """Seconds left to wait (``None``: no limit)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def over(self, finished: set[Any], pending: set[Any]) -> bool:
+        """Takes in a look's outcome; returns whether the wait is over. Raises
+        :class:`TimeoutError` when the look found nothing finished and time is up."""
+        self.pending = pending
+        self.done |= finished
+        self.bar.update(len(self.done), len(finished))
+        if not pending or _wait_is_over(self.when, self.done, finished):
+            return True
+        if not finished:
+            raise TimeoutError(f"{self.what}() timed out: {len(pending)}/{self.total} futures incomplete")
+        return False
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _wait_set(
     futures: list[Future[Any]], timeout: float | None, return_when: ReturnWhen, progress: Any, what: str
 ) -> tuple[set[Future[Any]], set[Future[Any]]]:
-    bar = _Progress(progress, len(futures), what)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pending = set(futures)
-    done: set[Future[Any]] = set()
-    try:
-        while pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            finished, pending = concurrent.futures.wait(pending, timeout=left, return_when="FIRST_COMPLETED")
-            done |= finished
-            bar.update(len(done), len(finished))
-            if _wait_is_over(return_when, done, finished):
+    waiting = _Waiting(futures, return_when, timeout, progress, what)
+    with contextlib.closing(waiting):
+        while waiting.pending:
+            looked = concurrent.futures.wait(waiting.pending, timeout=waiting.left(), return_when="FIRST_COMPLETED")
+            if waiting.over(*looked):
                 break
-            if not finished and pending:
-                raise TimeoutError(f"{what}() timed out: {len(pending)}/{len(futures)} futures incomplete")
-    finally:
-        bar.close()
-    return done, pending
+    return waiting.done, waiting.pending
 
 
 def wait(fs: Any, *futs: Any, **options: Unpack[WaitOptions]) -> tuple[set[Future[Any]], set[Future[Any]]]:
@@ -305,27 +329,17 @@ async def async_wait(fs: Any, *futs: Any, **options: Unpack[WaitOptions]) -> tup
     """:func:`wait` for coroutines, asyncio futures and futures, awaited on the running loop."""
     _checked(options, WaitOptions.__optional_keys__, "async_wait")
     when = ReturnWhen.from_str(options.get("return_when", ReturnWhen.ALL_COMPLETED))
-    timeout = options.get("timeout")
     _, items, _ = _structure(fs, futs, options.get("recurse", False))
     tasks = [_to_awaitable(item) for item in items or []]
     if not tasks:
         return set(), set()
-    bar = _Progress(options.get("progress"), len(tasks), "wait")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pending, done = set(tasks), set()
-    try:
-        while pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            finished, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            done |= finished
-            bar.update(len(done), len(finished))
-            if _wait_is_over(when, done, finished):
+    waiting = _Waiting(tasks, when, options.get("timeout"), options.get("progress"), "async_wait")
+    with contextlib.closing(waiting):
+        while waiting.pending:
+            looked = await asyncio.wait(waiting.pending, timeout=waiting.left(), return_when=asyncio.FIRST_COMPLETED)
+            if waiting.over(*looked):
                 break
-            if not finished and pending:
-                raise TimeoutError(f"async_wait() timed out: {len(pending)}/{len(tasks)} incomplete")
-    finally:
-        bar.close()
-    return done, pending
+    return waiting.done, waiting.pending
 
 
 async def async_gather(fs: Any, *futs: Any, **options: Unpack[GatherOptions]) -> Any:
