@@ -232,21 +232,23 @@ impl<'a> Ring<'a> {
     /// the means: [`Ring::wake_reader`] for a futex sleeper, a doorbell byte for a pipe sleeper).
     #[must_use]
     pub(crate) fn reader_needs_wake(&self) -> bool {
-        fence(Ordering::SeqCst);
-        if self.ctl.reader_parked.load(Ordering::Relaxed) != 0 {
-            self.ctl.data_seq.fetch_add(1, Ordering::Release);
-            return true;
-        }
-        false
+        self.needs_wake(&self.ctl.reader_parked, &self.ctl.data_seq)
     }
 
     /// After consuming data: whether the writer is parked on a full ring and must be woken
     /// ([`Ring::wake_writer`] for a futex sleeper, a doorbell byte for the supervisor).
     #[must_use]
     pub(crate) fn writer_needs_wake(&self) -> bool {
+        self.needs_wake(&self.ctl.writer_parked, &self.ctl.space_seq)
+    }
+
+    /// The waker's half of the park/wake protocol (`src/SUPERVISOR.md`), after it stored the
+    /// index it moved: SeqCst fence, then load the sleeper's flag; if it is set, bump the
+    /// sleeper's futex word so a sleep that has not started yet returns at once.
+    fn needs_wake(&self, parked: &AtomicU32, seq: &AtomicU32) -> bool {
         fence(Ordering::SeqCst);
-        if self.ctl.writer_parked.load(Ordering::Relaxed) != 0 {
-            self.ctl.space_seq.fetch_add(1, Ordering::Release);
+        if parked.load(Ordering::Relaxed) != 0 {
+            seq.fetch_add(1, Ordering::Release);
             return true;
         }
         false
@@ -269,9 +271,7 @@ impl<'a> Ring<'a> {
     /// # Errors
     /// [`Corrupted`].
     pub(crate) fn park_reader(&self) -> Result<bool, Corrupted> {
-        self.ctl.reader_parked.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        Ok(self.readable()? > 0 || self.closed())
+        self.park(&self.ctl.reader_parked, Self::readable)
     }
 
     /// The reader is awake again.
@@ -285,14 +285,20 @@ impl<'a> Ring<'a> {
     /// # Errors
     /// [`Corrupted`].
     pub(crate) fn park_writer(&self) -> Result<bool, Corrupted> {
-        self.ctl.writer_parked.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        Ok(self.writable()? > 0 || self.closed())
+        self.park(&self.ctl.writer_parked, Self::writable)
     }
 
     /// The writer is awake again.
     pub(crate) fn unpark_writer(&self) {
         self.ctl.writer_parked.store(0, Ordering::Relaxed);
+    }
+
+    /// The sleeper's half of the park/wake protocol (`src/SUPERVISOR.md`): store its flag,
+    /// SeqCst fence, then load the index the other side moves (`available`).
+    fn park(&self, parked: &AtomicU32, available: fn(&Self) -> Result<usize, Corrupted>) -> Result<bool, Corrupted> {
+        parked.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Ok(available(self)? > 0 || self.closed())
     }
 
     /// Waits until bytes are readable or the segment closes: spins, then sleeps on the futex.
