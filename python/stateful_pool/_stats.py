@@ -43,7 +43,8 @@ class PoolStats(TypedDict):
     """What :meth:`SPool.stats` returns."""
 
     workers: list[WorkerStats]
-    """Every worker the pool knows, live or gone."""
+    """The live workers, and those that stopped or gave up (a retired worker, or one whose first
+    setup failed, is dropped)."""
     queued: int
     """Tasks waiting for a worker."""
     live_workers: int
