@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from typing import Any, Self, final
 
+from ._stats import WorkerStats
+
 __version__: str
 __all__ = [
     "CorePool",
@@ -80,7 +82,7 @@ class CorePool:
     def dispatched(self) -> int: ...
     @property
     def load_balancing(self) -> str: ...
-    def workers(self) -> list[dict[str, Any]]: ...
+    def workers(self) -> list[WorkerStats]: ...
 
 @final
 class CoreThreadPool:

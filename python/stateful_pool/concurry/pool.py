@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .. import _lifecycle
+from .._stats import PoolWorkerStats, WorkerPoolStats
 from ..errors import PoolShutDownError
 from ..pool import SPool
 from .constants import LoadBalancingAlgorithm
@@ -82,17 +83,17 @@ class _Fixed:
         args, kwargs = self._spawn
         self.spool.resize(n, *args, **kwargs)
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> list[PoolWorkerStats]:
         stats = self.spool.stats()
-        out = []
+        out: list[PoolWorkerStats] = []
         for w in stats["workers"]:
             if w["state"] not in ("starting", "idle", "busy"):
                 continue
             total = w.get("dispatched", w.get("tasks_done", 0) + w.get("tasks_failed", 0))
             out.append(
                 {
-                    "id": w.get("id"),
-                    "pid": w.get("pid"),
+                    "id": w["id"],
+                    "pid": w["pid"],
                     "state": w["state"],
                     "active_calls": 1 if w["state"] == "busy" else 0,
                     "total_calls": total,
@@ -136,7 +137,7 @@ class _OnDemand:
         self._threads: list[threading.Thread] = []
         self._waiting = 0  # calls queued, not yet taken by a driver
         self._idle = 0  # drivers waiting for a call
-        self.live: dict[int, dict[str, Any]] = {}  # driver id -> its worker's stats
+        self.live: dict[int, PoolWorkerStats] = {}  # driver id -> its worker's stats
         self.created = 0
 
     def submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
@@ -183,7 +184,7 @@ class _OnDemand:
     def resize(self, n: int) -> None:
         self.cap = max(1, n)
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> list[PoolWorkerStats]:
         with self._lock:
             return [{**w, "total_calls": 1} for w in self.live.values()]
 
@@ -355,7 +356,7 @@ class WorkerPool:
         self._backend.resize(n)
         self.max_workers = n if not self.on_demand else max(1, n)
 
-    def get_pool_stats(self) -> dict[str, Any]:
+    def get_pool_stats(self) -> WorkerPoolStats:
         """``total_workers``, ``max_workers``, ``on_demand``, ``stopped``, ``mode``,
         ``load_balancer`` (``algorithm``, ``total_dispatched``, per-worker ``active_calls`` and
         ``total_calls``, ``total_active``), ``workers``, ``queued``, ``max_queued_tasks`` and
