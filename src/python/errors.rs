@@ -10,7 +10,6 @@ use super::protocol::{STATUS_ERROR, STATUS_OBJECT, STATUS_OK, STATUS_RAISED};
 use crate::error::{NoWorkerReason, StartError, SubmitError, TaskError};
 use crate::process::SpawnFailure;
 
-
 /// Replies up to this size without out-of-band buffers are unpickled here, in the same call
 /// that hands them over: it spares Python a memoryview and a header parse for every small
 /// result (the many-tiny-tasks case).

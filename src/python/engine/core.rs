@@ -158,7 +158,11 @@ impl<W: Kind> EngineCore<W> {
     }
 
     /// Runs `task` once on every live worker: a list of `(worker_id, status, value)`.
-    pub(crate) fn broadcast<'py>(&self, py: Python<'py>, task: &W::Task) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
+    pub(crate) fn broadcast<'py>(
+        &self,
+        py: Python<'py>,
+        task: &W::Task,
+    ) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
         let live = self.supervisor.live_worker_ids();
         let workers = match &self.members {
             Some(members) => members.live(live),

@@ -53,7 +53,9 @@ impl InlineQueue {
             });
             match woken {
                 Woken::Done(Ok(value)) => return Ok(value),
-                Woken::Done(Err(_)) => return Err(PyRuntimeError::new_err("the pool dropped a reply (internal error)")),
+                Woken::Done(Err(_)) => {
+                    return Err(PyRuntimeError::new_err("the pool dropped a reply (internal error)"))
+                }
                 Woken::Work(work) => work(py)?,
                 Woken::Slice => py.check_signals()?,
             }

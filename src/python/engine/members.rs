@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::TaskError;
 use crate::job::Outcome;
-use crate::{WorkerInfo, WorkerState, Workable};
+use crate::{Workable, WorkerInfo, WorkerState};
 
 /// Lane id -> the id of the worker (host) it belongs to.
 #[derive(Clone, Default)]

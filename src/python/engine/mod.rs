@@ -27,11 +27,11 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-pub(crate) use self::slot::CoreTicket;
 use self::hosted::HostedEngine;
 use self::kind::PyReply;
 use self::options::{EngineOptions, Mode};
 use self::process::ProcessEngine;
+pub(crate) use self::slot::CoreTicket;
 use crate::job::TaskOptions;
 use crate::python::common::seconds;
 
@@ -150,7 +150,11 @@ impl Engine {
     }
 
     /// Runs one call on every live worker: a list of `(worker_id, status, value)`.
-    fn broadcast<'py>(&self, py: Python<'py>, payload: &Bound<'py, PyAny>) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
+    fn broadcast<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
         match &self.flavor {
             Flavor::Process(engine) => engine.core.broadcast(py, &engine.broadcast_task(py, payload)?),
             Flavor::Hosted(engine) => engine.core.broadcast(py, &Arc::new(payload.clone().unbind())),

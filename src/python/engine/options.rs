@@ -180,6 +180,10 @@ impl EngineOptions {
             // Lanes share one instance; recycling one lane cannot renew the instance.
             return Err(PyValueError::new_err("max_tasks_per_worker needs max_concurrency=1 in asyncio mode"));
         }
-        Ok(HostOptions { launcher: std::sync::Arc::new(launcher.clone_ref(py)), concurrency, stop_timeout: self.stop_timeout()? })
+        Ok(HostOptions {
+            launcher: std::sync::Arc::new(launcher.clone_ref(py)),
+            concurrency,
+            stop_timeout: self.stop_timeout()?,
+        })
     }
 }

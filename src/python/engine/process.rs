@@ -13,8 +13,8 @@ use super::slot::CoreTicket;
 use crate::job::{Outcome, TaskOptions};
 use crate::process::{ProcessSpec, ProcessWorker, ShmLane, SpawnFailure};
 use crate::python::buffers::gather;
-use crate::python::errors::{start_outcome, task_outcome};
 use crate::python::common::seconds;
+use crate::python::errors::{start_outcome, task_outcome};
 use crate::Supervisor;
 
 impl Kind for ProcessWorker {

@@ -68,8 +68,12 @@ impl<W: Kind> ReplySlot<W> {
 /// A reply slot of any worker kind, as the kind-less [`CoreTicket`] sees it.
 trait Claimable: Send + Sync {
     /// Waits (detached from the interpreter) up to `timeout` and converts the outcome.
-    fn claim_slice<'py>(&self, py: Python<'py>, timeout: Duration, stop: &(dyn Fn() -> bool + Sync))
-        -> Option<PyResult<PyReply<'py>>>;
+    fn claim_slice<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Duration,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Option<PyResult<PyReply<'py>>>;
     /// Wakes the threads waiting in `claim_slice`, to check their `stop` condition.
     fn wake(&self);
     fn is_taken(&self) -> bool;
