@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _lifecycle
 from .._futures import Completer, PoolFuture, _complete
 
 __all__ = ["InlineCompleter"]
@@ -20,18 +19,11 @@ __all__ = ["InlineCompleter"]
 
 class InlineCompleter(Completer):
     """Completes each future inside ``register`` (the engine's sync ``submit`` returns with the
-    outcome in): a sync pool's futures are done on return, and no completion thread is started."""
+    outcome in): a sync pool's futures are done on return, with no completion thread."""
 
     def _ensure_thread(self) -> None:
-        pass
-
-    def abandon(self) -> None:
-        """Nothing runs in the background: stopping is all there is to do."""
-        if self._generation == _lifecycle.GENERATION:
-            self._core.shutdown("graceful")
-
-    def finish_in_background(self) -> None:
-        """Every future is already complete: nothing is left to finish."""
+        """No thread for completions; one is started only to wind down a pool nobody waits
+        for (``finish_in_background``): it stops the workers and ends the engine's threads."""
 
     def register(self, future: PoolFuture[Any], submit: Any, payload: Any, *options: Any) -> PoolFuture[Any]:
         super().register(future, submit, payload, *options)

@@ -47,9 +47,16 @@ impl HostedEngine {
     }
 
     /// Starts one host with its lanes, set up with `init` (the spawn arguments).
-    pub(crate) fn start(&self, init: &Bound<'_, PyAny>) -> impl FnOnce(ReportFn<Lane>) + '_ {
+    #[allow(clippy::unnecessary_wraps)] // the same signature as the process kind's
+    pub(crate) fn start(&self, init: &Bound<'_, PyAny>) -> PyResult<impl FnOnce(ReportFn<Lane>) + '_> {
         let init = Arc::new(init.clone().unbind());
-        move |report| self.start_group(init, report)
+        Ok(move |report| self.start_group(init, report))
+    }
+
+    /// A call's payload, `(method, args, kwargs)` or its pickle, as it is.
+    #[allow(clippy::unnecessary_wraps)] // the same signature as the process kind's
+    pub(crate) fn task(&self, _py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<Arc<Py<PyAny>>> {
+        Ok(Arc::new(payload.clone().unbind()))
     }
 
     fn start_group(&self, init: Arc<Py<PyAny>>, report: ReportFn<Lane>) {

@@ -22,8 +22,6 @@ mod options;
 mod process;
 mod slot;
 
-use std::sync::Arc;
-
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -41,19 +39,24 @@ enum Flavor {
     Hosted(HostedEngine),
 }
 
+/// Runs `$body` with `$kind` bound to the flavor's engine; each has a `core`
+/// ([`core::EngineCore`]), `task(py, payload)` and `start(init)`.
+macro_rules! with_kind {
+    ($engine:expr, $kind:ident => $body:expr) => {
+        match &$engine.flavor {
+            Flavor::Process($kind) => $body,
+            Flavor::Hosted($kind) => $body,
+        }
+    };
+}
+
 /// Runs `$body` with `$core` bound to the flavor's [`core::EngineCore`].
 macro_rules! with_core {
     ($engine:expr, $core:ident => $body:expr) => {
-        match &$engine.flavor {
-            Flavor::Process(engine) => {
-                let $core = &engine.core;
-                $body
-            }
-            Flavor::Hosted(engine) => {
-                let $core = &engine.core;
-                $body
-            }
-        }
+        with_kind!($engine, kind => {
+            let $core = &kind.core;
+            $body
+        })
     };
 }
 
@@ -97,18 +100,12 @@ impl Engine {
     /// Starts a worker and waits for its setup: `(status, value)`. `init` is the pickled
     /// setup (process mode) or `(args, kwargs)`.
     fn spawn<'py>(&self, py: Python<'py>, init: &Bound<'py, PyAny>) -> PyResult<PyReply<'py>> {
-        match &self.flavor {
-            Flavor::Process(engine) => engine.core.spawn(py, engine.start(init)?),
-            Flavor::Hosted(engine) => engine.core.spawn(py, engine.start(init)),
-        }
+        with_kind!(self, kind => kind.core.spawn(py, kind.start(init)?))
     }
 
     /// Starts a worker; its outcome arrives through `take_completions` under `token`.
     fn submit_spawn(&self, py: Python<'_>, init: &Bound<'_, PyAny>, token: u64) -> PyResult<()> {
-        match &self.flavor {
-            Flavor::Process(engine) => engine.core.submit_spawn(py, token, engine.start(init)?),
-            Flavor::Hosted(engine) => engine.core.submit_spawn(py, token, engine.start(init)),
-        }
+        with_kind!(self, kind => kind.core.submit_spawn(py, token, kind.start(init)?))
     }
 
     /// Runs one call and waits for it: `(status, value)`. `payload` is the list of buffers of
@@ -121,13 +118,13 @@ impl Engine {
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
     ) -> PyResult<PyReply<'py>> {
-        match &self.flavor {
-            Flavor::Process(engine) => engine.call(py, payload, timeout, submit_timeout),
-            Flavor::Hosted(engine) => {
-                let options = TaskOptions { timeout: seconds("timeout", timeout)? };
-                engine.core.call(py, Arc::new(payload.clone().unbind()), options, submit_timeout)
+        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        if let Flavor::Process(process) = &self.flavor {
+            if let Some(reply) = process.call_direct(py, payload, options) {
+                return reply;
             }
         }
+        with_kind!(self, kind => kind.core.call(py, kind.task(py, payload)?, options, submit_timeout))
     }
 
     /// Queues one call; its outcome arrives through `take_completions` under `token`.
@@ -140,13 +137,8 @@ impl Engine {
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
     ) -> PyResult<CoreTicket> {
-        match &self.flavor {
-            Flavor::Process(engine) => engine.submit(py, payload, token, timeout, submit_timeout),
-            Flavor::Hosted(engine) => {
-                let options = TaskOptions { timeout: seconds("timeout", timeout)? };
-                engine.core.submit(py, Arc::new(payload.clone().unbind()), token, options, submit_timeout)
-            }
-        }
+        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        with_kind!(self, kind => kind.core.submit(py, kind.task(py, payload)?, token, options, submit_timeout))
     }
 
     /// Runs one call on every live worker: a list of `(worker_id, status, value)`.
@@ -155,10 +147,7 @@ impl Engine {
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
-        match &self.flavor {
-            Flavor::Process(engine) => engine.core.broadcast(py, &engine.broadcast_task(py, payload)?),
-            Flavor::Hosted(engine) => engine.core.broadcast(py, &Arc::new(payload.clone().unbind())),
-        }
+        with_kind!(self, kind => kind.core.broadcast(py, &kind.task(py, payload)?))
     }
 
     /// Waits up to `timeout` seconds for finished tasks and starts; returns up to `max_items`

@@ -9,11 +9,9 @@ use super::core::{EngineCore, ReportFn};
 use super::direct::{call_direct, too_large};
 use super::kind::{Kind, PyReply, StartOutcome};
 use super::options::EngineOptions;
-use super::slot::CoreTicket;
 use crate::job::{Outcome, TaskOptions};
 use crate::process::{ProcessSpec, ProcessWorker, ShmLane, SpawnFailure};
 use crate::python::buffers::gather;
-use crate::python::common::seconds;
 use crate::python::errors::{start_outcome, task_outcome};
 use crate::Supervisor;
 
@@ -68,52 +66,33 @@ impl ProcessEngine {
         })
     }
 
-    /// A call's buffers, copied into one message no larger than `max_message_size`.
-    fn task(&self, py: Python<'_>, parts: &[Bound<'_, PyAny>]) -> PyResult<Vec<u8>> {
-        let payload = gather(py, parts)?;
-        match payload.len() > self.spec.max_message_size {
-            true => Err(too_large(payload.len(), self.spec.max_message_size)),
-            false => Ok(payload),
+    /// A call's buffers (a list), copied into one message no larger than `max_message_size`.
+    pub(crate) fn task(&self, py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+        let task = gather(py, &payload.extract::<Vec<Bound<'_, PyAny>>>()?)?;
+        match task.len() > self.spec.max_message_size {
+            true => Err(too_large(task.len(), self.spec.max_message_size)),
+            false => Ok(task),
         }
     }
 
-    /// Runs one call and waits for it, through an idle worker's direct lane when it can.
-    pub(crate) fn call<'py>(
+    /// Runs a blocking call through an idle worker's direct lane, if one is free and no
+    /// per-task policy needs the serve loop; `None`: submit it instead.
+    pub(crate) fn call_direct<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        timeout: Option<f64>,
-        submit_timeout: Option<f64>,
-    ) -> PyResult<PyReply<'py>> {
-        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
-        let parts: Vec<Bound<'py, PyAny>> = payload.extract()?;
-        if self.direct && options.timeout.is_none() {
-            if let Some(claim) = self.core.supervisor.claim_idle() {
-                if let Some(lane) = claim.lane::<ShmLane>() {
-                    return call_direct(py, claim, lane, &parts);
-                }
-            }
+        options: TaskOptions,
+    ) -> Option<PyResult<PyReply<'py>>> {
+        if !self.direct || options.timeout.is_some() {
+            return None;
         }
-        let task = self.task(py, &parts)?;
-        self.core.call(py, task, options, submit_timeout)
-    }
-
-    /// Queues one call; its outcome arrives through `take_completions` under `token`.
-    pub(crate) fn submit(
-        &self,
-        py: Python<'_>,
-        payload: &Bound<'_, PyAny>,
-        token: u64,
-        timeout: Option<f64>,
-        submit_timeout: Option<f64>,
-    ) -> PyResult<CoreTicket> {
-        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
-        let task = self.task(py, &payload.extract::<Vec<Bound<'_, PyAny>>>()?)?;
-        self.core.submit(py, task, token, options, submit_timeout)
-    }
-
-    /// A broadcast's task.
-    pub(crate) fn broadcast_task(&self, py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-        gather(py, &payload.extract::<Vec<Bound<'_, PyAny>>>()?)
+        // Before claiming a worker: a claim given up on replaces its worker.
+        let parts = match payload.extract::<Vec<Bound<'py, PyAny>>>() {
+            Ok(parts) => parts,
+            Err(e) => return Some(Err(e)),
+        };
+        let claim = self.core.supervisor.claim_idle()?;
+        let lane = claim.lane::<ShmLane>()?;
+        Some(call_direct(py, claim, lane, &parts))
     }
 }
