@@ -242,8 +242,10 @@ def test_task_timeout_fails_the_task_and_replaces_the_worker(make_pool: MakePool
         pool.spawn(tag="t")
         # busy_sleep runs bytecode: a thread worker is interrupted, not just abandoned; an
         # asyncio worker cancels a coroutine (blocking code would hold up its whole loop).
+        started = time.monotonic()
         with pytest.raises(TaskTimeoutError):
-            pool.call("nap" if mode == "asyncio" else "busy_sleep", 1.0)
+            pool.call("nap" if mode == "asyncio" else "busy_sleep", 5.0)
+        assert time.monotonic() - started < 4.0, "the call was interrupted, not waited out"
         assert pool.execute(5) == 5, "a fresh worker serves"
         assert pool.call("whoami")["tag"] == "t", "restarted with its own spawn arguments"
         (worker,) = pool.stats()["workers"]
@@ -365,6 +367,23 @@ def test_sync_futures_are_done_on_return_and_run_in_the_caller() -> None:
         future = pool.submit_execute(7)
         assert future.done() and future.result() == 7
         assert pool.call("whoami")["pid"] == os.getpid()
+
+
+def test_sync_interrupts_land_in_the_call_never_in_the_caller() -> None:
+    # Calls that end about when their timeout fires: the interrupt raised in the calling thread
+    # must be caught before the caller's own code runs again.
+    with SPool(ModeEcho, mode="sync", task_timeout=0.02, max_restarts=1000) as pool:
+        pool.spawn()
+        timed_out = 0
+        for i in range(60):
+            try:
+                pool.call("busy_sleep", 0.012 + (i % 6) * 0.003)
+            except TaskTimeoutError:
+                timed_out += 1
+            for _ in range(2000):  # bytecode where a stray interrupt would land
+                pass
+        assert pool.execute(1) == 1
+        assert pool.stats()["workers"][0]["tasks_failed"] == timed_out
 
 
 def test_in_process_modes_pass_results_by_reference() -> None:

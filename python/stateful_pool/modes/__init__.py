@@ -38,11 +38,11 @@ def launcher(mode: str, actor_options: dict[str, Any] | None = None) -> Callable
         from . import _ray
 
         return _ray.launcher(actor_options)
-    hosts: dict[str, Callable[[Any, Any], None]] = {
-        "thread": _host.launch_thread,
-        "asyncio": _host.launch_asyncio,
-        "sync": _host.launch_sync,
-    }
+    if mode == "sync":
+        from ._sync import launch_sync
+
+        return launch_sync
+    hosts: dict[str, Callable[[Any, Any], None]] = {"thread": _host.launch_thread, "asyncio": _host.launch_asyncio}
     return hosts.get(mode)
 
 

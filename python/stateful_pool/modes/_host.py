@@ -1,7 +1,7 @@
 """Hosts for the in-process modes: each runs one worker instance and answers the calls the
 Rust supervisor (``_core.Engine``) sends it through a ``HostChannel``. A thread or asyncio host
-has a daemon thread of its own; a sync host has none: the threads that call the pool run its
-setup and its calls while they wait (``HostChannel.serve_inline``).
+has a daemon thread of its own; a sync host (``_sync.py``) has none: the threads that call the
+pool run its setup and its calls while they wait (``HostChannel.serve_inline``).
 
 The supervisor owns queueing, timeouts, restarts and stats; a host only runs calls. A host
 answers each call with ``Replier.ok`` (the result object), ``.raised`` (the exception, with the
@@ -27,7 +27,7 @@ from .._serialize import safe_str
 from ..errors import RemoteTraceback
 from ..worker import check_method_name
 
-__all__ = ["WorkerLost", "call_args", "launch_asyncio", "launch_sync", "launch_thread", "remote_exception"]
+__all__ = ["WorkerLost", "call_args", "launch_asyncio", "launch_thread", "remote_exception"]
 
 
 class _Interrupted(BaseException):
@@ -114,17 +114,6 @@ def _serve_thread(channel: Any, init: Any) -> None:
         pass  # the supervisor gave up on this host (timeout or kill) and has replaced it
     finally:
         channel.exited()
-
-
-def launch_sync(channel: Any, init: Any) -> None:
-    """Launcher for ``mode="sync"``, run by a caller thread: sets the worker up at once, then
-    leaves each call to whichever caller thread waits next (no thread of its own, nothing to
-    interrupt: a call past its timeout fails once it returns)."""
-    run = _set_up(channel, init, None, "worker")
-    if run is None:
-        channel.exited()
-        return
-    channel.serve_inline(functools.partial(serve_one, run, inline=True))
 
 
 def serve_one(run: Callable[[Any], Any], request: Any, *, inline: bool = False) -> bool:

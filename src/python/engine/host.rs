@@ -195,8 +195,9 @@ impl Host {
     /// Gives up on the host now: it ends after its current call, which is interrupted if the
     /// host registered a way to (a thread cannot be killed; a Ray actor can).
     pub(crate) async fn kill(&self) {
-        self.release();
+        // The killer first: releasing a sync host drops it.
         let killer = lock(&self.shared.killer).take();
+        self.release();
         if let Some(killer) = killer {
             let _ = tokio::task::spawn_blocking(move || {
                 Python::attach(|py| {
