@@ -1,5 +1,5 @@
 """The protocol between a pool and its workers, defined once. The codes are Rust's (``_core``
-exports them; ``tests/test_modes.py`` checks nothing else defines them): reply statuses, frame
+exports them; ``tests/test_protocol.py`` checks nothing else defines them): reply statuses, frame
 kinds of the process channel, and what an in-process host reads and reports. The init payload
 (worker class and spawn arguments) is built and read here, for every mode."""
 

@@ -80,13 +80,16 @@ impl HostedEngine {
                 };
                 report.deliver(group, outcome);
             };
-            // Register the mapping before the lane can possibly report or serve.
+            // Register the mapping before the lane can possibly report or serve. A worker of one
+            // lane is not recorded: its lane id is its id.
             let mut ids = self.members.lock();
             let id = self.core.supervisor.start_worker(Lane::start(Arc::clone(&group)), on_ready);
             if lane == 0 {
                 group_id.store(id, Ordering::Release);
             }
-            ids.insert(id, group_id.load(Ordering::Acquire));
+            if self.hosts.concurrency > 1 {
+                ids.insert(id, group_id.load(Ordering::Acquire));
+            }
         }
     }
 }
