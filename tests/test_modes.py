@@ -369,6 +369,29 @@ def test_sync_futures_are_done_on_return_and_run_in_the_caller() -> None:
         assert pool.call("whoami")["pid"] == os.getpid()
 
 
+def test_sync_serves_several_threads_and_their_futures_are_done_on_return() -> None:
+    import threading
+
+    with SPool(ModeEcho, mode="sync") as pool:
+        pool.spawn()
+        pool.spawn()
+        not_done: list[int] = []
+
+        def caller(k: int) -> None:
+            for i in range(150):
+                future = pool.submit_execute(i)
+                if not future.done() or future.result() != i or pool.execute(k) != k:
+                    not_done.append(i)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(t.is_alive() for t in threads) and not_done == []
+        assert sum(w["tasks_done"] for w in pool.stats()["workers"]) == 4 * 150 * 2
+
+
 def test_sync_interrupts_land_in_the_call_never_in_the_caller() -> None:
     # Calls that end about when their timeout fires: the interrupt raised in the calling thread
     # must be caught before the caller's own code runs again.

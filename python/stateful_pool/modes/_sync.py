@@ -11,6 +11,7 @@ sees it; the call fails with ``TaskTimeoutError`` and the worker is set up again
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import threading
 from collections.abc import Callable
@@ -94,4 +95,8 @@ class InlineCompleter(Completer):
             pending = self._pending.pop(token, None)
             if pending is not None and not pending.done():
                 _complete(pending, status, value)
+        if not future.done():
+            # Another thread calling the pool took this outcome from the channel first: it is
+            # completing the future now.
+            concurrent.futures.wait([future])
         return future
