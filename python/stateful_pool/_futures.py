@@ -15,7 +15,8 @@ from concurrent.futures._base import RUNNING as _RUNNING
 from typing import Any, Generic, TypeVar
 
 from . import _core, _lifecycle
-from ._decode import STATUS_OBJECT, decode
+from ._decode import decode
+from ._protocol import STATUS_OBJECT
 
 T = TypeVar("T")
 
@@ -219,7 +220,7 @@ class Completer:
     its user is collected, and :meth:`abandon` then lets this thread finish the pool's tasks,
     stop its workers and end."""
 
-    def __init__(self, core: _core.CorePool):
+    def __init__(self, core: _core.Engine):
         self._core = core
         self._pending: dict[int, PoolFuture[Any]] = {}
         self._tokens = itertools.count(1)
