@@ -12,13 +12,14 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 from . import _core, _lifecycle
 from ._decode import decode
 from ._futures import Completer, PoolFuture
 from ._serialize import by_value, dumps, encode
+from ._zygote import zygote_command
 from .errors import PoolShutDownError
 from .worker import SWorker, check_method_name
 
@@ -129,6 +130,11 @@ class SPool(Generic[W]):
             every mode; see ``stateful_pool.modes``.
         actor_options: Ray actor options for ``mode="ray"``, e.g. ``{"num_cpus": 0.5}``.
         max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32).
+        start_method: how a process worker starts: ``"zygote"`` (default: forked, in about a
+            millisecond, from a single-threaded template process the pool starts afresh) or
+            ``"spawn"`` (a fresh interpreter per worker, about 50 ms). See the README.
+        preload: modules the zygote imports once, so forked workers start with them loaded
+            (e.g. ``["numpy", "mypkg.model"]``); one that starts a thread (or CUDA) is refused.
     """
 
     def __init__(
@@ -151,6 +157,8 @@ class SPool(Generic[W]):
         mode: str = "process",
         actor_options: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
+        start_method: str = "zygote",
+        preload: Sequence[str] = (),
     ):
         if not isinstance(worker_cls, type):
             raise TypeError(f"worker_cls must be a class, got {worker_cls!r}")
@@ -158,6 +166,7 @@ class SPool(Generic[W]):
             raise ValueError(f"queue_size must be at least 1 or None, got {queue_size}")
         if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
             raise ValueError(f"max_tasks_per_worker must be at least 1, got {max_tasks_per_worker}")
+        zygote = zygote_command(mode, start_method, preload)  # checked in every mode
         self._cls = worker_cls
         # Method names already checked to be public methods of the worker class.
         self._methods: set[str] = set()
@@ -205,6 +214,7 @@ class SPool(Generic[W]):
                 os.getcwd(),
                 shm_capacity=shm_capacity,
                 max_message_size=max_message_size,
+                zygote=zygote,
                 **policy,
             )
             self._completer = Completer(self._core)

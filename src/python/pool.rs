@@ -295,7 +295,7 @@ impl CorePool {
         program, args, env, cwd=None, *, queue_size=None, task_timeout=None, restart="on-failure",
         max_restarts=5, restart_window=60.0, max_tasks_per_worker=None, max_memory_per_worker=None,
         stop_timeout=5.0, load_balancing="round_robin", crash_retries=0, shm_capacity=None,
-        max_message_size=crate::process::DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size=crate::process::DEFAULT_MAX_MESSAGE_SIZE, zygote=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -315,6 +315,7 @@ impl CorePool {
         crash_retries: u32,
         shm_capacity: Option<usize>,
         max_message_size: usize,
+        zygote: Option<(String, Vec<String>)>,
     ) -> PyResult<Self> {
         if let Some(capacity) = shm_capacity {
             crate::shm::ring_capacity(capacity).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -356,6 +357,10 @@ impl CorePool {
         spec.stop_timeout = seconds("stop_timeout", Some(stop_timeout))?.unwrap_or_default();
         spec.shm_capacity = shm_capacity;
         spec.max_message_size = max_message_size;
+        if let Some((program, args)) = zygote {
+            spec.start_method =
+                crate::process::StartMethod::Zygote(Arc::new(crate::process::Zygote::new(program, args)));
+        }
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let c = supervisor.config();
         let direct = c.task_timeout.is_none()
