@@ -104,8 +104,9 @@ def _serve(control: socket.socket, wakeup: int) -> tuple[list[int], bytes, list[
             _reap(control)
         if control not in readable:
             continue
-        message, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 4)
-        if message[:1] != b"F" or len(message) < 10 or len(fds) not in (2, 3):
+        message, fds, flags, _addr = socket.recv_fds(control, 1 << 20, 4)
+        cut = flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
+        if cut or message[:1] != b"F" or len(message) < 10 or len(fds) not in (2, 3):
             for fd in fds:
                 os.close(fd)
             return None  # closed, or nonsense: only the supervisor talks to us
@@ -146,9 +147,11 @@ def _become_worker(prctl: Any, zygote: int, fds: list[int], cwd: bytes, env: lis
         os.close(fd)
     if len(fds) == 2:
         os.close(WORKER_FDS[2])  # no shared memory: the placeholder goes
-    for entry in env:
-        key, _, value = entry.partition(b"=")
-        os.environ[os.fsdecode(key)] = os.fsdecode(value)
+    # The supervisor's whole environment as it is now, then the worker's own variables.
+    wanted = {key: value for key, _, value in (entry.partition(b"=") for entry in env)}
+    for key in set(os.environb) - set(wanted):
+        del os.environb[key]
+    os.environb.update(wanted)
     if cwd:
         os.chdir(cwd)
     sys.argv = ["-c"]

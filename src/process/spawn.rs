@@ -183,11 +183,15 @@ pub(crate) async fn start_worker_process(
     let fds = [Some(worker_reads.as_raw_fd()), Some(worker_writes.as_raw_fd()), shm];
     let env = worker_env(spec, shm.is_some());
     let forked = match &spec.start_method {
-        StartMethod::Zygote(zygote) => match zygote.fork(spec, fds, &env).await {
-            Ok(child) => Some(WorkerChild::Forked(child)),
-            Err(ZygoteError::Refused(why)) => return Err(io::Error::other(why)),
-            Err(ZygoteError::Broken(_)) => None,
-        },
+        // The zygote's environment is ours when it started: the worker gets ours now, as a
+        // fresh start would (e.g. a `CUDA_VISIBLE_DEVICES` set just before this worker).
+        StartMethod::Zygote(zygote) => {
+            match zygote.fork(spec, fds, &[std::env::vars_os().collect(), env.clone()].concat()).await {
+                Ok(child) => Some(WorkerChild::Forked(child)),
+                Err(ZygoteError::Refused(why)) => return Err(io::Error::other(why)),
+                Err(ZygoteError::Broken(_)) => None,
+            }
+        }
         StartMethod::Spawn => None,
     };
     let child = match forked {

@@ -44,7 +44,7 @@ use super::spawn::{start_fresh, ChildFds, ProcessSpec};
 use super::unix_socket::{recv_packet, register, send_packet, seqpacket_pair};
 
 /// How long a running zygote may take to answer a fork request before it counts as hung.
-const FORK_TIMEOUT: Duration = Duration::from_secs(10);
+const FORK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Consecutive broken zygotes (died, hung, spoke nonsense) after which a pool stops using one
 /// and starts its workers afresh.
 const BROKEN_AT_MOST: u32 = 2;
