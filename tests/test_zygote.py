@@ -102,7 +102,11 @@ def test_a_preloaded_module_is_imported_once_in_the_zygote(tmp_path: Path, monke
 
 
 def test_a_preload_that_starts_a_thread_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _module(tmp_path, "zygote_threaded", "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
+    _module(
+        tmp_path,
+        "zygote_threaded",
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n",
+    )
     monkeypatch.chdir(tmp_path)
     with SPool(Inspect, preload=["json", "zygote_threaded"]) as pool:
         with pytest.raises(RuntimeError, match=r"preloading 'zygote_threaded' started threads") as info:

@@ -51,7 +51,7 @@ def _preload(modules: Sequence[str]) -> str | None:
     for name in modules:
         try:
             importlib.import_module(name)
-        except BaseException as exc:  # noqa: BLE001 - the parent reports it, whatever it is
+        except BaseException as exc:  # whatever it is, the parent reports it
             return f"preloading {name!r} raised {type(exc).__name__}: {exc}"
         tasks = len(os.listdir("/proc/self/task"))
         if threading.active_count() != 1 or tasks != 1:
@@ -93,7 +93,7 @@ def _serve(control: socket.socket, wakeup: int) -> tuple[list[int], bytes, list[
     """Forks a worker per request until the supervisor is gone (then ``None``). In a forked
     child, returns its descriptors, working directory and environment."""
     while True:
-        readable, _, _ = select.select([control, wakeup], [], [])
+        readable, _, _ = select.select([control.fileno(), wakeup], [], [])
         if wakeup in readable:
             while True:
                 try:
@@ -102,7 +102,7 @@ def _serve(control: socket.socket, wakeup: int) -> tuple[list[int], bytes, list[
                 except BlockingIOError:
                     break
             _reap(control)
-        if control not in readable:
+        if control.fileno() not in readable:
             continue
         message, fds, flags, _addr = socket.recv_fds(control, 1 << 20, 4)
         cut = flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
@@ -142,7 +142,7 @@ def _become_worker(prctl: Any, zygote: int, fds: list[int], cwd: bytes, env: lis
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
     for fd in fds:
         os.close(fd)
-    for target, fd in zip(WORKER_FDS, high):
+    for target, fd in zip(WORKER_FDS[: len(high)], high, strict=True):
         os.dup2(fd, target)
         os.close(fd)
     if len(fds) == 2:

@@ -67,8 +67,7 @@ pub(crate) async fn send_packet(socket: &AsyncFd<OwnedFd>, bytes: &[u8], fds: &[
                     let header = libc::CMSG_FIRSTHDR(&msg);
                     (*header).cmsg_level = libc::SOL_SOCKET;
                     (*header).cmsg_type = libc::SCM_RIGHTS;
-                    (*header).cmsg_len =
-                        libc::CMSG_LEN(u32::try_from(fds.len() * size_of::<RawFd>()).unwrap_or(0)) as _;
+                    (*header).cmsg_len = libc::CMSG_LEN(u32::try_from(size_of_val(fds)).unwrap_or(0)) as _;
                     std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(header).cast::<RawFd>(), fds.len());
                 }
             }
