@@ -101,6 +101,7 @@ PEERS = (
 START_WORKLOADS = ("start", "recover")
 # Peers that only run the START_WORKLOADS (the start method is all that differs).
 START_ONLY_PEERS = PEERS[6:]
+START_PEERS = ("stateful_pool", BASELINE, *START_ONLY_PEERS)
 START_SAMPLES = 20
 PEER_PACKAGES = {"loky": "loky", "mpire": "mpire", "ray": "ray"}
 WORKLOADS = ("roundtrip", "tiny", "numpy", "spawn", "cpu", "idle", *START_WORKLOADS)
@@ -301,8 +302,8 @@ class SPoolPeer(Peer):
                 pool.spawn()
                 pool.execute(1)
                 times.append(time.perf_counter() - t0)
-                pool.resize(0)
-                while pool.stats()["live_workers"]:
+                pool.resize(0)  # and wait until it has exited, as an executor's shutdown does
+                while any(w["state"] != "stopped" for w in pool.stats()["workers"]):
                     time.sleep(0.001)
         return times[1:]
 
@@ -1255,11 +1256,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             results[peer] = {"metrics": {}, "notes": [note]}
             _log(f"[{peer}] skipped: not installed")
             continue
-        peer_cfg = cfg
-        if peer in START_ONLY_PEERS:
-            peer_cfg = {**cfg, "workloads": [w for w in workloads if w in START_WORKLOADS]}
-            if not peer_cfg["workloads"]:
-                continue
+        # Only the start peers run the start workloads, and the extra ones run nothing else.
+        runs = [
+            w
+            for w in workloads
+            if (peer in START_PEERS and peer not in START_ONLY_PEERS)
+            or (w in START_WORKLOADS) == (peer in START_ONLY_PEERS)
+        ]
+        if not runs:
+            continue
+        peer_cfg = {**cfg, "workloads": runs}
         _log(f"[{peer}]")
         peer_started = time.monotonic()
         results[peer] = run_peer(peer, peer_cfg)

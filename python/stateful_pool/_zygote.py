@@ -148,10 +148,14 @@ def _become_worker(prctl: Any, zygote: int, fds: list[int], cwd: bytes, env: lis
     if len(fds) == 2:
         os.close(WORKER_FDS[2])  # no shared memory: the placeholder goes
     # The supervisor's whole environment as it is now, then the worker's own variables.
+    # Only what changed is set: each assignment is a putenv, and most often nothing did.
+    environ = os.environb
     wanted = {key: value for key, _, value in (entry.partition(b"=") for entry in env)}
-    for key in set(os.environb) - set(wanted):
-        del os.environb[key]
-    os.environb.update(wanted)
+    for key in [key for key in environ if key not in wanted]:
+        del environ[key]
+    for key, value in wanted.items():
+        if environ.get(key) != value:
+            environ[key] = value
     if cwd:
         os.chdir(cwd)
     sys.argv = ["-c"]
@@ -166,6 +170,7 @@ def main() -> None:
 
     from . import _worker
 
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, not in every worker
     refused = _preload(sys.argv[1:])
     if refused is not None:
         control.send(b"E" + refused.encode(errors="replace")[:60000])
@@ -191,5 +196,5 @@ def main() -> None:
     for fd in (wakeup, wake):
         os.close(fd)
     control.close()
-    _become_worker(ctypes.CDLL(None, use_errno=True).prctl, zygote, *job)
+    _become_worker(prctl, zygote, *job)
     _worker.main()
