@@ -182,3 +182,52 @@ impl Drop for ForkedChild {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    /// A child of this test (standing in for the zygote's child) and a pidfd on it.
+    fn watched(program: &str, args: &[&str]) -> (std::process::Child, OwnedFd) {
+        let child = std::process::Command::new(program).args(args).spawn().unwrap();
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: pidfd_open on a pid of our own unreaped child, no flags.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        assert!(fd >= 0, "pidfd_open: {}", io::Error::last_os_error());
+        // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+        (child, unsafe { OwnedFd::from_raw_fd(std::os::fd::RawFd::try_from(fd).unwrap()) })
+    }
+
+    #[tokio::test]
+    async fn a_forked_worker_reads_its_reported_status_and_is_killed_through_its_pidfd() {
+        let (mut process, pidfd) = watched("sh", &["-c", "exit 3"]);
+        let (report, reported) = oneshot::channel();
+        let mut child = WorkerChild::Forked(ForkedChild::new(process.id(), pidfd, reported).unwrap());
+        let status = process.wait().unwrap(); // the "zygote" reaps it and reports the status
+        report.send(status.into_raw()).unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(3));
+        assert_eq!(child.exited().await.and_then(|s| s.code()), Some(3));
+        assert!(!child.is_running() && child.id().is_none());
+
+        let (mut process, pidfd) = watched("sleep", &["30"]);
+        let (report, reported) = oneshot::channel::<i32>();
+        let mut child = WorkerChild::Forked(ForkedChild::new(process.id(), pidfd, reported).unwrap());
+        assert!(child.is_running() && child.exited().await.is_none());
+        child.kill().await.unwrap(); // returns once it exited, reaped or not
+        assert!(!child.is_running());
+        drop(report); // the zygote is gone without a report: SIGKILL, as its death signal says
+        assert_eq!(child.wait().await.unwrap().signal(), Some(libc::SIGKILL));
+        assert_eq!(process.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn a_silent_zygote_does_not_hang_a_wait() {
+        let (mut process, pidfd) = watched("true", &[]);
+        let (_report, reported) = oneshot::channel::<i32>(); // kept, never sent: a hung zygote
+        let mut child = WorkerChild::Forked(ForkedChild::new(process.id(), pidfd, reported).unwrap());
+        let error = tokio::time::timeout(REPORT_GRACE * 5, child.wait()).await.expect("bounded").unwrap_err();
+        assert!(error.to_string().contains("did not report"), "{error}");
+        process.wait().unwrap();
+    }
+}
