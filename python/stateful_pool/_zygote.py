@@ -177,7 +177,6 @@ def main() -> None:
         raise SystemExit(1)
     # Objects alive now live as long as the workers: the collector never touches them, so
     # their pages stay shared with the zygote instead of being copied on first write.
-    gc.collect()
     gc.freeze()
     wakeup, wake = os.pipe()
     os.set_blocking(wakeup, False)
