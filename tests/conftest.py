@@ -19,10 +19,20 @@ REPO = Path(__file__).resolve().parent.parent
 def child_pids(parent: int | None = None) -> set[int]:
     """Live (non-zombie) worker processes of ``parent`` (default: this process, not counting the
     session's Ray cluster, see ``ray_cluster``): its children, where a pool's zygote (see
-    ``zygote_pids``) counts as the workers it forked."""
+    ``zygote_pids``) counts as the workers it forked (not its spare, see ``is_spare``)."""
     children = _child_pids(os.getpid()) - RAY_PIDS if parent is None else _child_pids(parent)
     zygotes = {pid for pid in children if is_zygote(pid)}
-    return (children - zygotes).union(*(_child_pids(z) for z in zygotes))
+    forked = set().union(*(_child_pids(z) for z in zygotes))
+    return (children - zygotes) | {pid for pid in forked if not is_spare(pid)}
+
+
+def is_spare(pid: int) -> bool:
+    """Whether ``pid``, a zygote's child, is its spare (forked ahead, waiting to become a worker):
+    a spare has a socket on descriptor 3 from birth, a worker its request pipe."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/3").startswith("socket:")
+    except OSError:
+        return False
 
 
 def is_zygote(pid: int) -> bool:

@@ -13,6 +13,7 @@ zygote), takes its descriptors on 3, 4 and 5, its environment and working direct
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import importlib
@@ -30,6 +31,8 @@ CONTROL_FD = 3
 WORKER_FDS = (3, 4, 5)
 PR_SET_PDEATHSIG = 1
 START_METHODS = ("zygote", "spawn")
+# How long the zygote waits with no request before it forks its next spare.
+SPARE_AFTER_IDLE_S = 0.005
 
 
 def zygote_command(mode: str, start_method: str, preload: Sequence[str]) -> tuple[str, list[str]] | None:
@@ -64,80 +67,176 @@ def _preload(modules: Sequence[str]) -> str | None:
     return None
 
 
-def _reserve_worker_fds(control: int) -> socket.socket:
+def _reserve_worker_fds(control: int) -> tuple[socket.socket, int]:
     """Moves the control socket off 3 and holds 3, 4 and 5 with ``/dev/null`` so nothing the
-    zygote imports gets them: a worker's descriptors replace them without closing anyone's."""
+    zygote imports gets them: a worker's descriptors replace them without closing anyone's.
+    Returns the control socket and a ``/dev/null`` descriptor to put back on 3."""
     sock = socket.socket(fileno=fcntl.fcntl(control, fcntl.F_DUPFD_CLOEXEC, 10))
     opened = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     null = fcntl.fcntl(opened, fcntl.F_DUPFD_CLOEXEC, 10)  # not one of the numbers it fills
     os.close(opened)
     for fd in WORKER_FDS:
         os.dup2(null, fd, inheritable=False)
-    os.close(null)
-    return sock
+    return sock, null
 
 
-def _reap(control: socket.socket) -> None:
-    """Reaps every exited worker and reports its raw wait status."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        control.send(b"S" + struct.pack("<Ii", pid, status))
+Job = tuple[list[int], bytes, list[bytes]]
 
 
-def _serve(control: socket.socket, wakeup: int) -> tuple[list[int], bytes, list[bytes]] | None:
-    """Forks a worker per request until the supervisor is gone (then ``None``). In a forked
-    child, returns its descriptors, working directory and environment."""
-    while True:
-        readable, _, _ = select.select([control.fileno(), wakeup], [], [])
-        if wakeup in readable:
-            while True:
-                try:
-                    if not os.read(wakeup, 512):
-                        break
-                except BlockingIOError:
-                    break
-            _reap(control)
-        if control.fileno() not in readable:
-            continue
-        message, fds, flags, _addr = socket.recv_fds(control, 1 << 20, 4)
-        cut = flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
-        if cut or message[:1] != b"F" or len(message) < 10 or len(fds) not in (2, 3):
-            for fd in fds:
-                os.close(fd)
-            return None  # closed, or nonsense: only the supervisor talks to us
-        seq = message[1:9]
-        cwd, *env = message[9:].split(b"\0")[:-1]
+def _job(body: bytes, fds: list[int]) -> Job:
+    """A worker's descriptors, working directory and environment, from a request's body."""
+    cwd, *env = body.split(b"\0")[:-1]
+    return fds, cwd, env
+
+
+class _Zygote:
+    """The zygote's loop. It keeps one *spare*: a child forked ahead of time that waits, on a
+    socket on its descriptor 3 (a worker has a pipe there), for a request's descriptors and
+    environment, so a request costs a hand-over instead of a fork; the next spare is forked once
+    no request came for a few milliseconds, so the fork does not slow the start just made."""
+
+    def __init__(self, control: socket.socket, null: int, prctl: Any):
+        self.control = control
+        self.null = null
+        self.prctl = prctl
+        self.pid = os.getpid()
+        self.wakeup, self.wake = os.pipe()
+        os.set_blocking(self.wakeup, False)
+        os.set_blocking(self.wake, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake)
+        # The spare: its pid, a pidfd on it and our end of its socket.
+        self.spare: tuple[int, int, socket.socket] | None = None
+
+    def _fork(self) -> int:
         sys.stdout.flush()  # what is buffered would be printed twice otherwise
         sys.stderr.flush()
+        return os.fork()
+
+    def _in_child(self) -> None:
+        """A new child drops the zygote's own descriptors and handlers and dies with it."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in (self.wakeup, self.wake, self.null):
+            os.close(fd)
+        self.control.close()
+        if self.spare is not None:
+            os.close(self.spare[1])
+            self.spare[2].close()
+        if self.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != self.pid:
+            os._exit(70)  # the zygote (and so the supervisor) is already gone
+
+    def make_spare(self) -> Job | None:
+        """Forks the next spare (in the zygote: ``None``); in the spare, waits for its job."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        os.dup2(theirs.fileno(), WORKER_FDS[0], inheritable=False)  # a spare from its first instant
+        theirs.close()
         try:
-            pid = os.fork()
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            control.send(b"X" + seq + str(exc).encode())
-            continue
+            pid = self._fork()
+        except OSError:
+            pid = -1  # no spare: requests fork directly
         if pid == 0:
-            return fds, cwd, env
-        for fd in fds:
-            os.close(fd)  # the worker's alone now: its pipes report EOF when it dies
-        # Opened before we can reap the child, so it names that very process.
-        pidfd = os.pidfd_open(pid)
+            ours.close()
+            self._in_child()
+            mine = socket.socket(fileno=WORKER_FDS[0])
+            try:
+                body, fds, flags, _addr = socket.recv_fds(mine, 1 << 20, 4)
+            except OSError:
+                os._exit(0)
+            mine.close()
+            if not body or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) not in (2, 3):
+                os._exit(0)  # the zygote is going, or sent nonsense: never a worker
+            return _job(body, fds)
+        os.dup2(self.null, WORKER_FDS[0], inheritable=False)
+        if pid > 0:
+            self.spare = (pid, os.pidfd_open(pid), ours)
+        else:
+            ours.close()
+        return None
+
+    def _reap(self) -> None:
+        """Reaps every exited child and reports its raw wait status."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.spare is not None and self.spare[0] == pid:
+                os.close(self.spare[1])  # the spare died while waiting: fork directly
+                self.spare[2].close()
+                self.spare = None
+            self.control.send(b"S" + struct.pack("<Ii", pid, status))
+
+    def _hand_over(self, body: bytes, fds: list[int]) -> tuple[int, int] | None:
+        """Gives the request to the spare: its pid and pidfd, or ``None`` if there is none."""
+        if self.spare is None:
+            return None
+        pid, pidfd, sock = self.spare
+        self.spare = None
         try:
-            socket.send_fds(control, [b"P" + seq + struct.pack("<I", pid)], [pidfd])
+            socket.send_fds(sock, [body], fds)
+        except OSError:
+            os.close(pidfd)  # it died meanwhile
+            return None
         finally:
-            os.close(pidfd)
+            sock.close()
+        return pid, pidfd
+
+    def serve(self) -> Job | None:
+        """Answers fork requests until the supervisor is gone (then ``None``). In a new worker,
+        returns its descriptors, working directory and environment."""
+        self.control.send(b"R")
+        while True:
+            idle = None if self.spare is not None else SPARE_AFTER_IDLE_S
+            readable, _, _ = select.select([self.control.fileno(), self.wakeup], [], [], idle)
+            if not readable:
+                # Idle for a moment: fork the next spare now, off the path of any start.
+                job = self.make_spare()
+                if job is not None:
+                    return job
+                continue
+            if self.wakeup in readable:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self.wakeup, 512):
+                        pass
+                self._reap()
+            if self.control.fileno() not in readable:
+                continue
+            message, fds, flags, _addr = socket.recv_fds(self.control, 1 << 20, 4)
+            cut = flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC)
+            if cut or message[:1] != b"F" or len(message) < 10 or len(fds) not in (2, 3):
+                for fd in fds:
+                    os.close(fd)
+                return None  # closed, or nonsense: only the supervisor talks to us
+            seq, body = message[1:9], message[9:]
+            handed = self._hand_over(body, fds)
+            if handed is None:
+                try:
+                    pid = self._fork()
+                except OSError as exc:
+                    for fd in fds:
+                        os.close(fd)
+                    self.control.send(b"X" + seq + str(exc).encode())
+                    continue
+                if pid == 0:
+                    self._in_child()
+                    return _job(body, fds)
+                # Opened before we can reap the child, so it names that very process.
+                handed = pid, os.pidfd_open(pid)
+            for fd in fds:
+                os.close(fd)  # the worker's alone now: its pipes report EOF when it dies
+            pid, pidfd = handed
+            try:
+                socket.send_fds(self.control, [b"P" + seq + struct.pack("<I", pid)], [pidfd])
+            finally:
+                os.close(pidfd)
 
 
-def _become_worker(prctl: Any, zygote: int, fds: list[int], cwd: bytes, env: list[bytes]) -> None:
-    """In the forked child, before any user code: tie its life to the zygote's, take the
+def _become_worker(fds: list[int], cwd: bytes, env: list[bytes]) -> None:
+    """In the forked child (its death signal already set), before any user code: take the
     worker's descriptors, environment and working directory, as a fresh start would have."""
-    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != zygote:
-        os._exit(70)  # the zygote (and so the supervisor) is already gone
     os.setpgid(0, 0)  # its own process group, like a freshly started worker
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
     for fd in fds:
@@ -162,8 +261,7 @@ def _become_worker(prctl: Any, zygote: int, fds: list[int], cwd: bytes, env: lis
 
 
 def main() -> None:
-    zygote = os.getpid()
-    control = _reserve_worker_fds(CONTROL_FD)
+    control, null = _reserve_worker_fds(CONTROL_FD)
     import ctypes
 
     import cloudpickle  # noqa: F401 - imported once here, for every worker
@@ -178,22 +276,11 @@ def main() -> None:
     # Objects alive now live as long as the workers: the collector never touches them, so
     # their pages stay shared with the zygote instead of being copied on first write.
     gc.freeze()
-    wakeup, wake = os.pipe()
-    os.set_blocking(wakeup, False)
-    os.set_blocking(wake, False)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake)
-    control.send(b"R")
     try:
-        job = _serve(control, wakeup)
+        job = _Zygote(control, null, prctl).serve()
     except OSError:
         job = None  # the supervisor is gone
     if job is None:
         return
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for fd in (wakeup, wake):
-        os.close(fd)
-    control.close()
-    _become_worker(prctl, zygote, *job)
+    _become_worker(*job)
     _worker.main()
