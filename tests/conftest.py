@@ -20,8 +20,10 @@ def child_pids(parent: int | None = None) -> set[int]:
     """Live (non-zombie) worker processes of ``parent`` (default: this process, not counting the
     session's Ray cluster, see ``ray_cluster``): its children, where a pool's zygote (see
     ``zygote_pids``) counts as the workers it forked (not its spare, see ``is_spare``)."""
-    children = _child_pids(os.getpid()) - RAY_PIDS if parent is None else _child_pids(parent)
-    zygotes = {pid for pid in children if is_zygote(pid)}
+    parent = os.getpid() if parent is None else parent
+    children = _child_pids(parent) - RAY_PIDS
+    # A zygote's children run its command line too: they are its workers (and spare).
+    zygotes = set() if is_zygote(parent) else {pid for pid in children if is_zygote(pid)}
     forked = set().union(*(_child_pids(z) for z in zygotes))
     return (children - zygotes) | {pid for pid in forked if not is_spare(pid)}
 

@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, child_pids, is_zygote, open_fds, pid_alive, wait_until, zygote_pids
+from conftest import REPO, child_pids, is_spare, is_zygote, open_fds, pid_alive, wait_until, zygote_pids
 from stateful_pool import SPool, TaskTimeoutError, WorkerCrashedError
 from workers import SpawnBomb
 from zygote_workers import Inspect
@@ -206,6 +206,29 @@ def test_a_dead_zygote_takes_its_workers_and_is_restarted() -> None:
         assert sorted(pool.execute(i) for i in range(4)) == list(range(4))
 
 
+def test_the_spare_becomes_the_next_worker_and_a_dead_spare_costs_nothing() -> None:
+    with SPool(Inspect) as pool:
+        first = pool.spawn()["pid"]
+        (zygote,) = zygote_pids()
+
+        def spares() -> set[int]:
+            return {pid for pid in child_pids(zygote) if is_spare(pid)}
+
+        wait_until(lambda: len(spares()) == 1, what="the zygote to fork a spare once idle")
+        (spare,) = spares()
+        assert spare not in child_pids(), "a spare is not a worker"
+        assert pool.spawn()["pid"] == spare, "the next worker is the spare, handed its job"
+        wait_until(lambda: len(spares()) == 1 and spare not in spares(), what="the next spare")
+        (spare,) = spares()
+        os.kill(spare, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(spare), what="the spare to die")
+        third = pool.spawn()["pid"]
+        assert third != spare and parent_of(third) == zygote, "started all the same, by a fork"
+        facts = pool.broadcast("facts")
+        assert {f["pid"] for f in facts} == {first, third} | (child_pids() - {first, third})
+        assert len(facts) == 3 and all(w["restarts"] == 0 for w in pool.stats()["workers"])
+
+
 PARENT = """
 import json, os, sys, time
 sys.path.insert(0, "tests")
@@ -230,8 +253,9 @@ def test_a_sigkilled_parent_leaves_no_process() -> None:
             line = parent.stdout.readline()
             assert line, "the parent script failed"
             pids = json.loads(line)
-            left = {pids["zygote"], *pids["workers"]}
-            assert all(pid_alive(pid) for pid in left)
+            wait_until(lambda: any(is_spare(p) for p in child_pids(pids["zygote"])), what="a spare")
+            left = {pids["zygote"], *pids["workers"], *child_pids(pids["zygote"])}
+            assert all(pid_alive(pid) for pid in left) and len(left) == 4, "zygote, 2 workers, spare"
             assert is_zygote(pids["zygote"]) and parent_of(pids["zygote"]) == parent.pid
         finally:
             parent.send_signal(signal.SIGKILL)
