@@ -5,7 +5,8 @@ Started afresh by the Rust supervisor (``python -c "from stateful_pool._zygote i
 main()" [module ...]``) with its control socket on descriptor 3; the protocol is described in
 ``src/process/zygote.rs``. It imports what every worker needs and the modules it was asked to
 preload, refuses to go on if that started a thread (a forked child would inherit a process with
-threads it does not have: locks held forever, CUDA unusable), then forks a worker per request.
+threads it does not have: locks held forever, CUDA unusable), then forks a worker per request
+(handing the request to a child forked ahead of time when it has one, see :class:`_Zygote`).
 Each child sets its death signal (the zygote dies with the supervisor, the worker with the
 zygote), takes its descriptors on 3, 4 and 5, its environment and working directory, and runs
 :func:`stateful_pool._worker.main` as a freshly started worker would.
@@ -92,8 +93,9 @@ def _job(body: bytes, fds: list[int]) -> Job:
 class _Zygote:
     """The zygote's loop. It keeps one *spare*: a child forked ahead of time that waits, on a
     socket on its descriptor 3 (a worker has a pipe there), for a request's descriptors and
-    environment, so a request costs a hand-over instead of a fork; the next spare is forked once
-    no request came for a few milliseconds, so the fork does not slow the start just made."""
+    environment, so a request costs a hand-over instead of a fork. The next spare is forked once
+    no request came for a few milliseconds (so the fork does not slow the start just made), or
+    when a worker exits (its restart is likely next)."""
 
     def __init__(self, control: socket.socket, null: int, prctl: Any):
         self.control = control
@@ -154,19 +156,23 @@ class _Zygote:
             ours.close()
         return None
 
-    def _reap(self) -> None:
-        """Reaps every exited child and reports its raw wait status."""
+    def _reap(self) -> bool:
+        """Reaps every exited child and reports its raw wait status; whether a worker (not the
+        spare) was among them."""
+        worker = False
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                return worker
             if pid == 0:
-                return
+                return worker
             if self.spare is not None and self.spare[0] == pid:
-                os.close(self.spare[1])  # the spare died while waiting: fork directly
+                os.close(self.spare[1])  # the spare died while waiting: the next one comes when idle
                 self.spare[2].close()
                 self.spare = None
+            else:
+                worker = True
             self.control.send(b"S" + struct.pack("<Ii", pid, status))
 
     def _hand_over(self, body: bytes, fds: list[int]) -> tuple[int, int] | None:
@@ -191,17 +197,18 @@ class _Zygote:
         while True:
             idle = None if self.spare is not None else SPARE_AFTER_IDLE_S
             readable, _, _ = select.select([self.control.fileno(), self.wakeup], [], [], idle)
-            if not readable:
-                # Idle for a moment: fork the next spare now, off the path of any start.
-                job = self.make_spare()
-                if job is not None:
-                    return job
-                continue
+            reaped = False
             if self.wakeup in readable:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self.wakeup, 512):
                         pass
-                self._reap()
+                reaped = self._reap()
+            if self.spare is None and (not readable or reaped):
+                # Idle for a moment, or a worker just exited (its restart is likely next): fork
+                # the next spare now, off the path of a start.
+                job = self.make_spare()
+                if job is not None:
+                    return job
             if self.control.fileno() not in readable:
                 continue
             message, fds, flags, _addr = socket.recv_fds(self.control, 1 << 20, 4)

@@ -8,8 +8,10 @@
 //! worker's descriptors (`SCM_RIGHTS`) and environment; the zygote forks, the child sets its
 //! own death signal (the zygote dies with us, and it with the zygote), moves the descriptors to
 //! 3, 4 and 5, applies the environment and working directory and becomes a worker speaking the
-//! frame protocol as if started afresh. The zygote answers with the child's pid and a pidfd it
-//! opened before it could reap the child, then reaps it when it exits and reports its status.
+//! frame protocol as if started afresh (the Python zygote keeps one child forked ahead and hands
+//! it the request, so a start costs no fork). The zygote answers with the child's pid and a
+//! pidfd it opened before it could reap the child, then reaps it when it exits and reports its
+//! status.
 //!
 //! Messages (one per packet; integers little-endian):
 //!
