@@ -41,6 +41,17 @@ per-repeat values, and the ratio of the median to ProcessPoolExecutor's, > 1 mea
 6. ``idle``: a pool of 2 warm workers, after a burst of work, left idle: the CPU time used by the
    parent and all its descendant processes over 2 s, as % of one core (for Ray this includes its
    GCS and raylet daemons, which a Ray user runs too).
+7. ``start``: a new worker's start + first call, ms: ``pool.spawn(); pool.execute(1)`` (no-op
+   spawn) on a pool whose earlier worker was retired; for ProcessPoolExecutor a new 1-worker
+   executor and its first ``submit(...).result()``. Each repeat is the median of 20 samples.
+8. ``recover``: crash recovery, ms: a call that kills its worker, then the next call done on the
+   replacement (ProcessPoolExecutor breaks on a crash: a new executor serves the next call).
+   Each repeat is the median of 20 samples.
+
+Workloads 7 and 8 have extra peers, which run only these two: ``stateful_pool (spawn)`` (a fresh
+interpreter per worker, ``start_method="spawn"``; ``stateful_pool`` is the default zygote) and
+ProcessPoolExecutor with the ``forkserver`` and ``spawn`` start methods (the baseline uses the
+platform default, fork on Linux before Python 3.14).
 """
 
 from __future__ import annotations
@@ -76,9 +87,24 @@ SPAWN_DELAY_S = 1.0
 PARK_SLEEP_S = 0.005
 TASK_TIMEOUT_S = 120.0
 BASELINE = "ProcessPoolExecutor"
-PEERS = ("stateful_pool", BASELINE, "multiprocessing.Pool", "loky", "mpire", "ray")
+PEERS = (
+    "stateful_pool",
+    BASELINE,
+    "multiprocessing.Pool",
+    "loky",
+    "mpire",
+    "ray",
+    "stateful_pool (spawn)",
+    f"{BASELINE} (forkserver)",
+    f"{BASELINE} (spawn)",
+)
+START_WORKLOADS = ("start", "recover")
+# Peers that only run the START_WORKLOADS (the start method is all that differs).
+START_ONLY_PEERS = PEERS[6:]
+START_PEERS = ("stateful_pool", BASELINE, *START_ONLY_PEERS)
+START_SAMPLES = 20
 PEER_PACKAGES = {"loky": "loky", "mpire": "mpire", "ray": "ray"}
-WORKLOADS = ("roundtrip", "tiny", "numpy", "spawn", "cpu", "idle")
+WORKLOADS = ("roundtrip", "tiny", "numpy", "spawn", "cpu", "idle", *START_WORKLOADS)
 
 
 # -- what the workers run (module level: spawn-based workers import it from here) --------------
@@ -129,6 +155,14 @@ class Echo(SWorker):
 
     def burn(self, n: int) -> int:
         return burn(n)
+
+    def crash(self) -> None:
+        os._exit(1)
+
+
+def crash() -> None:
+    """A task that kills its worker."""
+    os._exit(1)
 
 
 class EchoActor:
@@ -218,12 +252,21 @@ class Peer:
         self.gather([self.submit(i) for i in range(50 * workers)])
         self.gather([self.submit_burn(burn_iters // 10) for _ in range(2 * workers)])
 
+    def start_first_call(self, samples: int) -> list[float]:
+        """Seconds for a new worker's start and first call, ``samples`` times."""
+        raise NotImplementedError
+
+    def crash_recover(self, samples: int) -> list[float]:
+        """Seconds from a call that kills its worker until the next call is done, ``samples`` times."""
+        raise NotImplementedError
+
 
 class SPoolPeer(Peer):
     name = "stateful_pool"
+    start_method = "zygote"
 
     def open(self, workers: int) -> None:
-        self.pool: SPool[Echo] = SPool(Echo)
+        self.pool: SPool[Echo] = SPool(Echo, start_method=self.start_method)
         for f in [self.pool.submit_spawn() for _ in range(workers)]:
             f.result(timeout=TASK_TIMEOUT_S)
 
@@ -244,23 +287,87 @@ class SPoolPeer(Peer):
 
     def spawn_ready(self, workers: int, delay: float, timeout: float) -> float:
         started = time.monotonic()
-        pool = SPool(Echo)
+        pool = SPool(Echo, start_method=self.start_method)
         try:
             _gather_futures([pool.submit_spawn(delay) for _ in range(workers)], timeout)
             return time.monotonic() - started
         finally:
             pool.shutdown()
 
+    def start_first_call(self, samples: int) -> list[float]:
+        times: list[float] = []
+        with SPool(Echo, start_method=self.start_method) as pool:
+            for _ in range(samples + 1):  # the first one starts the zygote too: not counted
+                t0 = time.perf_counter()
+                pool.spawn()
+                pool.execute(1)
+                times.append(time.perf_counter() - t0)
+                pool.resize(0)  # and wait until it has exited, as an executor's shutdown does
+                while any(w["state"] != "stopped" for w in pool.stats()["workers"]):
+                    time.sleep(0.001)
+        return times[1:]
+
+    def crash_recover(self, samples: int) -> list[float]:
+        from stateful_pool import WorkerCrashedError
+
+        times: list[float] = []
+        with SPool(Echo, start_method=self.start_method, max_restarts=samples + 1) as pool:
+            pool.spawn()
+            pool.execute(1)
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                try:
+                    pool.call("crash")
+                except WorkerCrashedError:
+                    pass
+                pool.execute(1)
+                times.append(time.perf_counter() - t0)
+        return times
+
+
+class SPoolSpawnPeer(SPoolPeer):
+    name = "stateful_pool (spawn)"
+    start_method = "spawn"
+
 
 class ExecutorPeer(Peer):
     """A ``concurrent.futures`` executor: ProcessPoolExecutor here, loky below."""
 
     name = BASELINE
+    context: str | None = None  # the multiprocessing start method (None: the platform's)
 
     def make(
         self, workers: int, initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()
     ) -> concurrent.futures.Executor:
-        return concurrent.futures.ProcessPoolExecutor(workers, initializer=initializer, initargs=initargs)
+        context = multiprocessing.get_context(self.context)
+        return concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=initializer, initargs=initargs
+        )
+
+    def start_first_call(self, samples: int) -> list[float]:
+        times: list[float] = []
+        for _ in range(samples + 1):  # the first one may start a forkserver: not counted
+            t0 = time.perf_counter()
+            executor = self.make(1)
+            executor.submit(ident, 1).result(timeout=TASK_TIMEOUT_S)
+            times.append(time.perf_counter() - t0)
+            self.shut(executor)
+        return times[1:]
+
+    def crash_recover(self, samples: int) -> list[float]:
+        times: list[float] = []
+        executor = self.make(1)
+        executor.submit(ident, 1).result(timeout=TASK_TIMEOUT_S)
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            with contextlib.suppress(concurrent.futures.BrokenExecutor):
+                executor.submit(crash).result(timeout=TASK_TIMEOUT_S)
+            self.shut(executor)  # a broken executor serves nothing more: a new one does
+            executor = self.make(1)
+            executor.submit(ident, 1).result(timeout=TASK_TIMEOUT_S)
+            times.append(time.perf_counter() - t0)
+        self.shut(executor)
+        return times
 
     def shut(self, executor: concurrent.futures.Executor) -> None:
         executor.shutdown(wait=True)
@@ -293,6 +400,16 @@ class ExecutorPeer(Peer):
             return _wait_ready_file(path, workers, timeout) - started
         finally:
             self.shut(executor)
+
+
+class ForkserverExecutorPeer(ExecutorPeer):
+    name = f"{BASELINE} (forkserver)"
+    context = "forkserver"
+
+
+class SpawnExecutorPeer(ExecutorPeer):
+    name = f"{BASELINE} (spawn)"
+    context = "spawn"
 
 
 class LokyPeer(ExecutorPeer):
@@ -454,6 +571,9 @@ PEER_CLASSES: dict[str, type[Peer]] = {
     "loky": LokyPeer,
     "mpire": MpirePeer,
     "ray": RayPeer,
+    "stateful_pool (spawn)": SPoolSpawnPeer,
+    f"{BASELINE} (forkserver)": ForkserverExecutorPeer,
+    f"{BASELINE} (spawn)": SpawnExecutorPeer,
 }
 
 
@@ -625,6 +745,25 @@ def run_idle(peer: Peer, cfg: dict[str, Any], emit: Emitter) -> None:
         peer.close()
 
 
+def _run_start_samples(measure: Callable[[int], list[float]], key: str, cfg: dict[str, Any], emit: Emitter) -> None:
+    try:
+        repeats = [[1000 * t for t in measure(START_SAMPLES)] for _ in range(cfg["repeat"])]
+    except NotImplementedError:
+        emit("skip", workload=key, why="not measured for this peer")
+        return
+    flat = [t for samples in repeats for t in samples]
+    extra = {"samples": len(flat), "fastest_ms": min(flat), "slowest_ms": max(flat)}
+    emit("metric", key=key, values=[statistics.median(samples) for samples in repeats], extra=extra)
+
+
+def run_start(peer: Peer, cfg: dict[str, Any], emit: Emitter) -> None:
+    _run_start_samples(peer.start_first_call, "start_ms", cfg, emit)
+
+
+def run_recover(peer: Peer, cfg: dict[str, Any], emit: Emitter) -> None:
+    _run_start_samples(peer.crash_recover, "recover_ms", cfg, emit)
+
+
 RUNNERS: dict[str, Callable[[Peer, dict[str, Any], Emitter], None]] = {
     "roundtrip": run_roundtrip,
     "tiny": run_tiny,
@@ -632,6 +771,8 @@ RUNNERS: dict[str, Callable[[Peer, dict[str, Any], Emitter], None]] = {
     "spawn": run_spawn,
     "cpu": run_cpu,
     "idle": run_idle,
+    "start": run_start,
+    "recover": run_recover,
 }
 
 
@@ -736,6 +877,24 @@ METRICS = (
         False,
         2,
     ),
+    Metric(
+        "start_ms",
+        "start",
+        "7. a new worker: start + first call (no-op spawn), median of 20 per repeat",
+        "new worker: start + first call (ms)",
+        "ms",
+        False,
+        1,
+    ),
+    Metric(
+        "recover_ms",
+        "recover",
+        "8. crash recovery: crash, then the next call done on the replacement, median of 20 per repeat",
+        "crash recovery (ms)",
+        "ms",
+        False,
+        1,
+    ),
 )
 
 
@@ -749,6 +908,8 @@ def _budgets(repeat: int) -> dict[str, float]:
         "spawn": 60.0 + 30.0 * repeat,
         "cpu": 60.0 + 10.0 * repeat,
         "idle": 30.0 + 10.0 * repeat,
+        "start": 60.0 + 20.0 * repeat,
+        "recover": 60.0 + 20.0 * repeat,
     }
 
 
@@ -1095,9 +1256,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             results[peer] = {"metrics": {}, "notes": [note]}
             _log(f"[{peer}] skipped: not installed")
             continue
+        # Only the start peers run the start workloads, and the extra ones run nothing else.
+        runs = [
+            w
+            for w in workloads
+            if (peer in START_PEERS and peer not in START_ONLY_PEERS)
+            or (w in START_WORKLOADS) == (peer in START_ONLY_PEERS)
+        ]
+        if not runs:
+            continue
+        peer_cfg = {**cfg, "workloads": runs}
         _log(f"[{peer}]")
         peer_started = time.monotonic()
-        results[peer] = run_peer(peer, cfg)
+        results[peer] = run_peer(peer, peer_cfg)
         _log(f"[{peer}] {time.monotonic() - peer_started:.0f} s")
     if "tiny" in workloads:
         n = cfg["tiny_max"]

@@ -17,11 +17,40 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def child_pids(parent: int | None = None) -> set[int]:
-    """Live (non-zombie) child processes of ``parent`` (default: this process, not counting the
-    session's Ray cluster, see ``ray_cluster``)."""
-    if parent is None:
-        return _child_pids(os.getpid()) - RAY_PIDS
-    return _child_pids(parent)
+    """Live (non-zombie) worker processes of ``parent`` (default: this process, not counting the
+    session's Ray cluster, see ``ray_cluster``): its children, where a pool's zygote (see
+    ``zygote_pids``) counts as the workers it forked (not its spare, see ``is_spare``)."""
+    parent = os.getpid() if parent is None else parent
+    children = _child_pids(parent) - RAY_PIDS
+    # A zygote's children run its command line too: they are its workers (and spare).
+    if is_zygote(parent):
+        return {pid for pid in children if not is_spare(pid)}
+    zygotes = {pid for pid in children if is_zygote(pid)}
+    forked = set().union(*(_child_pids(z) for z in zygotes))
+    return (children - zygotes) | {pid for pid in forked if not is_spare(pid)}
+
+
+def is_spare(pid: int) -> bool:
+    """Whether ``pid``, a zygote's child, is its spare (forked ahead, waiting to become a worker):
+    a spare has a socket on descriptor 3 from birth, a worker its request pipe."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/3").startswith("socket:")
+    except OSError:
+        return False
+
+
+def is_zygote(pid: int) -> bool:
+    """Whether ``pid`` is a pool's zygote (the template process its workers are forked from)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"stateful_pool._zygote" in f.read()
+    except OSError:
+        return False
+
+
+def zygote_pids(parent: int | None = None) -> set[int]:
+    """Live zygotes among the children of ``parent`` (default: this process)."""
+    return {pid for pid in _child_pids(os.getpid() if parent is None else parent) if is_zygote(pid)}
 
 
 def _child_pids(parent: int) -> set[int]:
@@ -99,10 +128,12 @@ def ray_cluster() -> Iterator[object]:
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Every test must leave no worker process, no extra thread and no descriptor behind."""
+    """Every test must leave no worker process, no zygote, no extra thread and no descriptor
+    behind."""
     fds_before = open_fds()
     yield
     wait_until(lambda: not child_pids(), timeout=15, what=f"worker processes {child_pids()} to exit")
+    wait_until(lambda: not zygote_pids(), timeout=15, what=f"zygotes {zygote_pids()} to exit")
     wait_until(lambda: not pool_threads(), timeout=15, what=f"pool threads {pool_threads()} to end")
     leaked = open_fds() - fds_before - RAY_FDS
     # Descriptors opened by other libraries during the test (e.g. asyncio's self-pipe) may be

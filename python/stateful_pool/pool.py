@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 from . import _core, _lifecycle
@@ -21,6 +21,7 @@ from ._futures import PoolFuture
 from ._protocol import encode_init
 from ._serialize import by_value, encode
 from ._stats import PoolStats
+from ._zygote import zygote_command
 from .errors import PoolShutDownError
 from .worker import SWorker, check_method_name
 
@@ -131,6 +132,11 @@ class SPool(Generic[W]):
             every mode; see ``stateful_pool.modes``.
         actor_options: Ray actor options for ``mode="ray"``, e.g. ``{"num_cpus": 0.5}``.
         max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32).
+        start_method: how a process worker starts: ``"zygote"`` (default: forked, in about a
+            millisecond, from a single-threaded template process the pool starts afresh) or
+            ``"spawn"`` (a fresh interpreter per worker, about 50 ms). See the README.
+        preload: modules the zygote imports once, so forked workers start with them loaded
+            (e.g. ``["numpy", "mypkg.model"]``); one that starts a thread (or CUDA) is refused.
     """
 
     def __init__(
@@ -153,6 +159,8 @@ class SPool(Generic[W]):
         mode: str = "process",
         actor_options: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
+        start_method: str = "zygote",
+        preload: Sequence[str] = (),
         _namespace: _core.CoreNamespace | None = None,
     ):
         if not isinstance(worker_cls, type):
@@ -161,6 +169,7 @@ class SPool(Generic[W]):
             raise ValueError(f"queue_size must be at least 1 or None, got {queue_size}")
         if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
             raise ValueError(f"max_tasks_per_worker must be at least 1, got {max_tasks_per_worker}")
+        zygote = zygote_command(mode, start_method, preload)  # checked in every mode
         from .modes import launcher, make_completer
 
         self._cls = worker_cls
@@ -192,6 +201,8 @@ class SPool(Generic[W]):
             "launcher": launcher(mode, actor_options),
             # Served to the workers as upcalls (stateful_pool.groups); process mode only.
             "namespace": _namespace,
+            # Process mode: fork workers from a template process (None: a fresh interpreter each).
+            "zygote": zygote,
         }
         self._core = _core.Engine(options)
         self._completer = make_completer(self._core)

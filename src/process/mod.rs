@@ -6,6 +6,7 @@
 //! loom models only check `shm`.)
 #![cfg(not(loom))]
 
+mod child;
 mod endpoint;
 pub(crate) mod frame;
 mod lane;
@@ -16,23 +17,25 @@ pub(crate) mod recycle;
 mod shm_transport;
 mod spawn;
 pub(crate) mod transport;
+mod unix_socket;
 #[cfg_attr(not(feature = "python"), allow(dead_code))]
 pub(crate) mod upcall;
+mod zygote;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::process::Child;
-
+use self::child::WorkerChild;
 pub use self::endpoint::WorkerEndpoint;
 pub use self::frame::{FrameKind, ProtocolError, RaisedPayload, DEFAULT_MAX_MESSAGE_SIZE};
 pub use self::lane::{LaneError, ShmLane};
 pub(crate) use self::shm_transport::ShmTransport;
-pub use self::spawn::ProcessSpec;
+pub use self::spawn::{ProcessSpec, StartMethod};
 pub(crate) use self::transport::{AnyTransport, PipeTransport, Transport};
 pub(crate) use self::upcall::Upcalls;
+pub use self::zygote::Zygote;
 use crate::error::WorkerFault;
 use crate::shm::{Segment, Wait};
 use crate::worker::workable::{Response, Workable};
@@ -85,7 +88,7 @@ fn fault_from_status(status: ExitStatus, during: &str) -> WorkerFault {
 pub struct ProcessWorker {
     spec: Arc<ProcessSpec>,
     init: Arc<Vec<u8>>,
-    child: Option<Child>,
+    child: Option<WorkerChild>,
     transport: Option<AnyTransport>,
     /// Our write end of the request pipe, kept open so the worker sees EOF only when we go.
     _keepalive: Option<std::os::fd::OwnedFd>,
@@ -115,7 +118,8 @@ impl ProcessWorker {
             })?)),
             None => None,
         };
-        let (child, to_worker, from_worker) = spawn::spawn_child(&spec, segment.as_ref().map(|s| s.fd().as_raw_fd()))?;
+        let (child, to_worker, from_worker) =
+            spawn::start_worker_process(&spec, segment.as_ref().map(|s| s.fd().as_raw_fd())).await?;
         let next_id = Arc::new(std::sync::atomic::AtomicU64::new(1));
         let mut worker = Self {
             spec,
@@ -194,7 +198,7 @@ impl ProcessWorker {
     /// Waits for the reply to call `id` (from `exchange`), watching for the process to die
     /// meanwhile.
     async fn watch_exchange(
-        child: &mut Child,
+        child: &mut WorkerChild,
         exchange: impl std::future::Future<Output = std::io::Result<frame::Frame>>,
         id: u64,
         during: &str,
@@ -236,7 +240,7 @@ impl ProcessWorker {
     /// The process id, while the process runs.
     #[must_use]
     pub fn process_id(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
+        self.child.as_ref().and_then(WorkerChild::id)
     }
 }
 
@@ -279,7 +283,10 @@ impl Workable for ProcessWorker {
     type Error = Vec<u8>;
 
     async fn process(&mut self, task: Vec<u8>) -> Response<Self> {
-        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+        if let Some(status) = match self.child.as_mut() {
+            Some(child) => child.exited().await,
+            None => None,
+        } {
             // It exited while idle and the supervisor had not noticed yet: the task never ran.
             return Response::Refused(task, fault_from_status(status, "while idle"));
         }
@@ -316,7 +323,7 @@ impl Workable for ProcessWorker {
         if task.len() > PIPELINE_MAX_TASK_BYTES {
             return Err(task);
         }
-        if self.pipelined.is_empty() && !matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None))) {
+        if self.pipelined.is_empty() && !self.child.as_mut().is_some_and(WorkerChild::is_running) {
             return Err(task); // dead while idle: `process` refuses it properly
         }
         let Some(AnyTransport::Shm(transport)) = self.transport.as_mut() else {
@@ -399,7 +406,7 @@ impl Workable for ProcessWorker {
         }
         self.close_transport();
         if let Some(mut child) = self.child.take() {
-            // `Child::kill` sends SIGKILL and reaps, so no zombie is left.
+            // `kill` sends SIGKILL and waits until it is gone (and reaps our own children).
             let _ = child.kill().await;
         }
     }

@@ -1,14 +1,21 @@
-//! Starting a worker process: fresh interpreter (no fork of the threaded parent past `exec`),
-//! its own process group, `PR_SET_PDEATHSIG`, and the two protocol pipes on fds 3 and 4.
+//! Starting a worker process: a fresh program (no fork of the threaded parent past `exec`), its
+//! own process group, `PR_SET_PDEATHSIG`, and the two protocol pipes on fds 3 and 4; or, with
+//! [`StartMethod::Zygote`], a fork of a single-threaded template process that was itself
+//! started that way (see [`super::zygote`]), handed the same descriptors.
 
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+
+use super::child::WorkerChild;
+use super::zygote::{Zygote, ZygoteError};
 
 /// The descriptor the worker reads frames from.
 pub(super) const WORKER_READ_FD: RawFd = 3;
@@ -46,6 +53,20 @@ pub struct ProcessSpec {
     /// Serves the workers' upcalls (see [`super::upcall`]); `None`: an upcall is a protocol
     /// violation. A pool serving upcalls sends one call at a time and has no direct lane.
     pub(crate) upcalls: Option<super::Upcalls>,
+    /// How a worker process comes to be (default [`StartMethod::Spawn`]).
+    pub start_method: StartMethod,
+}
+
+/// How [`super::ProcessWorker`] starts a worker process.
+#[derive(Clone, Debug, Default)]
+pub enum StartMethod {
+    /// Run [`ProcessSpec::program`] afresh for every worker: slow (an interpreter's start and
+    /// imports), and nothing is shared.
+    #[default]
+    Spawn,
+    /// Fork every worker from a template process (see [`Zygote`]); [`ProcessSpec::program`] and
+    /// its arguments are then unused. Clones of the spec share the template.
+    Zygote(Arc<Zygote>),
 }
 
 impl ProcessSpec {
@@ -61,6 +82,7 @@ impl ProcessSpec {
             shm_capacity: None,
             max_message_size: super::DEFAULT_MAX_MESSAGE_SIZE,
             upcalls: None,
+            start_method: StartMethod::Spawn,
         }
     }
 }
@@ -75,8 +97,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// The descriptors a child gets on 3, 4 and 5 (`None`: left closed).
+pub(crate) type ChildFds = [Option<RawFd>; 3];
+
 /// Runs in the child between `fork` and `exec`: only async-signal-safe calls.
-fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd, shm: Option<RawFd>) -> io::Result<()> {
+fn child_setup(parent: libc::pid_t, fds: ChildFds) -> io::Result<()> {
     let check = |rc: libc::c_int| {
         if rc < 0 {
             Err(io::Error::last_os_error())
@@ -85,7 +110,7 @@ fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd, shm: Opti
         }
     };
     // SAFETY: prctl, getppid, fcntl and dup2 are async-signal-safe and touch no Rust state;
-    // the descriptors are open in the child (inherited from the parent's pipes).
+    // the descriptors are open in the child (inherited from the parent).
     unsafe {
         // Die with the parent's spawning thread (a long-lived runtime thread), even on SIGKILL.
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
@@ -93,24 +118,65 @@ fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd, shm: Opti
             // The parent died before prctl took effect.
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
-        // Move both ends above the target numbers first, so neither dup2 clobbers the other.
-        let r = check(libc::fcntl(read_end, libc::F_DUPFD_CLOEXEC, 10))?;
-        let w = check(libc::fcntl(write_end, libc::F_DUPFD_CLOEXEC, 10))?;
-        let m = match shm {
-            Some(fd) => Some(check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10))?),
-            None => None,
-        };
-        check(libc::dup2(r, WORKER_READ_FD))?;
-        check(libc::dup2(w, WORKER_WRITE_FD))?;
-        if let Some(m) = m {
-            check(libc::dup2(m, WORKER_SHM_FD))?;
+        // Move every descriptor above the target numbers first, so no dup2 clobbers another.
+        let mut high = [None; 3];
+        for (slot, fd) in high.iter_mut().zip(fds) {
+            if let Some(fd) = fd {
+                *slot = Some(check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10))?);
+            }
+        }
+        for (target, fd) in [WORKER_READ_FD, WORKER_WRITE_FD, WORKER_SHM_FD].into_iter().zip(high) {
+            if let Some(fd) = fd {
+                check(libc::dup2(fd, target))?;
+            }
         }
     }
     Ok(())
 }
 
-/// Starts the process; returns it with the supervisor's ends (to the worker, from the worker).
-pub(crate) fn spawn_child(spec: &ProcessSpec, shm: Option<RawFd>) -> io::Result<(Child, OwnedFd, OwnedFd)> {
+/// Starts `program` afresh: own process group, stdin from `/dev/null`, killed when dropped and
+/// when the calling thread ends (`PR_SET_PDEATHSIG`), `fds` on descriptors 3, 4 and 5.
+pub(crate) fn start_fresh(
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    cwd: Option<&Path>,
+    fds: ChildFds,
+) -> io::Result<Child> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: `child_setup` only makes async-signal-safe calls, as required after fork.
+    unsafe {
+        cmd.pre_exec(move || child_setup(parent, fds));
+    }
+    cmd.spawn()
+}
+
+/// The environment a worker gets on top of what it inherits: the spec's, then the channel's.
+pub(crate) fn worker_env(spec: &ProcessSpec, shm: bool) -> Vec<(OsString, OsString)> {
+    let mut env = spec.env.clone();
+    if shm {
+        env.push((TRANSPORT_ENV.into(), "shm".into()));
+    }
+    env.push((MAX_MESSAGE_ENV.into(), spec.max_message_size.to_string().into()));
+    env
+}
+
+/// Starts a worker process as `spec.start_method` says; returns it with the supervisor's ends
+/// (to the worker, from the worker). Must run on the supervisor's runtime.
+///
+/// A zygote that refuses (a preload failed or started threads) fails the start with its
+/// reason; one that is broken (died, hung, spoke nonsense) twice in a row is given up for this
+/// pool, and the worker is started afresh instead, so no start waits on a dead zygote.
+pub(crate) async fn start_worker_process(
+    spec: &ProcessSpec,
+    shm: Option<RawFd>,
+) -> io::Result<(WorkerChild, OwnedFd, OwnedFd)> {
     let (worker_reads, to_worker) = pipe()?;
     let (from_worker, worker_writes) = pipe()?;
     for fd in [&to_worker, &from_worker] {
@@ -118,27 +184,24 @@ pub(crate) fn spawn_child(spec: &ProcessSpec, shm: Option<RawFd>) -> io::Result<
         // SAFETY: F_SETPIPE_SZ on an open pipe descriptor; failure is harmless.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
     }
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
-    }
-    if shm.is_some() {
-        cmd.env(TRANSPORT_ENV, "shm");
-    }
-    cmd.env(MAX_MESSAGE_ENV, spec.max_message_size.to_string());
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    let (r, w) = (worker_reads.as_raw_fd(), worker_writes.as_raw_fd());
-    // SAFETY: `child_setup` only makes async-signal-safe calls, as required after fork.
-    unsafe {
-        cmd.pre_exec(move || child_setup(parent, r, w, shm));
-    }
-    let child = cmd.spawn()?;
+    let fds = [Some(worker_reads.as_raw_fd()), Some(worker_writes.as_raw_fd()), shm];
+    let env = worker_env(spec, shm.is_some());
+    let forked = match &spec.start_method {
+        // The zygote's environment is ours when it started: the worker gets ours now, as a
+        // fresh start would (e.g. a `CUDA_VISIBLE_DEVICES` set just before this worker).
+        StartMethod::Zygote(zygote) => {
+            match zygote.fork(spec, fds, &[std::env::vars_os().collect(), env.clone()].concat()).await {
+                Ok(child) => Some(WorkerChild::Forked(child)),
+                Err(ZygoteError::Refused(why)) => return Err(io::Error::other(why)),
+                Err(ZygoteError::Broken(_)) => None,
+            }
+        }
+        StartMethod::Spawn => None,
+    };
+    let child = match forked {
+        Some(child) => child,
+        None => WorkerChild::Spawned(start_fresh(&spec.program, &spec.args, &env, spec.cwd.as_deref(), fds)?),
+    };
     drop((worker_reads, worker_writes));
     Ok((child, to_worker, from_worker))
 }

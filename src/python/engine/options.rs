@@ -8,7 +8,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::process::{ProcessSpec, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::process::{ProcessSpec, StartMethod, Zygote, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::python::common::{parse_restart, seconds};
 use crate::Config;
 
@@ -98,6 +98,10 @@ pub(crate) struct EngineOptions {
     /// Process mode: a task tree's namespace, served to the workers as upcalls.
     #[pyo3(default)]
     namespace: Option<Py<crate::python::namespace::CoreNamespace>>,
+    /// Process mode: the template process's `(program, args)` to fork workers from (`None`: a
+    /// fresh interpreter per worker).
+    #[pyo3(default)]
+    zygote: Option<(String, Vec<String>)>,
 }
 
 /// How the in-process hosts of an engine are started.
@@ -166,6 +170,9 @@ impl EngineOptions {
         spec.max_message_size = self.max_message_size;
         // The workers reach the namespace with upcalls (see `process::upcall`).
         spec.upcalls = self.namespace.as_ref().map(|ns| ns.get().upcalls());
+        if let Some((program, args)) = &self.zygote {
+            spec.start_method = StartMethod::Zygote(std::sync::Arc::new(Zygote::new(program, args.clone())));
+        }
         Ok(spec)
     }
 

@@ -1,0 +1,323 @@
+//! The zygote: a template process that forks workers, so a new worker costs a `fork` instead of
+//! an interpreter's start and imports.
+//!
+//! The zygote is started like a worker (afresh, never forked from this threaded process: its own
+//! process group, `PR_SET_PDEATHSIG`), with one end of a `SOCK_SEQPACKET` socket pair on
+//! descriptor 3. It imports what it was told to, checks that it is still single-threaded, says
+//! `R`eady (or `E` and why it refuses) and then serves fork requests: each carries the new
+//! worker's descriptors (`SCM_RIGHTS`) and environment; the zygote forks, the child sets its
+//! own death signal (the zygote dies with us, and it with the zygote), moves the descriptors to
+//! 3, 4 and 5, applies the environment and working directory and becomes a worker speaking the
+//! frame protocol as if started afresh (the Python zygote keeps one child forked ahead and hands
+//! it the request, so a start costs no fork). The zygote answers with the child's pid and a
+//! pidfd it opened before it could reap the child, then reaps it when it exits and reports its
+//! status.
+//!
+//! Messages (one per packet; integers little-endian):
+//!
+//! | from | bytes | meaning |
+//! | --- | --- | --- |
+//! | zygote | `R` | ready for fork requests |
+//! | zygote | `E` text | refused to start (a preload failed or started threads); it exits |
+//! | us | `F` seq:u64 cwd `\0` (key`=`value `\0`)* + 2 or 3 descriptors | fork a worker |
+//! | zygote | `P` seq:u64 pid:u32 + a pidfd | forked request `seq` |
+//! | zygote | `X` seq:u64 text | could not fork for request `seq` |
+//! | zygote | `S` pid:u32 status:i32 | a forked worker exited with this wait status |
+//!
+//! `python/stateful_pool/_zygote.py` is the other side.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+
+use super::child::ForkedChild;
+use super::spawn::{start_fresh, ChildFds, ProcessSpec};
+use super::unix_socket::{recv_packet, register, send_packet, seqpacket_pair};
+
+/// How long a running zygote may take to answer a fork request before it counts as hung.
+const FORK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Consecutive broken zygotes (died, hung, spoke nonsense) after which a pool stops using one
+/// and starts its workers afresh.
+const BROKEN_AT_MOST: u32 = 2;
+
+/// Why a worker could not be forked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ZygoteError {
+    /// The zygote refused to start or to fork, for a reason the user must see (a preload failed
+    /// or started threads, `fork` failed); the start fails with it.
+    #[error("{0}")]
+    Refused(String),
+    /// The zygote is unusable (it died, hung or broke the protocol); start the worker afresh.
+    #[error("{0}")]
+    Broken(String),
+}
+
+/// A template process that forks a pool's workers (see the module docs); started on the first
+/// fork, and again when it dies. Workers forked from it die with it: when it dies while they
+/// run, they are reported killed by SIGKILL and the pool restarts them (from a new zygote).
+pub struct Zygote {
+    program: PathBuf,
+    args: Vec<OsString>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    running: Option<Running>,
+    /// Zygotes found broken in a row; at [`BROKEN_AT_MOST`] the pool gives up on them.
+    broken: u32,
+    /// The number of the last fork request.
+    seq: u64,
+}
+
+impl std::fmt::Debug for Zygote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zygote").field("program", &self.program).field("args", &self.args).finish_non_exhaustive()
+    }
+}
+
+impl Zygote {
+    /// A zygote running `program` with `args` (with the worker spec's environment and working
+    /// directory) once a worker is first needed. The program must speak the zygote protocol of
+    /// the module docs, e.g. `python -c "from stateful_pool._zygote import main; main()"`.
+    #[must_use]
+    pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<OsString>>) -> Self {
+        Self { program: program.into(), args: args.into_iter().map(Into::into).collect(), state: Mutex::default() }
+    }
+
+    /// Forks a worker with `fds` on 3, 4 and 5 and `env` on top of the zygote's environment;
+    /// starts (or restarts) the zygote first when needed. Must run on the supervisor's runtime.
+    pub(crate) async fn fork(
+        &self,
+        spec: &ProcessSpec,
+        fds: ChildFds,
+        env: &[(OsString, OsString)],
+    ) -> Result<ForkedChild, ZygoteError> {
+        let request_body = encode_request(spec, env)?;
+        let mut state = self.state.lock().await;
+        let mut why = String::from("the zygote broke too often");
+        while state.broken < BROKEN_AT_MOST {
+            state.seq += 1;
+            let seq = state.seq;
+            if state.running.as_ref().is_some_and(|running| running.driver.is_finished()) {
+                state.running = None; // it died while idle: start another, no harm done
+            }
+            let running = match state.running.take() {
+                Some(running) => running,
+                None => match self.start(spec).await {
+                    Ok(running) => running,
+                    Err(ZygoteError::Broken(broken)) => {
+                        state.broken += 1;
+                        why = broken;
+                        continue;
+                    }
+                    Err(refused) => return Err(refused),
+                },
+            };
+            let running = state.running.insert(running);
+            match running.fork(seq, &request_body, fds).await {
+                Ok(child) => {
+                    state.broken = 0;
+                    return Ok(child);
+                }
+                Err(ZygoteError::Broken(broken)) => {
+                    state.running = None; // killed with its driver
+                    state.broken += 1;
+                    why = broken;
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+        Err(ZygoteError::Broken(why))
+    }
+
+    /// Starts the zygote and waits until it is ready (or refuses, or dies).
+    async fn start(&self, spec: &ProcessSpec) -> Result<Running, ZygoteError> {
+        let broken = |e: io::Error| ZygoteError::Broken(format!("cannot start the zygote: {e}"));
+        let (ours, theirs) = seqpacket_pair().map_err(broken)?;
+        let process = start_fresh(
+            &self.program,
+            &self.args,
+            &spec.env,
+            spec.cwd.as_deref(),
+            [Some(theirs.as_raw_fd()), None, None],
+        )
+        .map_err(broken)?;
+        drop(theirs);
+        let control = Arc::new(register(ours, Interest::READABLE | Interest::WRITABLE).map_err(broken)?);
+        let (tx, replies) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(process, Arc::clone(&control), tx));
+        let mut running = Running { control, replies, driver };
+        match running.replies.recv().await {
+            Some(Reply::Ready) => Ok(running),
+            Some(Reply::Refused(why)) => Err(ZygoteError::Refused(format!("the zygote refused to start: {why}"))),
+            Some(Reply::Gone(why)) => Err(ZygoteError::Broken(format!("the zygote died while starting: {why}"))),
+            None => Err(ZygoteError::Broken("the zygote died while starting".to_owned())),
+            Some(_) => Err(ZygoteError::Broken("the zygote sent a fork reply before it was ready".to_owned())),
+        }
+    }
+}
+
+/// The fork request's body after its tag and number: the working directory, then `key=value`
+/// entries, each ended by a NUL byte.
+fn encode_request(spec: &ProcessSpec, env: &[(OsString, OsString)]) -> Result<Vec<u8>, ZygoteError> {
+    let mut body = Vec::new();
+    let cwd = spec.cwd.as_deref().map(|p| p.as_os_str().as_bytes()).unwrap_or_default();
+    let entries = env.iter().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat());
+    for (i, entry) in std::iter::once(cwd.to_vec()).chain(entries).enumerate() {
+        if entry.contains(&0) || (i > 0 && entry.iter().position(|&b| b == b'=') == Some(0)) {
+            let entry = String::from_utf8_lossy(&entry).into_owned();
+            return Err(ZygoteError::Refused(format!(
+                "cannot pass {entry:?} to a worker: a NUL byte or an empty name"
+            )));
+        }
+        body.extend_from_slice(&entry);
+        body.push(0);
+    }
+    Ok(body)
+}
+
+/// A started zygote: its control socket and what its driver task hears on it.
+struct Running {
+    control: Arc<AsyncFd<OwnedFd>>,
+    replies: mpsc::UnboundedReceiver<Reply>,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    /// The driver owns the zygote's process (killed on drop) and its workers' exit reports.
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Running {
+    async fn fork(&mut self, seq: u64, body: &[u8], fds: ChildFds) -> Result<ForkedChild, ZygoteError> {
+        let broken = |e: io::Error| ZygoteError::Broken(format!("cannot send a fork request to the zygote: {e}"));
+        let message = [b"F".as_slice(), &seq.to_le_bytes(), body].concat();
+        let fds: Vec<_> = fds.into_iter().flatten().collect();
+        send_packet(&self.control, &message, &fds).await.map_err(broken)?;
+        let deadline = tokio::time::Instant::now() + FORK_TIMEOUT;
+        loop {
+            let reply = match tokio::time::timeout_at(deadline, self.replies.recv()).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    return Err(ZygoteError::Broken(format!(
+                        "the zygote did not answer a fork request within {FORK_TIMEOUT:?}; it was killed"
+                    )))
+                }
+            };
+            match reply {
+                // Answers to requests whose starts were abandoned: their workers are killed as
+                // they are dropped here.
+                Some(Reply::Forked(answered, _) | Reply::ForkFailed(answered, _)) if answered != seq => {}
+                Some(Reply::Forked(_, Ok(child))) => return Ok(child),
+                Some(Reply::Forked(_, Err(e))) => {
+                    return Err(ZygoteError::Broken(format!("cannot watch the forked worker: {e}")))
+                }
+                Some(Reply::ForkFailed(_, why)) => {
+                    return Err(ZygoteError::Refused(format!("the zygote could not fork a worker: {why}")))
+                }
+                Some(Reply::Gone(why)) => return Err(ZygoteError::Broken(format!("the zygote died: {why}"))),
+                None => return Err(ZygoteError::Broken("the zygote died".to_owned())),
+                Some(Reply::Ready | Reply::Refused(_)) => {
+                    return Err(ZygoteError::Broken("the zygote announced itself twice".to_owned()))
+                }
+            }
+        }
+    }
+}
+
+/// What the driver passes on to whoever waits on the zygote.
+enum Reply {
+    Ready,
+    Refused(String),
+    Forked(u64, io::Result<ForkedChild>),
+    ForkFailed(u64, String),
+    /// The zygote is gone (and reaped): why.
+    Gone(String),
+}
+
+/// Reads the zygote's messages until it is gone: hands replies on and routes each worker's exit
+/// status to its [`ForkedChild`]. Owns the zygote's process, which dies when this task is
+/// dropped (`kill_on_drop`), and its workers with it.
+async fn drive(mut process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::UnboundedSender<Reply>) {
+    let mut reports: HashMap<u32, oneshot::Sender<i32>> = HashMap::new();
+    let why = loop {
+        let (bytes, mut fds) = match recv_packet(&control).await {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break "it closed its control socket".to_owned(),
+            Err(e) => break format!("reading its control socket failed: {e}"),
+        };
+        let reply = match (bytes.first(), bytes.len(), fds.len()) {
+            (Some(b'S'), 9, 0) => {
+                let pid = u32::from_le_bytes(bytes[1..5].try_into().unwrap_or_default());
+                if let Some(report) = reports.remove(&pid) {
+                    let _ = report.send(i32::from_le_bytes(bytes[5..9].try_into().unwrap_or_default()));
+                }
+                continue;
+            }
+            (Some(b'P'), 13, 1) => {
+                let seq = u64::from_le_bytes(bytes[1..9].try_into().unwrap_or_default());
+                let pid = u32::from_le_bytes(bytes[9..13].try_into().unwrap_or_default());
+                let (report, reported) = oneshot::channel();
+                reports.insert(pid, report);
+                Reply::Forked(seq, ForkedChild::new(pid, fds.remove(0), reported))
+            }
+            (Some(b'X'), 9.., 0) => {
+                let seq = u64::from_le_bytes(bytes[1..9].try_into().unwrap_or_default());
+                Reply::ForkFailed(seq, String::from_utf8_lossy(&bytes[9..]).into_owned())
+            }
+            (Some(b'R'), 1, 0) => Reply::Ready,
+            (Some(b'E'), _, 0) => Reply::Refused(String::from_utf8_lossy(&bytes[1..]).into_owned()),
+            _ => {
+                break format!(
+                    "it broke the zygote protocol (a {}-byte message with {} descriptors)",
+                    bytes.len(),
+                    fds.len()
+                )
+            }
+        };
+        if replies.send(reply).is_err() {
+            break "nobody uses it any more".to_owned();
+        }
+    };
+    // Workers still waiting for a report learn that the zygote is gone (and they with it).
+    drop(reports);
+    let _ = process.start_kill();
+    let status = match process.wait().await {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("exit status unknown: {e}"),
+    };
+    let _ = replies.send(Reply::Gone(format!("{why}; {status}")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_requests_carry_cwd_and_env_and_refuse_what_cannot_pass() {
+        let mut spec = ProcessSpec::new("python3", ["-c", "pass"]);
+        spec.cwd = Some("/tmp".into());
+        let env = [("A".into(), "1".into()), ("B".into(), "x=y".into())];
+        assert_eq!(encode_request(&spec, &env).unwrap(), b"/tmp\0A=1\0B=x=y\0");
+        spec.cwd = None;
+        assert_eq!(encode_request(&spec, &[]).unwrap(), b"\0");
+        let nul = [("A".into(), OsString::from("a\0b"))];
+        assert!(matches!(encode_request(&spec, &nul), Err(ZygoteError::Refused(_))));
+        let unnamed = [(OsString::new(), OsString::from("v"))];
+        assert!(matches!(encode_request(&spec, &unnamed), Err(ZygoteError::Refused(_))));
+    }
+}
