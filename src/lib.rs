@@ -36,6 +36,7 @@ mod dispatch;
 mod error;
 mod job;
 pub mod limits;
+mod on_demand;
 pub mod process;
 mod queue;
 mod restart;
@@ -55,6 +56,7 @@ pub use crate::balance::{Balancer, Candidate, LoadBalancing, UnknownBalancer};
 pub use crate::config::{Config, SupervisorBuilder, WorkerExit};
 pub use crate::error::{BuildError, Departure, NoWorkerReason, StartError, SubmitError, TaskError, WorkerFault};
 pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};
+pub use crate::on_demand::{OnDemandStats, WorkerStart};
 pub use crate::restart::{
     FailureStage, RestartDecision, RestartIntensity, RestartPacer, RestartPolicy, BACKOFF_FIRST, BACKOFF_MAX,
 };

@@ -61,6 +61,11 @@ enum Exit {
     Retire,
     /// Failed for good (gave up, or the restart policy lets it go); the text says why.
     Left(String),
+    /// An on-demand worker ran its one task (`failed`: and broke, so it is killed, not
+    /// stopped); it is never restarted or reused.
+    Spent {
+        failed: bool,
+    },
 }
 
 /// How recovering a failed worker ended.
@@ -159,6 +164,7 @@ pub(crate) async fn serve<W: Workable>(
                 continue;
             }
             Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
+                JobEnd::Idle if config.on_demand.is_some() => break Exit::Spent { failed: false },
                 JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
                     match recycle(&mut worker, &slot, &shared).await {
                         Ok(()) => continue,
@@ -183,6 +189,11 @@ pub(crate) async fn serve<W: Workable>(
             },
         };
         slot.set_lane(None);
+        if config.on_demand.is_some() {
+            // Not restarted: its task failed (or runs again on a fresh worker, see `run_job`).
+            slot.set_last_error(failure.fault.to_string());
+            break Exit::Spent { failed: true };
+        }
         match recover(&mut worker, &slot, &shared, &mut restarts, failure, &mut phase).await {
             Recovery::Serving => slot.set_lane(worker.lane()),
             Recovery::Killed => break Exit::Kill,
@@ -196,6 +207,7 @@ pub(crate) async fn serve<W: Workable>(
     let departure = match &exit {
         Exit::Left(reason) => Some(reason.clone()),
         Exit::Retire => Some("retired".to_owned()),
+        Exit::Spent { .. } => Some("retired after its one task (on demand)".to_owned()),
         Exit::Stop | Exit::Kill => None,
     };
     for job in leftovers {
@@ -213,11 +225,11 @@ pub(crate) async fn serve<W: Workable>(
     match exit {
         // Stays `Failed`, so stats show why.
         Exit::Left(_) => worker.kill().await,
-        Exit::Stop | Exit::Kill | Exit::Retire => {
+        Exit::Stop | Exit::Kill | Exit::Retire | Exit::Spent { .. } => {
             if slot.state() != WorkerState::Stopping {
                 slot.apply(WorkerEvent::StopRequested);
             }
-            if matches!(exit, Exit::Kill) {
+            if matches!(exit, Exit::Kill | Exit::Spent { failed: true }) {
                 worker.kill().await;
             } else {
                 worker.stop().await;
@@ -227,10 +239,13 @@ pub(crate) async fn serve<W: Workable>(
     }
     shared.report_process_end(&slot);
     slot.set_pid(None);
-    if let Some(reason) = departure {
-        shared.record_departure(slot.id, reason);
+    match (&exit, departure) {
+        // Its normal end, not news: `NoWorkers` errors keep naming workers that did go wrong.
+        (Exit::Spent { .. }, _) => shared.on_demand.retired(),
+        (_, Some(reason)) => shared.record_departure(slot.id, reason),
+        (_, None) => {}
     }
-    shared.worker_exited(&slot, !matches!(exit, Exit::Retire));
+    shared.worker_exited(&slot, !matches!(exit, Exit::Retire | Exit::Spent { .. }));
 }
 
 /// Waits until a direct-lane caller gives the worker back; false when the pool is killed first.
@@ -285,7 +300,12 @@ async fn run_job<W: Workable>(
         BatchEnd::Killed => JobEnd::Killed,
         BatchEnd::Failed { fault, unstarted, stage } => {
             for job in unstarted {
-                if job.addressed {
+                if shared.config.on_demand.is_some() && stage != FailureStage::Task {
+                    // Its fresh worker died before the task reached it: fail it rather than
+                    // start worker after worker for it.
+                    let fault = WorkerFault::new(format!("on-demand worker died before its task started: {fault}"));
+                    job.fail(TaskError::WorkerCrashed { worker: slot.id, fault });
+                } else if job.addressed {
                     // Runs on this worker once it is back, or fails naming it.
                     slot.addressed_waiting.fetch_add(1, Ordering::AcqRel);
                     held.push_back(job);

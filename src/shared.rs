@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use crate::config::{Config, WorkerExit, WorkerExitHook};
 use crate::error::{Departure, NoWorkerReason, TaskError};
 use crate::job::Job;
+use crate::on_demand::OnDemand;
 use crate::queue::TaskQueue;
 use crate::shutdown::Phase;
 use crate::slot::WorkerSlot;
@@ -40,6 +41,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) on_worker_exit: Option<WorkerExitHook>,
     /// The last few workers that left for good, and why: what `NoWorkers` errors report.
     pub(crate) departures: Mutex<std::collections::VecDeque<Departure>>,
+    /// The worker factory and counters of an on-demand pool (unused otherwise).
+    pub(crate) on_demand: OnDemand<W>,
 }
 
 /// How many departures `NoWorkers` errors name (the newest).
@@ -95,6 +98,11 @@ impl<W: Workable> Shared<W> {
         if !keep_in_registry {
             self.slots().retain(|s| s.id != slot.id);
         }
+        self.live_ended();
+    }
+
+    /// One place in `live` is given back: a worker task's, or an on-demand dispatcher's.
+    pub(crate) fn live_ended(&self) {
         let remaining = self.live.fetch_sub(1, Ordering::AcqRel) - 1;
         if remaining == 0 {
             if self.phase() == Phase::Running {

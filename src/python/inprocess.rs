@@ -186,6 +186,7 @@ impl Host {
 }
 
 /// How the workers of one pool are started and stopped.
+#[derive(Clone)]
 struct Spec {
     launcher: Arc<Py<PyAny>>,
     init: Arc<Py<PyAny>>,
@@ -557,16 +558,19 @@ impl CoreThreadPool {
 
     /// Starts one host with its lanes; `report` gets the setup's outcome once.
     fn start(&self, init: Py<PyAny>, report: impl FnOnce(StartOutcome) + Send + 'static) {
-        let group = Arc::new(Group {
-            spec: Spec {
-                launcher: Arc::clone(&self.launcher),
-                init: Arc::new(init),
-                stop_timeout: self.stop_timeout,
-                cancel_on_kill: self.cancel_on_kill,
-            },
-            host: tokio::sync::Mutex::new(GroupHost::Empty),
-            holders: AtomicUsize::new(0),
-        });
+        let spec = Spec {
+            launcher: Arc::clone(&self.launcher),
+            init: Arc::new(init),
+            stop_timeout: self.stop_timeout,
+            cancel_on_kill: self.cancel_on_kill,
+        };
+        if self.supervisor.config().on_demand.is_some() {
+            // Records the spawn arguments: each call gets a fresh host started with them.
+            self.supervisor.set_worker_factory(move |id| on_demand_lane(spec.clone(), id));
+            return report(Ok((0, None)));
+        }
+        let group =
+            Arc::new(Group { spec, host: tokio::sync::Mutex::new(GroupHost::Empty), holders: AtomicUsize::new(0) });
         let report = Arc::new(StartReport(Mutex::new(Some(Box::new(report)))));
         // Group id = first lane id; ids are handed out in order, so it is known before starting.
         let group_id = Arc::new(AtomicU64::new(u64::MAX));
@@ -612,6 +616,20 @@ impl CoreThreadPool {
     }
 }
 
+/// An on-demand pool's worker `id`: a fresh host with one lane, for one call. A setup that
+/// raised fails the call with that exception, any other failure with `WorkerCrashedError`.
+async fn on_demand_lane(spec: Spec, id: u64) -> Result<Lane, TaskError<Py<PyAny>>> {
+    let group = Arc::new(Group { spec, host: tokio::sync::Mutex::new(GroupHost::Empty), holders: AtomicUsize::new(0) });
+    let message = match Lane::start(group).await {
+        Ok((lane, _)) => return Ok(lane),
+        Err(StartFailure::Raised(exc, _)) => return Err(TaskError::Failed(exc)),
+        Err(StartFailure::Crashed(message)) => message,
+        Err(StartFailure::NotStarted) => "worker setup failed".to_owned(),
+    };
+    let fault = WorkerFault::new(format!("on-demand worker could not start: {message}"));
+    Err(TaskError::WorkerCrashed { worker: id, fault })
+}
+
 /// Merges the lanes of one host into one worker entry.
 fn merge(into: &mut WorkerInfo, lane: &WorkerInfo) {
     use crate::WorkerState::{Busy, Idle};
@@ -639,7 +657,7 @@ impl CoreThreadPool {
     #[pyo3(signature = (
         launcher, mode="thread", *, concurrency=1, queue_size=None, task_timeout=None,
         restart="on-failure", max_restarts=5, restart_window=60.0, max_tasks_per_worker=None,
-        stop_timeout=5.0, load_balancing="round_robin", crash_retries=0,
+        stop_timeout=5.0, load_balancing="round_robin", crash_retries=0, on_demand=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -655,6 +673,7 @@ impl CoreThreadPool {
         stop_timeout: f64,
         load_balancing: &str,
         crash_retries: u32,
+        on_demand: Option<usize>,
     ) -> PyResult<Self> {
         let cancel_on_kill = match mode {
             "thread" | "ray" => false,
@@ -673,6 +692,7 @@ impl CoreThreadPool {
             restart_window: seconds("restart_window", Some(restart_window))?.unwrap_or_default(),
             max_tasks_per_worker,
             crash_retries,
+            on_demand,
             load_balancing: load_balancing
                 .parse()
                 .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,

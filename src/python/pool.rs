@@ -17,7 +17,7 @@ use super::buffers::{gather, Views};
 use super::common::{parse_restart, parse_shutdown, seconds, submit_blocking, wait_stopped, worker_dicts};
 use super::errors::{start_outcome, task_outcome};
 use super::wait::{deadline, recv_interruptible, SLICE};
-use crate::error::StartError;
+use crate::error::{StartError, TaskError};
 use crate::job::{Outcome, ReplyFn, TaskOptions, Ticket};
 use crate::process::{FrameKind, LaneError, ProcessSpec, ProcessWorker, ShmLane, SpawnFailure};
 use crate::{Config, Supervisor};
@@ -67,6 +67,23 @@ fn signal_check(raised: &mut Option<PyErr>) -> impl FnMut() -> bool + '_ {
 }
 
 type StartOutcome = Result<(u64, Vec<u8>), StartError<SpawnFailure>>;
+
+/// `None` as a reply payload (no out-of-band buffers, a 2-byte pickle): what `spawn()` on an
+/// on-demand pool returns, since no worker starts until a call comes.
+const PICKLED_NONE: [u8; 14] = [0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'N', b'.'];
+
+/// An on-demand pool's worker `id`, started for one call: a setup that raised fails the call
+/// with that exception, one that could not start or crashed with `WorkerCrashedError`.
+async fn on_demand_worker(spec: Arc<ProcessSpec>, init: Arc<Vec<u8>>, id: u64) -> Result<Worker, TaskError<Vec<u8>>> {
+    match ProcessWorker::start(spec, init).await {
+        Ok((worker, _)) => Ok(worker),
+        Err(SpawnFailure::Raised(raised)) => Err(TaskError::Failed(raised)),
+        Err(failure) => {
+            let fault = crate::WorkerFault::new(format!("on-demand worker could not start: {failure}"));
+            Err(TaskError::WorkerCrashed { worker: id, fault })
+        }
+    }
+}
 
 /// One finished task or worker start, waiting for the Python completion thread.
 enum Done {
@@ -284,6 +301,11 @@ impl CorePool {
     fn start(&self, init: Vec<u8>, on_ready: impl FnOnce(StartOutcome) + Send + 'static) {
         let spec = Arc::clone(&self.spec);
         let init = Arc::new(init);
+        if self.supervisor.config().on_demand.is_some() {
+            // Records the spawn arguments: each call gets a fresh worker started with them.
+            self.supervisor.set_worker_factory(move |id| on_demand_worker(Arc::clone(&spec), Arc::clone(&init), id));
+            return on_ready(Ok((0, PICKLED_NONE.to_vec())));
+        }
         self.supervisor.start_worker(ProcessWorker::start(spec, init), on_ready);
     }
 }
@@ -295,7 +317,7 @@ impl CorePool {
         program, args, env, cwd=None, *, queue_size=None, task_timeout=None, restart="on-failure",
         max_restarts=5, restart_window=60.0, max_tasks_per_worker=None, max_memory_per_worker=None,
         stop_timeout=5.0, load_balancing="round_robin", crash_retries=0, shm_capacity=None,
-        max_message_size=crate::process::DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size=crate::process::DEFAULT_MAX_MESSAGE_SIZE, on_demand=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -315,6 +337,7 @@ impl CorePool {
         crash_retries: u32,
         shm_capacity: Option<usize>,
         max_message_size: usize,
+        on_demand: Option<usize>,
     ) -> PyResult<Self> {
         if let Some(capacity) = shm_capacity {
             crate::shm::ring_capacity(capacity).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -335,6 +358,7 @@ impl CorePool {
             max_tasks_per_worker,
             max_memory_per_worker,
             crash_retries,
+            on_demand,
             load_balancing: load_balancing
                 .parse()
                 .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,
