@@ -245,6 +245,9 @@ pub(crate) async fn serve<W: Workable>(
         (_, Some(reason)) => shared.record_departure(slot.id, reason),
         (_, None) => {}
     }
+    // Whatever the worker holds goes before its place is given back: an on-demand pool starts
+    // the next worker as soon as it is.
+    drop(worker);
     shared.worker_exited(&slot, !matches!(exit, Exit::Retire | Exit::Spent { .. }));
 }
 
