@@ -129,6 +129,12 @@ class SPool(Generic[W]):
             every mode; see ``stateful_pool.modes``.
         actor_options: Ray actor options for ``mode="ray"``, e.g. ``{"num_cpus": 0.5}``.
         max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32).
+        on_demand: run on demand with at most this many workers at once (``None``: workers
+            are started with :meth:`spawn`). No worker runs while nothing is queued: each task
+            gets a fresh worker, spawned for it with the arguments of the last :meth:`spawn`
+            call (which starts nothing and returns ``None``), and retired once it is done. A
+            worker whose setup raises fails that task with the exception. Process, thread and
+            ray modes only.
     """
 
     def __init__(
@@ -151,6 +157,7 @@ class SPool(Generic[W]):
         mode: str = "process",
         actor_options: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
+        on_demand: int | None = None,
     ):
         if not isinstance(worker_cls, type):
             raise TypeError(f"worker_cls must be a class, got {worker_cls!r}")
@@ -180,6 +187,12 @@ class SPool(Generic[W]):
             "load_balancing": load_balancing,
             "crash_retries": crash_retries,
         }
+        if on_demand is not None:
+            if on_demand < 1:
+                raise ValueError(f"on_demand must be at least 1 (the most workers at once), got {on_demand}")
+            if mode in ("sync", "asyncio"):
+                raise ValueError(f"on_demand needs mode 'process', 'thread' or 'ray', not {mode!r}")
+            policy["on_demand"] = on_demand
         if mode != "process":
             # Same supervisor semantics, other hosts for the workers (see stateful_pool.modes).
             from .modes import make_completer, make_engine
@@ -238,7 +251,9 @@ class SPool(Generic[W]):
 
     def spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Starts one worker process, runs ``worker.spawn(*args, **kwargs)`` there and returns
-        its result. If ``spawn`` raises, the exception is re-raised here and no process is left."""
+        its result. If ``spawn`` raises, the exception is re-raised here and no process is left.
+        On an ``on_demand`` pool it only records the arguments every fresh worker is spawned
+        with, and returns ``None``."""
         return decode(*self._core.spawn(self._init_payload(args, kwargs)))
 
     def submit_spawn(self, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
