@@ -22,10 +22,11 @@ use tokio::sync::mpsc;
 
 use crate::error::{StartError, TaskError};
 use crate::job::Job;
+use crate::serve::launch;
 use crate::shutdown::Phase;
 use crate::slot::WorkerSlot;
 use crate::state::WorkerState;
-use crate::supervisor::{launch, Shared};
+use crate::supervisor::Shared;
 use crate::workable::Workable;
 
 /// The future a worker factory returns: the new worker, or what the task it was started for

@@ -8,6 +8,7 @@
 //! one starts (see `SupervisorBuilder::on_worker_exit`).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::batch::{self, BatchEnd, Pace};
 use crate::config::WorkerExit;
-use crate::error::{NoWorkerReason, TaskError, WorkerFault};
+use crate::error::{NoWorkerReason, StartError, TaskError, WorkerFault};
 use crate::job::Job;
 use crate::restart::{FailureStage, RestartDecision, RestartPacer};
 use crate::shutdown::Phase;
@@ -249,6 +250,75 @@ pub(crate) async fn serve<W: Workable>(
     // the next worker as soon as it is.
     drop(worker);
     shared.worker_exited(&slot, !matches!(exit, Exit::Retire | Exit::Spent { .. }));
+}
+
+/// Registers a worker and runs its setup, `start(id)`, on `runtime` (so a process it spawns is
+/// tied to a long-lived thread), then its serve loop; `on_ready` gets its slot and what the
+/// setup returned, or why it failed. Returns the worker's id. Used by
+/// [`Supervisor::start_worker`] and the on-demand dispatcher (which starts workers while the
+/// pool drains, too).
+pub(crate) fn launch<W, S, E, F, M, R>(
+    shared: &Arc<Shared<W>>,
+    runtime: tokio::runtime::Handle,
+    start: M,
+    on_ready: R,
+) -> u64
+where
+    W: Workable,
+    S: Send + 'static,
+    E: Send + 'static,
+    F: Future<Output = Result<(W, S), E>> + Send + 'static,
+    M: FnOnce(u64) -> F,
+    R: FnOnce(Result<(Arc<WorkerSlot<W>>, S), StartError<E>>) + Send + 'static,
+{
+    let id = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
+    let start = start(id);
+    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    let slot = Arc::new(WorkerSlot::new(id, inbox_tx));
+    shared.slots().push(Arc::clone(&slot));
+    shared.live.fetch_add(1, Ordering::AcqRel);
+    let shared = Arc::clone(shared);
+    runtime.spawn(async move {
+        let mut phase = shared.phase.subscribe();
+        let started = tokio::select! {
+            started = start => Some(started),
+            _ = phase.wait_for(|p| *p >= Phase::Killing) => None,
+        };
+        match started {
+            Some(Ok((worker, value))) => {
+                slot.process_started(worker.pid());
+                // The lane first: a caller told the worker is ready may claim it at once.
+                slot.set_lane(worker.lane());
+                slot.apply(WorkerEvent::Ready);
+                on_ready(Ok((Arc::clone(&slot), value)));
+                // Serve on a task of its own so a panicking worker is noticed, not lost.
+                let serving = tokio::spawn(serve(worker, Arc::clone(&slot), inbox_rx, Arc::clone(&shared)));
+                if let Err(error) = serving.await {
+                    // The worker (and its process, killed on drop) went down with the task.
+                    slot.mark_panicked(format!("worker task ended abnormally: {error}"));
+                    shared.report_process_end(&slot);
+                    shared.record_departure(id, format!("ended abnormally: {error}"));
+                    shared.worker_exited(&slot, true);
+                }
+            }
+            Some(Err(error)) => {
+                slot.apply(WorkerEvent::Crashed);
+                slot.apply(WorkerEvent::Exited);
+                shared.report_exit(WorkerExit { worker_id: id, pid: None });
+                shared.record_departure(id, "never started: its setup failed".to_owned());
+                shared.worker_exited(&slot, false);
+                on_ready(Err(StartError::Failed(error)));
+            }
+            None => {
+                slot.apply(WorkerEvent::StopRequested);
+                slot.apply(WorkerEvent::Exited);
+                shared.report_exit(WorkerExit { worker_id: id, pid: None });
+                shared.worker_exited(&slot, false);
+                on_ready(Err(StartError::ShutDown));
+            }
+        }
+    });
+    id
 }
 
 /// Waits until a direct-lane caller gives the worker back; false when the pool is killed first.

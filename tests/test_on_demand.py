@@ -158,5 +158,8 @@ def test_on_demand_options_are_checked() -> None:
     for mode in ("sync", "asyncio"):
         with pytest.raises(ValueError, match="on_demand needs mode"):
             SPool(Setup, on_demand=2, mode=mode)
-    with SPool(Setup, on_demand=2) as pool, pytest.raises(NoWorkersError, match="call spawn"):
-        pool.execute(1)
+    with SPool(Setup, on_demand=2) as pool:
+        with pytest.raises(NoWorkersError, match="call spawn"):
+            pool.execute(1)
+        with pytest.raises(ValueError, match="cap is fixed"):
+            pool.resize(4)

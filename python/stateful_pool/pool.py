@@ -187,6 +187,7 @@ class SPool(Generic[W]):
             "load_balancing": load_balancing,
             "crash_retries": crash_retries,
         }
+        self._on_demand = on_demand is not None
         if on_demand is not None:
             if on_demand < 1:
                 raise ValueError(f"on_demand must be at least 1 (the most workers at once), got {on_demand}")
@@ -391,6 +392,8 @@ class SPool(Generic[W]):
         queued work goes to the others). No task is lost either way."""
         if n < 0:
             raise ValueError(f"n must be at least 0, got {n}")
+        if self._on_demand:
+            raise ValueError("an on-demand pool starts its workers itself: its cap is fixed at creation")
         self._check_open()
         live = self._core.live_worker_ids()
         if n > len(live):
