@@ -49,10 +49,12 @@ def _call(worker: Any, payload: Payload) -> list[Any]:
 
 
 def main() -> None:
+    from . import _upcall
     from ._core import CoreEndpoint
     from ._serialize import dump_exception
 
     channel = CoreEndpoint()
+    _upcall.bind(channel)  # tasks may ask the parent things on this channel (task trees do)
     worker = None
     while True:
         frame = channel.recv()

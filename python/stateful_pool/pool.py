@@ -158,6 +158,7 @@ class SPool(Generic[W]):
         actor_options: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
         on_demand: int | None = None,
+        _namespace: _core.CoreNamespace | None = None,
     ):
         if not isinstance(worker_cls, type):
             raise TypeError(f"worker_cls must be a class, got {worker_cls!r}")
@@ -219,6 +220,7 @@ class SPool(Generic[W]):
                 os.getcwd(),
                 shm_capacity=shm_capacity,
                 max_message_size=max_message_size,
+                namespace=_namespace,  # served to the workers as upcalls (stateful_pool.groups)
                 **policy,
             )
             self._completer = Completer(self._core)

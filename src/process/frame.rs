@@ -22,12 +22,18 @@ pub enum FrameKind {
     Call = 2,
     /// Supervisor → worker: exit cleanly.
     Stop = 3,
+    /// Supervisor → worker: the answer to the worker's [`FrameKind::Upcall`] (id 0).
+    UpcallReply = 4,
     /// Worker → supervisor: setup done; payload is what setup returned.
     Ready = 10,
     /// Worker → supervisor: the call returned; payload is the result.
     Ok = 11,
     /// Worker → supervisor: setup or the call raised; payload is a [`RaisedPayload`].
     Raised = 12,
+    /// Worker → supervisor, while a call runs: a request for the pool's upcall handler (see
+    /// [`super::upcall`]), id 0. The worker waits for the [`FrameKind::UpcallReply`] before it
+    /// sends anything else.
+    Upcall = 13,
 }
 
 impl FrameKind {
@@ -38,9 +44,11 @@ impl FrameKind {
             1 => FrameKind::Init,
             2 => FrameKind::Call,
             3 => FrameKind::Stop,
+            4 => FrameKind::UpcallReply,
             10 => FrameKind::Ready,
             11 => FrameKind::Ok,
             12 => FrameKind::Raised,
+            13 => FrameKind::Upcall,
             _ => return None,
         })
     }
@@ -144,9 +152,16 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        for kind in
-            [FrameKind::Init, FrameKind::Call, FrameKind::Stop, FrameKind::Ready, FrameKind::Ok, FrameKind::Raised]
-        {
+        for kind in [
+            FrameKind::Init,
+            FrameKind::Call,
+            FrameKind::Stop,
+            FrameKind::UpcallReply,
+            FrameKind::Ready,
+            FrameKind::Ok,
+            FrameKind::Raised,
+            FrameKind::Upcall,
+        ] {
             let h = encode_header(kind, u64::MAX - 3, 1 << 40);
             assert_eq!(decode_header(&h, 1 << 40).unwrap(), (kind, u64::MAX - 3, 1 << 40));
             assert!(decode_header(&h, (1 << 40) - 1).is_err());

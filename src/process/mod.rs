@@ -9,10 +9,12 @@
 mod endpoint;
 pub mod frame;
 mod lane;
+pub mod namespace;
 pub mod recycle;
 mod shm_transport;
 mod spawn;
 pub mod transport;
+pub mod upcall;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -27,6 +29,7 @@ pub use self::lane::{LaneError, ShmLane};
 pub use self::shm_transport::ShmTransport;
 pub use self::spawn::{ProcessSpec, MAX_MESSAGE_ENV, TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
 pub use self::transport::{AnyTransport, PipeTransport, Transport};
+pub use self::upcall::{PendingAnswer, UpcallAnswer, UpcallHandler, Upcalls};
 use crate::error::WorkerFault;
 use crate::shm::{Segment, Wait};
 use crate::workable::{Response, Workable};
@@ -177,9 +180,10 @@ impl ProcessWorker {
         let (Some(transport), Some(child)) = (self.transport.as_mut(), self.child.as_mut()) else {
             return Err(WorkerFault::new("worker process is not running"));
         };
+        let (upcalls, pid, max) = (self.spec.upcalls.as_ref(), child.id(), self.spec.max_message_size);
         let exchange = async {
             transport.send(kind, id, payload).await?;
-            transport.recv().await
+            upcall::recv_answering(transport, upcalls, pid, max).await
         };
         Self::watch_exchange(child, exchange, id, during).await
     }
@@ -245,7 +249,9 @@ fn call_response(reply: frame::Frame) -> Response<ProcessWorker> {
     match reply.kind {
         FrameKind::Ok => Response::Complete(Ok(reply.payload)),
         FrameKind::Raised => Response::Complete(Err(reply.payload)),
-        other => Response::Fatal(WorkerFault::new(format!("unexpected {other:?} frame in reply to a call"))),
+        other => Response::Fatal(WorkerFault::protocol(format!(
+            "worker broke the protocol: unexpected {other:?} frame in reply to a call; worker killed"
+        ))),
     }
 }
 
@@ -294,9 +300,11 @@ impl Workable for ProcessWorker {
 
     /// Deep enough to carry a burst of tiny calls in one wake-up, shallow enough that a batch
     /// of them holds back little work (see [`crate::Supervisor`]'s batching).
+    /// A pool serving upcalls hands one call at a time: an upcall's reply must be the next frame
+    /// the worker reads, not one behind queued calls.
     fn pipeline_depth(&self) -> usize {
         match self.transport {
-            Some(AnyTransport::Shm(_)) => PIPELINE_DEPTH,
+            Some(AnyTransport::Shm(_)) if self.spec.upcalls.is_none() => PIPELINE_DEPTH,
             _ => 1, // pipes could fill up both ways and deadlock
         }
     }
@@ -326,7 +334,9 @@ impl Workable for ProcessWorker {
         let (Some(transport), Some(child)) = (self.transport.as_mut(), self.child.as_mut()) else {
             return Response::Fatal(WorkerFault::new("worker process is not running"));
         };
-        match Self::watch_exchange(child, transport.recv(), id, "while running a task").await {
+        let (upcalls, pid, max) = (self.spec.upcalls.as_ref(), child.id(), self.spec.max_message_size);
+        let exchange = upcall::recv_answering(transport, upcalls, pid, max);
+        match Self::watch_exchange(child, exchange, id, "while running a task").await {
             Ok(reply) => call_response(reply),
             Err(fault) => Response::Fatal(fault),
         }
@@ -355,7 +365,11 @@ impl Workable for ProcessWorker {
         fault
     }
 
+    /// No lane in a pool serving upcalls: its calls go through the serve task, which answers them.
     fn lane(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        if self.spec.upcalls.is_some() {
+            return None;
+        }
         self.lane.clone().map(|lane| lane as Arc<dyn std::any::Any + Send + Sync>)
     }
 

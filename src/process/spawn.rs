@@ -43,6 +43,9 @@ pub struct ProcessSpec {
     /// [`super::DEFAULT_MAX_MESSAGE_SIZE`], 1 GiB). A worker that announces a larger one broke
     /// the protocol and is replaced; a larger call fails without reaching the worker.
     pub max_message_size: usize,
+    /// Serves the workers' upcalls (see [`super::upcall`]); `None`: an upcall is a protocol
+    /// violation. A pool serving upcalls sends one call at a time and has no direct lane.
+    pub upcalls: Option<super::Upcalls>,
 }
 
 impl ProcessSpec {
@@ -57,6 +60,7 @@ impl ProcessSpec {
             stop_timeout: Duration::from_secs(5),
             shm_capacity: None,
             max_message_size: super::DEFAULT_MAX_MESSAGE_SIZE,
+            upcalls: None,
         }
     }
 }

@@ -7,6 +7,7 @@ mod endpoint;
 mod errors;
 mod inprocess;
 mod limits;
+mod namespace;
 mod pool;
 mod wait;
 
@@ -22,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<inprocess::CoreThreadPool>()?;
     m.add_class::<limits::CoreLimits>()?;
     m.add_class::<limits::CoreLease>()?;
+    m.add_class::<namespace::CoreNamespace>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

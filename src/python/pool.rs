@@ -317,7 +317,7 @@ impl CorePool {
         program, args, env, cwd=None, *, queue_size=None, task_timeout=None, restart="on-failure",
         max_restarts=5, restart_window=60.0, max_tasks_per_worker=None, max_memory_per_worker=None,
         stop_timeout=5.0, load_balancing="round_robin", crash_retries=0, shm_capacity=None,
-        max_message_size=crate::process::DEFAULT_MAX_MESSAGE_SIZE, on_demand=None,
+        max_message_size=crate::process::DEFAULT_MAX_MESSAGE_SIZE, on_demand=None, namespace=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -338,6 +338,7 @@ impl CorePool {
         shm_capacity: Option<usize>,
         max_message_size: usize,
         on_demand: Option<usize>,
+        namespace: Option<PyRef<'_, super::namespace::CoreNamespace>>,
     ) -> PyResult<Self> {
         if let Some(capacity) = shm_capacity {
             crate::shm::ring_capacity(capacity).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -363,13 +364,19 @@ impl CorePool {
                 .parse()
                 .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,
         };
+        // The workers reach the namespace with upcalls (see `process::upcall`).
+        let upcalls = namespace.map(|ns| ns.upcalls());
+        let exiting = upcalls.clone();
         let supervisor = Supervisor::<Worker>::builder()
             .config(config)
             // Permits and locks a dead worker held go back at once; waiters would find them too,
             // but only when they next look.
-            .on_worker_exit(|exit| {
+            .on_worker_exit(move |exit| {
                 if let Some(pid) = exit.pid {
                     let _ = crate::limits::reclaim_dead_process(pid);
+                    if let Some(upcalls) = &exiting {
+                        upcalls.0.worker_exited(pid);
+                    }
                 }
             })
             .build()
@@ -380,6 +387,7 @@ impl CorePool {
         spec.stop_timeout = seconds("stop_timeout", Some(stop_timeout))?.unwrap_or_default();
         spec.shm_capacity = shm_capacity;
         spec.max_message_size = max_message_size;
+        spec.upcalls = upcalls;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let c = supervisor.config();
         let direct = c.task_timeout.is_none()
