@@ -36,7 +36,7 @@ impl Default for Census {
     }
 }
 
-/// Answers its id; task 999 crashes it, 998 is the task's own error.
+/// Answers its id; task 999 crashes it, 997 crashes worker 0 only, 998 is the task's own error.
 struct Fresh {
     id: u64,
     census: Arc<Census>,
@@ -67,6 +67,7 @@ impl Workable for Fresh {
         }
         match task {
             999 => Response::Fatal(WorkerFault::new("boom")),
+            997 if self.id == 0 => Response::Fatal(WorkerFault::new("boom on worker 0")),
             998 => Response::Complete(Err("task failed".into())),
             _ => Response::Complete(Ok(self.id)),
         }
@@ -75,6 +76,10 @@ impl Workable for Fresh {
     async fn restart(&mut self) -> Result<(), WorkerFault> {
         self.census.restarts.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn clone_task(task: &u64) -> Option<u64> {
+        Some(*task)
     }
 }
 
@@ -182,9 +187,13 @@ fn crash_retries_run_the_task_again_on_a_fresh_worker() {
         let worker = Fresh::new(id, &seen);
         async move { Ok(worker) }
     });
-    // Without `clone_task` nothing is retried: the crash reaches the caller, once.
+    // Worker 0 crashes under the task; the task runs again on worker 1, a fresh one.
+    assert_eq!(pool.try_submit(997).unwrap().wait().unwrap(), 1);
+    assert_eq!(census.made.load(Ordering::SeqCst), 2);
+    assert_eq!(census.restarts.load(Ordering::SeqCst), 0, "retried on a fresh worker, not a restarted one");
+    // A task that crashes every worker uses its one retry, then fails: two more workers, no loop.
     assert!(matches!(pool.try_submit(999).unwrap().wait(), Err(TaskError::WorkerCrashed { .. })));
-    assert_eq!(census.made.load(Ordering::SeqCst), 1);
+    assert_eq!(census.made.load(Ordering::SeqCst), 4);
 }
 
 #[test]
