@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use worker_pool::process::{FrameKind, ProcessSpec, ProcessWorker, ShmLane, WorkerEndpoint};
-use worker_pool::{ShutdownMode, Supervisor};
+use worker_pool::{FrameKind, ProcessSpec, ProcessWorker, ShmLane, ShutdownMode, Supervisor, WorkerEndpoint};
 
 const ECHO_ENV: &str = "WORKER_POOL_BENCH_ECHO";
 

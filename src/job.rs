@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 
 use crate::error::TaskError;
-use crate::workable::Workable;
+use crate::worker::workable::Workable;
 
 /// What a task finally produced.
 pub type Outcome<W> = Result<<W as Workable>::Output, TaskError<<W as Workable>::Error>>;

@@ -3,7 +3,7 @@
 //! A [`Supervisor`] owns a task queue and a set of workers implementing [`Workable`]. Idle
 //! workers pull tasks from the queue; each worker moves through the [`WorkerState`] machine;
 //! crashed, timed-out and worn-out workers are restarted under a [`RestartPolicy`] and a
-//! restart intensity. [`process::ProcessWorker`] runs a worker in a child process (the Python
+//! restart intensity. [`ProcessWorker`] runs a worker in a child process (the Python
 //! package `stateful_pool` is built on it). A worker that implements
 //! [`Workable::try_send`] and [`Workable::receive`] gets short queued tasks in batches, one
 //! wake-up for several. See `src/SUPERVISOR.md` for the design.
@@ -29,39 +29,35 @@
 //! assert_eq!(handle.wait().unwrap(), "task 1 was \"hello\"");
 //! ```
 
-mod balance;
-mod batch;
-mod config;
-mod dispatch;
 mod error;
 mod job;
 pub mod limits;
-mod on_demand;
-pub mod process;
-mod queue;
-mod restart;
-mod serve;
-mod shared;
-pub mod shm;
-mod shutdown;
-mod slot;
-mod state;
-mod supervisor;
-mod workable;
+mod pool;
+mod process;
+mod sched;
+// Its users are compiled out under loom, where only the loom models use it.
+#[cfg_attr(loom, allow(dead_code, unused_imports))]
+mod shm;
+mod worker;
 
 #[cfg(feature = "python")]
 mod python;
 
-pub use crate::balance::{Balancer, Candidate, LoadBalancing, UnknownBalancer};
-pub use crate::config::{Config, SupervisorBuilder, WorkerExit};
 pub use crate::error::{BuildError, Departure, NoWorkerReason, StartError, SubmitError, TaskError, WorkerFault};
 pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};
-pub use crate::on_demand::{OnDemandStats, WorkerStart};
-pub use crate::restart::{
+pub use crate::pool::config::{Config, SupervisorBuilder, WorkerExit};
+pub use crate::pool::shutdown::ShutdownMode;
+pub use crate::pool::supervisor::{Backpressure, Claim, Supervisor};
+#[cfg(not(loom))] // tokio built with `--cfg loom` has no process module (see src/SUPERVISOR.md)
+pub use crate::process::{
+    CallReply, FrameKind, LaneError, ProcessSpec, ProcessWorker, ProtocolError, RaisedPayload, ShmLane, SpawnFailure,
+    WorkerEndpoint, DEFAULT_MAX_MESSAGE_SIZE,
+};
+pub use crate::sched::balance::{LoadBalancing, UnknownBalancer};
+pub use crate::sched::on_demand::{OnDemandStats, WorkerStart};
+pub use crate::worker::restart::{
     FailureStage, RestartDecision, RestartIntensity, RestartPacer, RestartPolicy, BACKOFF_FIRST, BACKOFF_MAX,
 };
-pub use crate::shutdown::ShutdownMode;
-pub use crate::slot::WorkerInfo;
-pub use crate::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
-pub use crate::supervisor::{Backpressure, Claim, Supervisor};
-pub use crate::workable::{Response, Workable};
+pub use crate::worker::slot::WorkerInfo;
+pub use crate::worker::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
+pub use crate::worker::workable::{Response, Workable};

@@ -37,6 +37,21 @@ class LeaseWorker(Worker):
             _wait_for(go)
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def hold_several_then_die(self, requested: dict[str, int], held: str, go: str) -> None:
+        """Takes ``requested`` in one acquisition, writes its pid to the file ``held``, and is
+        killed inside the ``with`` block once the file ``go`` exists."""
+        with self.limits.acquire(requested=requested):
+            Path(held).write_text(str(os.getpid()))
+            _wait_for(go)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def take_several(self, requested: dict[str, int], timeout: float) -> dict[str, Any]:
+        """Takes ``requested`` in one acquisition and gives it back: when it was granted, and
+        how long the call took."""
+        started = time.monotonic()
+        with self.limits.acquire(requested=requested, timeout=timeout) as acq:
+            return {"pid": os.getpid(), "waited": time.monotonic() - started, "at_ns": acq.at_ns}
+
     def take(self, key: str, timeout: float, waiting: str | None = None) -> dict[str, Any]:
         """Takes one unit (writing the file ``waiting`` first), and gives it back."""
         if waiting is not None:

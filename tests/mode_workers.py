@@ -40,6 +40,23 @@ class ModeEcho(Echo):
         return os.getpid()
 
 
+class CrashLoop(ModeEcho):
+    """Spawns fine the first time; then its setup raises ``failures`` times (every time when
+    ``None``) before it succeeds again. Spawns are counted in the file ``marker``, which every
+    process and thread sees."""
+
+    def spawn(  # type: ignore[override]
+        self, marker: str, failures: int | None = None, caller_pid: int | None = None
+    ) -> dict[str, Any]:
+        with open(marker, "a+") as f:
+            f.write("x")
+            f.seek(0)
+            spawns = len(f.read())
+        if spawns > 1 and (failures is None or spawns <= 1 + failures):
+            raise RuntimeError(f"setup failed (spawn {spawns})")
+        return super().spawn(caller_pid=caller_pid)
+
+
 class AsyncEcho(Echo):
     """Async methods (asyncio mode; the sync ``Echo`` methods still work there)."""
 

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use worker_pool::process::{FrameKind, ProcessSpec, ProcessWorker, SpawnFailure, WorkerEndpoint};
 use worker_pool::{
-    LoadBalancing, Response, RestartPolicy, ShutdownMode, StartError, SubmitError, Supervisor, TaskError, Workable,
-    WorkerState,
+    FrameKind, LoadBalancing, ProcessSpec, ProcessWorker, Response, RestartPolicy, ShutdownMode, SpawnFailure,
+    StartError, SubmitError, Supervisor, TaskError, Workable, WorkerEndpoint, WorkerState,
 };
 
 /// Sleeps `task` milliseconds, counts its tasks; task 999 crashes it (a fatal response).
@@ -346,7 +345,7 @@ fn process_worker_setup_failure_leaves_no_process() {
     let failure = rt.block_on(ProcessWorker::start(echo_spec(), Arc::new(b"fail".to_vec()))).unwrap_err();
     match failure {
         SpawnFailure::Raised(payload) => {
-            assert_eq!(worker_pool::process::RaisedPayload::parse(&payload).unwrap().summary, "nope");
+            assert_eq!(worker_pool::RaisedPayload::parse(&payload).unwrap().summary, "nope");
         }
         other => panic!("expected Raised, got {other:?}"),
     }

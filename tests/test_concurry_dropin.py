@@ -5,6 +5,7 @@ these pin the behaviour in the project, with real worker threads and processes."
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import warnings
@@ -27,6 +28,7 @@ from stateful_pool.concurry import (
     TaskWorker,
     Worker,
     WorkerProxy,
+    async_wait,
     gather,
     task,
     wait,
@@ -85,6 +87,18 @@ def test_gather_and_wait_take_concurrys_shapes() -> None:
         assert len(done) + len(not_done) == 3
         with pytest.raises(ValueError, match="Could not find enum"):
             wait(a, return_when="sometimes")
+        # The options are typed keyword arguments: one the function does not take is refused.
+        with pytest.raises(TypeError, match="gather\\(\\) got an unexpected keyword argument 'return_when'"):
+            gather(a, return_when="all")
+        with pytest.raises(TypeError, match="async_wait\\(\\) got an unexpected keyword argument 'iter'"):
+            asyncio.run(async_wait([a], iter=True))
+    # Nothing finishing within the timeout is a TimeoutError for the async twin too.
+    never: concurrent.futures.Future[int] = concurrent.futures.Future()
+    for return_when in ("first_completed", "all_completed"):
+        with pytest.raises(TimeoutError, match="timed out: 1/1"):
+            wait([never], timeout=0.05, return_when=return_when)
+        with pytest.raises(TimeoutError, match="timed out: 1/1"):
+            asyncio.run(async_wait([never], timeout=0.05, return_when=return_when))
 
 
 # -- TaskWorker init(fn=), @task, Executor ---------------------------------------------------
@@ -242,9 +256,8 @@ def test_limit_set_api(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING), limits.acquire({"nope": 3}) as tolerant:
         assert "nope" not in tolerant.granted
     assert "nope" in caplog.text
-    with caplog.at_level(logging.WARNING), limits.acquire({"t": 2}):
-        pass  # an explicitly requested rate limit should be updated (concurry raises; we warn)
-    assert "Not all limits" in caplog.text
+    with pytest.raises(RuntimeError, match="Not all limits"), limits.acquire({"t": 2}):
+        pass  # an explicitly requested rate limit must be updated (concurry 0.13 raises)
     with caplog.at_level(logging.WARNING), limits.acquire({"t": 2}) as over:
         over.update(usage={"t": 3})  # spent already: a warning, not an error
     assert "exceeds requested amount" in caplog.text

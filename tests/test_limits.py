@@ -103,8 +103,12 @@ def test_acquire_update_refunds_unused_tokens() -> None:
         with pytest.raises(ValueError, match="negative"):
             acq.update(usage={"tokens": -1})
         acq.update(usage={"tokens": 10})
-    with limits.acquire(requested={"tokens": 1}):
-        pass  # no update(): a warning (the guide's example does this), the token stays spent
+    hourly = LimitSet([RateLimit(key="tokens", window=3600, capacity=10), ResourceLimit(key="db", capacity=1)])
+    with pytest.raises(RuntimeError, match="Not all limits in the LimitSet were updated"):
+        with hourly.acquire(requested={"tokens": 1}):
+            pass  # no update(): concurry 0.13 raises when the acquisition ends; the token stays spent
+    assert hourly.available("tokens") == 9
+    assert hourly.available("db") == 1 and hourly._open() == [], "given back before raising"
 
 
 def test_resource_limit_holds_until_the_block_ends() -> None:

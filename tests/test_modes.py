@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import wait_until
-from mode_workers import AsyncEcho, ModeEcho
+from mode_workers import AsyncEcho, CrashLoop, ModeEcho
 from stateful_pool import (
     NoWorkersError,
     PoolShutDownError,
@@ -26,8 +26,6 @@ from stateful_pool import (
 from stateful_pool.modes import MODES
 from workers import FailingSpawn
 
-# Modes where a task waits in the queue while another runs (sync runs everything inline).
-QUEUEING = [m for m in MODES if m != "sync"]
 STATS_KEYS = {
     "id",
     "state",
@@ -65,11 +63,6 @@ def make_pool(mode: str) -> MakePool:
         return SPool(cls, *args, **kwargs)
 
     return make
-
-
-def skip_unless_queueing(mode: str) -> None:
-    if mode not in QUEUEING:
-        pytest.skip("sync mode runs each call inline: nothing is ever queued or running")
 
 
 def busy(pool: SPool[Any]) -> bool:
@@ -168,10 +161,20 @@ def test_graceful_shutdown_runs_queued_tasks(make_pool: MakePool) -> None:
     assert all(f.done() and not f.cancelled() for f in futures)
 
 
+# Sync mode promises that a future comes back done: a task submitted from one thread never
+# waits in the queue or runs behind the caller's back. The tests below about queued and running
+# tasks assert that promise in sync mode instead: nothing is left to cancel, kill or refuse.
+
+
 def test_shutdown_cancel_pending_cancels_queued_only(make_pool: MakePool, mode: str) -> None:
-    skip_unless_queueing(mode)
     pool = make_pool()
     pool.spawn()
+    if mode == "sync":
+        futures = [pool.submit_execute(i) for i in range(5)]
+        assert all(f.done() for f in futures), "each ran as it was submitted"
+        pool.shutdown(cancel_pending=True)
+        assert [f.result() for f in futures] == list(range(5)), "nothing was pending to cancel"
+        return
     running = pool.submit_call("sleep", 0.5)
     wait_until(lambda: busy(pool), what="the task to start")
     queued = [pool.submit_execute(i) for i in range(5)]
@@ -181,9 +184,15 @@ def test_shutdown_cancel_pending_cancels_queued_only(make_pool: MakePool, mode: 
 
 
 def test_shutdown_kill_fails_the_running_task(make_pool: MakePool, mode: str) -> None:
-    skip_unless_queueing(mode)
     pool = make_pool()
     pool.spawn()
+    if mode == "sync":
+        done = pool.submit_call("sleep", 0.01)
+        assert done.done()
+        pool.shutdown(kill=True)
+        assert isinstance(done.result(), int), "a finished task keeps its result"
+        assert all(w["state"] == "stopped" for w in pool.stats()["workers"])
+        return
     # A thread cannot be killed: its call is abandoned and ends on its own, so keep it short.
     running = pool.submit_call("sleep", 1.5)
     wait_until(lambda: busy(pool), what="the task to start")
@@ -194,9 +203,13 @@ def test_shutdown_kill_fails_the_running_task(make_pool: MakePool, mode: str) ->
 
 
 def test_queue_size_backpressure(make_pool: MakePool, mode: str) -> None:
-    skip_unless_queueing(mode)
     with make_pool(queue_size=2, submit_timeout=0.2) as pool:
         pool.spawn()
+        if mode == "sync":
+            futures = [pool.submit_execute(i) for i in range(10)]
+            assert [f.result(timeout=0) for f in futures] == list(range(10)), "the queue never fills"
+            assert pool.stats()["queued"] == 0
+            return
         blocker = pool.submit_call("sleep", 0.8)
         wait_until(lambda: busy(pool), what="the task to start")
         queued = [pool.submit_execute(i) for i in range(2)]
@@ -208,9 +221,13 @@ def test_queue_size_backpressure(make_pool: MakePool, mode: str) -> None:
 
 
 def test_cancel_removes_a_queued_task(make_pool: MakePool, mode: str) -> None:
-    skip_unless_queueing(mode)
     with make_pool() as pool:
         pool.spawn()
+        if mode == "sync":
+            ran = pool.submit_execute(5)
+            assert not ran.cancel() and not ran.cancelled(), "a done future cannot be cancelled"
+            assert ran.result(timeout=0) == 5 and pool.call("whoami")["calls"] == 1, "it ran"
+            return
         running = pool.submit_call("sleep", 0.3)
         wait_until(lambda: busy(pool), what="the task to start")
         queued = pool.submit_call("whoami")
@@ -225,8 +242,10 @@ def test_task_timeout_fails_the_task_and_replaces_the_worker(make_pool: MakePool
         pool.spawn(tag="t")
         # busy_sleep runs bytecode: a thread worker is interrupted, not just abandoned; an
         # asyncio worker cancels a coroutine (blocking code would hold up its whole loop).
+        started = time.monotonic()
         with pytest.raises(TaskTimeoutError):
-            pool.call("nap" if mode == "asyncio" else "busy_sleep", 1.0)
+            pool.call("nap" if mode == "asyncio" else "busy_sleep", 5.0)
+        assert time.monotonic() - started < 4.0, "the call was interrupted, not waited out"
         assert pool.execute(5) == 5, "a fresh worker serves"
         assert pool.call("whoami")["tag"] == "t", "restarted with its own spawn arguments"
         (worker,) = pool.stats()["workers"]
@@ -246,15 +265,97 @@ def test_a_crashed_worker_fails_its_call_and_is_restarted(make_pool: MakePool) -
 
 
 def test_kill_a_running_task(make_pool: MakePool, mode: str) -> None:
-    skip_unless_queueing(mode)
     with make_pool() as pool:
         pool.spawn()
+        if mode == "sync":
+            done = pool.submit_call("busy_sleep", 0.01)
+            assert not done.kill(), "nothing is running to kill"
+            assert done.result(timeout=0) == os.getpid() and pool.execute(2) == 2
+            return
         future = pool.submit_call("nap" if mode == "asyncio" else "busy_sleep", 5.0)
         wait_until(lambda: busy(pool), what="the task to start")
         assert future.kill()
         with pytest.raises(concurrent.futures.CancelledError):
             future.result(timeout=10)
         assert pool.execute(2) == 2
+
+
+@pytest.mark.parametrize(
+    ("balancer", "canonical"),
+    [("round_robin", "round_robin"), ("least_active", "active"), ("least_total", "total"), ("random", "random")],
+)
+def test_load_balancing_is_reported_and_used(make_pool: MakePool, balancer: str, canonical: str) -> None:
+    with make_pool(load_balancing=balancer) as pool:
+        pool.spawn(tag="a")
+        pool.spawn(tag="b")
+        for i in range(40):  # through the queue: a blocking call may skip it (process mode)
+            assert pool.submit_execute(i).result(timeout=30) == i
+        stats = pool.stats()
+        assert stats["load_balancing"] == canonical and stats["dispatched"] >= 40
+        done = sorted(w["tasks_done"] for w in stats["workers"])
+        assert sum(done) == 40
+        if balancer in ("round_robin", "least_total"):
+            assert done == [20, 20], "one call at a time: the two take turns"
+        else:
+            # One call at a time finds both idle: any idle worker will do; random picks both
+            # (all 40 on one worker has odds of 2^-39).
+            assert balancer != "random" or done[0] > 0
+
+
+def test_restarts_after_task_crashes_do_not_count(make_pool: MakePool) -> None:
+    with make_pool(max_restarts=1, restart_window=60) as pool:
+        pool.spawn(tag="c", caller_pid=os.getpid())
+        for _ in range(3):
+            with pytest.raises(WorkerCrashedError):
+                pool.call("crash")
+            assert pool.call("whoami")["tag"] == "c", "the crash consumed its task: the worker is back"
+        (worker,) = pool.stats()["workers"]
+        assert worker["restarts"] == 3 and worker["state"] == "idle"
+
+
+def test_a_crash_loop_gives_up_within_the_restart_window(make_pool: MakePool, tmp_path: Any) -> None:
+    with make_pool(CrashLoop, max_restarts=2, restart_window=60) as pool:
+        pool.spawn(str(tmp_path / "spawns"), caller_pid=os.getpid())
+        with pytest.raises(WorkerCrashedError):
+            pool.call("crash")
+        # Queued while the worker restarts: fails once its setup has failed 3 times in 60 s.
+        with pytest.raises(NoWorkersError, match="gave up: crashed in spawn 3 times in 60 s"):
+            pool.execute(1)
+        (worker,) = pool.stats()["workers"]
+        assert worker["state"] == "failed" and worker["restarts"] == 3
+
+
+def test_failures_that_leave_the_restart_window_are_forgiven(make_pool: MakePool, tmp_path: Any) -> None:
+    # The backoff between restarts (10 ms and up) outlasts a 1 ms window: each failed setup is
+    # alone in it, so one restart allowed per window is enough to come back after four.
+    with make_pool(CrashLoop, max_restarts=1, restart_window=0.001) as pool:
+        pool.spawn(str(tmp_path / "spawns"), failures=4, caller_pid=os.getpid())
+        with pytest.raises(WorkerCrashedError):
+            pool.call("crash")
+        assert pool.execute(1) == 1, "queued while the worker restarted, then run"
+        (worker,) = pool.stats()["workers"]
+        assert worker["restarts"] == 5 and worker["state"] in ("idle", "busy")
+
+
+def test_sync_stats_match_process_mode(tmp_path: Any) -> None:
+    def run(mode: str) -> dict[str, Any]:
+        with SPool(ModeEcho, mode=mode, load_balancing="least_total", max_restarts=1) as pool:
+            pool.spawn(caller_pid=os.getpid())
+            pool.spawn(caller_pid=os.getpid())
+            for i in range(5):
+                pool.submit_execute(i).result(timeout=30)
+            assert isinstance(pool.submit_call("fail", "x").exception(timeout=30), ValueError)
+            pool.broadcast("whoami")
+            assert isinstance(pool.submit_call("crash").exception(timeout=30), WorkerCrashedError)
+            pool.submit_execute(0).result(timeout=30)
+            wait_until(lambda: all(w["state"] == "idle" for w in pool.stats()["workers"]), what="the restart")
+            stats = pool.stats()
+            for worker in stats["workers"]:
+                del worker["pid"]
+                worker["last_error"] = bool(worker["last_error"])
+            return stats
+
+    assert run("sync") == run("process")
 
 
 # -- mode-specific behaviour ------------------------------------------------------------------
@@ -266,6 +367,46 @@ def test_sync_futures_are_done_on_return_and_run_in_the_caller() -> None:
         future = pool.submit_execute(7)
         assert future.done() and future.result() == 7
         assert pool.call("whoami")["pid"] == os.getpid()
+
+
+def test_sync_serves_several_threads_and_their_futures_are_done_on_return() -> None:
+    import threading
+
+    with SPool(ModeEcho, mode="sync") as pool:
+        pool.spawn()
+        pool.spawn()
+        not_done: list[int] = []
+
+        def caller(k: int) -> None:
+            for i in range(150):
+                future = pool.submit_execute(i)
+                if not future.done() or future.result() != i or pool.execute(k) != k:
+                    not_done.append(i)
+
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(t.is_alive() for t in threads) and not_done == []
+        assert sum(w["tasks_done"] for w in pool.stats()["workers"]) == 4 * 150 * 2
+
+
+def test_sync_interrupts_land_in_the_call_never_in_the_caller() -> None:
+    # Calls that end about when their timeout fires: the interrupt raised in the calling thread
+    # must be caught before the caller's own code runs again.
+    with SPool(ModeEcho, mode="sync", task_timeout=0.02, max_restarts=1000) as pool:
+        pool.spawn()
+        timed_out = 0
+        for i in range(60):
+            try:
+                pool.call("busy_sleep", 0.012 + (i % 6) * 0.003)
+            except TaskTimeoutError:
+                timed_out += 1
+            for _ in range(2000):  # bytecode where a stray interrupt would land
+                pass
+        assert pool.execute(1) == 1
+        assert pool.stats()["workers"][0]["tasks_failed"] == timed_out
 
 
 def test_in_process_modes_pass_results_by_reference() -> None:

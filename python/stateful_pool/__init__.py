@@ -14,12 +14,16 @@ from ._core import __version__
 _LAZY = {
     "CallLimit": ".concurry",
     "Concurrent": ".groups",
+    "LatencyStats": "._stats",
     "LimitSet": ".concurry",
+    "LoadBalancerStats": "._stats",
     "Namespace": ".groups",
     "NoWorkersError": ".errors",
     "PoolError": ".errors",
     "PoolFuture": "._futures",
     "PoolShutDownError": ".errors",
+    "PoolStats": "._stats",
+    "PoolWorkerStats": "._stats",
     "ProcTask": ".groups",
     "RateLimit": ".concurry",
     "RemoteError": ".errors",
@@ -39,10 +43,13 @@ _LAZY = {
     "TaskWorker": ".concurry",
     "Worker": ".concurry",
     "WorkerCrashedError": ".errors",
+    "WorkerPoolStats": "._stats",
+    "WorkerStats": "._stats",
 }
 
 if TYPE_CHECKING:
     from ._futures import PoolFuture
+    from ._stats import LatencyStats, LoadBalancerStats, PoolStats, PoolWorkerStats, WorkerPoolStats, WorkerStats
     from .concurry import CallLimit, LimitSet, RateLimit, ResourceLimit, TaskWorker, Worker
     from .errors import (
         NoWorkersError,
@@ -97,6 +104,12 @@ __all__ = [
     "TaskTree",
     "TaskTreeError",
     "WorkerCrashedError",
+    "LatencyStats",
+    "LoadBalancerStats",
+    "PoolStats",
+    "PoolWorkerStats",
+    "WorkerPoolStats",
+    "WorkerStats",
     "__version__",
 ]
 

@@ -1,24 +1,63 @@
 """Stubs for the native module built from src/python/ (checked by mypy.stubtest)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Self, final
+
+from ._stats import WorkerStats
 
 __version__: str
 __all__ = [
-    "CorePool",
+    "Engine",
     "CoreTicket",
     "CoreEndpoint",
     "Payload",
-    "CoreThreadPool",
     "CoreLimits",
+    "CoreGrant",
     "CoreLease",
     "CoreNamespace",
+    "STATUS_OK",
+    "STATUS_RAISED",
+    "STATUS_ERROR",
+    "STATUS_OBJECT",
+    "FRAME_INIT",
+    "FRAME_CALL",
+    "FRAME_STOP",
+    "FRAME_READY",
+    "FRAME_OK",
+    "FRAME_RAISED",
+    "FRAME_UPCALL",
+    "FRAME_UPCALL_REPLY",
+    "REQUEST_CALL",
+    "REQUEST_CANCEL",
+    "READY_OK",
+    "READY_RAISED",
+    "READY_FATAL",
     "__version__",
 ]
 
+# The protocol's codes (src/python/protocol.rs): reply statuses, frame kinds of the process
+# channel, an in-process host's request kinds and setup reports.
+STATUS_OK: int
+STATUS_RAISED: int
+STATUS_ERROR: int
+STATUS_OBJECT: int
+FRAME_INIT: int
+FRAME_CALL: int
+FRAME_STOP: int
+FRAME_READY: int
+FRAME_OK: int
+FRAME_RAISED: int
+FRAME_UPCALL: int
+FRAME_UPCALL_REPLY: int
+REQUEST_CALL: int
+REQUEST_CANCEL: int
+READY_OK: int
+READY_RAISED: int
+READY_FATAL: int
+
 @final
 class CoreTicket:
-    """Handle a future keeps to cancel its task."""
+    """Handle a future keeps to cancel its task and to claim its reply."""
 
     def cancel(self) -> bool: ...
     def cancel_or_kill(self) -> bool: ...
@@ -27,89 +66,21 @@ class CoreTicket:
     def claim(self, timeout: float | None = None) -> tuple[int, Any] | None: ...
 
 @final
-class CorePool:
-    """The Rust supervisor of one SPool, running process workers.
+class Engine:
+    """The Rust supervisor of one SPool, for every mode (see ``stateful_pool.modes``).
 
-    Replies are ``(status, value)``: status 0 -> value is the pickled result (bytes);
-    1 -> value is a raised payload (bytes, see ``_serialize.load_exception``);
-    2 -> value is an exception instance to raise.
+    ``options`` is a dict: ``mode`` (required), the pool's options as ``SPool`` names them, and
+    ``program``, ``args``, ``env``, ``cwd`` (process mode) or ``launcher(channel, init)`` (the
+    in-process modes); missing keys take their defaults. Replies are ``(status, value)``, the
+    ``STATUS_*`` codes below: a pickled result, a raised payload, an exception to raise, or the
+    result object itself (in-process modes).
     """
 
-    def __new__(
-        cls,
-        program: str,
-        args: list[str],
-        env: list[tuple[str, str]],
-        cwd: str | None = None,
-        *,
-        queue_size: int | None = None,
-        task_timeout: float | None = None,
-        restart: str = "on-failure",
-        max_restarts: int = 5,
-        restart_window: float = 60.0,
-        max_tasks_per_worker: int | None = None,
-        max_memory_per_worker: int | None = None,
-        stop_timeout: float = 5.0,
-        load_balancing: str = "round_robin",
-        crash_retries: int = 0,
-        shm_capacity: int | None = None,
-        max_message_size: int = ...,
-        on_demand: int | None = None,
-        namespace: CoreNamespace | None = None,
-    ) -> Self: ...
-    def spawn(self, init: bytes) -> tuple[int, Any]: ...
-    def submit_spawn(self, init: bytes, token: int) -> None: ...
-    def call(
-        self, parts: list[Any], timeout: float | None = None, submit_timeout: float | None = None
-    ) -> tuple[int, Any]: ...
-    def submit(
-        self, parts: list[Any], token: int, timeout: float | None = None, submit_timeout: float | None = None
-    ) -> CoreTicket: ...
-    def broadcast(self, parts: list[Any]) -> list[tuple[int, int, Any]]: ...
-    def take_completions(self, timeout: float, max_items: int = 4096) -> list[tuple[int, int, Any]]: ...
-    def shutdown(self, mode: str) -> None: ...
-    def wait_stopped(self, timeout: float) -> bool: ...
-    def release(self) -> bool: ...
+    def __new__(cls, options: Mapping[str, Any]) -> Self: ...
     @property
-    def is_shutdown(self) -> bool: ...
+    def mode(self) -> str: ...
     @property
-    def queued(self) -> int: ...
-    def live_worker_ids(self) -> list[int]: ...
-    def retire_worker(self, worker_id: int) -> bool: ...
-    @property
-    def dispatched(self) -> int: ...
-    @property
-    def load_balancing(self) -> str: ...
-    def workers(self) -> list[dict[str, Any]]: ...
-
-@final
-class CoreThreadPool:
-    """The same Rust supervisor with workers hosted on threads of this process ("thread",
-    "asyncio") or behind a proxy thread ("ray"); see ``stateful_pool.modes``.
-
-    ``launcher(channel, init)`` starts one host thread. Payloads are objects or their pickles;
-    replies are ``(status, value)`` with status 3 -> value is the result object itself, and
-    2 -> an exception instance to raise (a worker's own exception carries its traceback text
-    as ``__cause__``).
-    """
-
-    def __new__(
-        cls,
-        launcher: Callable[[Any, Any], None],
-        mode: str = "thread",
-        *,
-        concurrency: int = 1,
-        queue_size: int | None = None,
-        task_timeout: float | None = None,
-        restart: str = "on-failure",
-        max_restarts: int = 5,
-        restart_window: float = 60.0,
-        max_tasks_per_worker: int | None = None,
-        stop_timeout: float = 5.0,
-        load_balancing: str = "round_robin",
-        crash_retries: int = 0,
-        on_demand: int | None = None,
-    ) -> Self: ...
+    def inline(self) -> bool: ...
     def spawn(self, init: Any) -> tuple[int, Any]: ...
     def submit_spawn(self, init: Any, token: int) -> None: ...
     def call(
@@ -133,31 +104,54 @@ class CoreThreadPool:
     def dispatched(self) -> int: ...
     @property
     def load_balancing(self) -> str: ...
-    def workers(self) -> list[dict[str, Any]]: ...
+    def workers(self) -> list[WorkerStats]: ...
 
 @final
 class CoreLimits:
     """A table of limits in shared memory (a memfd); specs are ``(algorithm, window_seconds,
-    capacity)``. Other processes map it with ``CoreLimits.attach(pid, fd)``."""
+    capacity)``, a rate limit's capacity possibly fractional. Other processes map it with
+    ``CoreLimits.attach(pid, fd)``."""
 
-    def __new__(cls, specs: list[tuple[str, float, int]]) -> Self: ...
+    def __new__(cls, specs: list[tuple[str, float, float]]) -> Self: ...
     @staticmethod
     def attach(pid: int, fd: int) -> CoreLimits: ...
+    @property
+    def parked(self) -> int: ...
     @property
     def pid(self) -> int: ...
     @property
     def fd(self) -> int: ...
     @property
-    def specs(self) -> list[tuple[str, float, int]]: ...
+    def specs(self) -> list[tuple[str, float, int, int]]: ...
+    def acquire(
+        self,
+        requests: list[tuple[int, float]],
+        timeout: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> CoreGrant | None: ...
     def try_acquire(self, index: int, amount: int, now_ns: int | None = None) -> tuple[bool, float, int, int]: ...
     def refund(self, index: int, amount: int, token: int) -> None: ...
     def lease(self, index: int, amount: int) -> CoreLease | None: ...
     def reclaim_dead(self) -> list[int]: ...
     def release_dead_process(self, pid: int) -> list[int]: ...
     def leases(self) -> list[tuple[int, int, int, str]]: ...
-    def available(self, index: int, now_ns: int | None = None) -> int: ...
+    def available(self, index: int, now_ns: int | None = None) -> int | float: ...
     @staticmethod
     def now_ns() -> int: ...
+
+@final
+class CoreGrant:
+    """Several limits granted together (``CoreLimits.acquire``): rate units spent, resource
+    units held until ``release()`` (or until this process dies)."""
+
+    def release(self) -> bool: ...
+    def refund(self, index: int, unused: float) -> None: ...
+    @property
+    def held(self) -> bool: ...
+    @property
+    def parts(self) -> list[tuple[int, float]]: ...
+    @property
+    def at_ns(self) -> int: ...
 
 @final
 class CoreLease:
@@ -187,7 +181,7 @@ class CoreEndpoint:
 @final
 class CoreNamespace:
     """A task tree's shared namespace, held in this process: named pickled values and one lock,
-    served to the workers of a ``CorePool(namespace=...)`` as upcalls on their channel."""
+    served to the workers of an ``Engine`` built with ``namespace`` as upcalls on their channel."""
 
     def __new__(cls) -> Self: ...
     def get(self, key: str) -> bytes | None: ...

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._protocol import STATUS_OBJECT, STATUS_OK, STATUS_RAISED
 from ._serialize import decode as decode_payload
 from ._serialize import load_exception, safe_str
 from .errors import ResultUnpicklingError
 
-STATUS_OK, STATUS_RAISED, STATUS_ERROR = 0, 1, 2
-# The in-process engines (thread, asyncio, ray, sync modes) hand over the result object itself.
-STATUS_OBJECT = 3
-
 
 def decode(status: int, value: Any) -> Any:
-    """The result for ``STATUS_OK`` and ``STATUS_OBJECT``; raises the worker's or the pool's
-    exception otherwise."""
+    """The result for ``STATUS_OK`` (a pickled result) and ``STATUS_OBJECT`` (the result
+    itself); raises the worker's (``STATUS_RAISED``) or the pool's (``STATUS_ERROR``) exception
+    otherwise."""
     if status == STATUS_OBJECT:
         return value
     if status == STATUS_OK:

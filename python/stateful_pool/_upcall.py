@@ -57,13 +57,8 @@ def call(request: bytes) -> bytes:
     return memoryview(payload).tobytes()  # type: ignore[arg-type]  # a buffer (see _core.Payload)
 
 
-_KINDS: tuple[int, int] | None = None
-
-
 def _kinds() -> tuple[int, int]:
-    """``(UPCALL, UPCALL_REPLY)``, read from the core once."""
-    global _KINDS
-    if _KINDS is None:
-        wire = protocol()
-        _KINDS = (wire["UPCALL"], wire["UPCALL_REPLY"])
-    return _KINDS
+    """``(FRAME_UPCALL, FRAME_UPCALL_REPLY)``, the core's frame kinds."""
+    from ._protocol import FRAME_UPCALL, FRAME_UPCALL_REPLY
+
+    return FRAME_UPCALL, FRAME_UPCALL_REPLY

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._protocol import FRAME_CALL, FRAME_INIT, FRAME_OK, FRAME_RAISED, FRAME_READY, FRAME_STOP, decode_init
 from ._serialize import decode, encode, safe_str
 from .errors import ResultPicklingError
 from .worker import check_method_name
@@ -17,20 +18,9 @@ from .worker import check_method_name
 if TYPE_CHECKING:
     from ._core import Payload
 
-INIT, CALL, STOP, READY, OK, RAISED = 1, 2, 3, 10, 11, 12
-
 
 def _setup(payload: Payload) -> tuple[Any, list[Any]]:
-    import pickle
-
-    import cloudpickle
-
-    sys_path, class_blob, args_blob = pickle.loads(payload)  # type: ignore[arg-type]  # a buffer
-    for entry in reversed(sys_path):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
-    worker_cls = cloudpickle.loads(class_blob)
-    args, kwargs = pickle.loads(args_blob)
+    worker_cls, args, kwargs = decode_init(payload)
     worker = worker_cls()
     return worker, encode(worker.spawn(*args, **kwargs))
 
@@ -58,24 +48,24 @@ def main() -> None:
     worker = None
     while True:
         frame = channel.recv()
-        if frame is None or frame[0] == STOP:
+        if frame is None or frame[0] == FRAME_STOP:
             break
         kind, task_id, payload = frame
         try:
-            if kind == INIT:
+            if kind == FRAME_INIT:
                 worker, ready = _setup(payload)
-                channel.send(READY, task_id, ready)
-            elif kind == CALL:
+                channel.send(FRAME_READY, task_id, ready)
+            elif kind == FRAME_CALL:
                 reply = _call(worker, payload)
                 del payload  # the arguments' buffers can go before we wait for the next call
-                channel.send(OK, task_id, reply)
+                channel.send(FRAME_OK, task_id, reply)
             else:
                 raise RuntimeError(f"unexpected frame kind {kind}")
         except BaseException as exc:
             # SystemExit from a task is an exception like any other (as in
             # concurrent.futures): its task fails with it and the worker keeps serving.
-            if isinstance(exc, KeyboardInterrupt) and kind == CALL:
+            if isinstance(exc, KeyboardInterrupt) and kind == FRAME_CALL:
                 raise
-            channel.send(RAISED, task_id, [dump_exception(exc)])
+            channel.send(FRAME_RAISED, task_id, [dump_exception(exc)])
     sys.stdout.flush()
     sys.stderr.flush()

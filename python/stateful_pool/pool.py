@@ -17,8 +17,10 @@ from typing import Any, Generic, TypeVar, cast
 
 from . import _core, _lifecycle
 from ._decode import decode
-from ._futures import Completer, PoolFuture
-from ._serialize import by_value, dumps, encode
+from ._futures import PoolFuture
+from ._protocol import encode_init
+from ._serialize import by_value, encode
+from ._stats import PoolStats
 from .errors import PoolShutDownError
 from .worker import SWorker, check_method_name
 
@@ -166,17 +168,16 @@ class SPool(Generic[W]):
             raise ValueError(f"queue_size must be at least 1 or None, got {queue_size}")
         if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
             raise ValueError(f"max_tasks_per_worker must be at least 1, got {max_tasks_per_worker}")
+        from .modes import launcher, make_completer
+
         self._cls = worker_cls
         # Method names already checked to be public methods of the worker class.
         self._methods: set[str] = set()
-        # Workers in this process take arguments as they are, like ThreadPoolExecutor.
-        self._in_process = mode in ("thread", "asyncio", "sync")
-        # Only process workers need the class sent by value; in-process ones use it as it is.
-        self._class_blob = b"" if self._in_process else by_value(worker_cls)
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
-        # The supervisor's policies, the same whichever engine hosts the workers.
-        policy: dict[str, Any] = {
+        # Every option of the engine, whatever the mode (see src/python/engine/options.rs).
+        options: dict[str, Any] = {
+            "mode": mode,
             "queue_size": queue_size,
             "task_timeout": task_timeout,
             "restart": restart,
@@ -187,43 +188,26 @@ class SPool(Generic[W]):
             "stop_timeout": stop_timeout,
             "load_balancing": load_balancing,
             "crash_retries": crash_retries,
+            "shm_capacity": shm_capacity,
+            "max_message_size": max_message_size,
+            "max_concurrency": max_concurrency,
+            # Where workers run: a fresh interpreter, or a host the launcher starts.
+            "program": sys.executable,
+            "args": _WORKER_ARGS,
+            "env": _worker_env(),
+            "cwd": os.getcwd(),
+            "launcher": launcher(mode, actor_options),
+            # Served to the workers as upcalls (stateful_pool.groups); process mode only.
+            "namespace": _namespace,
+            "on_demand": on_demand,
         }
         self._on_demand = on_demand is not None
-        if on_demand is not None:
-            if on_demand < 1:
-                raise ValueError(f"on_demand must be at least 1 (the most workers at once), got {on_demand}")
-            if mode in ("sync", "asyncio"):
-                raise ValueError(f"on_demand needs mode 'process', 'thread' or 'ray', not {mode!r}")
-            policy["on_demand"] = on_demand
-        if mode != "process":
-            # Same supervisor semantics, other hosts for the workers (see stateful_pool.modes).
-            from .modes import make_completer, make_engine
-
-            self._core = cast(
-                _core.CorePool,
-                make_engine(
-                    mode,
-                    worker_cls,
-                    actor_options=actor_options,
-                    max_concurrency=max_concurrency,
-                    **policy,
-                ),
-            )
-            self._completer = make_completer(self._core)
-        elif actor_options is not None or max_concurrency is not None:
-            raise ValueError("actor_options needs mode='ray' and max_concurrency needs mode='asyncio'")
-        else:
-            self._core = _core.CorePool(
-                sys.executable,
-                _WORKER_ARGS,
-                _worker_env(),
-                os.getcwd(),
-                shm_capacity=shm_capacity,
-                max_message_size=max_message_size,
-                namespace=_namespace,  # served to the workers as upcalls (stateful_pool.groups)
-                **policy,
-            )
-            self._completer = Completer(self._core)
+        self._core = _core.Engine(options)
+        self._completer = make_completer(self._core)
+        # Workers in this process take arguments as they are, like ThreadPoolExecutor, and use
+        # the class as it is; other processes get it by value.
+        self._in_process = mode in ("thread", "asyncio", "sync")
+        self._worker: type | bytes = worker_cls if self._in_process else by_value(worker_cls)
         self._generation = _lifecycle.GENERATION
         # Not a reference to this pool: the completer finishes the work of a dropped pool.
         self._users = _Users()
@@ -248,9 +232,7 @@ class SPool(Generic[W]):
 
     def _init_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._check_open()
-        if self._in_process:
-            return (args, kwargs)
-        return dumps((list(sys.path), self._class_blob, dumps((args, kwargs))))
+        return encode_init(self._worker, args, kwargs)
 
     def spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Starts one worker process, runs ``worker.spawn(*args, **kwargs)`` there and returns
@@ -407,11 +389,11 @@ class SPool(Generic[W]):
 
     # -- introspection and lifecycle ----------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> PoolStats:
         """Per-worker ``id``, ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
         ``last_error``, ``dispatched``, ``batches`` and ``batched_tasks`` (short tasks handed over
         several per wake-up); plus ``queued`` tasks, ``live_workers``, total
-        ``dispatched`` and the ``load_balancing`` name."""
+        ``dispatched`` and the ``load_balancing`` name (see :class:`~stateful_pool.PoolStats`)."""
         self._check_forked()
         workers = self._core.workers()
         return {

@@ -25,7 +25,9 @@
 //! assert!(matches!(limits.try_acquire(0, 1).unwrap(), Decision::Granted { .. }));
 //! ```
 
+mod acquire;
 mod clock;
+mod error;
 mod fixed_window;
 mod gcra;
 mod holder;
@@ -36,6 +38,7 @@ mod segment;
 mod semaphore;
 mod sliding_window;
 mod token_bucket;
+mod wake;
 
 use std::fmt;
 use std::os::fd::RawFd;
@@ -43,7 +46,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use self::acquire::{Grant, Refusal};
 pub use self::clock::{Clock, ManualClock, MonotonicClock};
+pub use self::error::LimitError;
 pub use self::holder::{Holder, Liveness};
 pub use self::lease::{Lease, Reclaimed};
 pub use self::reclaim::reclaim_dead_process;
@@ -51,14 +56,18 @@ pub use self::segment::Segment;
 
 /// Marks a segment as a limit table (`b"wplimits"`), checked when a process attaches.
 const MAGIC: u64 = u64::from_le_bytes(*b"wplimits");
-/// The layout version (2: lease slots after the limits).
-const VERSION: u64 = 2;
+/// The layout version (3: a scale per limit, and the parking words).
+const VERSION: u64 = 3;
 /// Header word: how many lease slots follow the limits.
 const HEADER_SLOTS: usize = 3;
 /// Header word: the reclaimers' turn (see `lease.rs`).
 const HEADER_RECLAIM_LOCK: usize = 4;
 /// Header word: a number telling this table from others, kept in its leases.
 const HEADER_NONCE: usize = 5;
+/// Header word: bumped by every give of units; refused processes park on it (see `wake.rs`).
+const HEADER_GENERATION: usize = 6;
+/// Header word: how many processes are parked on the generation word.
+const HEADER_WAITERS: usize = 7;
 /// Lease slots for a table with semaphores: one per unit of capacity up to this many...
 const MAX_HOLDER_SLOTS: u64 = 1024;
 /// ...plus this many for acquisitions in progress (a refused one frees its slot at once).
@@ -67,6 +76,10 @@ const SPARE_SLOTS: u64 = 64;
 const STRIDE: usize = 8;
 /// Where a limit's state words start within its stride (after kind, window, capacity).
 const STATE: usize = 3;
+/// Where a limit's scale is within its stride (after its two state words).
+const SCALE: usize = 5;
+/// The largest scale (units per whole unit of a fractional capacity).
+const MAX_SCALE: u64 = 1_000_000_000_000;
 
 /// How a limit decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -148,27 +161,85 @@ pub struct LimitSpec {
     pub algorithm: Algorithm,
     /// The window in nanoseconds (unused by [`Algorithm::Semaphore`]).
     pub window: u64,
-    /// Units per window, or units held at once for a semaphore.
+    /// Units per window, or units held at once for a semaphore, in fixed point: `scale` units
+    /// make one whole unit of what the caller counts.
     pub capacity: u64,
+    /// Units per whole unit: 1 for a limit counting whole units, a power of ten for a
+    /// fractional capacity (0.5 per second is `capacity: 5, scale: 10`).
+    pub scale: u64,
 }
 
 impl LimitSpec {
     /// A rate limit: `capacity` units per `window_nanos`.
     #[must_use]
     pub fn rate(algorithm: Algorithm, window_nanos: u64, capacity: u64) -> Self {
-        Self { algorithm, window: window_nanos, capacity }
+        Self { algorithm, window: window_nanos, capacity, scale: 1 }
+    }
+
+    /// A rate limit of `capacity` (possibly fractional) per `window_nanos`, counted in fixed
+    /// point (a power of ten of units per whole unit, so that the capacity is at least a
+    /// million units, up to 10^12 units per whole unit); an
+    /// infinite capacity is as good as unlimited (2^53 units, 2^32 - 1 for windowed limits).
+    ///
+    /// # Errors
+    /// A capacity that is not a positive number.
+    pub fn fractional(algorithm: Algorithm, window_nanos: u64, capacity: f64) -> Result<Self, LimitError> {
+        if capacity.is_nan() || capacity <= 0.0 {
+            return Err(LimitError::InvalidSpec(format!("{algorithm} limit: capacity must be > 0, got {capacity}")));
+        }
+        let windowed = matches!(algorithm, Algorithm::SlidingWindow | Algorithm::FixedWindow);
+        if capacity.is_infinite() {
+            let units = if windowed { u64::from(u32::MAX) } else { 1 << 53 };
+            return Ok(Self::rate(algorithm, window_nanos, units));
+        }
+        // A fractional capacity is counted in units a millionth of it or finer.
+        let mut scale = 1u64;
+        if capacity.fract() != 0.0 {
+            while capacity * (scale as f64) < 1e6 && scale < MAX_SCALE {
+                scale *= 10;
+            }
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // positive and finite
+        let units = (capacity * scale as f64).round() as u64;
+        Ok(Self { algorithm, window: window_nanos, capacity: units.max(1), scale })
+    }
+
+    /// `amount` whole units of the caller as units of this limit (rounded to the nearest).
+    ///
+    /// # Errors
+    /// A negative or non-finite amount, or a fraction of a limit that counts whole units.
+    pub fn units(self, index: usize, amount: f64) -> Result<u64, LimitError> {
+        let invalid = |why: String| Err(LimitError::InvalidAmount { index, why });
+        if !amount.is_finite() || amount < 0.0 {
+            return invalid(format!("must be a non-negative number, got {amount}"));
+        }
+        if self.scale == 1 && amount.fract() != 0.0 {
+            return invalid(format!("fractional amount {amount}: this limit counts whole units"));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // checked above
+        Ok((amount * self.scale as f64).round() as u64)
+    }
+
+    /// `units` of this limit in the caller's whole units.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)] // below 2^53 for any capacity a caller names
+    pub fn whole(self, units: u64) -> f64 {
+        units as f64 / self.scale as f64
     }
 
     /// A resource limit: at most `capacity` units held at once.
     #[must_use]
     pub fn resource(capacity: u64) -> Self {
-        Self { algorithm: Algorithm::Semaphore, window: 0, capacity }
+        Self { algorithm: Algorithm::Semaphore, window: 0, capacity, scale: 1 }
     }
 
     fn validate(self) -> Result<Self, LimitError> {
         let invalid = |why: &str| Err(LimitError::InvalidSpec(format!("{} limit: {why}", self.algorithm)));
         if self.capacity == 0 {
             return invalid("capacity must be at least 1");
+        }
+        if self.scale == 0 || self.scale > MAX_SCALE || (self.algorithm == Algorithm::Semaphore && self.scale != 1) {
+            return invalid("the scale must be 1 to 10^12 (1 for a resource limit)");
         }
         if self.algorithm != Algorithm::Semaphore && self.window == 0 {
             return invalid("the window must be positive");
@@ -201,57 +272,6 @@ pub enum Decision {
     },
     /// Refused for now: try again in about this many nanoseconds.
     Wait(u64),
-}
-
-/// Why a limit operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LimitError {
-    /// The shared memory could not be created or mapped.
-    #[error("shared memory for limits: {0}")]
-    Io(#[from] std::io::Error),
-    /// The mapped memory is not a limit table of this version.
-    #[error("the shared memory is not a limit table of this version")]
-    NotALimitTable,
-    /// A spec that cannot work (zero capacity or window, ...).
-    #[error("invalid limit: {0}")]
-    InvalidSpec(String),
-    /// An algorithm name nobody knows.
-    #[error("unknown limit algorithm {0:?}")]
-    UnknownAlgorithm(String),
-    /// There is no limit with this index.
-    #[error("no limit #{index} (there are {count})")]
-    NoSuchLimit {
-        /// The index asked for.
-        index: usize,
-        /// How many limits there are.
-        count: usize,
-    },
-    /// Semaphore units are held through a lease ([`SharedLimits::try_lease`]), so that they can
-    /// be given back when their holder dies.
-    #[error("limit #{0} is a resource limit: hold its units with a lease")]
-    NeedsLease(usize),
-    /// A lease was asked of a rate limit.
-    #[error("limit #{0} is not a resource limit")]
-    NotAResourceLimit(usize),
-    /// A holder's units were to be taken back while it still runs.
-    #[error("process {0} still runs: what it holds is its own")]
-    HolderAlive(u32),
-    /// Too many limits in one table.
-    #[error("at most {max} limits per table, got {count}")]
-    TooManyLimits {
-        /// How many were given.
-        count: usize,
-        /// The most a table holds.
-        max: usize,
-    },
-    /// More units than the limit ever allows at once: waiting would never end.
-    #[error("cannot acquire {amount} units from a limit of capacity {capacity}")]
-    ExceedsCapacity {
-        /// Units asked for.
-        amount: u64,
-        /// The limit's capacity.
-        capacity: u64,
-    },
 }
 
 /// Window and capacity, with the unit arithmetic the algorithms share.
@@ -303,6 +323,12 @@ impl Table {
     /// Words of the header, the limits and the lease slots.
     fn words_needed(count: usize, slots: usize) -> Option<usize> {
         STRIDE.checked_mul(count.checked_add(1)?)?.checked_add(slots.checked_mul(lease::SLOT_WORDS)?)
+    }
+
+    /// The words refused processes park on.
+    fn parking(&self) -> wake::Parking<'_, AtomicU64> {
+        let words = self.segment.words();
+        wake::Parking { generation: &words[HEADER_GENERATION], waiters: &words[HEADER_WAITERS] }
     }
 
     /// The lease slots and semaphore counters.
@@ -374,7 +400,8 @@ impl SharedLimits<MonotonicClock> {
                     Algorithm::from_code(words[base].load(Ordering::Acquire)).ok_or(LimitError::NotALimitTable)?;
                 let window = words[base + 1].load(Ordering::Acquire);
                 let capacity = words[base + 2].load(Ordering::Acquire);
-                LimitSpec { algorithm, window, capacity }.validate()
+                let scale = words[base + SCALE].load(Ordering::Acquire);
+                LimitSpec { algorithm, window, capacity, scale }.validate()
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { table: Table::new(segment, specs, slots), clock: MonotonicClock, creator: pid })
@@ -405,6 +432,7 @@ impl<C: Clock> SharedLimits<C> {
             words[base].store(spec.algorithm.code(), Ordering::Relaxed);
             words[base + 1].store(spec.window, Ordering::Relaxed);
             words[base + 2].store(spec.capacity, Ordering::Relaxed);
+            words[base + SCALE].store(spec.scale, Ordering::Relaxed);
         }
         words[2].store(specs.len() as u64, Ordering::Relaxed);
         words[HEADER_SLOTS].store(slots as u64, Ordering::Relaxed);
@@ -432,6 +460,13 @@ impl<C: Clock> SharedLimits<C> {
     #[must_use]
     pub fn raw_fd(&self) -> RawFd {
         self.table.segment.raw_fd()
+    }
+
+    /// How many processes are parked on the table, waiting for units to come back (one too
+    /// many for each process killed while parked: only a needless wake-up call follows).
+    #[must_use]
+    pub fn parked(&self) -> u64 {
+        self.table.segment.words()[HEADER_WAITERS].load(Ordering::SeqCst)
     }
 
     /// Now, on this table's clock.
@@ -490,6 +525,16 @@ impl<C: Clock> SharedLimits<C> {
     /// [`release_lease`](SharedLimits::release_lease)).
     pub fn refund(&self, index: usize, amount: u64, token: u64) -> Result<(), LimitError> {
         let (spec, state) = self.limit(index)?;
+        if spec.algorithm == Algorithm::Semaphore {
+            return Err(LimitError::NeedsLease(index));
+        }
+        self.refund_units(spec, state, amount, token);
+        self.table.parking().notify();
+        Ok(())
+    }
+
+    /// Gives back rate units (not a semaphore's: those go through leases), waking nobody.
+    fn refund_units(&self, spec: LimitSpec, state: &[AtomicU64], amount: u64, token: u64) {
         let p = spec.params();
         match spec.algorithm {
             Algorithm::TokenBucket => token_bucket::refund(&state[0], p, amount),
@@ -497,9 +542,8 @@ impl<C: Clock> SharedLimits<C> {
             Algorithm::LeakyBucket => leaky_bucket::refund(&state[0], p, amount, self.now()),
             Algorithm::SlidingWindow => sliding_window::refund(state, amount, token),
             Algorithm::FixedWindow => fixed_window::refund(&state[0], amount, token),
-            Algorithm::Semaphore => return Err(LimitError::NeedsLease(index)),
+            Algorithm::Semaphore => {}
         }
-        Ok(())
     }
 
     /// Units limit `index` would grant right now.
@@ -529,6 +573,10 @@ impl<C: Clock> SharedLimits<C> {
 }
 
 #[cfg(test)]
+mod acquire_tests;
+#[cfg(test)]
 mod lease_tests;
+#[cfg(all(test, loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;

@@ -55,8 +55,11 @@ impl Table {
                 return Ok(Reclaimed { units: vec![0; self.specs.len()], slots: 0, complete: false });
             }
         };
-        let reclaimed = self.leases().reclaim(me, wanted, &Holder::liveness, &mut Unbounded);
-        Ok(reclaimed.unwrap_or_default())
+        let reclaimed = self.leases().reclaim(me, wanted, &Holder::liveness, &mut Unbounded).unwrap_or_default();
+        if reclaimed.units.iter().any(|&u| u > 0) || reclaimed.slots > 0 {
+            self.parking().notify(); // units came back: parked processes may go now
+        }
+        Ok(reclaimed)
     }
 
     /// This table's nonce: tells its leases from another table's.
@@ -109,7 +112,17 @@ impl<C: Clock> SharedLimits<C> {
     /// Gives a lease's units back. `false` if they were already given back (its holder was
     /// taken for dead, or another process scribbled on its slot) or it belongs to another table.
     pub fn release_lease(&self, lease: Lease) -> bool {
-        lease.table == self.table.nonce() && self.table.leases().release(&lease, &mut Unbounded).unwrap_or(false)
+        let released = self.release_lease_quietly(&lease);
+        if released {
+            self.table.parking().notify();
+        }
+        released
+    }
+
+    /// [`release_lease`](SharedLimits::release_lease) without waking parked processes (the
+    /// caller does, once for several leases).
+    pub(super) fn release_lease_quietly(&self, lease: &Lease) -> bool {
+        lease.table == self.table.nonce() && self.table.leases().release(lease, &mut Unbounded).unwrap_or(false)
     }
 
     /// Gives back everything held by processes that are dead (and any dead acquire or release
@@ -150,7 +163,7 @@ impl<C: Clock> SharedLimits<C> {
     }
 
     /// Whether a refused lease should look for dead holders now (and note that it does).
-    fn reclaim_due(&self) -> bool {
+    pub(super) fn reclaim_due(&self) -> bool {
         let now = MonotonicClock.now_nanos();
         let last = self.table.last_reclaim.load(Ordering::Relaxed);
         now.saturating_sub(last) >= RECLAIM_EVERY

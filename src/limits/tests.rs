@@ -300,6 +300,6 @@ fn threads_never_overshoot_a_leaky_bucket() {
 
 #[test]
 fn threads_never_hold_more_than_a_semaphore_allows() {
-    let spec = LimitSpec { algorithm: Algorithm::Semaphore, window: SEC, capacity: 4 };
+    let spec = LimitSpec { algorithm: Algorithm::Semaphore, window: SEC, capacity: 4, scale: 1 };
     hammer(spec, 2000);
 }

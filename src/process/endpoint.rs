@@ -11,9 +11,15 @@ use super::frame::{decode_header, encode_header, FrameKind, DEFAULT_MAX_MESSAGE_
 use super::spawn::{MAX_MESSAGE_ENV, TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
 use crate::shm::{Segment, Wait};
 
-/// A worker's connection to its supervisor.
+/// A worker's connection to its supervisor: the child's end of a [`ProcessWorker`]'s channel.
+///
+/// [`ProcessWorker`]: super::ProcessWorker
 #[derive(Debug)]
-pub enum WorkerEndpoint {
+pub struct WorkerEndpoint(Channel);
+
+/// The transport under a [`WorkerEndpoint`] (private: the segment and pipes are the crate's).
+#[derive(Debug)]
+enum Channel {
     /// Frames through the pipes.
     Pipe {
         /// Requests.
@@ -84,9 +90,9 @@ impl WorkerEndpoint {
             // SAFETY: getppid has no preconditions.
             let parent = unsafe { libc::getppid() };
             let wait = Wait { slice: Duration::from_secs(1), ..Wait::default() };
-            return Ok(Self::Shm { segment, doorbell: output, _requests: input, parent, wait, max_message });
+            return Ok(Self(Channel::Shm { segment, doorbell: output, _requests: input, parent, wait, max_message }));
         }
-        Ok(Self::Pipe { input, output, max_message })
+        Ok(Self(Channel::Pipe { input, output, max_message }))
     }
 
     /// Reads the next frame's header: `None` when the supervisor closed the channel.
@@ -106,8 +112,8 @@ impl WorkerEndpoint {
     /// The largest frame payload this end sends or accepts.
     #[must_use]
     pub fn max_message(&self) -> usize {
-        match self {
-            Self::Pipe { max_message, .. } | Self::Shm { max_message, .. } => *max_message,
+        match &self.0 {
+            Channel::Pipe { max_message, .. } | Channel::Shm { max_message, .. } => *max_message,
         }
     }
 
@@ -116,9 +122,9 @@ impl WorkerEndpoint {
     /// # Errors
     /// `UnexpectedEof` when the supervisor is gone.
     pub fn read_exact(&mut self, dst: &mut [u8]) -> io::Result<()> {
-        match self {
-            Self::Pipe { input, .. } => input.read_exact(dst),
-            Self::Shm { segment, doorbell, parent, wait, .. } => {
+        match &mut self.0 {
+            Channel::Pipe { input, .. } => input.read_exact(dst),
+            Channel::Shm { segment, doorbell, parent, wait, .. } => {
                 let parent = *parent;
                 let bell = doorbell.as_raw_fd();
                 // The supervisor parks on the doorbell pipe, not on the futex, when its request
@@ -148,15 +154,15 @@ impl WorkerEndpoint {
             ));
         }
         let header = encode_header(kind, id, len);
-        match self {
-            Self::Pipe { output, .. } => {
+        match &mut self.0 {
+            Channel::Pipe { output, .. } => {
                 output.write_all(&header)?;
                 for part in parts {
                     output.write_all(part)?;
                 }
                 Ok(())
             }
-            Self::Shm { segment, doorbell, parent, wait, .. } => {
+            Channel::Shm { segment, doorbell, parent, wait, .. } => {
                 let parent = *parent;
                 let ring = segment.replies();
                 let bell = doorbell.as_raw_fd();

@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Bytes in a frame header.
-pub const HEADER_LEN: usize = 17;
+pub(crate) const HEADER_LEN: usize = 17;
 
 /// The default largest frame payload either side accepts (1 GiB): far above the messages a
 /// pool moves in practice (the shared-memory rings stream anything larger than themselves),
@@ -78,7 +78,7 @@ impl fmt::Debug for Frame {
 
 /// Encodes a header.
 #[must_use]
-pub fn encode_header(kind: FrameKind, id: u64, len: usize) -> [u8; HEADER_LEN] {
+pub(crate) fn encode_header(kind: FrameKind, id: u64, len: usize) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0] = kind as u8;
     h[1..9].copy_from_slice(&id.to_le_bytes());
@@ -91,7 +91,7 @@ pub fn encode_header(kind: FrameKind, id: u64, len: usize) -> [u8; HEADER_LEN] {
 ///
 /// # Errors
 /// [`ProtocolError`] for an unknown kind or a length over `max_len`.
-pub fn decode_header(h: &[u8; HEADER_LEN], max_len: usize) -> Result<(FrameKind, u64, usize), ProtocolError> {
+pub(crate) fn decode_header(h: &[u8; HEADER_LEN], max_len: usize) -> Result<(FrameKind, u64, usize), ProtocolError> {
     let kind = FrameKind::from_u8(h[0]).ok_or_else(|| ProtocolError(format!("unknown frame kind {}", h[0])))?;
     let id = u64::from_le_bytes(h[1..9].try_into().expect("8 bytes"));
     let len = u64::from_le_bytes(h[9..17].try_into().expect("8 bytes"));

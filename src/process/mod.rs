@@ -7,14 +7,17 @@
 #![cfg(not(loom))]
 
 mod endpoint;
-pub mod frame;
+pub(crate) mod frame;
 mod lane;
-pub mod namespace;
-pub mod recycle;
+// The namespace store is served to Python task trees only; a Rust-only build leaves it unused.
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+pub(crate) mod namespace;
+pub(crate) mod recycle;
 mod shm_transport;
 mod spawn;
-pub mod transport;
-pub mod upcall;
+pub(crate) mod transport;
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+pub(crate) mod upcall;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -26,13 +29,13 @@ use tokio::process::Child;
 pub use self::endpoint::WorkerEndpoint;
 pub use self::frame::{FrameKind, ProtocolError, RaisedPayload, DEFAULT_MAX_MESSAGE_SIZE};
 pub use self::lane::{LaneError, ShmLane};
-pub use self::shm_transport::ShmTransport;
-pub use self::spawn::{ProcessSpec, MAX_MESSAGE_ENV, TRANSPORT_ENV, WORKER_READ_FD, WORKER_SHM_FD, WORKER_WRITE_FD};
-pub use self::transport::{AnyTransport, PipeTransport, Transport};
-pub use self::upcall::{PendingAnswer, UpcallAnswer, UpcallHandler, Upcalls};
+pub(crate) use self::shm_transport::ShmTransport;
+pub use self::spawn::ProcessSpec;
+pub(crate) use self::transport::{AnyTransport, PipeTransport, Transport};
+pub(crate) use self::upcall::Upcalls;
 use crate::error::WorkerFault;
 use crate::shm::{Segment, Wait};
-use crate::workable::{Response, Workable};
+use crate::worker::workable::{Response, Workable};
 
 /// Why a worker process could not be started.
 #[derive(Debug, thiserror::Error)]

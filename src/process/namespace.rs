@@ -33,33 +33,33 @@ use super::frame::ProtocolError;
 use super::upcall::{UpcallAnswer, UpcallHandler};
 
 /// Op: read one value.
-pub const GET: u8 = 1;
+pub(crate) const GET: u8 = 1;
 /// Op: set one value.
-pub const SET: u8 = 2;
+pub(crate) const SET: u8 = 2;
 /// Op: delete one value.
-pub const DELETE: u8 = 3;
+pub(crate) const DELETE: u8 = 3;
 /// Op: list the keys.
-pub const KEYS: u8 = 4;
+pub(crate) const KEYS: u8 = 4;
 /// Op: read every value.
-pub const SNAPSHOT: u8 = 5;
+pub(crate) const SNAPSHOT: u8 = 5;
 /// Op: take the lock (waits up to the timeout).
-pub const LOCK: u8 = 6;
+pub(crate) const LOCK: u8 = 6;
 /// Op: give the lock back.
-pub const UNLOCK: u8 = 7;
+pub(crate) const UNLOCK: u8 = 7;
 
 /// Status: done; the body follows.
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// Status: no value under that key.
-pub const MISSING: u8 = 1;
+pub(crate) const MISSING: u8 = 1;
 /// Status: the lock was not free within the timeout.
-pub const TIMED_OUT: u8 = 2;
+pub(crate) const TIMED_OUT: u8 = 2;
 /// Status: a well-formed request the store refuses; a UTF-8 reason follows.
-pub const REFUSED: u8 = 3;
+pub(crate) const REFUSED: u8 = 3;
 
 /// The longest key, in bytes.
-pub const MAX_KEY_LEN: usize = 1024;
+pub(crate) const MAX_KEY_LEN: usize = 1024;
 /// The most keys a namespace holds: a worker cannot grow the parent without bound.
-pub const MAX_KEYS: usize = 1 << 16;
+pub(crate) const MAX_KEYS: usize = 1 << 16;
 
 /// Who holds the lock, or waits for it: a worker process, or the parent (`pid` `None`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl State {
 
 /// A task tree's namespace: values and a lock, shared by the parent and the tree's workers.
 #[derive(Debug, Default)]
-pub struct NamespaceStore {
+pub(crate) struct NamespaceStore {
     state: Mutex<State>,
     /// Rung when the lock passes to the parent.
     parent_turn: Condvar,
@@ -138,7 +138,7 @@ fn parse_key(raw: &[u8]) -> Result<&str, ProtocolError> {
 ///
 /// # Errors
 /// Why it may not.
-pub fn check_key(key: &str) -> Result<(), String> {
+pub(crate) fn check_key(key: &str) -> Result<(), String> {
     match key.len() {
         0 => Err("empty key".to_owned()),
         n if n > MAX_KEY_LEN => Err(format!("key of {n} bytes is over {MAX_KEY_LEN}")),
@@ -162,7 +162,7 @@ fn put_key(out: &mut Vec<u8>, key: &str) {
 impl NamespaceStore {
     /// An empty namespace with a free lock.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -172,7 +172,7 @@ impl NamespaceStore {
 
     /// The value under `key`.
     #[must_use]
-    pub fn get(&self, key: &str) -> Option<Arc<Vec<u8>>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Vec<u8>>> {
         self.state().values.get(key).map(Arc::clone)
     }
 
@@ -180,7 +180,7 @@ impl NamespaceStore {
     ///
     /// # Errors
     /// A bad key, or a full namespace.
-    pub fn set(&self, key: &str, value: Vec<u8>) -> Result<(), String> {
+    pub(crate) fn set(&self, key: &str, value: Vec<u8>) -> Result<(), String> {
         check_key(key)?;
         let mut state = self.state();
         if state.values.len() >= MAX_KEYS && !state.values.contains_key(key) {
@@ -191,13 +191,13 @@ impl NamespaceStore {
     }
 
     /// Deletes the value under `key`; whether there was one.
-    pub fn delete(&self, key: &str) -> bool {
+    pub(crate) fn delete(&self, key: &str) -> bool {
         self.state().values.remove(key).is_some()
     }
 
     /// Every key, sorted.
     #[must_use]
-    pub fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.state().values.keys().cloned().collect();
         keys.sort_unstable();
         keys
@@ -205,7 +205,7 @@ impl NamespaceStore {
 
     /// Every key and value, sorted by key.
     #[must_use]
-    pub fn snapshot(&self) -> Vec<(String, Arc<Vec<u8>>)> {
+    pub(crate) fn snapshot(&self) -> Vec<(String, Arc<Vec<u8>>)> {
         let mut items: Vec<_> = self.state().values.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect();
         items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         items
@@ -213,7 +213,7 @@ impl NamespaceStore {
 
     /// The pid of the worker process holding the lock (`Some(None)`: the parent holds it).
     #[must_use]
-    pub fn holder(&self) -> Option<Option<u32>> {
+    pub(crate) fn holder(&self) -> Option<Option<u32>> {
         self.state().owner.map(|h| h.pid)
     }
 
@@ -223,7 +223,7 @@ impl NamespaceStore {
     ///
     /// # Errors
     /// Whatever `interrupted` returned; the lock is not held then.
-    pub fn lock_parent<E>(
+    pub(crate) fn lock_parent<E>(
         &self,
         timeout: Option<Duration>,
         slice: Duration,
@@ -268,7 +268,7 @@ impl NamespaceStore {
     }
 
     /// Gives the lock back from the parent; `false` if the parent does not hold it.
-    pub fn unlock_parent(&self) -> bool {
+    pub(crate) fn unlock_parent(&self) -> bool {
         let mut state = self.state();
         if state.owner.is_none_or(|h| h.pid.is_some()) {
             return false;
@@ -380,7 +380,7 @@ impl NamespaceStore {
 
 /// The handler a pool's [`super::ProcessSpec::upcalls`] holds for a namespace.
 #[derive(Debug, Clone)]
-pub struct NamespaceUpcalls(pub Arc<NamespaceStore>);
+pub(crate) struct NamespaceUpcalls(pub Arc<NamespaceStore>);
 
 impl UpcallHandler for NamespaceUpcalls {
     fn call(&self, pid: u32, request: &[u8]) -> Result<UpcallAnswer, ProtocolError> {

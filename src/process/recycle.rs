@@ -17,7 +17,7 @@ static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// when there is one (its old contents are to be overwritten), else a fresh one, backed by
 /// huge pages when large.
 #[must_use]
-pub fn buffer(len: usize) -> Vec<u8> {
+pub(crate) fn buffer(len: usize) -> Vec<u8> {
     if len >= KEEP_FROM {
         let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = spare.iter().position(|b| b.len() >= len && b.len() / 2 <= len) {
@@ -33,7 +33,8 @@ pub fn buffer(len: usize) -> Vec<u8> {
 
 /// Takes back a buffer that nothing refers to any more, keeping it if it is large and there is
 /// room (the newest are kept: the next message is most likely the size of the last).
-pub fn recycle(buffer: Vec<u8>) {
+#[allow(dead_code, reason = "its caller is the Python bindings, which give reply buffers back")]
+pub(crate) fn recycle(buffer: Vec<u8>) {
     if !(KEEP_FROM..=KEEP_BYTES_AT_MOST).contains(&buffer.len()) {
         return;
     }

@@ -22,7 +22,7 @@ use crate::shm::{Segment, Wait};
 
 /// The supervisor's end of a shared-memory channel to one worker.
 #[derive(Debug)]
-pub struct ShmTransport {
+pub(crate) struct ShmTransport {
     segment: Arc<Segment>,
     doorbell: pipe::Receiver,
     wait: Wait,
@@ -40,7 +40,7 @@ impl ShmTransport {
     ///
     /// # Errors
     /// When the doorbell descriptor is not a pipe.
-    pub fn new(
+    pub(crate) fn new(
         segment: Arc<Segment>,
         doorbell: std::os::fd::OwnedFd,
         wait: Wait,
@@ -51,7 +51,7 @@ impl ShmTransport {
 
     /// The segment, shared with the worker.
     #[must_use]
-    pub fn segment(&self) -> &Arc<Segment> {
+    pub(crate) fn segment(&self) -> &Arc<Segment> {
         &self.segment
     }
 
@@ -140,7 +140,7 @@ impl ShmTransport {
     }
 
     /// Sends one frame if it fits in the request ring now; never waits.
-    pub fn try_send(&mut self, kind: FrameKind, id: u64, payload: &[u8]) -> bool {
+    pub(crate) fn try_send(&mut self, kind: FrameKind, id: u64, payload: &[u8]) -> bool {
         let ring = self.segment.requests();
         if self.mid_frame || ring.closed() || !ring.writable().is_ok_and(|w| w >= HEADER_LEN + payload.len()) {
             return false;

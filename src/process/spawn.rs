@@ -11,17 +11,17 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// The descriptor the worker reads frames from.
-pub const WORKER_READ_FD: RawFd = 3;
+pub(super) const WORKER_READ_FD: RawFd = 3;
 /// The descriptor the worker writes frames to (with shared memory: doorbell bytes only).
-pub const WORKER_WRITE_FD: RawFd = 4;
+pub(super) const WORKER_WRITE_FD: RawFd = 4;
 /// The shared-memory segment's descriptor in the worker, when the spec asks for one.
-pub const WORKER_SHM_FD: RawFd = 5;
+pub(super) const WORKER_SHM_FD: RawFd = 5;
 /// Environment variable telling the worker that its frames travel through the segment on
 /// [`WORKER_SHM_FD`] (value `"shm"`); absent, they travel through the pipes.
-pub const TRANSPORT_ENV: &str = "WORKER_POOL_TRANSPORT";
+pub(super) const TRANSPORT_ENV: &str = "WORKER_POOL_TRANSPORT";
 /// Environment variable carrying [`ProcessSpec::max_message_size`] to the worker, which refuses
 /// larger frames too (absent: [`super::DEFAULT_MAX_MESSAGE_SIZE`]).
-pub const MAX_MESSAGE_ENV: &str = "WORKER_POOL_MAX_MESSAGE_SIZE";
+pub(super) const MAX_MESSAGE_ENV: &str = "WORKER_POOL_MAX_MESSAGE_SIZE";
 
 /// How to start one worker process.
 #[derive(Clone, Debug)]
@@ -45,7 +45,7 @@ pub struct ProcessSpec {
     pub max_message_size: usize,
     /// Serves the workers' upcalls (see [`super::upcall`]); `None`: an upcall is a protocol
     /// violation. A pool serving upcalls sends one call at a time and has no direct lane.
-    pub upcalls: Option<super::Upcalls>,
+    pub(crate) upcalls: Option<super::Upcalls>,
 }
 
 impl ProcessSpec {

@@ -11,7 +11,7 @@ use tokio::net::unix::pipe;
 use super::frame::{decode_header, encode_header, Frame, FrameKind, HEADER_LEN};
 
 /// A bidirectional, ordered frame channel to one worker process.
-pub trait Transport: Send + 'static {
+pub(crate) trait Transport: Send + 'static {
     /// Sends one frame.
     fn send(&mut self, kind: FrameKind, id: u64, payload: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
     /// Receives the next frame; `UnexpectedEof` once the worker closed its end.
@@ -20,7 +20,7 @@ pub trait Transport: Send + 'static {
 
 /// Frames over two anonymous pipes.
 #[derive(Debug)]
-pub struct PipeTransport {
+pub(crate) struct PipeTransport {
     to_worker: pipe::Sender,
     from_worker: pipe::Receiver,
     scratch: Vec<u8>,
@@ -37,7 +37,7 @@ impl PipeTransport {
     ///
     /// # Errors
     /// When the descriptors are not pipes.
-    pub fn new(to_worker: OwnedFd, from_worker: OwnedFd, max_message: usize) -> io::Result<Self> {
+    pub(crate) fn new(to_worker: OwnedFd, from_worker: OwnedFd, max_message: usize) -> io::Result<Self> {
         Ok(Self {
             to_worker: pipe::Sender::from_owned_fd(to_worker)?,
             from_worker: pipe::Receiver::from_owned_fd(from_worker)?,
@@ -73,7 +73,7 @@ impl Transport for PipeTransport {
 
 /// The transports a [`super::ProcessWorker`] can use.
 #[derive(Debug)]
-pub enum AnyTransport {
+pub(crate) enum AnyTransport {
     /// Frames through the pipes.
     Pipe(PipeTransport),
     /// Frames through shared memory; the pipe carries wake-ups and EOF.

@@ -21,10 +21,10 @@ use super::frame::{Frame, FrameKind, ProtocolError};
 use super::transport::{AnyTransport, Transport};
 
 /// An answer that is not ready yet; resolves to the reply's payload.
-pub type PendingAnswer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+pub(crate) type PendingAnswer = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 
 /// What an [`UpcallHandler`] answers to one request.
-pub enum UpcallAnswer {
+pub(crate) enum UpcallAnswer {
     /// The reply's payload, now.
     Now(Vec<u8>),
     /// The reply comes when this future resolves (it is dropped if the worker dies first).
@@ -41,7 +41,7 @@ impl fmt::Debug for UpcallAnswer {
 }
 
 /// Serves the upcalls of a pool's workers.
-pub trait UpcallHandler: Send + Sync {
+pub(crate) trait UpcallHandler: Send + Sync {
     /// Answers one request from the worker process `pid`. Runs on the supervisor's runtime:
     /// must not block (return [`UpcallAnswer::Later`] to wait).
     ///
@@ -60,7 +60,7 @@ pub trait UpcallHandler: Send + Sync {
 
 /// The upcall handler of a pool, as a [`super::ProcessSpec`] holds it.
 #[derive(Clone)]
-pub struct Upcalls(pub Arc<dyn UpcallHandler>);
+pub(crate) struct Upcalls(pub Arc<dyn UpcallHandler>);
 
 impl fmt::Debug for Upcalls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

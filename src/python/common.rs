@@ -1,6 +1,5 @@
-//! What both Python-facing pools (`CorePool` for processes, `CoreThreadPool` for in-process
-//! workers) share: option parsing, submitting with interruptible backpressure, waiting for
-//! shutdown, and the per-worker stats dicts.
+//! Helpers of the engine (`engine/`): option parsing, submitting with interruptible
+//! backpressure, and the per-worker stats dicts.
 
 use std::time::{Duration, Instant};
 
@@ -79,21 +78,6 @@ where
             }
             Err(e) => return Err(submit_error(py, &e)),
         }
-    }
-}
-
-/// Waits up to `timeout` seconds (interruptibly) for every worker to stop.
-pub(crate) fn wait_stopped<W: Workable>(py: Python<'_>, supervisor: &Supervisor<W>, timeout: f64) -> PyResult<bool> {
-    let until = Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if py.detach(|| supervisor.wait_stopped(left.min(SLICE))) {
-            return Ok(true);
-        }
-        if left <= SLICE {
-            return Ok(false);
-        }
-        py.check_signals()?;
     }
 }
 

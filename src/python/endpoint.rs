@@ -7,7 +7,8 @@ use super::buffers::{Payload, Views};
 use crate::process::{FrameKind, WorkerEndpoint};
 
 /// The frames channel of a worker process, over the descriptors its supervisor passed.
-#[pyclass(module = "stateful_pool._core", unsendable)]
+/// Sendable so a task's other threads can make upcalls (see `_upcall.py`, which serialises them).
+#[pyclass(module = "stateful_pool._core")]
 pub(crate) struct CoreEndpoint(WorkerEndpoint);
 
 #[pymethods]

@@ -6,15 +6,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::buffers::Payload;
+use super::protocol::{STATUS_ERROR, STATUS_OBJECT, STATUS_OK, STATUS_RAISED};
 use crate::error::{NoWorkerReason, StartError, SubmitError, TaskError};
 use crate::process::SpawnFailure;
-
-/// Status codes of a reply handed to Python, see `stateful_pool/_pool.py`.
-pub(crate) const STATUS_OK: u8 = 0;
-pub(crate) const STATUS_RAISED: u8 = 1;
-pub(crate) const STATUS_ERROR: u8 = 2;
-/// The value is the result object itself (see `_decode.py`).
-pub(crate) const STATUS_OBJECT: u8 = 3;
 
 /// Replies up to this size without out-of-band buffers are unpickled here, in the same call
 /// that hands them over: it spares Python a memoryview and a header parse for every small

@@ -11,7 +11,7 @@ use pyo3::types::PyBytes;
 
 use super::wait::SLICE;
 use crate::process::namespace::{self as wire, NamespaceStore, NamespaceUpcalls};
-use crate::process::{FrameKind, Upcalls};
+use crate::process::Upcalls;
 
 /// A namespace: named values and one lock, shared with the workers of the pools built with it.
 #[pyclass(module = "stateful_pool._core", frozen)]
@@ -82,13 +82,11 @@ impl CoreNamespace {
         self.0.holder().map(|pid| pid.unwrap_or(0))
     }
 
-    /// The wire constants the worker's client (`stateful_pool._upcall`) uses: frame kinds,
-    /// ops, statuses and the longest key.
+    /// The namespace's wire constants the worker's client (`stateful_pool.groups.namespace`)
+    /// uses: ops, statuses and the longest key (the frame kinds are in `protocol.rs`).
     #[staticmethod]
     fn protocol() -> Vec<(&'static str, usize)> {
         vec![
-            ("UPCALL", FrameKind::Upcall as usize),
-            ("UPCALL_REPLY", FrameKind::UpcallReply as usize),
             ("GET", wire::GET.into()),
             ("SET", wire::SET.into()),
             ("DELETE", wire::DELETE.into()),

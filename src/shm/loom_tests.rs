@@ -54,6 +54,15 @@ impl Shared {
     }
 }
 
+/// Runs `side` on a second thread of the model, with its own handle on the ring.
+fn spawn_side<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    side: impl FnOnce(&Shared) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let shared = Arc::clone(shared);
+    thread::spawn(move || side(&shared))
+}
+
 /// The worker's doorbell pipe: bytes pending, and a sleeper on it.
 #[derive(Default)]
 struct Doorbell {
@@ -93,13 +102,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn loom_futex_sleepers_are_always_woken() {
     model(|| {
         let shared = Shared::new();
-        let writer = {
-            let shared = Arc::clone(&shared);
-            thread::spawn(move || {
-                let ring = shared.ring();
-                ring.write_all(&[MESSAGE], NO_SPIN, || ring.wake_reader(), || true).unwrap();
-            })
-        };
+        let writer = spawn_side(&shared, |shared| {
+            let ring = shared.ring();
+            ring.write_all(&[MESSAGE], NO_SPIN, || ring.wake_reader(), || true).unwrap();
+        });
         let ring = shared.ring();
         let mut got = [0u8; 3];
         ring.read_exact(&mut got, NO_SPIN, || ring.wake_writer(), || true).unwrap();
@@ -114,15 +120,11 @@ fn loom_futex_sleepers_are_always_woken() {
 fn loom_supervisor_writer_parked_on_the_doorbell_is_always_woken() {
     model(|| {
         let shared = Shared::new();
-        let worker = {
-            let shared = Arc::clone(&shared);
-            thread::spawn(move || {
-                let ring = shared.ring();
-                let mut got = [0u8; 3];
-                ring.read_exact(&mut got, NO_SPIN, || shared.bell.ring(), || true).unwrap();
-                got
-            })
-        };
+        let worker = spawn_side(&shared, |shared| {
+            let mut got = [0u8; 3];
+            shared.ring().read_exact(&mut got, NO_SPIN, || shared.bell.ring(), || true).unwrap();
+            got
+        });
         supervisor_write_all(&shared, MESSAGE);
         assert_eq!(&worker.join().unwrap(), MESSAGE);
     });
@@ -135,13 +137,9 @@ fn loom_supervisor_writer_parked_on_the_doorbell_is_always_woken() {
 fn loom_supervisor_reader_parked_on_the_doorbell_is_always_woken() {
     model(|| {
         let shared = Shared::new();
-        let worker = {
-            let shared = Arc::clone(&shared);
-            thread::spawn(move || {
-                let ring = shared.ring();
-                ring.write_all(&[MESSAGE], NO_SPIN, || shared.bell.ring(), || true).unwrap();
-            })
-        };
+        let worker = spawn_side(&shared, |shared| {
+            shared.ring().write_all(&[MESSAGE], NO_SPIN, || shared.bell.ring(), || true).unwrap();
+        });
         let mut got = [0u8; 3];
         supervisor_read_exact(&shared, &mut got);
         worker.join().unwrap();

@@ -20,29 +20,25 @@ mod sync;
 mod tests;
 
 pub(crate) use self::mapping::Mapping;
-#[cfg_attr(loom, allow(unused_imports))] // its users are not in loom builds
-pub(crate) use self::ring::spin_until;
-pub use self::ring::{Corrupted, Ring, Wait};
-pub use self::segment::{ring_capacity, Segment, SegmentError, MAX_RING_CAPACITY};
+pub(crate) use self::ring::{spin_until, Corrupted, Ring, Wait};
+#[allow(unused_imports, reason = "the Python bindings check `shm_capacity` with `ring_capacity` early")]
+pub(crate) use self::segment::ring_capacity;
+pub(crate) use self::segment::{Segment, SegmentError};
 
 /// Asks for transparent huge pages on the page-aligned interior of a large buffer about to be
 /// filled, so a 64 MiB receive costs 32 page faults instead of 16,384. Best effort; a no-op
 /// for buffers under 4 MiB.
-pub fn advise_huge_pages(buf: &mut [u8]) {
-    advise_huge_pages_raw(buf.as_mut_ptr(), buf.len());
-}
-
-/// [`advise_huge_pages`] for memory that is not initialised yet (no slice may exist over it).
-pub fn advise_huge_pages_raw(ptr: *mut u8, len: usize) {
+pub(crate) fn advise_huge_pages(buf: &mut [u8]) {
     const HUGE: usize = 2 << 20;
-    if len < 2 * HUGE {
+    if buf.len() < 2 * HUGE {
         return;
     }
-    let start = (ptr as usize).next_multiple_of(HUGE);
-    let end = (ptr as usize + len) / HUGE * HUGE;
+    let base = buf.as_mut_ptr() as usize;
+    let start = base.next_multiple_of(HUGE);
+    let end = (base + buf.len()) / HUGE * HUGE;
     if end > start {
-        // SAFETY: [start, end) lies inside the caller's allocation; MADV_HUGEPAGE only changes
-        // how the kernel backs those pages, never their contents.
+        // SAFETY: [start, end) lies inside `buf`, which we borrow mutably; MADV_HUGEPAGE only
+        // changes how the kernel backs those pages, never their contents.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
     }
 }

@@ -83,7 +83,7 @@ impl From<Corrupted> for io::Error {
 
 /// How a blocked side waits: spin this long first, then sleep in slices of `slice`.
 #[derive(Clone, Copy, Debug)]
-pub struct Wait {
+pub(crate) struct Wait {
     /// Busy-wait budget before parking (keep it short on machines with few cores).
     pub spin: Duration,
     /// Longest single sleep; the caller re-checks liveness between sleeps.
@@ -99,7 +99,7 @@ impl Default for Wait {
 /// One direction of a [`super::Segment`]. Exactly one thread may write and one may read at a
 /// time; the supervisor guarantees it (a worker is driven by one party at a time).
 #[derive(Clone, Copy)]
-pub struct Ring<'a> {
+pub(crate) struct Ring<'a> {
     ctl: &'a RingCtl,
     closed: &'a AtomicU32,
     data: *mut u8,
@@ -143,7 +143,7 @@ impl<'a> Ring<'a> {
 
     /// Whether either side closed the segment.
     #[must_use]
-    pub fn closed(&self) -> bool {
+    pub(crate) fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire) != 0
     }
 
@@ -161,7 +161,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`] when the indices are inconsistent.
-    pub fn readable(&self) -> Result<usize, Corrupted> {
+    pub(crate) fn readable(&self) -> Result<usize, Corrupted> {
         let (head, tail) = self.snapshot()?;
         Ok((head - tail) as usize)
     }
@@ -170,7 +170,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`] when the indices are inconsistent.
-    pub fn writable(&self) -> Result<usize, Corrupted> {
+    pub(crate) fn writable(&self) -> Result<usize, Corrupted> {
         let (head, tail) = self.snapshot()?;
         Ok(self.capacity - (head - tail) as usize)
     }
@@ -187,7 +187,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`]; nothing is written then.
-    pub fn write_some(&self, src: &[u8]) -> Result<usize, Corrupted> {
+    pub(crate) fn write_some(&self, src: &[u8]) -> Result<usize, Corrupted> {
         let (head, tail) = self.snapshot()?;
         let n = src.len().min(self.capacity - (head - tail) as usize);
         if n == 0 {
@@ -210,7 +210,7 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`]; nothing is read then.
-    pub fn read_some(&self, dst: &mut [u8]) -> Result<usize, Corrupted> {
+    pub(crate) fn read_some(&self, dst: &mut [u8]) -> Result<usize, Corrupted> {
         let (head, tail) = self.snapshot()?;
         let n = dst.len().min((head - tail) as usize);
         if n == 0 {
@@ -231,34 +231,36 @@ impl<'a> Ring<'a> {
     /// After publishing data: whether the reader is parked and must be woken (the caller picks
     /// the means: [`Ring::wake_reader`] for a futex sleeper, a doorbell byte for a pipe sleeper).
     #[must_use]
-    pub fn reader_needs_wake(&self) -> bool {
-        fence(Ordering::SeqCst);
-        if self.ctl.reader_parked.load(Ordering::Relaxed) != 0 {
-            self.ctl.data_seq.fetch_add(1, Ordering::Release);
-            return true;
-        }
-        false
+    pub(crate) fn reader_needs_wake(&self) -> bool {
+        self.needs_wake(&self.ctl.reader_parked, &self.ctl.data_seq)
     }
 
     /// After consuming data: whether the writer is parked on a full ring and must be woken
     /// ([`Ring::wake_writer`] for a futex sleeper, a doorbell byte for the supervisor).
     #[must_use]
-    pub fn writer_needs_wake(&self) -> bool {
+    pub(crate) fn writer_needs_wake(&self) -> bool {
+        self.needs_wake(&self.ctl.writer_parked, &self.ctl.space_seq)
+    }
+
+    /// The waker's half of the park/wake protocol (`src/SUPERVISOR.md`), after it stored the
+    /// index it moved: SeqCst fence, then load the sleeper's flag; if it is set, bump the
+    /// sleeper's futex word so a sleep that has not started yet returns at once.
+    fn needs_wake(&self, parked: &AtomicU32, seq: &AtomicU32) -> bool {
         fence(Ordering::SeqCst);
-        if self.ctl.writer_parked.load(Ordering::Relaxed) != 0 {
-            self.ctl.space_seq.fetch_add(1, Ordering::Release);
+        if parked.load(Ordering::Relaxed) != 0 {
+            seq.fetch_add(1, Ordering::Release);
             return true;
         }
         false
     }
 
     /// Wakes a reader sleeping in [`Ring::wait_readable`].
-    pub fn wake_reader(&self) {
+    pub(crate) fn wake_reader(&self) {
         futex::wake_all(&self.ctl.data_seq);
     }
 
     /// Wakes a writer sleeping on the futex in [`Ring::write_all`].
-    pub fn wake_writer(&self) {
+    pub(crate) fn wake_writer(&self) {
         futex::wake_all(&self.ctl.space_seq);
     }
 
@@ -268,14 +270,12 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`].
-    pub fn park_reader(&self) -> Result<bool, Corrupted> {
-        self.ctl.reader_parked.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        Ok(self.readable()? > 0 || self.closed())
+    pub(crate) fn park_reader(&self) -> Result<bool, Corrupted> {
+        self.park(&self.ctl.reader_parked, Self::readable)
     }
 
     /// The reader is awake again.
-    pub fn unpark_reader(&self) {
+    pub(crate) fn unpark_reader(&self) {
         self.ctl.reader_parked.store(0, Ordering::Relaxed);
     }
 
@@ -284,15 +284,21 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`].
-    pub fn park_writer(&self) -> Result<bool, Corrupted> {
-        self.ctl.writer_parked.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        Ok(self.writable()? > 0 || self.closed())
+    pub(crate) fn park_writer(&self) -> Result<bool, Corrupted> {
+        self.park(&self.ctl.writer_parked, Self::writable)
     }
 
     /// The writer is awake again.
-    pub fn unpark_writer(&self) {
+    pub(crate) fn unpark_writer(&self) {
         self.ctl.writer_parked.store(0, Ordering::Relaxed);
+    }
+
+    /// The sleeper's half of the park/wake protocol (`src/SUPERVISOR.md`): store its flag,
+    /// SeqCst fence, then load the index the other side moves (`available`).
+    fn park(&self, parked: &AtomicU32, available: fn(&Self) -> Result<usize, Corrupted>) -> Result<bool, Corrupted> {
+        parked.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        Ok(available(self)? > 0 || self.closed())
     }
 
     /// Waits until bytes are readable or the segment closes: spins, then sleeps on the futex.
@@ -301,33 +307,37 @@ impl<'a> Ring<'a> {
     ///
     /// # Errors
     /// [`Corrupted`].
-    pub fn wait_readable(&self, wait: Wait) -> Result<bool, Corrupted> {
-        // A corrupt ring ends the spin too: the check after it reports the corruption.
-        if spin_until(wait.spin, || self.readable().map_or(true, |n| n > 0) || self.closed()) {
-            return Ok(self.readable()? > 0 || self.closed());
-        }
-        let seq = self.ctl.data_seq.load(Ordering::Acquire);
-        let ready = self.park_reader();
-        if let Ok(false) = ready {
-            futex::wait(&self.ctl.data_seq, seq, wait.slice);
-        }
-        self.unpark_reader();
-        ready?;
-        Ok(self.readable()? > 0 || self.closed())
+    pub(crate) fn wait_readable(&self, wait: Wait) -> Result<bool, Corrupted> {
+        self.wait_for(wait, Self::readable, &self.ctl.data_seq, Self::park_reader, Self::unpark_reader)
     }
 
     fn wait_writable(&self, wait: Wait) -> Result<bool, Corrupted> {
-        if spin_until(wait.spin, || self.writable().map_or(true, |n| n > 0) || self.closed()) {
-            return Ok(self.writable()? > 0 || self.closed());
+        self.wait_for(wait, Self::writable, &self.ctl.space_seq, Self::park_writer, Self::unpark_writer)
+    }
+
+    /// [`Ring::wait_readable`] or its writer's twin: spins until `available` bytes (or the
+    /// segment closes), then parks with `park`/`unpark` and sleeps on the futex word `seq`,
+    /// which the other side bumps when it publishes.
+    fn wait_for(
+        &self,
+        wait: Wait,
+        available: fn(&Self) -> Result<usize, Corrupted>,
+        seq: &AtomicU32,
+        park: fn(&Self) -> Result<bool, Corrupted>,
+        unpark: fn(&Self),
+    ) -> Result<bool, Corrupted> {
+        // A corrupt ring ends the spin too: the check after it reports the corruption.
+        if spin_until(wait.spin, || available(self).map_or(true, |n| n > 0) || self.closed()) {
+            return Ok(available(self)? > 0 || self.closed());
         }
-        let seq = self.ctl.space_seq.load(Ordering::Acquire);
-        let ready = self.park_writer();
+        let seen = seq.load(Ordering::Acquire);
+        let ready = park(self);
         if let Ok(false) = ready {
-            futex::wait(&self.ctl.space_seq, seq, wait.slice);
+            futex::wait(seq, seen, wait.slice);
         }
-        self.unpark_writer();
+        unpark(self);
         ready?;
-        Ok(self.writable()? > 0 || self.closed())
+        Ok(available(self)? > 0 || self.closed())
     }
 
     /// Writes every part in order, sleeping on the futex for space as needed; `wake` is called
@@ -337,7 +347,7 @@ impl<'a> Ring<'a> {
     /// # Errors
     /// `BrokenPipe` when the segment closes, or `alive` says the reader is gone; `InvalidData`
     /// when the ring is [`Corrupted`].
-    pub fn write_all(
+    pub(crate) fn write_all(
         &self,
         parts: &[&[u8]],
         wait: Wait,
@@ -370,7 +380,7 @@ impl<'a> Ring<'a> {
     /// # Errors
     /// `UnexpectedEof` when the segment closes, or `alive` says the writer is gone;
     /// `InvalidData` when the ring is [`Corrupted`].
-    pub fn read_exact(
+    pub(crate) fn read_exact(
         &self,
         dst: &mut [u8],
         wait: Wait,

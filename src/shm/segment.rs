@@ -16,7 +16,7 @@ const PAGE: usize = 4096;
 /// The largest ring a segment may have (1 TiB per direction): far above any machine's shared
 /// memory, and small enough that the segment's size (`4096 + 2 * capacity`) and every ring
 /// position stay far from overflowing.
-pub const MAX_RING_CAPACITY: usize = 1 << 40;
+pub(super) const MAX_RING_CAPACITY: usize = 1 << 40;
 
 #[repr(C)]
 struct Header {
@@ -34,7 +34,7 @@ const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
 
 /// Why a segment could not be created or mapped.
 #[derive(Debug, thiserror::Error)]
-pub enum SegmentError {
+pub(crate) enum SegmentError {
     /// A system call failed.
     #[error("shared memory: {0}")]
     Io(#[from] io::Error),
@@ -51,7 +51,7 @@ pub enum SegmentError {
 ///
 /// # Errors
 /// [`SegmentError::TooLarge`] past [`MAX_RING_CAPACITY`] (so nothing downstream can overflow).
-pub fn ring_capacity(requested: usize) -> Result<usize, SegmentError> {
+pub(crate) fn ring_capacity(requested: usize) -> Result<usize, SegmentError> {
     if requested > MAX_RING_CAPACITY {
         return Err(SegmentError::TooLarge(requested));
     }
@@ -59,7 +59,7 @@ pub fn ring_capacity(requested: usize) -> Result<usize, SegmentError> {
 }
 
 /// One mapped segment with a request ring and a reply ring of `capacity` bytes each.
-pub struct Segment {
+pub(crate) struct Segment {
     map: Mapping,
     capacity: usize,
 }
@@ -75,7 +75,7 @@ impl Segment {
     ///
     /// # Errors
     /// [`SegmentError::TooLarge`], or when memfd, ftruncate or mmap fail.
-    pub fn create(capacity: usize) -> Result<Self, SegmentError> {
+    pub(crate) fn create(capacity: usize) -> Result<Self, SegmentError> {
         let capacity = ring_capacity(capacity)?;
         // Cannot overflow: capacity <= MAX_RING_CAPACITY.
         let map = Mapping::create(c"stateful-pool", HEADER + 2 * capacity)?;
@@ -90,7 +90,7 @@ impl Segment {
     ///
     /// # Errors
     /// When the descriptor cannot be mapped or holds no segment.
-    pub fn open(fd: OwnedFd) -> Result<Self, SegmentError> {
+    pub(crate) fn open(fd: OwnedFd) -> Result<Self, SegmentError> {
         let map = Mapping::open(fd)?;
         let len = map.len();
         if len < HEADER {
@@ -117,26 +117,26 @@ impl Segment {
 
     /// The descriptor, to hand to the worker process.
     #[must_use]
-    pub fn fd(&self) -> &OwnedFd {
+    pub(crate) fn fd(&self) -> &OwnedFd {
         self.map.fd()
     }
 
     /// Bytes per ring.
-    #[must_use]
-    pub fn capacity(&self) -> usize {
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Supervisor → worker.
     #[must_use]
-    pub fn requests(&self) -> Ring<'_> {
+    pub(crate) fn requests(&self) -> Ring<'_> {
         // SAFETY: the request data area is the `capacity` bytes after the header page.
         unsafe { Ring::new(&self.header().requests, &self.header().closed, self.map.base().add(HEADER), self.capacity) }
     }
 
     /// Worker → supervisor.
     #[must_use]
-    pub fn replies(&self) -> Ring<'_> {
+    pub(crate) fn replies(&self) -> Ring<'_> {
         // SAFETY: the reply data area follows the request data area.
         unsafe {
             Ring::new(
@@ -149,7 +149,7 @@ impl Segment {
     }
 
     /// Marks the segment closed and wakes every futex waiter (the other side died or left).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.header().closed.store(1, Ordering::SeqCst);
         self.requests().wake_all();
         self.replies().wake_all();
@@ -161,12 +161,6 @@ impl Segment {
     pub(crate) fn forge_indices(&self, replies: bool, head: u64, tail: u64) {
         let ctl = if replies { &self.header().replies } else { &self.header().requests };
         ctl.forge(head, tail);
-    }
-
-    /// Whether [`Segment::close`] was called by either side.
-    #[must_use]
-    pub fn is_closed(&self) -> bool {
-        self.header().closed.load(Ordering::SeqCst) != 0
     }
 }
 

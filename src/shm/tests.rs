@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{Corrupted, Segment, SegmentError, Wait, MAX_RING_CAPACITY};
+use super::segment::MAX_RING_CAPACITY;
+use super::{Corrupted, Segment, SegmentError, Wait};
 
 #[test]
 fn bytes_flow_in_order_through_a_small_ring_with_wraparound() {

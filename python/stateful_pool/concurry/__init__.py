@@ -25,7 +25,18 @@ from .limits import Acquisition, CallLimit, Limit, LimitSet, RateLimit, Resource
 from .pool import WorkerPool
 from .progress import ProgressBar
 from .retry import RetryConfig, RetryValidationError
-from .synch import BaseFuture, ConcurrentFuture, SyncFuture, async_gather, async_wait, gather, wait, wrap_future
+from .synch import (
+    BaseFuture,
+    ConcurrentFuture,
+    GatherOptions,
+    SyncFuture,
+    WaitOptions,
+    async_gather,
+    async_wait,
+    gather,
+    wait,
+    wrap_future,
+)
 from .task import TaskPool, TaskWorker
 from .worker import Worker, WorkerHost, WorkerOptions
 
@@ -44,6 +55,7 @@ __all__ = [
     "ConcurrentFuture",
     "ExecutionMode",
     "Executor",
+    "GatherOptions",
     "Limit",
     "LimitPool",
     "LimitSet",
@@ -62,6 +74,7 @@ __all__ = [
     "SyncFuture",
     "TaskPool",
     "TaskWorker",
+    "WaitOptions",
     "Worker",
     "WorkerHost",
     "WorkerOptions",

@@ -2,6 +2,10 @@
 chosen round-robin (each worker starting at its own offset) or at random. Useful to spread calls
 over accounts or regions, each with its own budget: ``acq.config`` tells which was chosen.
 
+The choice looks at the sets' shared state first: when the chosen set cannot grant now, the next
+one that can (in round-robin order from the choice) is used; only when none can does the call
+wait, on the chosen set (parked in the core, as :meth:`LimitSet.acquire` waits).
+
 Give a pool's workers one with ``Worker.options(limits=[set_a, set_b])``.
 """
 
@@ -43,27 +47,46 @@ class LimitPool:
         self._dispatched = 0
         self._lock = threading.Lock()
 
-    def _next(self) -> LimitSet:
+    def _candidates(self) -> list[LimitSet]:
+        """The sets in the order to try: the balancer's choice first, then the others in turn."""
         with self._lock:
             n = self._dispatched
             self._dispatched += 1
+        count = len(self.limit_sets)
         if self.load_balancing is LoadBalancingAlgorithm.Random:
-            return random.choice(self.limit_sets)
-        return self.limit_sets[(self.worker_index + n) % len(self.limit_sets)]
+            first = random.randrange(count)
+        else:
+            first = (self.worker_index + n) % count
+        return [self.limit_sets[(first + k) % count] for k in range(count)]
 
-    def acquire(self, requested: Mapping[str, int] | None = None, *, timeout: float | None = None) -> Acquisition:
-        """:meth:`LimitSet.acquire` on the next set."""
-        return self._next().acquire(requested, timeout=timeout)
+    def _try(self, sets: list[LimitSet], requested: Mapping[str, float] | None) -> Acquisition:
+        """The first of ``sets`` that grants now, or the chosen one's refusal."""
+        refused = None
+        for limit_set in sets:
+            acquisition = limit_set.try_acquire(requested)
+            if acquisition.successful:
+                return acquisition
+            refused = refused or acquisition
+        assert refused is not None  # at least one set
+        return refused
 
-    def try_acquire(self, requested: Mapping[str, int] | None = None) -> Acquisition:
-        """:meth:`LimitSet.try_acquire` on the next set."""
-        return self._next().try_acquire(requested)
+    def acquire(self, requested: Mapping[str, float] | None = None, *, timeout: float | None = None) -> Acquisition:
+        """:meth:`LimitSet.acquire` on the chosen set, or on another that can grant now."""
+        sets = self._candidates()
+        acquisition = self._try(sets, requested)
+        return acquisition if acquisition.successful else sets[0].acquire(requested, timeout=timeout)
+
+    def try_acquire(self, requested: Mapping[str, float] | None = None) -> Acquisition:
+        """:meth:`LimitSet.try_acquire` on the chosen set, or on another that can grant now."""
+        return self._try(self._candidates(), requested)
 
     async def async_acquire(
-        self, requested: Mapping[str, int] | None = None, *, timeout: float | None = None
+        self, requested: Mapping[str, float] | None = None, *, timeout: float | None = None
     ) -> Acquisition:
-        """:meth:`LimitSet.async_acquire` on the next set."""
-        return await self._next().async_acquire(requested, timeout=timeout)
+        """:meth:`LimitSet.async_acquire` on the chosen set, or on another that can grant now."""
+        sets = self._candidates()
+        acquisition = self._try(sets, requested)
+        return acquisition if acquisition.successful else await sets[0].async_acquire(requested, timeout=timeout)
 
     def release_open(self) -> None:
         """Ends every acquisition this thread still holds, in every set."""

@@ -53,13 +53,9 @@ def _capacity(value: Any, what: str) -> int:
     return int(value)
 
 
-_UNLIMITED = 2**53  # units standing for an infinite capacity
-_PRECISION = 10**6  # a fractional capacity is counted in units this much finer
-
-
-def _rate_capacity(value: Any, what: str) -> tuple[int | float, int]:
-    """A rate limit's capacity (a positive number: fractional and infinite ones too, numeric
-    strings and ``True`` coerced) and the scale that makes it whole units for the core."""
+def _rate_capacity(value: Any, what: str) -> int | float:
+    """A rate limit's capacity: a positive number (fractional and infinite ones too, numeric
+    strings and ``True`` coerced). The core counts a fractional one in fixed point."""
     if isinstance(value, bool):
         if not value:
             raise ValueError(f"{what} capacity must be > 0, got {value!r}")
@@ -71,10 +67,7 @@ def _rate_capacity(value: Any, what: str) -> tuple[int | float, int]:
             raise ValueError(f"{what} capacity must be a number, got {value!r}") from None
     if not isinstance(value, int | float) or math.isnan(value) or not value > 0:
         raise ValueError(f"{what} capacity must be a number > 0, got {value!r}")
-    if math.isinf(value) or float(value).is_integer():
-        return value, 1
-    scale = 10 ** max(0, math.ceil(math.log10(_PRECISION / value)))
-    return value, scale
+    return value
 
 
 class RateLimit:
@@ -99,24 +92,23 @@ class RateLimit:
             raise TypeError(f"RateLimit {key!r} needs capacity=")
         self.key = key
         self.window = self.window_seconds = _window_seconds(key, window, per, window_seconds)
-        self.capacity, self._scale = _rate_capacity(capacity, type(self).__name__)
+        self.capacity = _rate_capacity(capacity, type(self).__name__)
         self.algorithm = RateLimitAlgorithm.from_str(algorithm)
 
-    def _spec(self) -> tuple[str, float, int]:
-        units = _UNLIMITED if math.isinf(self.capacity) else round(self.capacity * self._scale)
-        return (self.algorithm.short, float(self.window), units)
+    def _spec(self) -> tuple[str, float, float]:
+        return (self.algorithm.short, float(self.window), float(self.capacity))
 
-    def _units(self, amount: float) -> int:
-        """``amount`` in the core's whole units; fractions need a fractional capacity."""
-        if self._scale == 1 and not float(amount).is_integer():
+    def check_amount(self, amount: float) -> None:
+        """Raises :class:`ValueError` for a fraction of a limit whose capacity is whole (the
+        core counts such a limit in whole units)."""
+        if float(self.capacity).is_integer() and not float(amount).is_integer():
             raise ValueError(
                 f"fractional amount {amount} of {self.key!r}: a limit with an integer capacity counts integer units"
             )
-        return round(amount * self._scale)
 
     def can_acquire(self, requested: float) -> bool:
         """Whether ``requested`` units could ever be granted (they fit the capacity)."""
-        self._units(requested)
+        self.check_amount(requested)
         return 0 <= requested <= self.capacity
 
     def validate_usage(self, requested: float, used: float) -> None:
@@ -180,8 +172,8 @@ class ResourceLimit:
         self.capacity = _capacity(capacity, "ResourceLimit")
         self._current_usage = 0
 
-    def _spec(self) -> tuple[str, float, int]:
-        return ("semaphore", 0.0, self.capacity)
+    def _spec(self) -> tuple[str, float, float]:
+        return ("semaphore", 0.0, float(self.capacity))
 
     def can_acquire(self, requested: int) -> bool:
         """Whether ``requested`` more units fit next to those counted in ``_current_usage``."""

@@ -2,7 +2,10 @@
 :class:`CallLimit` and :class:`ResourceLimit`, grouped in a :class:`LimitSet`.
 
 The state lives in shared memory (a memfd, see ``src/limits/``) updated with atomic
-compare-and-swap in Rust, so worker processes draw from one budget. A :class:`LimitSet` pickles
+compare-and-swap in Rust, so worker processes draw from one budget. :meth:`LimitSet.acquire` is
+one call into the core for every limit of the set, all or nothing; a refused caller sleeps on a
+futex in that memory (outside the interpreter) until a holder gives units back or a rate limit
+refills. A :class:`LimitSet` pickles
 as a reference: unpickled in a worker process it maps the same memory (``shared=True``) or
 makes a fresh table of its own (``shared=False``, per-worker limits).
 
@@ -18,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -42,8 +44,6 @@ RATE_ALGORITHMS = ("token_bucket", "gcra", "leaky_bucket", "sliding_window", "fi
 
 _log = logging.getLogger(__name__)
 
-_POLL = 0.05  # longest sleep between attempts of a refused acquire, seconds
-_RESOURCE_POLL = 0.002  # sleep between attempts on a full resource limit (nothing predicts a release)
 
 Limit = RateLimit | ResourceLimit
 
@@ -83,6 +83,7 @@ class LimitSet:
         self._index = {limit.key: i for i, limit in enumerate(self.limits)}
         self._table = _core.CoreLimits([limit._spec() for limit in self.limits]) if self.limits else None
         self._local = threading.local()
+        self._warned: set[str] = set()
 
     @classmethod
     def coerce(cls, limits: LimitSet | Iterable[Limit] | None) -> LimitSet:
@@ -100,14 +101,61 @@ class LimitSet:
 
     # -- acquiring ----------------------------------------------------------------------
 
-    def acquire(self, requested: Mapping[str, int] | None = None, *, timeout: float | None = None) -> Acquisition:
+    def acquire(self, requested: Mapping[str, float] | None = None, *, timeout: float | None = None) -> Acquisition:
         """Waits until every requested limit grants its units, then returns the acquisition
         (a context manager). A :class:`CallLimit` or :class:`ResourceLimit` not in ``requested``
         takes one unit, a :class:`RateLimit` not in it nothing (with no request at all, a set
-        holding rate limits raises :class:`ValueError`), as in concurry 0.13. Raises
-        :class:`TimeoutError` after ``timeout`` seconds; a request above a limit's capacity
-        raises :class:`ValueError` at once."""
-        wanted: dict[int, int] = {}
+        holding rate limits raises :class:`ValueError`), as in concurry 0.13. All or nothing: one
+        call into the core, which parks on the shared memory until units come back (no polling)
+        and holds nothing unless every limit granted. Raises :class:`TimeoutError` after
+        ``timeout`` seconds; a request above a limit's capacity raises :class:`ValueError` at
+        once."""
+        requests, must_update = self._requests(requested)
+        acquisition = self._grant(requests, must_update, timeout)
+        if acquisition is None:
+            raise TimeoutError(f"Failed to acquire all limits within {timeout} s (limits not granted)")
+        self._open().append(acquisition)
+        return acquisition
+
+    def try_acquire(self, requested: Mapping[str, float] | None = None) -> Acquisition:
+        """:meth:`acquire` without waiting: the acquisition's ``successful`` tells whether the
+        limits granted (a failed one holds nothing)."""
+        requests, must_update = self._requests(requested)
+        acquisition = self._grant(requests, must_update, 0)
+        if acquisition is None:
+            return Acquisition(self, None, {}, successful=False)
+        self._open().append(acquisition)
+        return acquisition
+
+    async def async_acquire(
+        self, requested: Mapping[str, float] | None = None, *, timeout: float | None = None
+    ) -> Acquisition:
+        """:meth:`acquire` for ``async`` code: the core waits on a thread of the loop's
+        executor, so the event loop keeps running. Raises :class:`TimeoutError` after
+        ``timeout`` seconds; cancelled, it stops the wait and holds nothing."""
+        requests, must_update = self._requests(requested)
+        acquisition = self._grant(requests, must_update, 0)
+        if acquisition is None and timeout != 0:
+            stop = threading.Event()
+            waiting = asyncio.get_running_loop().run_in_executor(
+                None, self._grant, requests, must_update, timeout, stop.is_set
+            )
+            try:
+                acquisition = await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                stop.set()  # the core gives up within one slice; a grant made meanwhile goes back
+                waiting.add_done_callback(_release_unclaimed)
+                raise
+        if acquisition is None:
+            raise TimeoutError(f"Failed to acquire all limits within {timeout} s (limits not granted)")
+        self._open().append(acquisition)
+        return acquisition
+
+    def _requests(self, requested: Mapping[str, float] | None) -> tuple[list[tuple[int, float]], frozenset[str]]:
+        """``requested`` as ``(index, amount)`` for the core, and the keys that must be
+        updated with :meth:`Acquisition.update` (concurry's rule: rate limits requested explicitly, except
+        a :class:`CallLimit` asked for its implicit single unit)."""
+        wanted: dict[int, float] = {}
         for i, limit in enumerate(self.limits):
             # concurry's rule: a CallLimit or ResourceLimit not named takes one unit; a RateLimit
             # not named takes nothing, and without any request at all it is an error.
@@ -117,48 +165,48 @@ class LimitSet:
                 raise ValueError(
                     f"Must specify requested amount for RateLimit {limit.key!r}: acquire(requested={{...}})"
                 )
+        must_update = set()
         for key, amount in (requested or {}).items():
             if key not in self._index:
-                if self.limits:
-                    _log.warning("Unknown limit key %r (keys: %s): ignored", key, sorted(self._index))
+                if self.limits and key not in self._warned:  # once per key and set, as concurry does
+                    self._warned.add(key)
+                    _log.warning(
+                        "Unknown limit key %r in acquisition request. This key will be ignored. "
+                        "Available limit keys: %s",
+                        key,
+                        list(self._index),
+                    )
                 continue
             if isinstance(amount, bool) or not isinstance(amount, int | float) or not amount >= 0:
                 raise ValueError(f"requested units must be a non-negative number, got {key}={amount!r}")
             limit = self.limits[self._index[key]]
-            wanted[self._index[key]] = limit._units(amount) if isinstance(limit, RateLimit) else int(amount)
-            capacity = limit.capacity
-            if amount > capacity:  # checked before taking anything: waiting would never end
+            if amount > limit.capacity:  # checked before taking anything: waiting would never end
                 raise ValueError(
-                    f"requested {amount} exceeds capacity {capacity} of limit {key!r}: it can never be fulfilled"
+                    f"requested {amount} exceeds capacity {limit.capacity} of limit {key!r}: it can never be fulfilled"
                 )
-        explicit = {key for key in (requested or {}) if key in self._index and isinstance(self[key], RateLimit)}
-        acquisition = Acquisition(self, *self._take(wanted, timeout), must_update=frozenset(explicit))
-        self._open().append(acquisition)
-        return acquisition
+            if isinstance(limit, RateLimit):
+                limit.check_amount(amount)
+                if not (isinstance(limit, CallLimit) and amount == 1):
+                    must_update.add(key)
+            wanted[self._index[key]] = amount
+        return list(wanted.items()), frozenset(must_update)
 
-    def try_acquire(self, requested: Mapping[str, int] | None = None) -> Acquisition:
-        """:meth:`acquire` without waiting: the acquisition's ``successful`` tells whether the
-        limits granted (a failed one holds nothing)."""
-        try:
-            return self.acquire(requested, timeout=0)
-        except TimeoutError:
-            return Acquisition(self, [], _core.CoreLimits.now_ns(), successful=False)
-
-    async def async_acquire(
-        self, requested: Mapping[str, int] | None = None, *, timeout: float | None = None
-    ) -> Acquisition:
-        """:meth:`acquire` for ``async`` code: waits with ``asyncio.sleep`` (the event loop
-        keeps running). Raises :class:`TimeoutError` after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            acquisition = self.try_acquire(requested)
-            if acquisition.successful:
-                return acquisition
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise TimeoutError(f"Failed to acquire all limits within {timeout} s (limits not granted)")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL)
+    def _grant(
+        self,
+        requests: list[tuple[int, float]],
+        must_update: frozenset[str],
+        timeout: float | None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Acquisition | None:
+        """One call into the core for every limit of ``requests``; ``None`` when they did not
+        grant within ``timeout`` (or ``cancelled()`` said to stop): then nothing is held."""
+        if self._table is None or not requests:
+            return Acquisition(self, None, {}, must_update=must_update)
+        grant = self._table.acquire(requests, timeout, cancelled)
+        if grant is None:
+            return None
+        granted = {self.limits[i].key: amount for i, amount in requests}
+        return Acquisition(self, grant, granted, must_update=must_update)
 
     def get_stats(self) -> dict[str, dict[str, Any]]:
         """Per key: the limit's configuration and the units ``available`` now."""
@@ -192,50 +240,6 @@ class LimitSet:
     def __contains__(self, key: object) -> bool:
         return key in self._index
 
-    def _take(
-        self, wanted: dict[int, int], timeout: float | None
-    ) -> tuple[list[tuple[int, int, int]], int, list[_core.CoreLease]]:
-        table = self._table
-        if table is None or not wanted:
-            return [], _core.CoreLimits.now_ns(), []
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            grants: list[tuple[int, int, int]] = []
-            leases: list[_core.CoreLease] = []
-            wait = 0.0
-            delay = 0.0
-            at = 0
-            for index, amount in wanted.items():
-                if isinstance(self.limits[index], ResourceLimit):
-                    # A lease: recorded with this process, given back if it dies holding it. A
-                    # refused lease also gives back what dead holders held (every 50 ms).
-                    lease = table.lease(index, amount)
-                    if lease is None:
-                        wait = _RESOURCE_POLL
-                        break
-                    leases.append(lease)
-                    grants.append((index, amount, 0))
-                    at = _core.CoreLimits.now_ns()
-                    continue
-                ok, seconds, token, at = table.try_acquire(index, amount)
-                if not ok:
-                    wait = seconds
-                    break
-                grants.append((index, amount, token))
-                delay = max(delay, seconds)
-            else:
-                if delay > 0:
-                    time.sleep(delay)  # a leaky bucket's slot
-                return grants, at, leases
-            for lease in leases:  # all or nothing: give back what was taken
-                lease.release()
-            for index, amount, token in grants:
-                if isinstance(self.limits[index], RateLimit):
-                    table.refund(index, amount, token)
-            if deadline is not None and time.monotonic() + min(wait, _POLL) > deadline:
-                raise TimeoutError(f"Failed to acquire all limits within {timeout} s (limits not granted)")
-            time.sleep(min(max(wait, 0.0005), _POLL))
-
     def _open(self) -> list[Acquisition]:
         try:
             return self._local.open  # type: ignore[no-any-return]
@@ -247,13 +251,13 @@ class LimitSet:
         """Ends every acquisition this thread still holds (the retry loop calls it between
         attempts, so a failed attempt never keeps resources while it waits)."""
         for acquisition in list(self._open()):
-            acquisition.release()
+            acquisition._end()
 
     def available(self, key: str) -> int | float:
         """Units of ``key`` that would be granted now (a float for a fractional capacity)."""
         if self._table is None or key not in self._index:
             raise KeyError(f"no limit with key {key!r}")
-        return _amount(self.limits[self._index[key]], self._table.available(self._index[key]))
+        return self._table.available(self._index[key])
 
     def __len__(self) -> int:
         return len(self.limits)
@@ -277,6 +281,7 @@ def _restore(
     self.mode = mode
     self._index = {limit.key: i for i, limit in enumerate(limits)}
     self._local = threading.local()
+    self._warned = set()
     if where is None:
         self._table = _core.CoreLimits([limit._spec() for limit in limits]) if limits else None
     else:
@@ -291,7 +296,7 @@ class LimitAcquisition:
 
     limit: Limit
     requested: int | float
-    used: int | None = None
+    used: int | float | None = None
     """The usage reported by :meth:`Acquisition.update` (``None`` before)."""
 
     @property
@@ -300,99 +305,104 @@ class LimitAcquisition:
         return self.limit.key
 
 
-def _amount(limit: Limit, units: int) -> int | float:
-    """Core units of ``limit`` as the amount the caller speaks in."""
-    scale = getattr(limit, "_scale", 1)
-    return units if scale == 1 else units / scale
+def _release_unclaimed(waiting: asyncio.Future[Acquisition | None]) -> None:
+    """Gives back a grant made for an ``async_acquire`` cancelled meanwhile."""
+    if not waiting.cancelled() and waiting.exception() is None and (acquisition := waiting.result()) is not None:
+        acquisition._end()
 
 
 class Acquisition:
     """Units granted by :meth:`LimitSet.acquire`. Resource units are held until
     :meth:`release` (the end of the ``with`` block); rate units are spent, except what
-    :meth:`update` reports as unused."""
+    :meth:`update` reports as unused. As in concurry 0.13, every rate limit requested explicitly
+    must be updated before the acquisition ends: else :meth:`release` raises
+    :class:`RuntimeError` (after giving everything back)."""
 
     def __init__(
         self,
         limits: LimitSet,
-        grants: list[tuple[int, int, int]],
-        at_ns: int,
-        leases: list[_core.CoreLease] | None = None,
+        grant: _core.CoreGrant | None,
+        granted: dict[str, int | float],
         *,
         successful: bool = True,
         must_update: frozenset[str] = frozenset(),
     ):
         self._must_update = set(must_update)
-        self._used: dict[str, int] = {}
-        self._requested = {i: amount for i, amount, _ in grants}
+        self._warned: set[str] = set()
+        self._used: dict[str, int | float] = {}
+        self._granted = granted
         self.successful = successful
         """Whether the limits granted (false only for a refused :meth:`LimitSet.try_acquire`)."""
         self.config = dict(limits.config)
         """A copy of the :class:`LimitSet`'s ``config`` (changing it changes only this one)."""
         self._limits = limits
-        self._grants = grants
-        self._leases = leases or []
+        self._grant = grant
         self._released = False
-        self.at_ns = at_ns
+        self.at_ns = grant.at_ns if grant is not None else _core.CoreLimits.now_ns()
         """When the last limit granted (``CLOCK_MONOTONIC`` ns, comparable across processes)."""
 
     @property
     def granted(self) -> dict[str, int | float]:
         """The units granted, by key."""
-        limits = self._limits.limits
-        return {limits[i].key: _amount(limits[i], amount) for i, amount, _ in self._grants}
+        return dict(self._granted)
 
     @property
     def acquisitions(self) -> dict[str, LimitAcquisition]:
         """Per key, what was granted (``requested``) and by which ``limit``."""
-        limits = self._limits.limits
         return {
-            limits[i].key: LimitAcquisition(
-                limits[i], _amount(limits[i], self._requested.get(i, amount)), self._used.get(limits[i].key)
-            )
-            for i, amount, _ in self._grants
+            key: LimitAcquisition(self._limits[key], amount, self._used.get(key))
+            for key, amount in self._granted.items()
         }
 
-    def update(self, usage: Mapping[str, int]) -> None:
+    def update(self, usage: Mapping[str, int | float]) -> None:
         """Reports the units of rate limits actually used; the rest of the request goes back
-        to the budget. Using more than requested only warns (the units are spent already);
-        negative usage raises :class:`ValueError`. Every rate limit requested explicitly should be
-        updated before the ``with`` block ends (else a warning; concurry raises)."""
-        table = self._limits._table
+        to the budget when the acquisition ends. Using more than requested only warns (the
+        units are spent already); negative usage raises :class:`ValueError`; a key not acquired
+        here is ignored with a warning (as in concurry)."""
+        if self._released:
+            raise RuntimeError("Cannot update an already released acquisition")
         for key, used in usage.items():
+            if key not in self._granted:
+                if key not in self._warned:  # once per key, as concurry does
+                    self._warned.add(key)
+                    _log.warning(
+                        "Cannot update limit %r: not acquired in this LimitSet. This key will be ignored. "
+                        "Available keys: %s",
+                        key,
+                        list(self._granted),
+                    )
+                continue
             if used < 0:
                 raise ValueError(f"usage of {key!r} cannot be negative, got {used}")
+            self._limits[key].validate_usage(self._granted[key], used)
             self._must_update.discard(key)
             self._used[key] = used
-            for n, (i, amount, token) in enumerate(self._grants):
-                limit = self._limits.limits[i]
-                if limit.key != key:
-                    continue
-                units = round(used * getattr(limit, "_scale", 1))
-                if units > amount:
-                    limit.validate_usage(_amount(limit, amount), used)  # warns: already spent
-                if isinstance(limit, RateLimit) and table is not None and units < amount:
-                    table.refund(i, amount - units, token)
-                    self._grants[n] = (i, units, token)
-                break
-            else:
-                if key not in self._limits._index:
-                    _log.warning(
-                        "Unknown limit key %r in update() (keys: %s): ignored", key, sorted(self._limits._index)
-                    )
-                    continue
-                raise KeyError(f"{key!r} was not acquired")
 
     def release(self) -> None:
-        """Gives resource units back (idempotent)."""
+        """Gives resource units and unused rate units back (idempotent); then raises
+        :class:`RuntimeError` if a rate limit requested explicitly was never updated."""
+        if self._end() and self.successful and self._must_update:
+            raise RuntimeError(f"Not all limits in the LimitSet were updated. Missing: {sorted(self._must_update)}")
+
+    def _end(self) -> bool:
+        """Gives everything back without checking updates; ``False`` if it was already."""
         if self._released:
-            return
+            return False
         self._released = True
-        for lease in self._leases:
-            lease.release()
+        grant, self._grant = self._grant, None
+        if grant is not None:
+            try:
+                for key, used in self._used.items():
+                    limit = self._limits[key]
+                    if isinstance(limit, RateLimit) and used < self._granted[key]:
+                        grant.refund(self._limits._index[key], self._granted[key] - used)
+            finally:
+                grant.release()
         try:
             self._limits._open().remove(self)
         except ValueError:
             pass
+        return True
 
     def __enter__(self) -> Acquisition:
         return self
@@ -404,12 +414,7 @@ class Acquisition:
         self.__exit__(exc_type, *exc)
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.release()
-        if exc_type is None and self._must_update:
-            # concurry 0.13 raises RuntimeError here; the worker-pool guide's own example acquires
-            # tokens without update(), so this package warns (the full request stays spent).
-            _log.warning(
-                "Not all limits in the LimitSet were updated. Missing: %s (call acq.update(usage={...}) "
-                "for every rate limit requested explicitly; the full request counts as used)",
-                sorted(self._must_update),
-            )
+        if exc_type is None:
+            self.release()
+        else:
+            self._end()  # the block's own error is what the caller needs to see

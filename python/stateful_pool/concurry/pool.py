@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .. import _lifecycle
+from .._stats import PoolWorkerStats, WorkerPoolStats
 from ..errors import PoolShutDownError
 from ..pool import SPool
 from .constants import LoadBalancingAlgorithm
@@ -97,17 +98,17 @@ class _Backend:
         args, kwargs = self._spawn
         self.spool.resize(n, *args, **kwargs)
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> list[PoolWorkerStats]:
         stats = self.spool.stats()
-        out = []
+        out: list[PoolWorkerStats] = []
         for w in stats["workers"]:
             if w["state"] not in ("starting", "idle", "busy"):
                 continue
             total = w.get("dispatched", w.get("tasks_done", 0) + w.get("tasks_failed", 0))
             out.append(
                 {
-                    "id": w.get("id"),
-                    "pid": w.get("pid"),
+                    "id": w["id"],
+                    "pid": w["pid"],
                     "state": w["state"],
                     "active_calls": 1 if w["state"] == "busy" else 0,
                     "total_calls": total,
@@ -280,7 +281,7 @@ class WorkerPool:
         self._backend.resize(n)
         self.max_workers = n
 
-    def get_pool_stats(self) -> dict[str, Any]:
+    def get_pool_stats(self) -> WorkerPoolStats:
         """``total_workers``, ``max_workers``, ``on_demand``, ``stopped``, ``mode``,
         ``load_balancer`` (``algorithm``, ``total_dispatched``, per-worker ``active_calls`` and
         ``total_calls``, ``total_active``), ``workers``, ``queued``, ``max_queued_tasks`` and

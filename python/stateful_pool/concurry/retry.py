@@ -17,10 +17,9 @@ from .constants import RetryAlgorithm
 __all__ = [
     "PerMethodRetry",
     "RetryConfig",
+    "RetriedCall",
     "RetryValidationError",
-    "async_call_with_retries",
     "build_retry",
-    "call_with_retries",
 ]
 
 ALGORITHMS = ("exponential", "linear", "fixed", "fibonacci")
@@ -215,19 +214,26 @@ def build_retry(**options: Any) -> RetryConfig | PerMethodRetry:
     return RetryConfig.build(**options)
 
 
-class _Attempts:
-    """The retry decisions, shared by the blocking and the ``async`` loops: after each attempt
-    :meth:`judge` says to return, to raise, or to sleep and try again."""
+class RetriedCall:
+    """One call of a worker method with its retries, run here (in the worker): :meth:`run`
+    blocks, :meth:`run_async` awaits. Each attempt's outcome goes to :meth:`judge`, which says
+    to return, to raise, or to sleep and try again; ``between_attempts`` runs after each failed
+    attempt (it releases held limits)."""
 
     def __init__(
         self,
-        config: RetryConfig,
+        fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        config: RetryConfig,
+        *,
         method_name: str,
         worker_class: str,
-        between_attempts: Callable[[], None] | None,
+        between_attempts: Callable[[], None] | None = None,
     ):
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
         self.config = config
         self.total = config.num_retries + 1
         self.start = time.monotonic()
@@ -235,6 +241,39 @@ class _Attempts:
         self.between = between_attempts
         self.results: list[Any] = []
         self.errors: list[str] = []
+
+    def run(self) -> Any:
+        """Runs ``fn(*args, **kwargs)`` up to ``1 + num_retries`` times, sleeping between."""
+        if not self.config.num_retries and not self.config.retry_until:
+            return self.fn(*self.args, **self.kwargs)
+        for attempt in range(1, self.total + 1):
+            try:
+                verdict, value = self.judge(attempt, None, self.fn(*self.args, **self.kwargs))
+            except Exception as exc:
+                verdict, value = self.judge(attempt, exc, None)
+            if verdict != "sleep":
+                return self.finish(verdict, value)
+            time.sleep(value)
+        raise AssertionError("unreachable")
+
+    async def run_async(self) -> Any:
+        """:meth:`run` for an ``async def`` method, on the worker's event loop."""
+        for attempt in range(1, self.total + 1):
+            try:
+                verdict, value = self.judge(attempt, None, await self.fn(*self.args, **self.kwargs))
+            except Exception as exc:
+                verdict, value = self.judge(attempt, exc, None)
+            if verdict != "sleep":
+                return self.finish(verdict, value)
+            await asyncio.sleep(value)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def finish(verdict: str, value: Any) -> Any:
+        """Returns the result (``"return"``) or raises the exception (``"raise"``)."""
+        if verdict == "raise":
+            raise value
+        return value
 
     def judge(self, attempt: int, exc: BaseException | None, result: Any) -> tuple[str, Any]:
         """``("return", result)``, ``("raise", exception)`` or ``("sleep", seconds)``."""
@@ -255,56 +294,3 @@ class _Attempts:
         if attempt == self.total:
             return "raise", RetryValidationError(self.total, self.results, self.errors, str(self.base["method_name"]))
         return "sleep", self.config.wait(attempt)
-
-
-def call_with_retries(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    config: RetryConfig,
-    *,
-    method_name: str,
-    worker_class: str,
-    between_attempts: Callable[[], None] | None = None,
-) -> Any:
-    """Runs ``fn(*args, **kwargs)`` up to ``1 + num_retries`` times, here (in the worker).
-    ``between_attempts`` runs after each failed attempt (it releases held limits)."""
-    if not config.num_retries and not config.retry_until:
-        return fn(*args, **kwargs)
-    run = _Attempts(config, args, kwargs, method_name, worker_class, between_attempts)
-    for attempt in range(1, run.total + 1):
-        try:
-            verdict, value = run.judge(attempt, None, fn(*args, **kwargs))
-        except Exception as exc:
-            verdict, value = run.judge(attempt, exc, None)
-        if verdict == "return":
-            return value
-        if verdict == "raise":
-            raise value
-        time.sleep(value)
-    raise AssertionError("unreachable")
-
-
-async def async_call_with_retries(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    config: RetryConfig,
-    *,
-    method_name: str,
-    worker_class: str,
-    between_attempts: Callable[[], None] | None = None,
-) -> Any:
-    """:func:`call_with_retries` for an ``async def`` method, on the worker's event loop."""
-    run = _Attempts(config, args, kwargs, method_name, worker_class, between_attempts)
-    for attempt in range(1, run.total + 1):
-        try:
-            verdict, value = run.judge(attempt, None, await fn(*args, **kwargs))
-        except Exception as exc:
-            verdict, value = run.judge(attempt, exc, None)
-        if verdict == "return":
-            return value
-        if verdict == "raise":
-            raise value
-        await asyncio.sleep(value)
-    raise AssertionError("unreachable")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from .constants import PollingAlgorithm, ReturnWhen
 from .progress import ProgressBar
@@ -20,7 +21,9 @@ from .progress import ProgressBar
 __all__ = [
     "BaseFuture",
     "ConcurrentFuture",
+    "GatherOptions",
     "SyncFuture",
+    "WaitOptions",
     "async_gather",
     "async_wait",
     "gather",
@@ -46,6 +49,41 @@ class SyncFuture(Future):  # type: ignore[type-arg]
             self.set_exception(exception_value)
         else:
             self.set_result(result_value)
+
+
+class _Options(TypedDict, total=False):
+    timeout: float | None
+    """Seconds to wait at most (absent or ``None``: no limit); then :class:`TimeoutError`."""
+    polling: PollingAlgorithm | str
+    """Accepted for concurry's sake and checked; completion here is event-driven."""
+    progress: Any
+    """``True``, a description, tqdm options (a dict) or a callback ``(completed, total, elapsed)``."""
+    recurse: bool
+    """Also wait for futures nested in lists, tuples, sets and dicts (default ``False``)."""
+
+
+class WaitOptions(_Options, total=False):
+    """The keyword arguments of :func:`wait` and :func:`async_wait`."""
+
+    return_when: ReturnWhen | str
+    """``ALL_COMPLETED`` (default), ``FIRST_COMPLETED`` or ``FIRST_EXCEPTION``."""
+
+
+class GatherOptions(_Options, total=False):
+    """The keyword arguments of :func:`gather` and :func:`async_gather`."""
+
+    return_exceptions: bool
+    """Return a failure in its result's place instead of raising it (default ``False``)."""
+    iter: bool
+    """Return an iterator of ``(index or key, result)`` in completion order (default ``False``)."""
+
+
+def _checked(options: _Options, allowed: frozenset[str], caller: str) -> None:
+    """A keyword the caller does not take is a :class:`TypeError`, as for a plain signature."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    PollingAlgorithm.from_str(options.get("polling", PollingAlgorithm.Adaptive))
 
 
 def wrap_future(value: Any) -> Future[Any]:
@@ -135,45 +173,65 @@ class _Progress:
             self.bar.close()
 
 
+def _wait_is_over(when: ReturnWhen, done: set[Any], finished: set[Any]) -> bool:
+    """Whether a wait for ``when`` is over, ``finished`` (concurrent or asyncio futures) having
+    just joined ``done`` (``ALL_COMPLETED``: only once nothing is pending)."""
+    if when is ReturnWhen.FIRST_COMPLETED:
+        return bool(done)
+    return when is ReturnWhen.FIRST_EXCEPTION and any(not f.cancelled() and f.exception() is not None for f in finished)
+
+
+class _Waiting:
+    """One wait's bookkeeping, shared by the blocking loop (:func:`_wait_set`) and the async
+    one (:func:`async_wait`): each takes in what finished since its last look."""
+
+    def __init__(self, items: list[Any], when: ReturnWhen, timeout: float | None, progress: Any, what: str):
+        self.when = when
+        self.what = what
+        self.total = len(items)
+        self.pending = set(items)
+        self.done: set[Any] = set()
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.bar = _Progress(progress, len(items), what.removeprefix("async_"))
+
+    def left(self) -> float | None:
+        """Seconds left to wait (``None``: no limit)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def over(self, finished: set[Any], pending: set[Any]) -> bool:
+        """Takes in a look's outcome; returns whether the wait is over. Raises
+        :class:`TimeoutError` when the look found nothing finished and time is up."""
+        self.pending = pending
+        self.done |= finished
+        self.bar.update(len(self.done), len(finished))
+        if not pending or _wait_is_over(self.when, self.done, finished):
+            return True
+        if not finished:
+            raise TimeoutError(f"{self.what}() timed out: {len(pending)}/{self.total} futures incomplete")
+        return False
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def _wait_set(
     futures: list[Future[Any]], timeout: float | None, return_when: ReturnWhen, progress: Any, what: str
 ) -> tuple[set[Future[Any]], set[Future[Any]]]:
-    bar = _Progress(progress, len(futures), what)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pending = set(futures)
-    done: set[Future[Any]] = set()
-    try:
-        while pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            finished, pending = concurrent.futures.wait(pending, timeout=left, return_when="FIRST_COMPLETED")
-            done |= finished
-            bar.update(len(done), len(finished))
-            if return_when is ReturnWhen.FIRST_COMPLETED and done:
+    waiting = _Waiting(futures, return_when, timeout, progress, what)
+    with contextlib.closing(waiting):
+        while waiting.pending:
+            looked = concurrent.futures.wait(waiting.pending, timeout=waiting.left(), return_when="FIRST_COMPLETED")
+            if waiting.over(*looked):
                 break
-            if return_when is ReturnWhen.FIRST_EXCEPTION and any(
-                not f.cancelled() and f.exception() is not None for f in finished
-            ):
-                break
-            if not finished and pending:
-                raise TimeoutError(f"{what}() timed out: {len(pending)}/{len(futures)} futures incomplete")
-    finally:
-        bar.close()
-    return done, pending
+    return waiting.done, waiting.pending
 
 
-def wait(
-    fs: Any,
-    *futs: Any,
-    timeout: float | None = None,
-    return_when: ReturnWhen | str = ReturnWhen.ALL_COMPLETED,
-    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
-    progress: Any = None,
-    recurse: bool = False,
-) -> tuple[set[Future[Any]], set[Future[Any]]]:
+def wait(fs: Any, *futs: Any, **options: Unpack[WaitOptions]) -> tuple[set[Future[Any]], set[Future[Any]]]:
     """Waits for futures; returns ``(done, not_done)`` sets. Raises :class:`TimeoutError` if
-    ``return_when`` is not met within ``timeout`` seconds."""
-    when = ReturnWhen.from_str(return_when)
-    PollingAlgorithm.from_str(polling)
+    ``return_when`` is not met within ``timeout`` seconds (see :class:`WaitOptions`)."""
+    _checked(options, WaitOptions.__optional_keys__, "wait")
+    when = ReturnWhen.from_str(options.get("return_when", ReturnWhen.ALL_COMPLETED))
+    recurse = options.get("recurse", False)
     _, items, _ = _structure(fs, futs, recurse)
     futures: list[Future[Any]] = []
     for item in items or []:
@@ -181,24 +239,17 @@ def wait(
             _flatten(item, futures)
         else:
             futures.append(wrap_future(item))
-    return _wait_set(futures, timeout, when, progress, "wait")
+    return _wait_set(futures, options.get("timeout"), when, options.get("progress"), "wait")
 
 
-def gather(
-    fs: Any,
-    *futs: Any,
-    return_exceptions: bool = False,
-    iter: bool = False,
-    timeout: float | None = None,
-    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
-    progress: Any = None,
-    recurse: bool = False,
-) -> Any:
+def gather(fs: Any, *futs: Any, **options: Unpack[GatherOptions]) -> Any:
     """The results of futures: a list in order (a dict with the same keys for a dict), or with
     ``iter=True`` a generator of ``(index or key, result)`` as they finish. The first failure is
     raised, or returned in its place with ``return_exceptions=True``; :class:`TimeoutError`
-    after ``timeout`` seconds."""
-    PollingAlgorithm.from_str(polling)
+    after ``timeout`` seconds (see :class:`GatherOptions`)."""
+    _checked(options, GatherOptions.__optional_keys__, "gather")
+    recurse, return_exceptions = options.get("recurse", False), options.get("return_exceptions", False)
+    timeout, progress = options.get("timeout"), options.get("progress")
     keys, items, is_dict = _structure(fs, futs, recurse)
     if not recurse:
         futures = [wrap_future(item) for item in items or []]
@@ -208,7 +259,7 @@ def gather(
             nested: list[Future[Any]] = []
             _flatten(item, nested)
             futures.append(_when_all(item, nested))
-    if iter:
+    if options.get("iter", False):
         return _gather_iter(keys, futures, return_exceptions, timeout, progress)
     _wait_set(
         futures,
@@ -274,61 +325,36 @@ def _to_awaitable(value: Any) -> Any:
     return done
 
 
-async def async_wait(
-    fs: Any,
-    *futs: Any,
-    timeout: float | None = None,
-    return_when: ReturnWhen | str = ReturnWhen.ALL_COMPLETED,
-    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
-    progress: Any = None,
-    recurse: bool = False,
-) -> tuple[set[Any], set[Any]]:
+async def async_wait(fs: Any, *futs: Any, **options: Unpack[WaitOptions]) -> tuple[set[Any], set[Any]]:
     """:func:`wait` for coroutines, asyncio futures and futures, awaited on the running loop."""
-    when = ReturnWhen.from_str(return_when)
-    PollingAlgorithm.from_str(polling)
-    _, items, _ = _structure(fs, futs, recurse)
+    _checked(options, WaitOptions.__optional_keys__, "async_wait")
+    when = ReturnWhen.from_str(options.get("return_when", ReturnWhen.ALL_COMPLETED))
+    _, items, _ = _structure(fs, futs, options.get("recurse", False))
     tasks = [_to_awaitable(item) for item in items or []]
     if not tasks:
         return set(), set()
-    bar = _Progress(progress, len(tasks), "wait")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pending, done = set(tasks), set()
-    try:
-        while pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            finished, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            done |= finished
-            bar.update(len(done), len(finished))
-            if when is ReturnWhen.FIRST_COMPLETED or (
-                when is ReturnWhen.FIRST_EXCEPTION and any(not t.cancelled() and t.exception() for t in finished)
-            ):
+    waiting = _Waiting(tasks, when, options.get("timeout"), options.get("progress"), "async_wait")
+    with contextlib.closing(waiting):
+        while waiting.pending:
+            looked = await asyncio.wait(waiting.pending, timeout=waiting.left(), return_when=asyncio.FIRST_COMPLETED)
+            if waiting.over(*looked):
                 break
-            if not finished and pending:
-                raise TimeoutError(f"async_wait() timed out: {len(pending)}/{len(tasks)} incomplete")
-    finally:
-        bar.close()
-    return done, pending
+    return waiting.done, waiting.pending
 
 
-async def async_gather(
-    fs: Any,
-    *futs: Any,
-    return_exceptions: bool = False,
-    iter: bool = False,
-    timeout: float | None = None,
-    polling: PollingAlgorithm | str = PollingAlgorithm.Adaptive,
-    progress: Any = None,
-    recurse: bool = False,
-) -> Any:
+async def async_gather(fs: Any, *futs: Any, **options: Unpack[GatherOptions]) -> Any:
     """:func:`gather` for coroutines, asyncio futures and futures, awaited on the running loop
     (``iter=True`` returns an async generator of ``(index or key, result)``)."""
+    _checked(options, GatherOptions.__optional_keys__, "async_gather")
+    recurse, return_exceptions = options.get("recurse", False), options.get("return_exceptions", False)
+    timeout = options.get("timeout")
     keys, items, is_dict = _structure(fs, futs, recurse)
     tasks = [_to_awaitable(item) for item in items or []]
-    if iter:
+    if options.get("iter", False):
         return _async_iter(keys, tasks, return_exceptions, timeout)
     when = "all" if return_exceptions else "exception"
     try:
-        await async_wait(tasks, timeout=timeout, return_when=when, progress=progress)
+        await async_wait(tasks, timeout=timeout, return_when=when, progress=options.get("progress"))
     except TimeoutError as exc:
         raise TimeoutError(str(exc).replace("async_wait()", "async_gather()")) from None
     results = []

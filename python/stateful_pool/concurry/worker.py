@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..worker import SWorker, check_method_name
 from .constants import ExecutionMode
 from .limits import Limit, LimitSet
-from .retry import PerMethodRetry, RetryConfig, async_call_with_retries, build_retry, call_with_retries
+from .retry import PerMethodRetry, RetriedCall, RetryConfig, build_retry
 
 if TYPE_CHECKING:
     from .pool import WorkerPool
@@ -245,13 +245,13 @@ class WorkerHost(SWorker):
                 async def retried_async(
                     *a: Any, _f: Any = original, _c: Any = config, _x: Any = context, **kw: Any
                 ) -> Any:
-                    return await async_call_with_retries(_f, a, kw, _c, **_x)
+                    return await RetriedCall(_f, a, kw, _c, **_x).run_async()
 
                 wrapper: Callable[..., Any] = retried_async
             else:
 
                 def retried(*a: Any, _f: Any = original, _c: Any = config, _x: Any = context, **kw: Any) -> Any:
-                    return call_with_retries(_f, a, kw, _c, **_x)
+                    return RetriedCall(_f, a, kw, _c, **_x).run()
 
                 wrapper = retried
             try:
@@ -277,9 +277,9 @@ class WorkerHost(SWorker):
         config = RetryConfig() if method in getattr(self, "retried", ()) else self.retry.for_method(method)
         context = self._context(method)
         if inspect.iscoroutinefunction(fn):
-            coro = async_call_with_retries(fn, args, kwargs, config, **context)
+            coro = RetriedCall(fn, args, kwargs, config, **context).run_async()
             return coro if self.worker_mode == "asyncio" else run_to_completion(coro)
-        result = call_with_retries(fn, args, kwargs, config, **context)
+        result = RetriedCall(fn, args, kwargs, config, **context).run()
         if inspect.isawaitable(result) and self.worker_mode != "asyncio":
             return run_to_completion(result)
         return result

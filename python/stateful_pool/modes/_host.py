@@ -1,5 +1,7 @@
-"""Host threads for the in-process modes: each runs one worker instance and answers the calls
-the Rust supervisor (``_core.CoreThreadPool``) sends it through a ``HostChannel``.
+"""Hosts for the in-process modes: each runs one worker instance and answers the calls the
+Rust supervisor (``_core.Engine``) sends it through a ``HostChannel``. A thread or asyncio host
+has a daemon thread of its own; a sync host (``_sync.py``) has none: the threads that call the
+pool run its setup and its calls while they wait (``HostChannel.serve_inline``).
 
 The supervisor owns queueing, timeouts, restarts and stats; a host only runs calls. A host
 answers each call with ``Replier.ok`` (the result object), ``.raised`` (the exception, with the
@@ -20,14 +22,12 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CALL, REQUEST_CANCEL, decode_init
 from .._serialize import safe_str
 from ..errors import RemoteTraceback
 from ..worker import check_method_name
 
-__all__ = ["WorkerLost", "call_args", "init_args", "launch_asyncio", "launch_thread", "remote_exception"]
-
-_CALL, _CANCEL = 0, 1
-_OK, _RAISED, _FATAL = 0, 1, 2
+__all__ = ["WorkerLost", "call_args", "launch_asyncio", "launch_thread", "remote_exception"]
 
 
 class _Interrupted(BaseException):
@@ -37,16 +37,6 @@ class _Interrupted(BaseException):
 class WorkerLost(BaseException):
     """Raised by a host's call when the worker behind it is gone (a dead Ray actor): the call
     fails with ``WorkerCrashedError`` carrying this message, and the worker is restarted."""
-
-
-def init_args(init: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The spawn arguments of an init payload: ``(args, kwargs)``, or the process-mode bytes
-    ``(sys_path, class_blob, pickled (args, kwargs))`` that ``SPool`` builds."""
-    if isinstance(init, tuple):
-        return init
-    _sys_path, _class_blob, args_blob = pickle.loads(init)
-    args, kwargs = pickle.loads(args_blob)
-    return tuple(args), dict(kwargs)
 
 
 def call_args(payload: Any) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
@@ -83,93 +73,110 @@ def _interrupt(ident: int) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(_Interrupted))
 
 
-# -- thread mode ------------------------------------------------------------------------------
+# -- thread and sync modes --------------------------------------------------------------------
 
 
-def launch_thread(worker_cls: type, channel: Any, init: Any) -> None:
-    """``CoreThreadPool`` launcher for ``mode="thread"``: one daemon thread per worker."""
-    name = f"stateful-pool-thread-{worker_cls.__name__}"
-    threading.Thread(target=_serve_thread, args=(worker_cls, channel, init), name=name, daemon=True).start()
-
-
-def _serve_thread(worker_cls: type, channel: Any, init: Any) -> None:
+def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str) -> Callable[[Any], Any] | None:
+    """Makes the worker instance, runs its ``spawn`` and reports it on ``channel``; returns
+    how to run one call on it, or ``None`` when the setup failed (and was reported)."""
     try:
-        try:
-            args, kwargs = init_args(init)
-            instance = worker_cls()
-            ready = instance.spawn(*args, **kwargs)
-        except Exception as exc:
-            channel.ready(_RAISED, remote_exception(exc))
-            return
-        except BaseException as exc:
-            channel.ready(_FATAL, f"worker thread exited during setup: {type(exc).__name__}: {safe_str(exc)}")
-            return
-        channel.ready(_OK, ready, functools.partial(_interrupt, threading.get_ident()), os.getpid())
-        del ready, args, kwargs
+        worker_cls, args, kwargs = decode_init(init)
+        instance = worker_cls()
+        ready = instance.spawn(*args, **kwargs)
+    except Exception as exc:
+        channel.ready(READY_RAISED, remote_exception(exc))
+        return None
+    except BaseException as exc:
+        channel.ready(READY_FATAL, f"{what} exited during setup: {type(exc).__name__}: {safe_str(exc)}")
+        return None
+    channel.ready(READY_OK, ready, kill, os.getpid())
+    del ready, args, kwargs
 
-        def run(payload: Any) -> Any:
-            method, args, kwargs = call_args(payload)
-            return getattr(instance, method)(*args, **kwargs)
+    def run(payload: Any) -> Any:
+        method, args, kwargs = call_args(payload)
+        return getattr(instance, method)(*args, **kwargs)
 
-        serve_calls(channel, run)
+    return run
+
+
+def launch_thread(channel: Any, init: Any) -> None:
+    """Launcher for ``mode="thread"``: one daemon thread per worker."""
+    name = f"stateful-pool-thread-{decode_init(init)[0].__name__}"
+    threading.Thread(target=_serve_thread, args=(channel, init), name=name, daemon=True).start()
+
+
+def _serve_thread(channel: Any, init: Any) -> None:
+    try:
+        run = _set_up(channel, init, functools.partial(_interrupt, threading.get_ident()), "worker thread")
+        if run is not None:
+            serve_calls(channel, run)
     except _Interrupted:
         pass  # the supervisor gave up on this host (timeout or kill) and has replaced it
     finally:
         channel.exited()
 
 
-def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
-    """Answers calls one at a time until told to stop. ``run(payload)`` returns the result; an
-    exception that is neither an ``Exception`` nor ``SystemExit`` (a lost Ray actor, ...) is fatal."""
-    while (request := channel.recv()) is not None:
-        kind, _call_id, payload, replier = request
-        if kind != _CALL:
-            continue  # one call at a time: there is nothing to cancel between calls
-        try:
-            result = run(payload)
-        except _Interrupted:
+def serve_one(run: Callable[[Any], Any], request: Any, *, inline: bool = False) -> bool:
+    """Answers one request; returns whether the host goes on. ``run(payload)`` returns the
+    result; an exception that is neither an ``Exception`` nor ``SystemExit`` (a lost Ray actor,
+    ...) is fatal, except Ctrl-C in a call run ``inline`` by its caller: it reaches the caller."""
+    kind, _call_id, payload, replier = request
+    if kind != REQUEST_CALL:
+        return True  # one call at a time: there is nothing to cancel between calls
+    try:
+        result = run(payload)
+    except _Interrupted:
+        raise
+    except (Exception, SystemExit) as exc:  # SystemExit fails its task only, as in concurrent.futures
+        replier.raised(remote_exception(exc))
+    except WorkerLost as exc:
+        replier.fatal(safe_str(exc))
+        return False
+    except BaseException as exc:
+        replier.fatal(f"worker thread exited: {type(exc).__name__}: {safe_str(exc)}")
+        if inline and isinstance(exc, KeyboardInterrupt):
             raise
-        except (Exception, SystemExit) as exc:  # SystemExit fails its task only, as in concurrent.futures
-            replier.raised(remote_exception(exc))
-        except WorkerLost as exc:
-            replier.fatal(safe_str(exc))
+        return False
+    else:
+        replier.ok(result)
+    return True
+
+
+def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
+    """Answers calls one at a time until told to stop (see :func:`serve_one`)."""
+    while (request := channel.recv()) is not None:
+        if not serve_one(run, request):
             return
-        except BaseException as exc:
-            replier.fatal(f"worker thread exited: {type(exc).__name__}: {safe_str(exc)}")
-            return
-        else:
-            replier.ok(result)
-            del result  # the caller may drop it: this thread must not keep it while it waits
-        del request, payload, replier
+        del request  # the caller may drop its arguments and result: this thread keeps neither
 
 
 # -- asyncio mode -----------------------------------------------------------------------------
 
 
-def launch_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
-    """``CoreThreadPool`` launcher for ``mode="asyncio"``: one event loop thread per worker;
-    its lanes (``max_concurrency``) put up to that many calls in flight on the loop."""
-    name = f"stateful-pool-asyncio-{worker_cls.__name__}"
-    threading.Thread(target=_serve_asyncio, args=(worker_cls, channel, init), name=name, daemon=True).start()
+def launch_asyncio(channel: Any, init: Any) -> None:
+    """Launcher for ``mode="asyncio"``: one event loop thread per worker; its lanes
+    (``max_concurrency``) put up to that many calls in flight on the loop."""
+    name = f"stateful-pool-asyncio-{decode_init(init)[0].__name__}"
+    threading.Thread(target=_serve_asyncio, args=(channel, init), name=name, daemon=True).start()
 
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
+def _serve_asyncio(channel: Any, init: Any) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         try:
-            args, kwargs = init_args(init)
+            worker_cls, args, kwargs = decode_init(init)
             instance = worker_cls()
             ready = loop.run_until_complete(_maybe_await(instance.spawn(*args, **kwargs)))
         except Exception as exc:
-            channel.ready(_RAISED, remote_exception(exc))
+            channel.ready(READY_RAISED, remote_exception(exc))
             return
         except BaseException as exc:
-            channel.ready(_FATAL, f"worker event loop exited during setup: {type(exc).__name__}: {safe_str(exc)}")
+            channel.ready(READY_FATAL, f"worker event loop exited during setup: {type(exc).__name__}: {safe_str(exc)}")
             return
         tasks: dict[int, asyncio.Task[None]] = {}
 
@@ -192,7 +199,7 @@ def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
                 loop.stop()
                 return
             kind, call_id, payload, replier = request
-            if kind == _CANCEL:
+            if kind == REQUEST_CANCEL:
                 task = tasks.get(call_id)
                 if task is not None:
                     task.cancel()
@@ -214,7 +221,7 @@ def _serve_asyncio(worker_cls: type, channel: Any, init: Any) -> None:
                 if last:
                     return
 
-        channel.ready(_OK, ready, None, os.getpid())
+        channel.ready(READY_OK, ready, None, os.getpid())
         del ready
         threading.Thread(target=feed, name="stateful-pool-asyncio-feeder", daemon=True).start()
         loop.run_forever()

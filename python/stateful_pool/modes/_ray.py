@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
-import sys
 import threading
 from typing import Any
 
+from .._protocol import READY_FATAL, READY_OK, READY_RAISED, decode_init
 from ._host import WorkerLost, serve_calls
 
 __all__ = ["RayWorkerHost", "launcher"]
-
-_OK, _RAISED, _FATAL = 0, 1, 2
 
 
 class RayWorkerHost:
@@ -35,21 +32,14 @@ class RayWorkerHost:
         """Prepends the caller's ``sys.path`` (a local cluster shares the file system; on a real
         cluster ship code with ``actor_options={"runtime_env": ...}``), loads the worker class
         and runs its ``spawn``."""
-        import cloudpickle
-
         from .._serialize import dump_exception
 
         try:
-            sys_path, class_blob, args_blob = pickle.loads(init)
-            for entry in reversed(sys_path):
-                if entry not in sys.path:
-                    sys.path.insert(0, entry)
-            worker_cls = cloudpickle.loads(class_blob)
-            args, kwargs = pickle.loads(args_blob)
+            worker_cls, args, kwargs = decode_init(init)
             self.instance = worker_cls()
-            return _OK, self.instance.spawn(*args, **kwargs), os.getpid()
+            return READY_OK, self.instance.spawn(*args, **kwargs), os.getpid()
         except Exception as exc:
-            return _RAISED, dump_exception(exc), os.getpid()
+            return READY_RAISED, dump_exception(exc), os.getpid()
 
     def call(self, payload: bytes) -> tuple[int, Any]:
         """Runs one call; a raised exception comes back as a payload, not as a Ray error."""
@@ -58,9 +48,9 @@ class RayWorkerHost:
 
         try:
             method, args, kwargs = call_args(payload)
-            return _OK, getattr(self.instance, method)(*args, **kwargs)
+            return READY_OK, getattr(self.instance, method)(*args, **kwargs)
         except Exception as exc:
-            return _RAISED, dump_exception(exc)
+            return READY_RAISED, dump_exception(exc)
 
 
 @functools.cache
@@ -71,7 +61,7 @@ def _actor_class() -> Any:
 
 
 def launcher(actor_options: dict[str, Any] | None) -> functools.partial[None]:
-    """A ``CoreThreadPool`` launcher creating actors with ``actor_options`` (e.g.
+    """A launcher creating actors with ``actor_options`` (e.g.
     ``{"num_cpus": 0.5}``). Ray's own ``max_restarts`` defaults to 0: the supervisor restarts
     workers (with their spawn arguments, under the pool's restart policy), and two layers of
     restarts would start every worker twice."""
@@ -99,15 +89,15 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
             actor = _actor_class().options(**options).remote()
             status, value, pid = ray.get(actor.setup.remote(init))
         except RayActorError as exc:
-            channel.ready(_FATAL, f"ray actor died during setup: {exc}")
+            channel.ready(READY_FATAL, f"ray actor died during setup: {exc}")
             return
         except Exception as exc:
-            channel.ready(_FATAL, f"cannot start ray actor: {type(exc).__name__}: {exc}")
+            channel.ready(READY_FATAL, f"cannot start ray actor: {type(exc).__name__}: {exc}")
             return
-        if status != _OK:
-            channel.ready(_RAISED, load_exception(value))
+        if status != READY_OK:
+            channel.ready(READY_RAISED, load_exception(value))
             return
-        channel.ready(_OK, value, functools.partial(ray.kill, actor, no_restart=True), pid)
+        channel.ready(READY_OK, value, functools.partial(ray.kill, actor, no_restart=True), pid)
         del value
 
         def run(payload: Any) -> Any:
@@ -120,7 +110,7 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
                 # Ray's message runs to a dozen lines; its first one says what happened.
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise WorkerLost(f"ray actor died: {first}") from None
-            if status != _OK:
+            if status != READY_OK:
                 raise load_exception(result)
             return result
 

@@ -15,16 +15,16 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::batch::{self, BatchEnd, Pace};
-use crate::config::WorkerExit;
 use crate::error::{NoWorkerReason, StartError, TaskError, WorkerFault};
 use crate::job::Job;
-use crate::restart::{FailureStage, RestartDecision, RestartPacer};
-use crate::shutdown::Phase;
-use crate::slot::WorkerSlot;
-use crate::state::{WorkerEvent, WorkerState};
-use crate::supervisor::Shared;
-use crate::workable::Workable;
+use crate::pool::config::WorkerExit;
+use crate::pool::shutdown::Phase;
+use crate::pool::supervisor::Shared;
+use crate::sched::batch::{self, BatchEnd, Pace};
+use crate::worker::restart::{FailureStage, RestartDecision, RestartPacer};
+use crate::worker::slot::WorkerSlot;
+use crate::worker::state::{WorkerEvent, WorkerState};
+use crate::worker::workable::Workable;
 
 /// What the idle worker woke up for.
 enum Wake<W: Workable> {
@@ -339,7 +339,7 @@ async fn wait_for_release<W: Workable>(slot: &WorkerSlot<W>, phase: &mut watch::
 }
 
 /// Runs one job on the worker, which it first takes (`Idle` to `Busy`), or a batch starting
-/// with it (see [`crate::batch`]).
+/// with it (see [`crate::sched::batch`]).
 async fn run_job<W: Workable>(
     worker: &mut W,
     slot: &WorkerSlot<W>,

@@ -1,5 +1,5 @@
 //! The [`Supervisor`]: owns the runtime, the task queue and the worker registry.
-//! See `SUPERVISOR.md` beside this file for the data flow.
+//! See `src/SUPERVISOR.md` for the data flow.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -9,18 +9,18 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::balance::LoadBalancing;
-use crate::config::{Config, SupervisorBuilder, WorkerExitHook};
-use crate::dispatch::dispatch;
 use crate::error::{BuildError, StartError, SubmitError, TaskError};
 use crate::job::{Job, ReplyFn, TaskHandle, TaskOptions, Ticket};
-use crate::on_demand::{self, OnDemand, OnDemandStats, WorkerStart};
-use crate::queue::{PushError, TaskQueue};
-use crate::serve::launch;
-pub(crate) use crate::shared::Shared;
-use crate::shutdown::{Phase, ShutdownMode};
-use crate::slot::{WorkerInfo, WorkerSlot};
-use crate::workable::Workable;
+use crate::pool::config::{Config, SupervisorBuilder, WorkerExitHook};
+pub(crate) use crate::pool::shared::Shared;
+use crate::pool::shutdown::{Phase, ShutdownMode};
+use crate::sched::balance::LoadBalancing;
+use crate::sched::dispatch::dispatch;
+use crate::sched::on_demand::{self, OnDemand, OnDemandStats, WorkerStart};
+use crate::sched::queue::{PushError, TaskQueue};
+use crate::worker::serve::launch;
+use crate::worker::slot::{WorkerInfo, WorkerSlot};
+use crate::worker::workable::Workable;
 
 /// A worker taken for one call run by the calling thread through its direct lane
 /// ([`Supervisor::claim_idle`]). Give it back with [`Claim::finish`]; dropping it unfinished
@@ -28,7 +28,7 @@ use crate::workable::Workable;
 pub struct Claim<W: Workable> {
     slot: Arc<WorkerSlot<W>>,
     shared: Arc<Shared<W>>,
-    lane: crate::slot::Lane,
+    lane: crate::worker::slot::Lane,
     finished: bool,
 }
 

@@ -19,12 +19,12 @@ use tokio::sync::watch;
 
 use crate::error::{TaskError, WorkerFault};
 use crate::job::{Job, ReplyFn, TaskOptions, Ticket};
-use crate::restart::FailureStage;
-use crate::shutdown::Phase;
-use crate::slot::WorkerSlot;
-use crate::state::WorkerEvent;
-use crate::supervisor::Shared;
-use crate::workable::{Response, Workable};
+use crate::pool::shutdown::Phase;
+use crate::pool::supervisor::Shared;
+use crate::worker::restart::FailureStage;
+use crate::worker::slot::WorkerSlot;
+use crate::worker::state::WorkerEvent;
+use crate::worker::workable::{Response, Workable};
 
 /// Tasks faster than this (on average, recently) may be batched.
 pub(crate) const SHORT_TASK: Duration = Duration::from_micros(500);

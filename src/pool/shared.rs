@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::config::{Config, WorkerExit, WorkerExitHook};
 use crate::error::{Departure, NoWorkerReason, TaskError};
 use crate::job::Job;
-use crate::on_demand::OnDemand;
-use crate::queue::TaskQueue;
-use crate::shutdown::Phase;
-use crate::slot::WorkerSlot;
-use crate::workable::Workable;
+use crate::pool::config::{Config, WorkerExit, WorkerExitHook};
+use crate::pool::shutdown::Phase;
+use crate::sched::on_demand::OnDemand;
+use crate::sched::queue::TaskQueue;
+use crate::worker::slot::WorkerSlot;
+use crate::worker::workable::Workable;
 
 /// State shared by the supervisor handle and every worker task.
 pub(crate) struct Shared<W: Workable> {

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 use crate::job::Job;
-use crate::state::{transition, WorkerEvent, WorkerState};
-use crate::workable::Workable;
+use crate::worker::state::{transition, WorkerEvent, WorkerState};
+use crate::worker::workable::Workable;
 
 /// A snapshot of one worker, from [`crate::Supervisor::workers`].
 #[derive(Clone, Debug, PartialEq, Eq)]

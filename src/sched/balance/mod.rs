@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 /// One idle worker the balancer may choose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     /// The worker's id.
     pub id: u64,
     /// Tasks it is running now (0 for an idle process worker).
@@ -80,7 +80,7 @@ impl FromStr for LoadBalancing {
 
 /// A balancer with its state (round-robin cursor, random generator).
 #[derive(Clone, Debug)]
-pub struct Balancer {
+pub(crate) struct Balancer {
     kind: LoadBalancing,
     last: Option<u64>,
     rng: u64,
@@ -89,21 +89,15 @@ pub struct Balancer {
 impl Balancer {
     /// A balancer of `kind`; `seed` feeds the random one.
     #[must_use]
-    pub fn new(kind: LoadBalancing, seed: u64) -> Self {
+    pub(crate) fn new(kind: LoadBalancing, seed: u64) -> Self {
         Self { kind, last: None, rng: seed | 1 }
-    }
-
-    /// Its algorithm.
-    #[must_use]
-    pub fn kind(&self) -> LoadBalancing {
-        self.kind
     }
 
     /// The index in `candidates` of the worker to use. `candidates` must not be empty.
     ///
     /// # Panics
     /// When `candidates` is empty.
-    pub fn pick(&mut self, candidates: &[Candidate]) -> usize {
+    pub(crate) fn pick(&mut self, candidates: &[Candidate]) -> usize {
         assert!(!candidates.is_empty(), "no candidate to pick from");
         let index = match self.kind {
             LoadBalancing::RoundRobin => round_robin::pick(candidates, self.last),

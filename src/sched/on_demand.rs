@@ -22,12 +22,12 @@ use tokio::sync::mpsc;
 
 use crate::error::{StartError, TaskError};
 use crate::job::Job;
-use crate::serve::launch;
-use crate::shutdown::Phase;
-use crate::slot::WorkerSlot;
-use crate::state::WorkerState;
-use crate::supervisor::Shared;
-use crate::workable::Workable;
+use crate::pool::shutdown::Phase;
+use crate::pool::supervisor::Shared;
+use crate::worker::serve::launch;
+use crate::worker::slot::WorkerSlot;
+use crate::worker::state::WorkerState;
+use crate::worker::workable::Workable;
 
 /// The future a worker factory returns: the new worker, or what the task it was started for
 /// fails with (e.g. [`TaskError::Failed`] with the error its setup raised, or

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::balance::{Balancer, Candidate};
-use crate::shutdown::Phase;
-use crate::slot::WorkerSlot;
-use crate::state::WorkerState;
-use crate::supervisor::Shared;
-use crate::workable::Workable;
+use crate::pool::shutdown::Phase;
+use crate::pool::supervisor::Shared;
+use crate::sched::balance::{Balancer, Candidate};
+use crate::worker::slot::WorkerSlot;
+use crate::worker::state::WorkerState;
+use crate::worker::workable::Workable;
 
 pub(crate) async fn dispatch<W: Workable>(
     shared: Arc<Shared<W>>,

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balance::LoadBalancing;
 use crate::error::BuildError;
-use crate::restart::RestartPolicy;
-use crate::supervisor::Supervisor;
-use crate::workable::Workable;
+use crate::pool::supervisor::Supervisor;
+use crate::sched::balance::LoadBalancing;
+use crate::worker::restart::RestartPolicy;
+use crate::worker::workable::Workable;
 
 /// Settings of one pool; build it with [`SupervisorBuilder`].
 #[derive(Clone, Debug)]

@@ -1,0 +1,220 @@
+//! [`Engine`]: the one engine behind every `SPool`, whatever its mode.
+//!
+//! The supervisor is generic over its worker kind and a pyclass cannot be, so the engine holds
+//! a private enum over the kinds (crossbeam's "flavors"): process workers, or in-process
+//! hosts (thread, asyncio, ray, sync). What every kind does alike lives once in
+//! [`core::EngineCore`]; a kind adds how its payloads cross ([`kind::Kind`]) and how its
+//! workers start. Files: `options` (the pool's options), `core` (the shared engine), `slot`
+//! (reply slots and tickets), `members` (lanes of one worker), `process` and `direct`
+//! (process workers and their direct lane), `hosted`, `lane`, `host`, `channel` (in-process
+//! hosts), `inline` (sync mode's caller-run work), `on_demand` (a fresh worker per call).
+
+mod channel;
+mod core;
+mod direct;
+mod host;
+mod hosted;
+mod inline;
+mod kind;
+mod lane;
+mod members;
+mod on_demand;
+mod options;
+mod process;
+mod slot;
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use self::hosted::HostedEngine;
+use self::kind::PyReply;
+use self::options::{EngineOptions, Mode};
+use self::process::ProcessEngine;
+pub(crate) use self::slot::CoreTicket;
+use crate::job::TaskOptions;
+use crate::python::common::seconds;
+
+/// The worker kinds an engine can run.
+enum Flavor {
+    Process(ProcessEngine),
+    Hosted(HostedEngine),
+}
+
+/// Runs `$body` with `$kind` bound to the flavor's engine; each has a `core`
+/// ([`core::EngineCore`]), `task(py, payload)` and `start(init)`.
+macro_rules! with_kind {
+    ($engine:expr, $kind:ident => $body:expr) => {
+        match &$engine.flavor {
+            Flavor::Process($kind) => $body,
+            Flavor::Hosted($kind) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$core` bound to the flavor's [`core::EngineCore`].
+macro_rules! with_core {
+    ($engine:expr, $core:ident => $body:expr) => {
+        with_kind!($engine, kind => {
+            let $core = &kind.core;
+            $body
+        })
+    };
+}
+
+/// The supervisor of one `SPool` and its workers, in any mode.
+#[pyclass(module = "stateful_pool._core", frozen)]
+pub(crate) struct Engine {
+    mode: Mode,
+    flavor: Flavor,
+}
+
+#[pymethods]
+impl Engine {
+    /// An engine for the pool `options` (a dict, see `options.rs`): its `mode` ("process",
+    /// "thread", "asyncio", "ray" or "sync"), the pool's options, and the worker program
+    /// (process) or the host `launcher` (the other modes).
+    #[new]
+    fn new(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let options: EngineOptions = options.extract()?;
+        let mode = options.mode()?;
+        let config = options.config(mode)?;
+        let flavor = match mode {
+            Mode::Process => Flavor::Process(ProcessEngine::new(&options, config)?),
+            _ => Flavor::Hosted(HostedEngine::new(py, mode, &options, config)?),
+        };
+        Ok(Self { mode, flavor })
+    }
+
+    /// The mode the engine runs its workers in.
+    #[getter]
+    fn mode(&self) -> &'static str {
+        self.mode.as_str()
+    }
+
+    /// Whether callers run the workers' code themselves (sync mode): every call and submit
+    /// returns with its outcome in.
+    #[getter]
+    fn inline(&self) -> bool {
+        with_core!(self, core => core.is_inline())
+    }
+
+    /// Starts a worker and waits for its setup: `(status, value)`. `init` is the pickled
+    /// setup (process mode) or `(args, kwargs)`.
+    fn spawn<'py>(&self, py: Python<'py>, init: &Bound<'py, PyAny>) -> PyResult<PyReply<'py>> {
+        with_kind!(self, kind => kind.core.spawn(py, kind.start(init)?))
+    }
+
+    /// Starts a worker; its outcome arrives through `take_completions` under `token`.
+    fn submit_spawn(&self, py: Python<'_>, init: &Bound<'_, PyAny>, token: u64) -> PyResult<()> {
+        with_kind!(self, kind => kind.core.submit_spawn(py, token, kind.start(init)?))
+    }
+
+    /// Runs one call and waits for it: `(status, value)`. `payload` is the list of buffers of
+    /// an encoded call (process mode) or `(method, args, kwargs)`.
+    #[pyo3(signature = (payload, timeout=None, submit_timeout=None))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+        timeout: Option<f64>,
+        submit_timeout: Option<f64>,
+    ) -> PyResult<PyReply<'py>> {
+        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        if let Flavor::Process(process) = &self.flavor {
+            if let Some(reply) = process.call_direct(py, payload, options) {
+                return reply;
+            }
+        }
+        with_kind!(self, kind => kind.core.call(py, kind.task(py, payload)?, options, submit_timeout))
+    }
+
+    /// Queues one call; its outcome arrives through `take_completions` under `token`.
+    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None))]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        payload: &Bound<'_, PyAny>,
+        token: u64,
+        timeout: Option<f64>,
+        submit_timeout: Option<f64>,
+    ) -> PyResult<CoreTicket> {
+        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        with_kind!(self, kind => kind.core.submit(py, kind.task(py, payload)?, token, options, submit_timeout))
+    }
+
+    /// Runs one call on every live worker: a list of `(worker_id, status, value)`.
+    fn broadcast<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
+        with_kind!(self, kind => kind.core.broadcast(py, &kind.task(py, payload)?))
+    }
+
+    /// Waits up to `timeout` seconds for finished tasks and starts; returns up to `max_items`
+    /// `(token, status, value)` tuples (an empty list on timeout).
+    #[pyo3(signature = (timeout, max_items=4096))]
+    fn take_completions<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: f64,
+        max_items: usize,
+    ) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
+        with_core!(self, core => core.take_completions(py, timeout, max_items))
+    }
+
+    /// Starts shutting down: `mode` is "graceful", "cancel" or "kill". Returns at once.
+    fn shutdown(&self, mode: &str) -> PyResult<()> {
+        with_core!(self, core => core.shutdown(mode))
+    }
+
+    /// Waits up to `timeout` seconds (interruptibly) for every worker to stop.
+    fn wait_stopped(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        with_core!(self, core => core.wait_stopped(py, timeout))
+    }
+
+    /// Ends the supervisor's threads after the pool has stopped; returns whether it had.
+    fn release(&self, py: Python<'_>) -> bool {
+        with_core!(self, core => py.detach(|| core.supervisor.release()))
+    }
+
+    /// Whether shutdown was requested.
+    #[getter]
+    fn is_shutdown(&self) -> bool {
+        with_core!(self, core => core.supervisor.is_shutdown())
+    }
+
+    /// Tasks waiting in the queue.
+    #[getter]
+    fn queued(&self) -> usize {
+        with_core!(self, core => core.supervisor.queued())
+    }
+
+    /// Asks one worker to leave after its current task; returns whether it was live.
+    fn retire_worker(&self, worker_id: u64) -> bool {
+        with_core!(self, core => core.retire_worker(worker_id))
+    }
+
+    /// Tasks handed to workers so far.
+    #[getter]
+    fn dispatched(&self) -> u64 {
+        with_core!(self, core => core.supervisor.dispatched())
+    }
+
+    /// The load balancer's canonical name.
+    #[getter]
+    fn load_balancing(&self) -> &'static str {
+        with_core!(self, core => core.supervisor.load_balancing().as_str())
+    }
+
+    /// Ids of workers starting or serving.
+    fn live_worker_ids(&self) -> Vec<u64> {
+        with_core!(self, core => core.live_worker_ids())
+    }
+
+    /// One dict per worker: id, state, pid, restarts, tasks_done, tasks_failed, last_error,
+    /// dispatched, batches, batched_tasks.
+    fn workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        with_core!(self, core => core.workers(py))
+    }
+}

@@ -1,0 +1,204 @@
+//! [`EngineOptions`]: every option of an engine, read from the one dict `SPool` passes, and
+//! turned here into the supervisor's [`Config`] and the worker kind's settings. A new pool
+//! option is a field here, the `Config` field it sets, and its parameter in `SPool`.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::process::{ProcessSpec, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::python::common::{parse_restart, seconds};
+use crate::Config;
+
+/// Calls in flight per asyncio worker when `max_concurrency` is not given.
+const DEFAULT_MAX_CONCURRENCY: usize = 32;
+
+/// Where an engine's workers run: the `mode` of `SPool`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    /// A child process per worker.
+    Process,
+    /// A thread of this process per worker.
+    Thread,
+    /// An event loop thread per worker, several calls in flight on it.
+    Asyncio,
+    /// A Ray actor per worker, driven from a thread of this process.
+    Ray,
+    /// An instance run inline by the threads that call the pool.
+    Sync,
+}
+
+impl Mode {
+    const ALL: [(&'static str, Mode); 5] = [
+        ("process", Mode::Process),
+        ("thread", Mode::Thread),
+        ("asyncio", Mode::Asyncio),
+        ("ray", Mode::Ray),
+        ("sync", Mode::Sync),
+    ];
+
+    pub(crate) fn parse(name: &str) -> PyResult<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, mode)| *mode).ok_or_else(|| {
+            let names: Vec<String> = Self::ALL.iter().map(|(n, _)| format!("{n:?}")).collect();
+            PyValueError::new_err(format!("mode must be one of {}, got {name:?}", names.join(", ")))
+        })
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(_, m)| *m == self).map_or("?", |(n, _)| n)
+    }
+}
+
+/// The options of one engine, as `SPool` passes them (missing keys take these defaults).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub(crate) struct EngineOptions {
+    /// Where the workers run.
+    mode: String,
+    #[pyo3(default)]
+    queue_size: Option<usize>,
+    #[pyo3(default)]
+    task_timeout: Option<f64>,
+    #[pyo3(default = "on-failure".to_owned())]
+    restart: String,
+    #[pyo3(default = 5)]
+    max_restarts: u32,
+    #[pyo3(default = 60.0)]
+    restart_window: f64,
+    #[pyo3(default)]
+    max_tasks_per_worker: Option<u64>,
+    #[pyo3(default)]
+    max_memory_per_worker: Option<u64>,
+    #[pyo3(default = 5.0)]
+    stop_timeout: f64,
+    #[pyo3(default = "round_robin".to_owned())]
+    load_balancing: String,
+    #[pyo3(default)]
+    crash_retries: u32,
+    /// Process mode: the interpreter, its arguments, environment and working directory.
+    #[pyo3(default)]
+    program: Option<String>,
+    #[pyo3(default)]
+    args: Vec<String>,
+    #[pyo3(default)]
+    env: Vec<(String, String)>,
+    #[pyo3(default)]
+    cwd: Option<String>,
+    #[pyo3(default)]
+    shm_capacity: Option<usize>,
+    #[pyo3(default = DEFAULT_MAX_MESSAGE_SIZE)]
+    max_message_size: usize,
+    /// In-process modes: `launcher(channel, init)` starts one host (see `stateful_pool.modes`).
+    #[pyo3(default)]
+    launcher: Option<Py<PyAny>>,
+    #[pyo3(default)]
+    max_concurrency: Option<usize>,
+    /// A fresh worker per call, at most this many at once (process, thread and ray modes).
+    #[pyo3(default)]
+    on_demand: Option<usize>,
+    /// Process mode: a task tree's namespace, served to the workers as upcalls.
+    #[pyo3(default)]
+    namespace: Option<Py<crate::python::namespace::CoreNamespace>>,
+}
+
+/// How the in-process hosts of an engine are started.
+pub(crate) struct HostOptions {
+    pub(crate) launcher: std::sync::Arc<Py<PyAny>>,
+    /// Calls one host takes at once (lanes per host).
+    pub(crate) concurrency: usize,
+    pub(crate) stop_timeout: Duration,
+}
+
+impl EngineOptions {
+    /// The mode the options ask for.
+    pub(crate) fn mode(&self) -> PyResult<Mode> {
+        Mode::parse(&self.mode)
+    }
+
+    /// The supervisor's configuration, after checking the options `mode` cannot honour.
+    pub(crate) fn config(&self, mode: Mode) -> PyResult<Config> {
+        if self.max_memory_per_worker.is_some() && mode != Mode::Process {
+            return Err(PyValueError::new_err(format!(
+                "max_memory_per_worker needs mode='process' (a {} worker has no memory of its own)",
+                mode.as_str()
+            )));
+        }
+        if self.max_concurrency.is_some() && mode != Mode::Asyncio {
+            return Err(PyValueError::new_err("max_concurrency needs mode='asyncio'"));
+        }
+        if self.on_demand.is_some() && matches!(mode, Mode::Sync | Mode::Asyncio) {
+            let mode = mode.as_str();
+            return Err(PyValueError::new_err(format!(
+                "on_demand needs mode 'process', 'thread' or 'ray', not {mode:?}"
+            )));
+        }
+        Ok(Config {
+            queue_capacity: self.queue_size,
+            // One thread: the serve loops' short reply spins measured faster serialised there
+            // than spread over two threads competing with the workers for 2 cores.
+            runtime_threads: 1,
+            thread_name: "stateful-pool".to_owned(),
+            task_timeout: seconds("task_timeout", self.task_timeout)?,
+            restart_policy: parse_restart(&self.restart)?,
+            max_restarts: self.max_restarts,
+            restart_window: seconds("restart_window", Some(self.restart_window))?.unwrap_or_default(),
+            max_tasks_per_worker: self.max_tasks_per_worker,
+            max_memory_per_worker: self.max_memory_per_worker,
+            crash_retries: self.crash_retries,
+            on_demand: self.on_demand,
+            load_balancing: self
+                .load_balancing
+                .parse()
+                .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,
+        })
+    }
+
+    fn stop_timeout(&self) -> PyResult<Duration> {
+        Ok(seconds("stop_timeout", Some(self.stop_timeout))?.unwrap_or_default())
+    }
+
+    /// How process workers are started.
+    pub(crate) fn process_spec(&self) -> PyResult<ProcessSpec> {
+        let program = self.program.clone().ok_or_else(|| PyValueError::new_err("mode='process' needs a program"))?;
+        if let Some(capacity) = self.shm_capacity {
+            crate::shm::ring_capacity(capacity).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        }
+        if self.max_message_size == 0 {
+            return Err(PyValueError::new_err("max_message_size must be at least 1 byte"));
+        }
+        let mut spec = ProcessSpec::new(program, self.args.clone());
+        spec.env = self.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
+        spec.cwd = self.cwd.clone().map(Into::into);
+        spec.stop_timeout = self.stop_timeout()?;
+        spec.shm_capacity = self.shm_capacity;
+        spec.max_message_size = self.max_message_size;
+        // The workers reach the namespace with upcalls (see `process::upcall`).
+        spec.upcalls = self.namespace.as_ref().map(|ns| ns.get().upcalls());
+        Ok(spec)
+    }
+
+    /// How in-process hosts are started in `mode`.
+    pub(crate) fn host_options(&self, py: Python<'_>, mode: Mode) -> PyResult<HostOptions> {
+        let launcher = self.launcher.as_ref().ok_or_else(|| {
+            PyValueError::new_err(format!("mode={:?} needs a launcher (see stateful_pool.modes)", mode.as_str()))
+        })?;
+        let concurrency = match (mode, self.max_concurrency) {
+            (Mode::Asyncio, None) => DEFAULT_MAX_CONCURRENCY,
+            (Mode::Asyncio, Some(0)) => return Err(PyValueError::new_err("max_concurrency must be at least 1, got 0")),
+            (Mode::Asyncio, Some(n)) => n,
+            // `config` refused max_concurrency in every other mode.
+            (_, _) => 1,
+        };
+        if concurrency > 1 && self.max_tasks_per_worker.is_some() {
+            // Lanes share one instance; recycling one lane cannot renew the instance.
+            return Err(PyValueError::new_err("max_tasks_per_worker needs max_concurrency=1 in asyncio mode"));
+        }
+        Ok(HostOptions {
+            launcher: std::sync::Arc::new(launcher.clone_ref(py)),
+            concurrency,
+            stop_timeout: self.stop_timeout()?,
+        })
+    }
+}
