@@ -137,6 +137,12 @@ class SPool(Generic[W]):
             ``"spawn"`` (a fresh interpreter per worker, about 50 ms). See the README.
         preload: modules the zygote imports once, so forked workers start with them loaded
             (e.g. ``["numpy", "mypkg.model"]``); one that starts a thread (or CUDA) is refused.
+        on_demand: run on demand with at most this many workers at once (``None``: workers
+            are started with :meth:`spawn`). No worker runs while nothing is queued: each task
+            gets a fresh worker, spawned for it with the arguments of the last :meth:`spawn`
+            call (which starts nothing and returns ``None``), and retired once it is done. A
+            worker whose setup raises fails that task with the exception. Process, thread and
+            ray modes only.
     """
 
     def __init__(
@@ -161,6 +167,7 @@ class SPool(Generic[W]):
         max_concurrency: int | None = None,
         start_method: str = "zygote",
         preload: Sequence[str] = (),
+        on_demand: int | None = None,
         _namespace: _core.CoreNamespace | None = None,
     ):
         if not isinstance(worker_cls, type):
@@ -203,7 +210,9 @@ class SPool(Generic[W]):
             "namespace": _namespace,
             # Process mode: fork workers from a template process (None: a fresh interpreter each).
             "zygote": zygote,
+            "on_demand": on_demand,
         }
+        self._on_demand = on_demand is not None
         self._core = _core.Engine(options)
         self._completer = make_completer(self._core)
         # Workers in this process take arguments as they are, like ThreadPoolExecutor, and use
@@ -238,7 +247,9 @@ class SPool(Generic[W]):
 
     def spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Starts one worker process, runs ``worker.spawn(*args, **kwargs)`` there and returns
-        its result. If ``spawn`` raises, the exception is re-raised here and no process is left."""
+        its result. If ``spawn`` raises, the exception is re-raised here and no process is left.
+        On an ``on_demand`` pool it only records the arguments every fresh worker is spawned
+        with, and returns ``None``."""
         return decode(*self._core.spawn(self._init_payload(args, kwargs)))
 
     def submit_spawn(self, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
@@ -376,6 +387,8 @@ class SPool(Generic[W]):
         queued work goes to the others). No task is lost either way."""
         if n < 0:
             raise ValueError(f"n must be at least 0, got {n}")
+        if self._on_demand:
+            raise ValueError("an on-demand pool starts its workers itself: its cap is fixed at creation")
         self._check_open()
         live = self._core.live_worker_ids()
         if n > len(live):

@@ -40,6 +40,14 @@ pub struct Config {
     /// How many times a task whose worker crashed under it is run again on another worker
     /// (0, the default: its caller gets `WorkerCrashed`). Needs [`crate::Workable::clone_task`].
     pub crash_retries: u32,
+    /// On-demand mode, capped at this many live workers (`None`: workers are added by hand).
+    /// No worker runs while nothing is queued: each queued task that finds no idle worker gets
+    /// a fresh one from the pool's worker factory ([`crate::Supervisor::set_worker_factory`]),
+    /// tasks beyond the cap wait for a worker to end, and every worker retires after its one
+    /// task ([`Config::max_tasks_per_worker`] is 1: `None` is taken as 1, others are refused). A worker that fails is not
+    /// restarted: its task fails, or runs again on a fresh worker as
+    /// [`Config::crash_retries`] allows. Set it with [`SupervisorBuilder::on_demand`].
+    pub on_demand: Option<usize>,
 }
 
 impl Default for Config {
@@ -56,6 +64,7 @@ impl Default for Config {
             max_memory_per_worker: None,
             load_balancing: LoadBalancing::RoundRobin,
             crash_retries: 0,
+            on_demand: None,
         }
     }
 }
@@ -185,6 +194,15 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Runs the pool on demand (see [`Config::on_demand`]): a fresh worker per task from the
+    /// factory given to [`crate::Supervisor::set_worker_factory`], at most `max_workers` (at
+    /// least 1) live at once, each retired after its task.
+    #[must_use]
+    pub fn on_demand(mut self, max_workers: usize) -> Self {
+        self.config.on_demand = Some(max_workers);
+        self
+    }
+
     /// Calls `hook` once for every worker process that ended, whatever the reason: a crash, a
     /// task timeout or kill, recycling, retirement, shutdown, giving up, or a setup (first
     /// start or restart) that failed. It runs on the supervisor's runtime after the process is
@@ -209,7 +227,12 @@ impl SupervisorBuilder {
     /// # Errors
     /// [`BuildError`] for an out-of-range option or a runtime that cannot start.
     pub fn build<W: Workable>(self) -> Result<Supervisor<W>, BuildError> {
-        let c = &self.config;
+        let mut config = self.config;
+        if config.on_demand.is_some() {
+            // Each on-demand worker runs one task.
+            config.max_tasks_per_worker.get_or_insert(1);
+        }
+        let c = &config;
         if c.queue_capacity == Some(0) {
             return Err(BuildError::InvalidOption { option: "queue_capacity", expected: "at least 1" });
         }
@@ -219,9 +242,18 @@ impl SupervisorBuilder {
         if c.max_tasks_per_worker == Some(0) {
             return Err(BuildError::InvalidOption { option: "max_tasks_per_worker", expected: "at least 1" });
         }
+        if c.on_demand == Some(0) {
+            return Err(BuildError::InvalidOption { option: "on_demand", expected: "at least 1 worker" });
+        }
+        if c.on_demand.is_some() && c.max_tasks_per_worker != Some(1) {
+            return Err(BuildError::InvalidOption {
+                option: "max_tasks_per_worker",
+                expected: "1 in on-demand mode (each worker runs one task)",
+            });
+        }
         if c.task_timeout == Some(Duration::ZERO) {
             return Err(BuildError::InvalidOption { option: "task_timeout", expected: "positive" });
         }
-        Supervisor::with_config(self.config, self.on_worker_exit)
+        Supervisor::with_config(config, self.on_worker_exit)
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Departure, NoWorkerReason, TaskError};
 use crate::job::Job;
 use crate::pool::config::{Config, WorkerExit, WorkerExitHook};
 use crate::pool::shutdown::Phase;
+use crate::sched::on_demand::OnDemand;
 use crate::sched::queue::TaskQueue;
 use crate::worker::slot::WorkerSlot;
 use crate::worker::workable::Workable;
@@ -40,6 +41,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) on_worker_exit: Option<WorkerExitHook>,
     /// The last few workers that left for good, and why: what `NoWorkers` errors report.
     pub(crate) departures: Mutex<std::collections::VecDeque<Departure>>,
+    /// The worker factory and counters of an on-demand pool (unused otherwise).
+    pub(crate) on_demand: OnDemand<W>,
 }
 
 /// How many departures `NoWorkers` errors name (the newest).
@@ -95,6 +98,11 @@ impl<W: Workable> Shared<W> {
         if !keep_in_registry {
             self.slots().retain(|s| s.id != slot.id);
         }
+        self.live_ended();
+    }
+
+    /// One place in `live` is given back: a worker task's, or an on-demand dispatcher's.
+    pub(crate) fn live_ended(&self) {
         let remaining = self.live.fetch_sub(1, Ordering::AcqRel) - 1;
         if remaining == 0 {
             if self.phase() == Phase::Running {

@@ -11,15 +11,15 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::error::{BuildError, StartError, SubmitError, TaskError};
 use crate::job::{Job, ReplyFn, TaskHandle, TaskOptions, Ticket};
-use crate::pool::config::{Config, SupervisorBuilder, WorkerExit, WorkerExitHook};
+use crate::pool::config::{Config, SupervisorBuilder, WorkerExitHook};
 pub(crate) use crate::pool::shared::Shared;
 use crate::pool::shutdown::{Phase, ShutdownMode};
 use crate::sched::balance::LoadBalancing;
 use crate::sched::dispatch::dispatch;
+use crate::sched::on_demand::{self, OnDemand, OnDemandStats, WorkerStart};
 use crate::sched::queue::{PushError, TaskQueue};
-use crate::worker::serve::serve;
+use crate::worker::serve::launch;
 use crate::worker::slot::{WorkerInfo, WorkerSlot};
-use crate::worker::state::WorkerEvent;
 use crate::worker::workable::Workable;
 
 /// A worker taken for one call run by the calling thread through its direct lane
@@ -128,8 +128,18 @@ impl<W: Workable> Supervisor<W> {
             direct_released: Notify::new(),
             on_worker_exit,
             departures: Mutex::new(std::collections::VecDeque::new()),
+            on_demand: OnDemand::default(),
         });
-        runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
+        match shared.config.on_demand {
+            Some(cap) => {
+                // The dispatcher's own place in `live`, given back when it ends.
+                shared.live.fetch_add(1, Ordering::AcqRel);
+                runtime.spawn(on_demand::dispatch(Arc::clone(&shared), cap, idle_rx));
+            }
+            None => {
+                runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
+            }
+        }
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })
     }
 
@@ -181,62 +191,12 @@ impl<W: Workable> Supervisor<W> {
         F: Future<Output = Result<(W, S), E>> + Send + 'static,
         R: FnOnce(Result<(u64, S), StartError<E>>) + Send + 'static,
     {
-        let id = self.shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
-        if self.shared.phase() != Phase::Running {
+        let runtime = self.runtime().filter(|_| self.shared.phase() == Phase::Running);
+        let Some(runtime) = runtime else {
             on_ready(Err(StartError::ShutDown));
-            return id;
-        }
-        let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
-        let slot = Arc::new(WorkerSlot::new(id, inbox_tx));
-        self.shared.slots().push(Arc::clone(&slot));
-        self.shared.live.fetch_add(1, Ordering::AcqRel);
-        let shared = Arc::clone(&self.shared);
-        let Some(runtime) = self.runtime() else {
-            shared.worker_exited(&slot, false);
-            on_ready(Err(StartError::ShutDown));
-            return id;
+            return self.shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
         };
-        runtime.spawn(async move {
-            let mut phase = shared.phase.subscribe();
-            let started = tokio::select! {
-                started = start => Some(started),
-                _ = phase.wait_for(|p| *p >= Phase::Killing) => None,
-            };
-            match started {
-                Some(Ok((worker, value))) => {
-                    slot.process_started(worker.pid());
-                    // The lane first: a caller told the worker is ready may claim it at once.
-                    slot.set_lane(worker.lane());
-                    slot.apply(WorkerEvent::Ready);
-                    on_ready(Ok((id, value)));
-                    // Serve on a task of its own so a panicking worker is noticed, not lost.
-                    let serving = tokio::spawn(serve(worker, Arc::clone(&slot), inbox_rx, Arc::clone(&shared)));
-                    if let Err(error) = serving.await {
-                        // The worker (and its process, killed on drop) went down with the task.
-                        slot.mark_panicked(format!("worker task ended abnormally: {error}"));
-                        shared.report_process_end(&slot);
-                        shared.record_departure(id, format!("ended abnormally: {error}"));
-                        shared.worker_exited(&slot, true);
-                    }
-                }
-                Some(Err(error)) => {
-                    slot.apply(WorkerEvent::Crashed);
-                    slot.apply(WorkerEvent::Exited);
-                    shared.report_exit(WorkerExit { worker_id: id, pid: None });
-                    shared.record_departure(id, "never started: its setup failed".to_owned());
-                    shared.worker_exited(&slot, false);
-                    on_ready(Err(StartError::Failed(error)));
-                }
-                None => {
-                    slot.apply(WorkerEvent::StopRequested);
-                    slot.apply(WorkerEvent::Exited);
-                    shared.report_exit(WorkerExit { worker_id: id, pid: None });
-                    shared.worker_exited(&slot, false);
-                    on_ready(Err(StartError::ShutDown));
-                }
-            }
-        });
-        id
+        launch(&self.shared, runtime, |_| start, move |r| on_ready(r.map(|(slot, value)| (slot.id, value))))
     }
 
     /// Starts a worker and waits for its setup; see [`Supervisor::start_worker`].
@@ -256,9 +216,32 @@ impl<W: Workable> Supervisor<W> {
         rx.await.unwrap_or(Err(StartError::ShutDown))
     }
 
+    /// Makes this an on-demand pool's worker factory (see [`Config::on_demand`]), replacing
+    /// the previous one: `factory(id)` starts the fresh worker that will have id `id`, for one
+    /// task; its error is what that task fails with. Until a factory is set, submitting to an
+    /// on-demand pool fails with [`SubmitError::NoWorkers`]. Ignored by other pools.
+    pub fn set_worker_factory<F, S>(&self, factory: F)
+    where
+        F: Fn(u64) -> S + Send + Sync + 'static,
+        S: Future<Output = Result<W, TaskError<W::Error>>> + Send + 'static,
+    {
+        self.shared.on_demand.set_factory(Arc::new(move |id| -> WorkerStart<W> { Box::pin(factory(id)) }));
+    }
+
+    /// The workers an on-demand pool started, failed to start and retired so far; `None` for
+    /// other pools.
+    #[must_use]
+    pub fn on_demand_stats(&self) -> Option<OnDemandStats> {
+        let cap = self.shared.config.on_demand?;
+        Some(self.shared.on_demand.stats(cap, on_demand::live_workers(&self.shared)))
+    }
+
     fn check_accepting(&self, task: W::Task) -> Result<W::Task, SubmitError<W::Task>> {
         if self.shared.phase() != Phase::Running {
             return Err(SubmitError::ShutDown(task));
+        }
+        if self.shared.config.on_demand.is_some() && self.shared.on_demand.factory().is_none() {
+            return Err(SubmitError::NoWorkers(task, self.shared.no_worker_reason()));
         }
         if self.shared.live.load(Ordering::Acquire) == 0 {
             return Err(SubmitError::NoWorkers(task, self.shared.no_worker_reason()));
@@ -383,8 +366,10 @@ impl<W: Workable> Supervisor<W> {
     /// Takes an idle worker that has a direct lane, for one call run by the calling thread,
     /// provided nothing is queued (a direct call never overtakes queued tasks). `None`: no
     /// worker is free that way; submit normally.
+    /// Never in an on-demand pool: its workers take tasks only from its dispatcher.
     pub fn claim_idle(&self) -> Option<Claim<W>> {
-        if self.shared.phase() != Phase::Running || self.shared.queue.len() > 0 {
+        let on_demand = self.shared.config.on_demand.is_some();
+        if on_demand || self.shared.phase() != Phase::Running || self.shared.queue.len() > 0 {
             return None;
         }
         let slots = self.shared.slots();

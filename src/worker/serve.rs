@@ -8,13 +8,14 @@
 //! one starts (see `SupervisorBuilder::on_worker_exit`).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::error::{NoWorkerReason, TaskError, WorkerFault};
+use crate::error::{NoWorkerReason, StartError, TaskError, WorkerFault};
 use crate::job::Job;
 use crate::pool::config::WorkerExit;
 use crate::pool::shutdown::Phase;
@@ -61,6 +62,11 @@ enum Exit {
     Retire,
     /// Failed for good (gave up, or the restart policy lets it go); the text says why.
     Left(String),
+    /// An on-demand worker ran its one task (`failed`: and broke, so it is killed, not
+    /// stopped); it is never restarted or reused.
+    Spent {
+        failed: bool,
+    },
 }
 
 /// How recovering a failed worker ended.
@@ -159,6 +165,7 @@ pub(crate) async fn serve<W: Workable>(
                 continue;
             }
             Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
+                JobEnd::Idle if config.on_demand.is_some() => break Exit::Spent { failed: false },
                 JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
                     match recycle(&mut worker, &slot, &shared).await {
                         Ok(()) => continue,
@@ -183,6 +190,11 @@ pub(crate) async fn serve<W: Workable>(
             },
         };
         slot.set_lane(None);
+        if config.on_demand.is_some() {
+            // Not restarted: its task failed (or runs again on a fresh worker, see `run_job`).
+            slot.set_last_error(failure.fault.to_string());
+            break Exit::Spent { failed: true };
+        }
         match recover(&mut worker, &slot, &shared, &mut restarts, failure, &mut phase).await {
             Recovery::Serving => slot.set_lane(worker.lane()),
             Recovery::Killed => break Exit::Kill,
@@ -196,6 +208,7 @@ pub(crate) async fn serve<W: Workable>(
     let departure = match &exit {
         Exit::Left(reason) => Some(reason.clone()),
         Exit::Retire => Some("retired".to_owned()),
+        Exit::Spent { .. } => Some("retired after its one task (on demand)".to_owned()),
         Exit::Stop | Exit::Kill => None,
     };
     for job in leftovers {
@@ -213,11 +226,11 @@ pub(crate) async fn serve<W: Workable>(
     match exit {
         // Stays `Failed`, so stats show why.
         Exit::Left(_) => worker.kill().await,
-        Exit::Stop | Exit::Kill | Exit::Retire => {
+        Exit::Stop | Exit::Kill | Exit::Retire | Exit::Spent { .. } => {
             if slot.state() != WorkerState::Stopping {
                 slot.apply(WorkerEvent::StopRequested);
             }
-            if matches!(exit, Exit::Kill) {
+            if matches!(exit, Exit::Kill | Exit::Spent { failed: true }) {
                 worker.kill().await;
             } else {
                 worker.stop().await;
@@ -227,10 +240,85 @@ pub(crate) async fn serve<W: Workable>(
     }
     shared.report_process_end(&slot);
     slot.set_pid(None);
-    if let Some(reason) = departure {
-        shared.record_departure(slot.id, reason);
+    match (&exit, departure) {
+        // Its normal end, not news: `NoWorkers` errors keep naming workers that did go wrong.
+        (Exit::Spent { .. }, _) => shared.on_demand.retired(),
+        (_, Some(reason)) => shared.record_departure(slot.id, reason),
+        (_, None) => {}
     }
-    shared.worker_exited(&slot, !matches!(exit, Exit::Retire));
+    // Whatever the worker holds goes before its place is given back: an on-demand pool starts
+    // the next worker as soon as it is.
+    drop(worker);
+    shared.worker_exited(&slot, !matches!(exit, Exit::Retire | Exit::Spent { .. }));
+}
+
+/// Registers a worker and runs its setup, `start(id)`, on `runtime` (so a process it spawns is
+/// tied to a long-lived thread), then its serve loop; `on_ready` gets its slot and what the
+/// setup returned, or why it failed. Returns the worker's id. Used by
+/// [`Supervisor::start_worker`] and the on-demand dispatcher (which starts workers while the
+/// pool drains, too).
+pub(crate) fn launch<W, S, E, F, M, R>(
+    shared: &Arc<Shared<W>>,
+    runtime: tokio::runtime::Handle,
+    start: M,
+    on_ready: R,
+) -> u64
+where
+    W: Workable,
+    S: Send + 'static,
+    E: Send + 'static,
+    F: Future<Output = Result<(W, S), E>> + Send + 'static,
+    M: FnOnce(u64) -> F,
+    R: FnOnce(Result<(Arc<WorkerSlot<W>>, S), StartError<E>>) + Send + 'static,
+{
+    let id = shared.next_worker_id.fetch_add(1, Ordering::Relaxed);
+    let start = start(id);
+    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    let slot = Arc::new(WorkerSlot::new(id, inbox_tx));
+    shared.slots().push(Arc::clone(&slot));
+    shared.live.fetch_add(1, Ordering::AcqRel);
+    let shared = Arc::clone(shared);
+    runtime.spawn(async move {
+        let mut phase = shared.phase.subscribe();
+        let started = tokio::select! {
+            started = start => Some(started),
+            _ = phase.wait_for(|p| *p >= Phase::Killing) => None,
+        };
+        match started {
+            Some(Ok((worker, value))) => {
+                slot.process_started(worker.pid());
+                // The lane first: a caller told the worker is ready may claim it at once.
+                slot.set_lane(worker.lane());
+                slot.apply(WorkerEvent::Ready);
+                on_ready(Ok((Arc::clone(&slot), value)));
+                // Serve on a task of its own so a panicking worker is noticed, not lost.
+                let serving = tokio::spawn(serve(worker, Arc::clone(&slot), inbox_rx, Arc::clone(&shared)));
+                if let Err(error) = serving.await {
+                    // The worker (and its process, killed on drop) went down with the task.
+                    slot.mark_panicked(format!("worker task ended abnormally: {error}"));
+                    shared.report_process_end(&slot);
+                    shared.record_departure(id, format!("ended abnormally: {error}"));
+                    shared.worker_exited(&slot, true);
+                }
+            }
+            Some(Err(error)) => {
+                slot.apply(WorkerEvent::Crashed);
+                slot.apply(WorkerEvent::Exited);
+                shared.report_exit(WorkerExit { worker_id: id, pid: None });
+                shared.record_departure(id, "never started: its setup failed".to_owned());
+                shared.worker_exited(&slot, false);
+                on_ready(Err(StartError::Failed(error)));
+            }
+            None => {
+                slot.apply(WorkerEvent::StopRequested);
+                slot.apply(WorkerEvent::Exited);
+                shared.report_exit(WorkerExit { worker_id: id, pid: None });
+                shared.worker_exited(&slot, false);
+                on_ready(Err(StartError::ShutDown));
+            }
+        }
+    });
+    id
 }
 
 /// Waits until a direct-lane caller gives the worker back; false when the pool is killed first.
@@ -285,7 +373,12 @@ async fn run_job<W: Workable>(
         BatchEnd::Killed => JobEnd::Killed,
         BatchEnd::Failed { fault, unstarted, stage } => {
             for job in unstarted {
-                if job.addressed {
+                if shared.config.on_demand.is_some() && stage != FailureStage::Task {
+                    // Its fresh worker died before the task reached it: fail it rather than
+                    // start worker after worker for it.
+                    let fault = WorkerFault::new(format!("on-demand worker died before its task started: {fault}"));
+                    job.fail(TaskError::WorkerCrashed { worker: slot.id, fault });
+                } else if job.addressed {
                     // Runs on this worker once it is back, or fails naming it.
                     slot.addressed_waiting.fetch_add(1, Ordering::AcqRel);
                     held.push_back(job);

@@ -4,10 +4,11 @@ worker per call) and return futures at once.
 
 ::
 
-    pool.process(x) ─▶ when_resolved (argument futures) ─▶ backend.submit ─▶ PoolFuture
+    pool.process(x) ─▶ when_resolved (argument futures) ─▶ SPool.submit_call ─▶ PoolFuture
                                                              │
-                     _Fixed:    one SPool, max_workers workers, core load balancing
-                     _OnDemand: per call SPool.spawn + call + shutdown, ≤ max_workers at once
+                     fixed:     max_workers long-lived workers, core load balancing
+                     on demand: SPool(on_demand=max_workers): the core starts a fresh worker
+                                per call (≤ max_workers at once) and retires it after the call
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import collections
 import inspect
 import os
-import queue
 import threading
 import time
 import weakref
@@ -63,14 +63,27 @@ def _spool_options(mode: str, load_balancing: str, extra: dict[str, Any]) -> dic
     return options
 
 
-class _Fixed:
-    """``max_workers`` long-lived workers in one SPool."""
+class _Backend:
+    """The SPool behind a :class:`WorkerPool`: ``n`` long-lived workers, or, ``on_demand``, a
+    core on-demand pool of at most ``n`` workers at once (a fresh one per call, spawned with
+    the pool's constructor arguments and retired after the call; none while idle)."""
 
-    def __init__(self, host: type[WorkerHost], n: int, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any):
-        self.spool: SPool[Any] = SPool(host, **options)
+    def __init__(
+        self,
+        host: type[WorkerHost],
+        n: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_demand: bool,
+        **options: Any,
+    ):
+        self.on_demand = on_demand
+        self.spool: SPool[Any] = SPool(host, on_demand=n if on_demand else None, **options)
         self._spawn = (args, kwargs)
         try:
-            for f in [self.spool.submit_spawn(*args, **kwargs) for _ in range(n)]:
+            if on_demand:
+                self.spool.spawn(*args, **kwargs)  # records them: no worker starts yet
+            for f in [self.spool.submit_spawn(*args, **kwargs) for _ in range(0 if on_demand else n)]:
                 f.result()
         except BaseException:
             self.spool.shutdown(wait=True, kill=True)
@@ -80,6 +93,8 @@ class _Fixed:
         return self.spool.submit_call(method, *args, **kwargs)
 
     def resize(self, n: int) -> None:
+        if self.on_demand:
+            raise ValueError("an on-demand pool's max_workers is fixed when it is created")
         args, kwargs = self._spawn
         self.spool.resize(n, *args, **kwargs)
 
@@ -119,94 +134,6 @@ class _Fixed:
         if graceful.is_alive():
             self.spool.shutdown(wait=True, kill=True)
             graceful.join()
-
-
-class _OnDemand:
-    """A fresh worker per call, destroyed after it; at most ``cap`` at once. Each call runs on
-    a driver thread: it starts a one-worker SPool, calls, and shuts the pool down."""
-
-    def __init__(self, host: type[WorkerHost], cap: int, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any):
-        self._host = host
-        self._spawn = (args, kwargs)
-        self._options = {**options, "restart": "never"}
-        self.cap = cap
-        self._calls: queue.SimpleQueue[tuple[Future[Any], str, tuple[Any, ...], dict[str, Any]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._waiting = 0  # calls queued, not yet taken by a driver
-        self._idle = 0  # drivers waiting for a call
-        self.live: dict[int, PoolWorkerStats] = {}  # driver id -> its worker's stats
-        self.created = 0
-
-    def submit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        with self._lock:
-            self._waiting += 1
-            self._calls.put((future, method, args, kwargs))
-            if self._waiting > self._idle and len(self._threads) < self.cap:
-                driver = threading.Thread(target=self._drive, name="concurry-on-demand", daemon=True)
-                self._threads.append(driver)
-                driver.start()
-        return future
-
-    def _drive(self) -> None:
-        me = threading.get_ident()
-        while True:
-            with self._lock:
-                self._idle += 1
-            item = self._calls.get()
-            with self._lock:
-                self._idle -= 1
-                if item is None:
-                    return
-                self._waiting -= 1
-            future, method, args, kwargs = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                with SPool(self._host, **self._options) as spool:
-                    init_args, init_kwargs = self._spawn
-                    pid = spool.spawn(*init_args, **init_kwargs)
-                    with self._lock:
-                        self.created += 1
-                        self.live[me] = {"id": self.created, "pid": pid, "state": "busy", "active_calls": 1}
-                    result = spool.call(method, *args, **kwargs)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            finally:
-                with self._lock:
-                    self.live.pop(me, None)
-
-    def resize(self, n: int) -> None:
-        self.cap = max(1, n)
-
-    def workers(self) -> list[PoolWorkerStats]:
-        with self._lock:
-            return [{**w, "total_calls": 1} for w in self.live.values()]
-
-    def queued(self) -> int:
-        return self._waiting
-
-    def abandon(self) -> None:
-        """The pool was collected: the drivers run the calls already queued, then end (their
-        one-worker pools stop with each call). Returns at once."""
-        with self._lock:
-            drivers = len(self._threads)
-        for _ in range(drivers):
-            self._calls.put(None)
-
-    def stop(self, timeout: float | None) -> None:
-        with self._lock:
-            threads = list(self._threads)
-        for _ in threads:
-            self._calls.put(None)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for t in threads:
-            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 class _Method:
@@ -292,17 +219,14 @@ class WorkerPool:
         self._stopped = False
         host = host_class(worker_cls, self.limits, retry or RetryConfig(), mode)
         options = _spool_options(mode, _CANONICAL[self._algorithm], pool_options or {})
-        self._backend: _Fixed | _OnDemand
         if on_demand:
-            cap = max_workers or max(1, (os.cpu_count() or 2) - 1)
-            self.max_workers = cap
-            self._backend = _OnDemand(host, cap, args, kwargs, **options)
+            self.max_workers = max_workers or max(1, (os.cpu_count() or 2) - 1)
         else:
             self.max_workers = 1 if max_workers in (None, 0) else int(max_workers or 1)
-            self._backend = _Fixed(host, self.max_workers, args, kwargs, **options)
+        self._backend = _Backend(host, self.max_workers, args, kwargs, on_demand, **options)
         self._generation = _lifecycle.GENERATION
-        # Drivers and completers hold the backend, never this pool: a pool nobody references
-        # is collected, finishes its queued calls and stops (like a dropped executor).
+        # Completers hold the backend, never this pool: a pool nobody references is collected,
+        # finishes its queued calls and stops (like a dropped executor).
         weakref.finalize(self, self._backend.abandon).atexit = False
 
     # -- calls ---------------------------------------------------------------------------
@@ -347,14 +271,15 @@ class WorkerPool:
     # -- management ----------------------------------------------------------------------
 
     def resize(self, n: int) -> None:
-        """Grows or shrinks the pool to ``n`` workers (on-demand: the cap) without losing
-        tasks: leaving workers finish their current task, queued tasks go to the others."""
-        if n < 0 or (n == 0 and not self.on_demand):
+        """Grows or shrinks the pool to ``n`` workers without losing tasks: leaving workers
+        finish their current task, queued tasks go to the others. An on-demand pool's cap is
+        fixed (:class:`ValueError`)."""
+        if n < 1:
             raise ValueError(f"a pool needs at least one worker, got {n}")
         if self._generation != _lifecycle.GENERATION:
             raise _lifecycle.forked_error()
         self._backend.resize(n)
-        self.max_workers = n if not self.on_demand else max(1, n)
+        self.max_workers = n
 
     def get_pool_stats(self) -> WorkerPoolStats:
         """``total_workers``, ``max_workers``, ``on_demand``, ``stopped``, ``mode``,
@@ -409,9 +334,9 @@ class WorkerPool:
         return self._blocking
 
     @property
-    def spool(self) -> SPool[Any] | None:
-        """The underlying :class:`~stateful_pool.SPool` (``None`` for on-demand pools)."""
-        return self._backend.spool if isinstance(self._backend, _Fixed) else None
+    def spool(self) -> SPool[Any]:
+        """The underlying :class:`~stateful_pool.SPool` (on demand: a core on-demand pool)."""
+        return self._backend.spool
 
     def stop(self, timeout: float | None = None) -> None:
         """Stops the pool after the queued and running calls finish; with ``timeout``, kills

@@ -95,6 +95,7 @@ impl HostShared {
 }
 
 /// How the hosts of one worker are started and stopped.
+#[derive(Clone)]
 pub(crate) struct HostSpec {
     pub(crate) launcher: Arc<Py<PyAny>>,
     pub(crate) init: Arc<Py<PyAny>>,

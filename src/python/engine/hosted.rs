@@ -60,13 +60,17 @@ impl HostedEngine {
     }
 
     fn start_group(&self, init: Arc<Py<PyAny>>, report: ReportFn<Lane>) {
-        let group = Arc::new(Group::new(HostSpec {
+        let spec = HostSpec {
             launcher: Arc::clone(&self.hosts.launcher),
             init,
             stop_timeout: self.hosts.stop_timeout,
             cancel_on_kill: self.cancel_on_kill,
             inline: self.inline.clone(),
-        }));
+        };
+        if self.core.supervisor.config().on_demand.is_some() {
+            return super::on_demand::record_hosted(&self.core.supervisor, spec, report);
+        }
+        let group = Arc::new(Group::new(spec));
         let report = Arc::new(StartReport(Mutex::new(Some(report))));
         // Group id = first lane id; ids are handed out in order, so it is known before starting.
         let group_id = Arc::new(AtomicU64::new(u64::MAX));

@@ -7,7 +7,7 @@
 //! workers start. Files: `options` (the pool's options), `core` (the shared engine), `slot`
 //! (reply slots and tickets), `members` (lanes of one worker), `process` and `direct`
 //! (process workers and their direct lane), `hosted`, `lane`, `host`, `channel` (in-process
-//! hosts), `inline` (sync mode's caller-run work).
+//! hosts), `inline` (sync mode's caller-run work), `on_demand` (a fresh worker per call).
 
 mod channel;
 mod core;
@@ -18,6 +18,7 @@ mod inline;
 mod kind;
 mod lane;
 mod members;
+mod on_demand;
 mod options;
 mod process;
 mod slot;

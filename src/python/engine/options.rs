@@ -95,6 +95,9 @@ pub(crate) struct EngineOptions {
     launcher: Option<Py<PyAny>>,
     #[pyo3(default)]
     max_concurrency: Option<usize>,
+    /// A fresh worker per call, at most this many at once (process, thread and ray modes).
+    #[pyo3(default)]
+    on_demand: Option<usize>,
     /// Process mode: a task tree's namespace, served to the workers as upcalls.
     #[pyo3(default)]
     namespace: Option<Py<crate::python::namespace::CoreNamespace>>,
@@ -129,6 +132,12 @@ impl EngineOptions {
         if self.max_concurrency.is_some() && mode != Mode::Asyncio {
             return Err(PyValueError::new_err("max_concurrency needs mode='asyncio'"));
         }
+        if self.on_demand.is_some() && matches!(mode, Mode::Sync | Mode::Asyncio) {
+            let mode = mode.as_str();
+            return Err(PyValueError::new_err(format!(
+                "on_demand needs mode 'process', 'thread' or 'ray', not {mode:?}"
+            )));
+        }
         Ok(Config {
             queue_capacity: self.queue_size,
             // One thread: the serve loops' short reply spins measured faster serialised there
@@ -142,6 +151,7 @@ impl EngineOptions {
             max_tasks_per_worker: self.max_tasks_per_worker,
             max_memory_per_worker: self.max_memory_per_worker,
             crash_retries: self.crash_retries,
+            on_demand: self.on_demand,
             load_balancing: self
                 .load_balancing
                 .parse()

@@ -66,6 +66,9 @@ impl ProcessEngine {
     pub(crate) fn start(&self, init: &Bound<'_, PyAny>) -> PyResult<impl FnOnce(ReportFn<ProcessWorker>) + '_> {
         let init = Arc::new(init.extract::<Vec<u8>>()?);
         Ok(move |report: ReportFn<ProcessWorker>| {
+            if self.core.supervisor.config().on_demand.is_some() {
+                return super::on_demand::record_process(&self.core.supervisor, &self.spec, init, report);
+            }
             self.core.supervisor.start_worker(ProcessWorker::start(Arc::clone(&self.spec), init), report);
         })
     }
