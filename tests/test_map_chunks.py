@@ -210,3 +210,15 @@ def test_executor_map_resolves_futures_among_the_items() -> None:
     with TaskWorker.options(mode="thread", max_workers=2).init() as pool:
         futures = [pool.submit(_inc, i) for i in range(5)]
         assert list(pool.map(_inc, futures, chunksize=5)) == [i + 2 for i in range(5)]
+
+
+def test_ray_mode_runs_chunks(ray_cluster: object) -> None:
+    with SPool(Items, mode="ray", actor_options={"num_cpus": 0}) as pool:
+        pool.spawn()
+        before = _dispatched(pool)
+        assert list(pool.map(range(100), chunksize=10)) == list(range(1, 101))
+        assert _dispatched(pool) - before == 10
+        results = pool.map([1, -1, 3], chunksize=3)
+        assert next(results) == 2
+        with pytest.raises(ValueError, match="item -1 fails"):
+            next(results)
