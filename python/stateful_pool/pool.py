@@ -352,7 +352,8 @@ class SPool(Generic[W]):
         ``window`` chunks are in flight, so huge or endless inputs work."""
         self._check_open()
         workers = max(1, len(self._core.live_worker_ids()))
-        window = window or max(64, 4 * workers)
+        # Chunks of about 1 ms keep a worker busy with two in flight each; small fixed chunks need more.
+        window = window or (2 * workers + 2 if chunksize is None else max(64, 4 * workers))
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
         sizer = ChunkSizer(chunksize, total, workers)
         self._check_method("execute")
