@@ -5,6 +5,7 @@ per-chunk timeouts, progress counted in items, in every mode."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -52,6 +53,26 @@ class Crashy(SWorker):
             os._exit(3)
         Path(self.log_dir, f"done-{x}").touch()
         return x
+
+
+class AsyncItems(SWorker):
+    """``async def execute``: awaited by the asyncio host, the items of a chunk together."""
+
+    def spawn(self) -> None:
+        self.napping = self.most_napping = 0
+
+    async def execute(self, x: int) -> int:
+        if x % 10 == 0:
+            self.napping += 1
+            self.most_napping = max(self.most_napping, self.napping)
+            await asyncio.sleep(0.2)
+            self.napping -= 1
+        if x == -1:
+            raise ValueError("item -1 fails")
+        return x + 1
+
+    def most_at_once(self) -> int:
+        return self.most_napping
 
 
 class Sleepy(SWorker):
@@ -171,6 +192,18 @@ def test_the_map_stops_its_queued_chunks_when_closed() -> None:
         results.close()  # the 38 or so chunks still queued are cancelled
         wait_until(lambda: pool.stats()["queued"] == 0, what="the queued chunks are cancelled")
         assert sum(w["tasks_done"] for w in pool.stats()["workers"]) <= 3, "cancelled chunks never run"
+
+
+def test_asyncio_mode_awaits_the_items_of_a_chunk_together() -> None:
+    with SPool(AsyncItems, mode="asyncio") as pool:
+        pool.spawn()
+        assert list(pool.map(range(100), chunksize=50)) == list(range(1, 101))
+        # Ten items nap, five to a chunk: those of a chunk nap at once.
+        assert pool.call("most_at_once") >= 5
+        results = pool.map([1, -1, 3], chunksize=3)
+        assert next(results) == 2
+        with pytest.raises(ValueError, match="item -1 fails"):
+            next(results)
 
 
 # -- TaskPool / Executor.map ------------------------------------------------------------------
