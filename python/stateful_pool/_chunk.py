@@ -71,16 +71,20 @@ def run_chunk(worker: Any, method: str, prefix: tuple[Any, ...], items: Sequence
     fn = getattr(worker, check_method_name(method))
     if prefix:
         fn = functools.partial(fn, *prefix)
+    remaining = iter(items)
+    calls = itertools.starmap(fn, remaining) if spread else map(fn, remaining)
     results: list[Any] = []
     errors: list[tuple[int, BaseException]] = []
-    append = results.append
     start = time.perf_counter()
-    for index, item in enumerate(items):
+    while True:
         try:
-            append(fn(*item) if spread else fn(item))
+            # At C speed; when an item raises, the results before it are kept and the calls
+            # go on from the next item (they share the iterator).
+            results.extend(calls)
+            break
         except (Exception, SystemExit) as exc:
-            append(None)
-            errors.append((index, exc))
+            errors.append((len(results), exc))
+            results.append(None)
     return (time.perf_counter() - start, results, errors)
 
 
@@ -143,9 +147,9 @@ def portable(reply: Any) -> list[Any]:
 
 class ChunkSizer:
     """Chunk sizes for one ``map``: a fixed ``chunksize``, or (``None``) sizes that start at 1
-    and at most double per chunk, toward about a millisecond of work per chunk as measured by
-    the workers (a moving average of the per-item time), and no more than a quarter of a
-    worker's share of a sized input (so every worker gets several chunks). ``blind``: the
+    and grow at most fourfold per chunk measured, toward about a millisecond of work per chunk
+    as the workers measure it (a moving average of the per-item time), and no more than a
+    quarter of a worker's share of a sized input (so every worker gets several chunks). ``blind``: the
     chunks are all sent before any result comes back, so sizes double per chunk up to that
     quarter (``multiprocessing.Pool.map``'s chunk size)."""
 
@@ -168,14 +172,14 @@ class ChunkSizer:
         return size
 
     def observe(self, items: int, seconds: float) -> None:
-        """Records that a worker ran ``items`` items in ``seconds``: the size doubles, up to
-        the target (so it grows only on evidence of the items' time)."""
+        """Records that a worker ran ``items`` items in ``seconds``: the size grows fourfold,
+        up to the target (so it grows only on evidence of the items' time)."""
         if items <= 0 or seconds < 0 or self.fixed is not None:
             return
         per_item = max(seconds / items, 1e-9)
         self._per_item = per_item if self._per_item is None else 0.7 * self._per_item + 0.3 * per_item
         target = max(1, min(self._cap, int(_TARGET_SECONDS / self._per_item)))
-        self._size = min(2 * self._size, target)
+        self._size = min(4 * self._size, target)
 
 
 def _item_exception(error: Any) -> BaseException:
