@@ -19,11 +19,9 @@ picks chunk sizes from the per-item time the workers measure.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import functools
-import inspect
 import itertools
 import math
 import time
@@ -99,6 +97,8 @@ def call_method(worker: Any, method: str, args: tuple[Any, ...], kwargs: dict[st
 async def await_reply(result: Any, is_chunk: bool) -> Any:
     """For the asyncio host: the result awaited, or for a chunk, its awaitable results awaited
     together (the items' coroutines run concurrently on the worker's loop)."""
+    import asyncio  # here: a process worker imports this module at start, and never needs it
+    import inspect
     if not is_chunk:
         return await result if inspect.isawaitable(result) else result
     seconds, results, errors = result
