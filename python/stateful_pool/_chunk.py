@@ -99,6 +99,7 @@ async def await_reply(result: Any, is_chunk: bool) -> Any:
     together (the items' coroutines run concurrently on the worker's loop)."""
     import asyncio  # here: a process worker imports this module at start, and never needs it
     import inspect
+
     if not is_chunk:
         return await result if inspect.isawaitable(result) else result
     seconds, results, errors = result
