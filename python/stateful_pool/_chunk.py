@@ -9,7 +9,7 @@ item failed) and ``(index, exception)`` for each failed item, so one item's exce
 item only.
 
 The caller (``SPool.map``, ``TaskPool.map``) turns a chunk's reply back into per-item results
-with :func:`chunk_results`. When the chunk *call* fails as a whole (its worker crashed or was
+with :func:`chunk_parts`. When the chunk *call* fails as a whole (its worker crashed or was
 killed on a timeout, its message was too large, ...), every item of the chunk is run again on
 its own, as one task each: an item that crashes its worker then fails alone with
 :class:`WorkerCrashedError`, and the others complete. Items of that chunk that had finished
