@@ -52,6 +52,12 @@ Workloads 7 and 8 have extra peers, which run only these two: ``stateful_pool (s
 interpreter per worker, ``start_method="spawn"``; ``stateful_pool`` is the default zygote) and
 ProcessPoolExecutor with the ``forkserver`` and ``spawn`` start methods (the baseline uses the
 platform default, fork on Linux before Python 3.14).
+9. ``map``: ``map`` of a no-op over N tiny items (300,000; 30,000 with ``--quick``) through 2
+   workers, items/s. "auto": each pool's own chunking (stateful_pool: ``pool.map(items)``, sized
+   from the measured per-item time; ``multiprocessing.Pool.map``: its automatic chunks;
+   ProcessPoolExecutor and loky: ``map(chunksize=1000)``, they have no automatic size; mpire:
+   its ``map``). "one item per message": the same with ``chunksize=1`` over N/15 items
+   (stateful_pool's per-item path; the peers' ``map(chunksize=1)``).
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ START_ONLY_PEERS = PEERS[6:]
 START_PEERS = ("stateful_pool", BASELINE, *START_ONLY_PEERS)
 START_SAMPLES = 20
 PEER_PACKAGES = {"loky": "loky", "mpire": "mpire", "ray": "ray"}
-WORKLOADS = ("roundtrip", "tiny", "numpy", "spawn", "cpu", "idle", *START_WORKLOADS)
+WORKLOADS = ("roundtrip", "tiny", "map", "numpy", "spawn", "cpu", "idle", *START_WORKLOADS)
 
 
 # -- what the workers run (module level: spawn-based workers import it from here) --------------
@@ -247,6 +253,11 @@ class Peer:
     def finish(self) -> None:
         """Peer-wide teardown, once, at the end."""
 
+    def map(self, items: range, chunksize: int | None) -> list[Any]:
+        """``ident`` over ``items`` through the warm pool, in order; ``chunksize=None``: the
+        pool's own choice of chunks."""
+        raise NotImplementedError
+
     def warm(self, workers: int, burn_iters: int) -> None:
         """A burst of work on every worker (starts lazily created workers, fills caches)."""
         self.gather([self.submit(i) for i in range(50 * workers)])
@@ -281,6 +292,9 @@ class SPoolPeer(Peer):
 
     def submit_burn(self, n: int) -> Any:
         return self.pool.submit_call("burn", n)
+
+    def map(self, items: range, chunksize: int | None) -> list[Any]:
+        return list(self.pool.map(items, chunksize=chunksize))
 
     def gather(self, handles: list[Any], timeout: float = TASK_TIMEOUT_S) -> list[Any]:
         return _gather_futures(handles, timeout)
@@ -387,6 +401,9 @@ class ExecutorPeer(Peer):
     def submit_burn(self, n: int) -> Any:
         return self.executor.submit(burn, n)
 
+    def map(self, items: range, chunksize: int | None) -> list[Any]:
+        return list(self.executor.map(ident, items, chunksize=chunksize or 1000))
+
     def gather(self, handles: list[Any], timeout: float = TASK_TIMEOUT_S) -> list[Any]:
         return _gather_futures(handles, timeout)
 
@@ -440,6 +457,9 @@ class MPPoolPeer(Peer):
     def call(self, x: Any) -> Any:
         return self.pool.apply_async(ident, (x,)).get(TASK_TIMEOUT_S)
 
+    def map(self, items: range, chunksize: int | None) -> list[Any]:
+        return self.pool.map(ident, items, chunksize)
+
     def submit(self, x: Any) -> Any:
         return self.pool.apply_async(ident, (x,))
 
@@ -475,6 +495,9 @@ class MpirePeer(Peer):
 
     def call(self, x: Any) -> Any:
         return self.pool.apply(mpire_ident, args=(x,), task_timeout=TASK_TIMEOUT_S)
+
+    def map(self, items: range, chunksize: int | None) -> list[Any]:
+        return list(self.pool.map(mpire_ident, items, chunk_size=chunksize))
 
     def submit(self, x: Any) -> Any:
         return self.pool.apply_async(mpire_ident, args=(x,))
@@ -645,6 +668,30 @@ def run_tiny(peer: Peer, cfg: dict[str, Any], emit: Emitter) -> None:
         peer.close()
 
 
+def run_map(peer: Peer, cfg: dict[str, Any], emit: Emitter) -> None:
+    n = cfg["map_items"]
+    peer.open(2)
+    try:
+        peer.warm(2, cfg["burn_iters"])
+        try:
+            peer.map(range(100), None)
+        except NotImplementedError:
+            emit("skip", workload="map", why=f"{peer.name} has no map")
+            return
+        for key, size, items in (("map_per_s", None, range(n)), ("map1_per_s", 1, range(n // 15))):
+            rates: list[float] = []
+            for _ in range(cfg["repeat"]):
+                t0 = time.perf_counter()
+                results = peer.map(items, size)
+                elapsed = time.perf_counter() - t0
+                if len(results) != len(items) or results[-1] != len(items) - 1:
+                    raise AssertionError("wrong results")
+                rates.append(len(items) / elapsed)
+            emit("metric", key=key, values=rates, extra={"items": len(items)})
+    finally:
+        peer.close()
+
+
 def run_numpy(peer: Peer, cfg: dict[str, Any], emit: Emitter) -> None:
     import numpy as np
 
@@ -767,6 +814,7 @@ def run_recover(peer: Peer, cfg: dict[str, Any], emit: Emitter) -> None:
 RUNNERS: dict[str, Callable[[Peer, dict[str, Any], Emitter], None]] = {
     "roundtrip": run_roundtrip,
     "tiny": run_tiny,
+    "map": run_map,
     "numpy": run_numpy,
     "spawn": run_spawn,
     "cpu": run_cpu,
@@ -842,6 +890,24 @@ METRICS = (
         0,
     ),
     Metric(
+        "map_per_s",
+        "map",
+        "7a. map over tiny items, 2 workers, each pool's own chunks (stateful_pool: automatic)",
+        "map, tiny items, auto chunks (items/s)",
+        "items/s",
+        True,
+        0,
+    ),
+    Metric(
+        "map1_per_s",
+        "map",
+        "7b. map over tiny items, 2 workers, chunksize=1 (one item per message)",
+        "map, tiny items, chunksize=1 (items/s)",
+        "items/s",
+        True,
+        0,
+    ),
+    Metric(
         "numpy_MBps",
         "numpy",
         "3. 64 MiB numpy array round trip",
@@ -904,6 +970,7 @@ def _budgets(repeat: int) -> dict[str, float]:
         "setup": 120.0,
         "roundtrip": 60.0 + 10.0 * repeat,
         "tiny": 60.0 + 15.0 * repeat,
+        "map": 120.0 + 30.0 * repeat,
         "numpy": 60.0 + 10.0 * repeat,
         "spawn": 60.0 + 30.0 * repeat,
         "cpu": 60.0 + 10.0 * repeat,
@@ -1229,6 +1296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "tiny_pilot": 50 if args.quick else 200,
         "tiny_target_s": 0.2 if args.quick else 1.0,
         "tiny_max": 2000 if args.quick else 20_000,
+        "map_items": 30_000 if args.quick else 300_000,
         "numpy_trips": 1,
         "cpu_tasks": 10 if args.quick else 40,
         "idle_window_s": 0.5 if args.quick else 2.0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ._chunk import CHUNK_METHOD, portable, run_chunk
 from ._protocol import FRAME_CALL, FRAME_INIT, FRAME_OK, FRAME_RAISED, FRAME_READY, FRAME_STOP, decode_init
 from ._serialize import decode, encode, safe_str
 from .errors import ResultPicklingError
@@ -29,6 +30,8 @@ def _call(worker: Any, payload: Payload) -> list[Any]:
     method, args, kwargs = decode(payload)
     if type(method) is not str or method[:1] == "_":  # inline: this runs once per task
         check_method_name(method)  # raises
+    if method == CHUNK_METHOD:  # many items in one call (see _chunk.py)
+        return portable(run_chunk(worker, *args))
     result = getattr(worker, method)(*args, **kwargs)
     try:
         return encode(result)

@@ -7,15 +7,17 @@ import atexit
 import collections
 import concurrent.futures
 import copy
+import itertools
 import os
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 from . import _core, _lifecycle
+from ._chunk import CHUNK_METHOD, ChunkSizer, MapIterator, chunk_parts, chunk_payload, map_iterator
 from ._decode import decode
 from ._futures import PoolFuture
 from ._protocol import encode_init
@@ -61,6 +63,10 @@ _at_interpreter_exit(_stop_live_pools)
 
 # A forked child must not shut the parent's pools down at its exit (see `_lifecycle`).
 _lifecycle.on_fork_in_child(_live_pools.clear)
+
+
+def _result(future: concurrent.futures.Future[Any]) -> Any:
+    return future.result()
 
 
 class _Users:
@@ -268,7 +274,7 @@ class SPool(Generic[W]):
 
     # -- running tasks ------------------------------------------------------------------
 
-    def _payload(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    def _check_method(self, method: str) -> None:
         self._check_open()
         if type(method) is not str or method not in self._methods:
             # An exact str only: a subclass could override startswith() to pass as public.
@@ -279,9 +285,23 @@ class SPool(Generic[W]):
             if not callable(getattr(self._cls, method, None)):
                 raise AttributeError(f"{self._cls.__name__} has no public method {method!r}")
             self._methods.add(method)
+
+    def _payload(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        self._check_method(method)
         if self._in_process:
             return (method, args, kwargs)  # type: ignore[return-value]
         return encode((method, args, kwargs))
+
+    def _submit_chunk(
+        self, method: str, items: list[Any], prefix: tuple[Any, ...] = (), spread: bool = False
+    ) -> PoolFuture[Any]:
+        """Queues one chunk of ``method`` calls, one per item (see ``_chunk.py``); its future's
+        result is the chunk's reply, for ``_chunk.chunk_results``."""
+        self._check_method(method)
+        call: tuple[Any, ...] = (CHUNK_METHOD, chunk_payload(method, prefix, items, spread), {})
+        payload = call if self._in_process else encode(call)
+        future: PoolFuture[Any] = PoolFuture()
+        return self._completer.register(future, self._core.submit, payload, self._call_timeout, self._submit_timeout)
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``worker.<method>(*args, **kwargs)`` on a free worker and returns its result."""
@@ -338,45 +358,67 @@ class SPool(Generic[W]):
         ordered: bool = True,
         progress: bool | str = False,
         window: int | None = None,
-    ) -> Iterator[Any]:
+        chunksize: int | None = None,
+    ) -> MapIterator:
         """Yields ``execute(item)`` for each item, in input order (or as finished with
-        ``ordered=False``). At most ``window`` tasks are in flight, so huge or endless inputs
-        work. ``progress=True`` (or a description string) shows a tqdm progress bar. The first
-        failing task's exception is raised, and the tasks still queued are cancelled."""
+        ``ordered=False``). The first failing item's exception is raised (after the results
+        before it), and the chunks still queued are cancelled. ``progress=True`` (or a
+        description string) shows a tqdm progress bar counting items.
+
+        Items travel in chunks: one message and one pickle per chunk, the worker calls
+        ``execute`` per item. ``chunksize=None`` sizes them from the per-item time the workers
+        measure: 1 item at first, growing to about 1 ms of work per chunk. An item's exception
+        fails that item only; a chunk whose call fails as a whole (a crash, a ``task_timeout``,
+        which applies per chunk) runs its items again one per task, so the item that crashed
+        fails alone with :class:`WorkerCrashedError` and the others complete. At most
+        ``window`` chunks are in flight, so huge or endless inputs work."""
         self._check_open()
-        window = window or max(64, 4 * max(1, len(self._core.live_worker_ids())))
+        workers = max(1, len(self._core.live_worker_ids()))
+        # Chunks of about 1 ms keep a worker busy with two in flight each; small fixed chunks need more.
+        window = window or (2 * workers + 2 if chunksize is None else max(64, 4 * workers))
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+        sizer = ChunkSizer(chunksize, total, workers)
+        self._check_method("execute")
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc=progress if isinstance(progress, str) else None, unit="task")
-        inflight: collections.deque[PoolFuture[Any]] = collections.deque()
-        items = iter(iterable)
+        return map_iterator(self._map_parts(iter(iterable), ordered, window, sizer, bar))
+
+    def _map_parts(
+        self, items: Iterator[Any], ordered: bool, window: int, sizer: ChunkSizer, bar: Any
+    ) -> Generator[Iterable[Any], None, None]:
+        inflight: collections.deque[tuple[PoolFuture[Any], list[Any]]] = collections.deque()
+
+        def one(item: Any) -> PoolFuture[Any]:
+            return self.submit_call("execute", item)
+
         try:
             exhausted = False
             while True:
                 while not exhausted and len(inflight) < window:
-                    try:
-                        item = next(items)
-                    except StopIteration:
+                    chunk = list(itertools.islice(items, sizer.next_size()))
+                    if not chunk:
                         exhausted = True
                         break
-                    inflight.append(self.submit_call("execute", item))
+                    inflight.append((self._submit_chunk("execute", chunk), chunk))
                 if not inflight:
                     return
                 if ordered:
-                    done = inflight.popleft()
+                    future, chunk = inflight.popleft()
                 else:
-                    finished, _ = concurrent.futures.wait(inflight, return_when=concurrent.futures.FIRST_COMPLETED)
-                    done = cast("PoolFuture[Any]", finished.pop())
-                    inflight.remove(done)
-                result = done.result()
-                if bar is not None:
-                    bar.update(1)
-                yield result
+                    finished, _ = concurrent.futures.wait(
+                        [f for f, _ in inflight], return_when=concurrent.futures.FIRST_COMPLETED
+                    )
+                    done = finished.pop()
+                    at = next(i for i, entry in enumerate(inflight) if entry[0] is done)
+                    future, chunk = inflight[at]
+                    del inflight[at], finished, done
+                yield from chunk_parts(future, chunk, _result, one, sizer, bar)
+                del future, chunk
         finally:
-            for future in inflight:
+            for future, _ in inflight:
                 future.cancel()
             if bar is not None:
                 bar.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, ClassVar
 
 import cloudpickle
@@ -112,7 +113,7 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
         /,
         *fn_and_iterables: Any,
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | None = None,
         ordered: bool = True,
         progress: bool | str | dict[str, Any] = False,
         window: int | None = None,
@@ -121,9 +122,10 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
         in input order (or as they finish with ``ordered=False``), with a tqdm bar if
         ``progress``. As :meth:`concurrent.futures.Executor.map`, every call is submitted now
         and ``timeout`` (counted from this call) cancels the calls not done when it runs out;
-        with ``window``, at most that many calls are in flight (the first ``window`` submitted
-        now, the rest as results are taken), so huge or endless inputs work. ``chunksize``
-        must be at least 1; each call is one task either way."""
+        with ``window``, at most that many chunks are in flight (the first ``window`` submitted
+        now, the rest as results are taken), so huge or endless inputs work. Calls travel in
+        chunks of ``chunksize`` (at least 1; ``None``: sized automatically, see
+        ``_executor_map``); one call's exception fails that call only."""
         self._check_accepting()
         blob, iterables = self._blob("map", fn_and_iterables)
         bar = None
@@ -133,6 +135,16 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
             if isinstance(progress, dict):
                 bar_options.update(progress)
             bar = ProgressBar(total=min(sized) if sized else None, **bar_options)
+        spool = self.spool
+        submit_chunk = None
+        if spool is not None:  # on demand, every call has a worker of its own: no chunks
+
+            def send(chunk: list[tuple[Any, ...]]) -> Future[Any]:
+                return spool._submit_chunk("run", chunk, (blob,), spread=True)
+
+            def submit_chunk(chunk: list[tuple[Any, ...]]) -> Future[Any]:
+                return when_resolved((chunk,), {}, send) if self._unwrap_futures else send(chunk)
+
         return executor_map(
             lambda args: when_resolved((blob, *args), {}, lambda *a: self._dispatch("run", a, {})),
             iterables,
@@ -141,6 +153,8 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
             ordered=ordered,
             window=window,
             bar=bar,
+            submit_chunk=submit_chunk,
+            workers=self.max_workers,
         )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .._chunk import CHUNK_METHOD, await_reply, call_method
 from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CALL, REQUEST_CANCEL, decode_init
 from .._serialize import safe_str
 from ..errors import RemoteTraceback
@@ -93,8 +94,7 @@ def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str)
     del ready, args, kwargs
 
     def run(payload: Any) -> Any:
-        method, args, kwargs = call_args(payload)
-        return getattr(instance, method)(*args, **kwargs)
+        return call_method(instance, *call_args(payload))
 
     return run
 
@@ -183,7 +183,7 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
         async def run(payload: Any, replier: Any) -> None:
             try:
                 method, call_a, call_kw = call_args(payload)
-                result = await _maybe_await(getattr(instance, method)(*call_a, **call_kw))
+                result = await await_reply(call_method(instance, method, call_a, call_kw), method == CHUNK_METHOD)
             except asyncio.CancelledError:
                 return  # the supervisor timed the call out or killed it, and already replied
             except (Exception, SystemExit) as exc:  # SystemExit fails its task only

@@ -43,12 +43,14 @@ class RayWorkerHost:
 
     def call(self, payload: bytes) -> tuple[int, Any]:
         """Runs one call; a raised exception comes back as a payload, not as a Ray error."""
+        from .._chunk import CHUNK_METHOD, call_method, picklable_errors
         from .._serialize import dump_exception
         from ._host import call_args
 
         try:
             method, args, kwargs = call_args(payload)
-            return READY_OK, getattr(self.instance, method)(*args, **kwargs)
+            result = call_method(self.instance, method, args, kwargs)
+            return READY_OK, picklable_errors(result) if method == CHUNK_METHOD else result
         except Exception as exc:
             return READY_RAISED, dump_exception(exc)
 
