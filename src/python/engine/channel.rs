@@ -20,7 +20,9 @@ fn to_python(py: Python<'_>, shared: &HostShared, request: Request) -> Option<Ho
             shared.taken.fetch_max(id, Ordering::AcqRel);
             Some((REQUEST_CALL, id, Some(payload.clone_ref(py)), Some(Replier(Mutex::new(Some(reply))))))
         }
-        Request::Cancel(id) => Some((REQUEST_CANCEL, id, None, None)),
+        Request::Cancel { id, confirmed } => {
+            Some((REQUEST_CANCEL, id, None, confirmed.map(|reply| Replier(Mutex::new(Some(reply))))))
+        }
         Request::Stop => None,
     }
 }
@@ -46,7 +48,8 @@ pub(crate) struct HostChannel(pub(crate) Arc<HostShared>);
 #[pymethods]
 impl HostChannel {
     /// Waits for the next request: `(REQUEST_CALL, id, payload, replier)` for a call,
-    /// `(REQUEST_CANCEL, id, None, None)` to cancel call `id`, or `None` when the host must end.
+    /// `(REQUEST_CANCEL, id, None, replier)` to cancel call `id` (`replier`, when not `None`, is
+    /// answered with `ok(None)` once the call will not run), or `None` when the host must end.
     fn recv(&self, py: Python<'_>) -> Option<HostRequest> {
         // Blocks with the GIL released and never wakes unless asked to: a daemon thread parked
         // here is harmless at interpreter exit.
@@ -122,5 +125,11 @@ impl Replier {
     /// The host cannot go on: the call fails with `WorkerCrashedError` and the worker restarts.
     fn fatal(&self, message: String) {
         self.send(Reply::Fatal(message));
+    }
+
+    /// The host cannot go on and never started this call: the call goes back to the queue
+    /// and the worker restarts.
+    fn not_run(&self, message: String) {
+        self.send(Reply::NotRun(message));
     }
 }

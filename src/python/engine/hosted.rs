@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 
 use super::core::{EngineCore, ReportFn};
-use super::host::{lock, HostSpec, StartFailure};
+use super::host::{lock, HostSpec, KillPolicy, StartFailure};
 use super::inline::InlineQueue;
 use super::kind::StartOutcome;
 use super::lane::{Group, Lane};
@@ -21,8 +21,8 @@ pub(crate) struct HostedEngine {
     pub(crate) core: EngineCore<Lane>,
     hosts: HostOptions,
     members: Members,
-    /// Kill means "cancel this lane's call" (asyncio), not "give up on the host".
-    cancel_on_kill: bool,
+    /// What giving up on one call does to its host.
+    kill_policy: KillPolicy,
     inline: Option<Arc<InlineQueue>>,
 }
 
@@ -33,17 +33,17 @@ impl HostedEngine {
             .config(config)
             .build()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let kill_policy = match mode {
+            Mode::Asyncio => KillPolicy::Call,
+            // Several calls queued at one actor: a queued one is cancelled alone.
+            Mode::Ray if hosts.concurrency > 1 => KillPolicy::QueuedCallElseHost,
+            _ => KillPolicy::Host,
+        };
         let inline = (mode == Mode::Sync).then(|| Arc::new(InlineQueue::new()));
         // Grouping lanes only matters where a host has several.
         let members = Members::default();
         let grouped = (hosts.concurrency > 1).then(|| members.clone());
-        Ok(Self {
-            core: EngineCore::new(supervisor, grouped, inline.clone()),
-            hosts,
-            members,
-            cancel_on_kill: mode == Mode::Asyncio,
-            inline,
-        })
+        Ok(Self { core: EngineCore::new(supervisor, grouped, inline.clone()), hosts, members, kill_policy, inline })
     }
 
     /// Starts one host with its lanes, set up with `init` (the spawn arguments).
@@ -64,7 +64,7 @@ impl HostedEngine {
             launcher: Arc::clone(&self.hosts.launcher),
             init,
             stop_timeout: self.hosts.stop_timeout,
-            cancel_on_kill: self.cancel_on_kill,
+            kill_policy: self.kill_policy,
             inline: self.inline.clone(),
         }));
         let report = Arc::new(StartReport(Mutex::new(Some(report))));
