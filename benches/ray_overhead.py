@@ -33,40 +33,46 @@ class PlainNoop:
         return x
 
 
-def timings(runs: int, fn: Any) -> list[float]:
-    """``runs`` timings of ``fn()``, in seconds."""
-    samples = []
+def paired(runs: int, plain: Any, ours: Any) -> tuple[list[float], list[float]]:
+    """``runs`` timings (seconds) of ``plain()`` and ``ours()``, alternated so that both see
+    the same load on a shared machine."""
+    plain_times, our_times = [], []
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return samples
+        for fn, times in ((plain, plain_times), (ours, our_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return plain_times, our_times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--depth", type=int, default=32, help="max_concurrency of the pipelined pool")
     options = parser.parse_args()
-    n, runs = options.calls, options.runs
+    n, runs, depth = options.calls, options.runs, options.depth
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         actor = PlainNoop.options(num_cpus=0.1).remote()  # type: ignore[attr-defined]
         ray.get(actor.execute.remote(0))
-        plain_seq = timings(runs, lambda: [ray.get(actor.execute.remote(i)) for i in range(n)])
-        plain_pipe = timings(runs, lambda: ray.get([actor.execute.remote(i) for i in range(n)]))
-        ray.kill(actor)
-
         with SPool(Noop, mode="ray", actor_options={"num_cpus": 0.1}) as pool:
             pool.spawn()
             pool.execute(0)
-            pool_seq = timings(runs, lambda: [pool.execute(i) for i in range(n)])
-        depth = options.depth
+            seq = paired(
+                runs,
+                lambda: [ray.get(actor.execute.remote(i)) for i in range(n)],
+                lambda: [pool.execute(i) for i in range(n)],
+            )
         with SPool(Noop, mode="ray", actor_options={"num_cpus": 0.1}, max_concurrency=depth) as pool:
             pool.spawn()
             pool.execute(0)
-            pool_pipe = timings(runs, lambda: [f.result() for f in [pool.submit_execute(i) for i in range(n)]])
+            pipe = paired(
+                runs,
+                lambda: ray.get([actor.execute.remote(i) for i in range(n)]),
+                lambda: [f.result() for f in [pool.submit_execute(i) for i in range(n)]],
+            )
+        ray.kill(actor)
     finally:
         ray.shutdown()
 
@@ -74,17 +80,18 @@ def main() -> None:
         per_call = sorted(t / n * 1e6 for t in samples)
         return f"{per_call[0]:7.1f} / {statistics.median(per_call):7.1f} / {per_call[-1]:7.1f}"
 
-    def row(name: str, plain: list[float], ours: list[float]) -> str:
+    def row(name: str, times: tuple[list[float], list[float]]) -> str:
+        plain, ours = times
         ratios = sorted(o / p for o, p in zip(ours, plain, strict=True))
         return (
             f"{name:<34} {spread(plain)}   {spread(ours)}   "
-            f"{statistics.median(ours) / statistics.median(plain):5.2f}x (runs {ratios[0]:.2f}-{ratios[-1]:.2f})"
+            f"{statistics.median(ratios):5.2f}x ({ratios[0]:.2f} / {ratios[-1]:.2f})"
         )
 
     print(f"{n} no-op calls, {runs} runs, one worker/actor; µs/call min / median / max")
-    print(f"{'':<34} {'plain Ray actor':^25}   {'SPool(mode=ray)':^25}   ratio of medians")
-    print(row("one at a time (latency)", plain_seq, pool_seq))
-    print(row(f"pipelined, max_concurrency={depth}", plain_pipe, pool_pipe))
+    print(f"{'':<34} {'plain Ray actor':^25}   {'SPool(mode=ray)':^25}   ratio per run: median (min / max)")
+    print(row("one at a time (latency)", seq))
+    print(row(f"pipelined, max_concurrency={depth}", pipe))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CANCEL, decode_init
+from ._host import WorkerLost, serve_calls
 
 __all__ = ["RayWorkerHost", "launcher"]
 
@@ -126,7 +127,10 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
             return
         channel.ready(READY_OK, value, functools.partial(ray.kill, actor, no_restart=True), pid)
         del value
-        _forward_calls(channel, actor)
+        if channel.concurrency == 1:
+            serve_calls(channel, functools.partial(_call, actor))
+        else:
+            _forward_calls(channel, actor)
     finally:
         if actor is not None:
             try:
@@ -134,6 +138,32 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
             except Exception:
                 pass
         channel.exited()
+
+
+def _call(actor: Any, payload: Any) -> Any:
+    """Runs one call and waits for it (one call at a time: no hop through a Ray thread)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    from .._serialize import load_exception
+
+    try:
+        status, result = ray.get(actor.call.remote(0, _shippable(payload)))
+    except RayActorError as exc:
+        raise WorkerLost(f"ray actor died: {_first_line(exc)}") from None
+    if status != READY_OK:
+        raise load_exception(result)
+    return result
+
+
+def _shippable(payload: Any) -> Any:
+    # Buffer views of the caller's memory: Ray ships bytes.
+    return [bytes(part) for part in payload] if isinstance(payload, list) else payload
+
+
+def _first_line(exc: BaseException) -> str:
+    # Ray's message runs to a dozen lines; its first one says what happened.
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 class _Answer:
@@ -153,9 +183,7 @@ class _Answer:
             status, result = done.result()
         except RayActorError as exc:
             self.actor_died.set()
-            # Ray's message runs to a dozen lines; its first one says what happened.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.replier.fatal(f"ray actor died: {first}")
+            self.replier.fatal(f"ray actor died: {_first_line(exc)}")
             return
         except BaseException as exc:
             self.replier.fatal(f"ray call failed: {type(exc).__name__}: {exc}")
@@ -196,10 +224,7 @@ def _forward_calls(channel: Any, actor: Any) -> None:
             # Calls already at the actor failed with it; this one never reached it.
             replier.not_run("ray actor died")
             return
-        if isinstance(payload, list):
-            # Buffer views of the caller's memory: Ray ships bytes.
-            payload = [bytes(part) for part in payload]
-        ref = actor.call.remote(call_id, payload)
+        ref = actor.call.remote(call_id, _shippable(payload))
         in_flight[call_id] = ref
         ref.future().add_done_callback(_Answer(replier, in_flight, call_id, actor_died))
         del request, payload, replier, ref

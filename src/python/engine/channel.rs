@@ -81,6 +81,12 @@ impl HostChannel {
         *lock(&self.0.server) = Some(server);
     }
 
+    /// How many calls the host may be sent before it answers the first (`max_concurrency`).
+    #[getter]
+    fn concurrency(&self) -> usize {
+        self.0.concurrency
+    }
+
     /// Called by the host as its last act.
     fn exited(&self) {
         self.0.exit();

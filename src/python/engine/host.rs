@@ -91,6 +91,8 @@ pub(crate) struct HostShared {
     pub(crate) killer: Mutex<Option<Py<PyAny>>>,
     /// Sync mode: answers one request (`serve_one` of `modes/_host.py`); set by the host.
     pub(crate) server: Mutex<Option<Py<PyAny>>>,
+    /// Calls the host is sent at once (its worker's lanes).
+    pub(crate) concurrency: usize,
     /// Process id behind the host (this process, or a Ray actor's).
     pub(crate) pid: AtomicU64,
     /// Set by the host as its last act.
@@ -128,6 +130,8 @@ pub(crate) struct HostSpec {
     pub(crate) stop_timeout: Duration,
     /// What giving up on one call does to the host.
     pub(crate) kill_policy: KillPolicy,
+    /// Calls the host is sent at once (its worker's lanes).
+    pub(crate) concurrency: usize,
     /// Sync mode: where the host's setup and calls wait for a caller thread to run them.
     pub(crate) inline: Option<Arc<InlineQueue>>,
 }
@@ -149,6 +153,7 @@ impl Host {
             ready: Mutex::new(Some(ready_tx)),
             killer: Mutex::new(None),
             server: Mutex::new(None),
+            concurrency: spec.concurrency,
             pid: AtomicU64::new(0),
             exited: watch::Sender::new(false),
             abandoned: AtomicBool::new(false),

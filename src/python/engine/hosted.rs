@@ -65,6 +65,7 @@ impl HostedEngine {
             init,
             stop_timeout: self.hosts.stop_timeout,
             kill_policy: self.kill_policy,
+            concurrency: self.hosts.concurrency,
             inline: self.inline.clone(),
         }));
         let report = Arc::new(StartReport(Mutex::new(Some(report))));
