@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CANCEL, decode_init
-from ._host import WorkerLost, serve_calls
+from ._host import WorkerLost, remote_exception, serve_calls
 
 __all__ = ["RayWorkerHost", "launcher"]
 
@@ -125,11 +125,15 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
         if status != READY_OK:
             channel.ready(READY_RAISED, load_exception(value))
             return
-        channel.ready(READY_OK, value, functools.partial(ray.kill, actor, no_restart=True), pid)
-        del value
+        kill = functools.partial(ray.kill, actor, no_restart=True)
         if channel.concurrency == 1:
+            # Blocking calls may run on the caller's thread (`direct`); the others come here.
+            channel.ready(READY_OK, value, kill, pid, functools.partial(_call_direct, actor))
+            del value
             serve_calls(channel, functools.partial(_call, actor))
         else:
+            channel.ready(READY_OK, value, kill, pid)
+            del value
             _forward_calls(channel, actor)
     finally:
         if actor is not None:
@@ -154,6 +158,21 @@ def _call(actor: Any, payload: Any) -> Any:
     if status != READY_OK:
         raise load_exception(result)
     return result
+
+
+def _call_direct(actor: Any, payload: Any) -> tuple[int, Any]:
+    """Runs one blocking call on the caller's thread: ``(READY_OK, result)``, ``(READY_RAISED,
+    exception)`` or ``(READY_FATAL, why the actor is gone)`` (see ``HostChannel.ready``)."""
+    from ray.exceptions import RayActorError
+
+    try:
+        return READY_OK, _call(actor, payload)
+    except WorkerLost as exc:
+        return READY_FATAL, str(exc)
+    except RayActorError as exc:
+        return READY_FATAL, f"ray actor died: {_first_line(exc)}"
+    except (Exception, SystemExit) as exc:  # SystemExit fails its call only, as on the host thread
+        return READY_RAISED, remote_exception(exc)
 
 
 def _shippable(payload: Any) -> Any:
@@ -203,28 +222,37 @@ def _confirm(replier: Any, _done: concurrent.futures.Future[Any]) -> None:
 
 def _forward_calls(channel: Any, actor: Any) -> None:
     """Submits each call to the actor as it comes, without waiting for the previous answer:
-    the actor queues them and runs them in order, and each is answered when its result is
-    ready. The supervisor bounds how many are in flight (``max_concurrency``) and asks to
-    cancel one that timed out or was killed while still queued; a running one it kills with
-    the actor."""
+    the actor queues them and runs them in order, and each is answered (on a Ray thread) when
+    its result is ready. The supervisor bounds how many are in flight
+    (``max_concurrency``) and asks to cancel one that timed out or was killed while still
+    queued; a running one it kills with the actor."""
     in_flight: dict[int, Any] = {}  # call id -> its ObjectRef, until answered
     actor_died = threading.Event()
-    while (request := channel.recv()) is not None:
-        kind, call_id, payload, replier = request
-        if kind == REQUEST_CANCEL:
-            if replier is None or call_id not in in_flight:
-                if replier is not None:
-                    replier.ok(None)  # answered already: nothing to cancel
-                continue
-            # Confirmed once the actor has it, so the call fails only when it cannot run.
-            done = actor.cancel.options(concurrency_group="control").remote(call_id).future()
-            done.add_done_callback(functools.partial(_confirm, replier))
-            continue
-        if actor_died.is_set():
-            # Calls already at the actor failed with it; this one never reached it.
-            replier.not_run("ray actor died")
-            return
-        ref = actor.call.remote(call_id, _shippable(payload))
-        in_flight[call_id] = ref
-        ref.future().add_done_callback(_Answer(replier, in_flight, call_id, actor_died))
-        del request, payload, replier, ref
+    go_on = True
+    while go_on:
+        # All the requests waiting: one wake-up of this thread for the lot.
+        requests, go_on = channel.recv_many()
+        for kind, call_id, payload, replier in requests:
+            if kind == REQUEST_CANCEL:
+                _cancel(actor, in_flight, call_id, replier)
+            elif actor_died.is_set():
+                # Calls already at the actor failed with it; this one never reached it.
+                replier.not_run("ray actor died")
+                return
+            else:
+                ref = actor.call.remote(call_id, _shippable(payload))
+                in_flight[call_id] = ref
+                ref.future().add_done_callback(_Answer(replier, in_flight, call_id, actor_died))
+        del requests
+
+
+def _cancel(actor: Any, in_flight: dict[int, Any], call_id: int, replier: Any) -> None:
+    """Makes call ``call_id`` a no-op if still queued at the actor; ``replier`` (if any) is
+    answered once the actor has the cancel, so the call fails only when it cannot run."""
+    if call_id not in in_flight:
+        if replier is not None:
+            replier.ok(None)  # answered already: nothing to cancel
+        return
+    done = actor.cancel.options(concurrency_group="control").remote(call_id).future()
+    if replier is not None:
+        done.add_done_callback(functools.partial(_confirm, replier))

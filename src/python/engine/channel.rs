@@ -57,12 +57,37 @@ impl HostChannel {
         to_python(py, &self.0, request)
     }
 
+    /// Waits for the next request and takes those already waiting behind it: `(requests, go_on)`,
+    /// the requests as `recv` returns them, and false once the host must end after them.
+    fn recv_many(&self, py: Python<'_>) -> (Vec<HostRequest>, bool) {
+        let Ok(first) = py.detach(|| self.0.rx.recv()) else { return (Vec::new(), false) };
+        let mut requests = Vec::new();
+        for request in std::iter::once(first).chain(self.0.rx.try_iter()) {
+            match to_python(py, &self.0, request) {
+                Some(request) => requests.push(request),
+                None => return (requests, false),
+            }
+        }
+        (requests, true)
+    }
+
     /// Reports the setup: `READY_OK` with the value `spawn` returned, `READY_RAISED` with the
     /// exception it raised, `READY_FATAL` with a message. `kill` (optional) interrupts a busy
-    /// host; `pid` is the process the instance lives in.
-    #[pyo3(signature = (status, value, kill=None, pid=None))]
-    fn ready(&self, py: Python<'_>, status: u8, value: Py<PyAny>, kill: Option<Py<PyAny>>, pid: Option<u32>) {
+    /// host; `pid` is the process the instance lives in; `direct` (optional), called as
+    /// `direct(payload) -> (READY_OK, result) | (READY_RAISED, exception) | (READY_FATAL, text)`,
+    /// runs a blocking call on the caller's thread.
+    #[pyo3(signature = (status, value, kill=None, pid=None, direct=None))]
+    fn ready(
+        &self,
+        py: Python<'_>,
+        status: u8,
+        value: Py<PyAny>,
+        kill: Option<Py<PyAny>>,
+        pid: Option<u32>,
+        direct: Option<Py<PyAny>>,
+    ) {
         *lock(&self.0.killer) = kill;
+        *lock(&self.0.direct) = direct;
         self.0.pid.store(pid.map_or(0, u64::from), Ordering::Release);
         let reply = match status {
             READY_OK => Reply::Ok(value),

@@ -91,6 +91,9 @@ pub(crate) struct HostShared {
     pub(crate) killer: Mutex<Option<Py<PyAny>>>,
     /// Sync mode: answers one request (`serve_one` of `modes/_host.py`); set by the host.
     pub(crate) server: Mutex<Option<Py<PyAny>>>,
+    /// Runs one call on the calling thread, `direct(payload) -> (status, value)`, bypassing the
+    /// host's thread (a Ray actor's blocking calls); set by the host, if it can.
+    pub(crate) direct: Mutex<Option<Py<PyAny>>>,
     /// Calls the host is sent at once (its worker's lanes).
     pub(crate) concurrency: usize,
     /// Process id behind the host (this process, or a Ray actor's).
@@ -119,6 +122,7 @@ impl HostShared {
         drop(lock(&self.ready).take());
         drop(lock(&self.killer).take());
         drop(lock(&self.server).take());
+        drop(lock(&self.direct).take());
         self.exited.send_replace(true);
     }
 }
@@ -153,6 +157,7 @@ impl Host {
             ready: Mutex::new(Some(ready_tx)),
             killer: Mutex::new(None),
             server: Mutex::new(None),
+            direct: Mutex::new(None),
             concurrency: spec.concurrency,
             pid: AtomicU64::new(0),
             exited: watch::Sender::new(false),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
-use super::host::{Host, HostSpec, KillPolicy, Reply, StartFailure};
+use super::host::{lock, Host, HostSpec, KillPolicy, Reply, StartFailure};
 use super::kind::{Kind, PyReply, StartOutcome};
 use crate::error::{StartError, TaskError, WorkerFault};
 use crate::job::Outcome;
@@ -190,6 +190,12 @@ impl Workable for Lane {
 
     fn pid(&self) -> Option<u32> {
         self.host.pid()
+    }
+
+    /// The host itself, when it takes calls on the caller's thread (see `HostedEngine::call_direct`).
+    fn lane(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let direct = lock(&self.host.shared.direct).is_some();
+        direct.then(|| Arc::clone(&self.host) as Arc<dyn std::any::Any + Send + Sync>)
     }
 }
 
