@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import threading
 from typing import Any
 
 import pytest
@@ -191,3 +192,25 @@ def test_stats_have_one_entry_per_actor_whatever_its_concurrency() -> None:
         assert len(workers) == 2 and {w["pid"] for w in workers} == pids
         assert sum(w["tasks_done"] for w in workers) == 40
         assert len(pool.broadcast("whoami")) == 2
+
+
+def test_a_blocking_call_whose_actor_dies_fails_and_the_worker_restarts(tmp_path: Any) -> None:
+    # A blocking call runs on the caller's thread (no timeout, one call at a time): the same
+    # failure and restart as a call through the supervisor.
+    with SPool(Pipelined, mode="ray", actor_options={"num_cpus": 0.1}) as pool:
+        info = pool.spawn(tag="kept")
+        started = str(tmp_path / "started")
+
+        def kill_once_started() -> None:
+            wait_until(lambda: os.path.exists(started), timeout=60, what="the call to start")
+            os.kill(info["pid"], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_once_started)
+        killer.start()
+        with pytest.raises(WorkerCrashedError, match="ray actor died"):
+            pool.call("gate", str(tmp_path / "never"), started, "a")
+        killer.join()
+        again = pool.call("whoami")
+        assert again["tag"] == "kept" and again["pid"] != info["pid"]
+        (worker,) = pool.stats()["workers"]
+        assert worker["restarts"] == 1 and worker["tasks_failed"] == 1
