@@ -130,7 +130,8 @@ class SPool(Generic[W]):
             stats, shutdown, ``queue_size``, ``task_timeout`` and cancelling behave the same in
             every mode; see ``stateful_pool.modes``.
         actor_options: Ray actor options for ``mode="ray"``, e.g. ``{"num_cpus": 0.5}``.
-        max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32).
+        max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32) and
+            ``mode="ray"`` (default 1: calls queued at the actor).
     """
 
     def __init__(
