@@ -195,8 +195,6 @@ class _Answer:
     def __call__(self, done: concurrent.futures.Future[Any]) -> None:
         from ray.exceptions import RayActorError
 
-        from .._serialize import load_exception
-
         self.in_flight.pop(self.call_id, None)
         try:
             status, result = done.result()
@@ -213,6 +211,8 @@ class _Answer:
         elif status == READY_OK:
             self.replier.ok(result)
         else:
+            from .._serialize import load_exception
+
             self.replier.raised(load_exception(result))
 
 
