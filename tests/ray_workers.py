@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import Any
 
 from pydantic import validate_call
@@ -60,3 +62,43 @@ class ResourceProbe(SWorker):
         import ray
 
         return {"pid": os.getpid(), "resources": ray.get_runtime_context().get_assigned_resources()}
+
+
+class Pipelined(SWorker):
+    """Records the calls it runs, in order. ``gate`` blocks until a file exists (a test opens
+    it), writing ``started`` first; ``rendezvous`` (in a threaded actor) waits until ``n``
+    calls run at once and returns the most it saw."""
+
+    def spawn(self, tag: Any = None) -> dict[str, Any]:
+        self.tag, self.ran, self.running, self.peak = tag, [], 0, 0
+        self.lock = threading.Lock()
+        return {"tag": tag, "pid": os.getpid()}
+
+    def whoami(self) -> dict[str, Any]:
+        return {"tag": self.tag, "pid": os.getpid()}
+
+    def gate(self, path: str, started: str, label: str) -> str:
+        open(started, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.ran.append(label)
+        return label
+
+    def record(self, label: str) -> str:
+        self.ran.append(label)
+        return label
+
+    def history(self) -> list[str]:
+        return list(self.ran)
+
+    def rendezvous(self, n: int) -> int:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        deadline = time.monotonic() + 30
+        while self.peak < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self.lock:
+            self.running -= 1
+        return self.peak

@@ -8,17 +8,18 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import threading
 from typing import Any
 
 import pytest
 from conftest import pid_alive, wait_until
 from mode_workers import ModeEcho
-from stateful_pool import SPool, WorkerCrashedError
+from stateful_pool import SPool, TaskTimeoutError, WorkerCrashedError
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("pydantic")
 
-from ray_workers import BranchWorker, PydanticValidatedWorker, ResourceProbe  # noqa: E402
+from ray_workers import BranchWorker, Pipelined, PydanticValidatedWorker, ResourceProbe  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -90,3 +91,126 @@ def test_guide_nested_pools_branch_workers_with_leaf_pools() -> None:
         assert len(set(leaves)) == 4, "two leaf actors per branch"
     # Killing a branch actor takes its leaf actors with it (Ray's owner fate-sharing).
     wait_until(lambda: not any(pid_alive(p) for p in leaves), timeout=20, what="leaf actors to end")
+
+
+# -- several calls in flight per actor (max_concurrency) -----------------------------------------
+
+
+def test_several_calls_in_flight_per_actor_bounded_by_max_concurrency() -> None:
+    # A threaded actor runs what is queued at it at once, so it sees how many calls are in
+    # flight: exactly the pool's bound, never more.
+    actor_options = {"num_cpus": 0.1, "max_concurrency": 8}
+    with SPool(Pipelined, mode="ray", actor_options=actor_options, max_concurrency=3) as pool:
+        pool.spawn()
+        peaks = [f.result(timeout=60) for f in [pool.submit_call("rendezvous", 3) for _ in range(6)]]
+        assert peaks == [3] * 6
+        (worker,) = pool.stats()["workers"]
+        assert worker["tasks_done"] == 6
+
+
+def _gated(pool: SPool[Pipelined], tmp_path: Any, label: str) -> tuple[Any, str]:
+    """Submits a call that blocks at the actor until the returned gate file exists, once it
+    runs."""
+    gate, started = str(tmp_path / f"{label}.gate"), str(tmp_path / f"{label}.started")
+    future = pool.submit_call("gate", gate, started, label)
+    wait_until(lambda: os.path.exists(started), timeout=60, what=f"call {label} to start")
+    return future, gate
+
+
+def test_a_queued_call_that_times_out_fails_alone(tmp_path: Any) -> None:
+    with SPool(Pipelined, mode="ray", actor_options={"num_cpus": 0.1}, max_concurrency=4) as pool:
+        info = pool.spawn()
+        running, gate = _gated(pool, tmp_path, "a")
+        late = pool.options(timeout=0.5).submit_call("record", "late")
+        behind = pool.submit_call("record", "b")
+        with pytest.raises(TaskTimeoutError):
+            late.result(timeout=30)
+        open(gate, "w").close()
+        assert running.result(timeout=30) == "a" and behind.result(timeout=30) == "b"
+        # The late call was cancelled at the actor, which was not killed.
+        assert pool.call("history") == ["a", "b"]
+        assert pool.call("whoami")["pid"] == info["pid"]
+
+
+def test_a_call_queued_at_the_actor_is_cancelled_alone(tmp_path: Any) -> None:
+    with SPool(Pipelined, mode="ray", actor_options={"num_cpus": 0.1}, max_concurrency=2) as pool:
+        info = pool.spawn()
+        running, gate = _gated(pool, tmp_path, "a")
+        at_actor = pool.submit_call("record", "b")
+        in_pool = pool.submit_call("record", "c")
+        assert in_pool.cancel(), "a call still in the pool's queue is cancelled"
+        assert at_actor.kill(), "a call queued at the actor is cancelled there"
+        with pytest.raises(concurrent.futures.CancelledError):
+            at_actor.result(timeout=30)
+        open(gate, "w").close()
+        assert running.result(timeout=30) == "a"
+        assert pool.call("history") == ["a"]
+        assert pool.call("whoami")["pid"] == info["pid"]
+
+
+def test_a_running_call_that_times_out_kills_the_actor_and_its_queued_calls(tmp_path: Any) -> None:
+    with SPool(Pipelined, mode="ray", actor_options={"num_cpus": 0.1}, max_concurrency=3) as pool:
+        info = pool.spawn(tag="kept")
+        gate, started = str(tmp_path / "gate"), str(tmp_path / "started")
+        running = pool.options(timeout=1.0).submit_call("gate", gate, started, "a")
+        wait_until(lambda: os.path.exists(started), timeout=60, what="the call to start")
+        with pytest.raises(TaskTimeoutError):
+            running.result(timeout=30)
+        # A sync actor cannot be interrupted: it was killed, and replaced with its spawn arguments.
+        again = pool.call("whoami")
+        assert again == {"tag": "kept", "pid": again["pid"]} and again["pid"] != info["pid"]
+        assert pool.call("history") == []
+
+
+def test_an_actor_killed_mid_flight_fails_only_its_calls_and_restarts(tmp_path: Any) -> None:
+    with SPool(Pipelined, mode="ray", actor_options={"num_cpus": 0.1}, max_concurrency=3) as pool:
+        info = pool.spawn(tag="kept")
+        running, _gate = _gated(pool, tmp_path, "a")
+        queued = [pool.submit_call("record", label) for label in ("b", "c")]
+        waiting = pool.submit_call("record", "d")  # beyond the bound: still in the pool's queue
+        os.kill(info["pid"], signal.SIGKILL)
+        with pytest.raises(WorkerCrashedError, match="ray actor died"):
+            running.result(timeout=30)
+        # Each call queued at the dead actor failed with it, or (not yet at it) ran on the new one.
+        outcomes = [f.exception(timeout=30) or f.result() for f in queued]
+        assert all(o in ("b", "c") or isinstance(o, WorkerCrashedError) for o in outcomes)
+        assert waiting.result(timeout=30) == "d"
+        again = pool.call("whoami")
+        assert again["tag"] == "kept" and again["pid"] != info["pid"]
+        assert "a" not in pool.call("history")
+        (worker,) = pool.stats()["workers"]
+        assert worker["pid"] == again["pid"]
+
+
+def test_stats_have_one_entry_per_actor_whatever_its_concurrency() -> None:
+    with SPool(Pipelined, mode="ray", actor_options={"num_cpus": 0.1}, max_concurrency=4) as pool:
+        pids = {pool.spawn()["pid"] for _ in range(2)}
+        assert [f.result(timeout=60) for f in [pool.submit_call("record", str(i)) for i in range(40)]] == [
+            str(i) for i in range(40)
+        ]
+        workers = pool.stats()["workers"]
+        assert len(workers) == 2 and {w["pid"] for w in workers} == pids
+        assert sum(w["tasks_done"] for w in workers) == 40
+        assert len(pool.broadcast("whoami")) == 2
+
+
+def test_a_blocking_call_whose_actor_dies_fails_and_the_worker_restarts(tmp_path: Any) -> None:
+    # A blocking call runs on the caller's thread (no timeout, one call at a time): the same
+    # failure and restart as a call through the supervisor.
+    with SPool(Pipelined, mode="ray", actor_options={"num_cpus": 0.1}) as pool:
+        info = pool.spawn(tag="kept")
+        started = str(tmp_path / "started")
+
+        def kill_once_started() -> None:
+            wait_until(lambda: os.path.exists(started), timeout=60, what="the call to start")
+            os.kill(info["pid"], signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_once_started)
+        killer.start()
+        with pytest.raises(WorkerCrashedError, match="ray actor died"):
+            pool.call("gate", str(tmp_path / "never"), started, "a")
+        killer.join()
+        again = pool.call("whoami")
+        assert again["tag"] == "kept" and again["pid"] != info["pid"]
+        (worker,) = pool.stats()["workers"]
+        assert worker["restarts"] == 1 and worker["tasks_failed"] == 1

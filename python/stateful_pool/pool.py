@@ -137,7 +137,8 @@ class SPool(Generic[W]):
             stats, shutdown, ``queue_size``, ``task_timeout`` and cancelling behave the same in
             every mode; see ``stateful_pool.modes``.
         actor_options: Ray actor options for ``mode="ray"``, e.g. ``{"num_cpus": 0.5}``.
-        max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32).
+        max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32) and
+            ``mode="ray"`` (default 1: calls queued at the actor).
         start_method: how a process worker starts: ``"zygote"`` (default: forked, in about a
             millisecond, from a single-threaded template process the pool starts afresh) or
             ``"spawn"`` (a fresh interpreter per worker, about 50 ms). See the README.

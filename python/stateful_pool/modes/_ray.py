@@ -1,32 +1,45 @@
 """``mode="ray"``: each worker is a Ray actor hosting one worker instance.
 
 The Rust supervisor still owns the queue, timeouts, restarts and stats: every worker is a host
-thread in the caller that forwards its calls to its actor and waits for the answer (Ray
-releases the GIL while it waits). A restart creates a new actor with the worker's own spawn
-arguments; a timeout or ``future.kill()`` kills the actor. An actor that dies fails its call
-with ``WorkerCrashedError``, as a crashed worker process does.
+thread in the caller that forwards its calls to its actor without waiting (Ray queues them at
+the actor, which runs them in order) and answers each when its result is ready. Up to
+``max_concurrency`` calls (default 1) are in flight per actor. A restart creates a new actor
+with the worker's own spawn arguments. A timeout or ``future.kill()`` of the call the actor
+runs kills the actor; of a call still queued behind it, cancels that call alone. An actor that
+dies fails the calls in flight on it with ``WorkerCrashedError``, as a crashed worker process
+does; calls that had not reached it go back to the queue.
 
 Ray is optional: ``pip install 'stateful-pool[ray]'``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import threading
 from typing import Any
 
-from .._protocol import READY_FATAL, READY_OK, READY_RAISED, decode_init
-from ._host import WorkerLost, serve_calls
+from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CANCEL, decode_init
+from ._host import WorkerLost, remote_exception, serve_calls
 
 __all__ = ["RayWorkerHost", "launcher"]
+
+# A call's status when it was cancelled before it ran (beside READY_OK / READY_RAISED).
+_SKIPPED = -1
 
 
 class RayWorkerHost:
     """The actor class (wrapped with ``ray.remote`` on first use): holds one worker instance.
 
     Exceptions come back in the process-mode payload format so the caller sees the same type,
-    message and ``RemoteTraceback`` cause in every mode."""
+    message and ``RemoteTraceback`` cause in every mode.
+
+    Calls run in order on the actor's default thread; ``cancel`` runs at once on a thread of
+    its own (Ray's ``control`` concurrency group) and makes a call still queued a no-op when
+    its turn comes (``ray.cancel`` marks a queued actor call cancelled but still runs it)."""
+
+    cancelled: set[int]
 
     def setup(self, init: bytes) -> tuple[int, Any, int]:
         """Prepends the caller's ``sys.path`` (a local cluster shares the file system; on a real
@@ -36,17 +49,27 @@ class RayWorkerHost:
 
         try:
             worker_cls, args, kwargs = decode_init(init)
+            self.cancelled = set()
             self.instance = worker_cls()
             return READY_OK, self.instance.spawn(*args, **kwargs), os.getpid()
         except Exception as exc:
             return READY_RAISED, dump_exception(exc), os.getpid()
 
-    def call(self, payload: bytes) -> tuple[int, Any]:
-        """Runs one call; a raised exception comes back as a payload, not as a Ray error."""
+    def call(self, call_id: int, payload: bytes) -> tuple[int, Any]:
+        """Runs call ``call_id`` unless it was cancelled; a raised exception comes back as a
+        payload, not as a Ray error."""
         from .._chunk import CHUNK_METHOD, call_method, picklable_errors
         from .._serialize import dump_exception
         from ._host import call_args
 
+        if self.cancelled:
+            # Ids grow: a cancel that came after its call ran is dropped here. A copy, as
+            # `cancel` may add to the set meanwhile.
+            for old in self.cancelled.copy():
+                if old <= call_id:
+                    self.cancelled.discard(old)
+                    if old == call_id:
+                        return _SKIPPED, None
         try:
             method, args, kwargs = call_args(payload)
             result = call_method(self.instance, method, args, kwargs)
@@ -54,12 +77,17 @@ class RayWorkerHost:
         except Exception as exc:
             return READY_RAISED, dump_exception(exc)
 
+    def cancel(self, call_id: int) -> None:
+        """Call ``call_id``, if still queued, will not run (called in the ``control`` group)."""
+        self.cancelled.add(call_id)
+
 
 @functools.cache
 def _actor_class() -> Any:
     import ray
 
-    return ray.remote(RayWorkerHost)
+    # typeshed-less ray overloads omit `concurrency_groups`, which ray.remote accepts.
+    return ray.remote(concurrency_groups={"control": 1})(RayWorkerHost)  # type: ignore[call-overload]
 
 
 def launcher(actor_options: dict[str, Any] | None) -> functools.partial[None]:
@@ -99,24 +127,16 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
         if status != READY_OK:
             channel.ready(READY_RAISED, load_exception(value))
             return
-        channel.ready(READY_OK, value, functools.partial(ray.kill, actor, no_restart=True), pid)
-        del value
-
-        def run(payload: Any) -> Any:
-            if isinstance(payload, list):
-                # Buffer views of the caller's memory: Ray ships bytes.
-                payload = [bytes(part) for part in payload]
-            try:
-                status, result = ray.get(actor.call.remote(payload))
-            except RayActorError as exc:
-                # Ray's message runs to a dozen lines; its first one says what happened.
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise WorkerLost(f"ray actor died: {first}") from None
-            if status != READY_OK:
-                raise load_exception(result)
-            return result
-
-        serve_calls(channel, run)
+        kill = functools.partial(ray.kill, actor, no_restart=True)
+        if channel.concurrency == 1:
+            # Blocking calls may run on the caller's thread (`direct`); the others come here.
+            channel.ready(READY_OK, value, kill, pid, functools.partial(_call_direct, actor))
+            del value
+            serve_calls(channel, functools.partial(_call, actor))
+        else:
+            channel.ready(READY_OK, value, kill, pid)
+            del value
+            _forward_calls(channel, actor)
     finally:
         if actor is not None:
             try:
@@ -124,3 +144,117 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
             except Exception:
                 pass
         channel.exited()
+
+
+def _call(actor: Any, payload: Any) -> Any:
+    """Runs one call and waits for it (one call at a time: no hop through a Ray thread)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    from .._serialize import load_exception
+
+    try:
+        status, result = ray.get(actor.call.remote(0, _shippable(payload)))
+    except RayActorError as exc:
+        raise WorkerLost(f"ray actor died: {_first_line(exc)}") from None
+    if status != READY_OK:
+        raise load_exception(result)
+    return result
+
+
+def _call_direct(actor: Any, payload: Any) -> tuple[int, Any]:
+    """Runs one blocking call on the caller's thread: ``(READY_OK, result)``, ``(READY_RAISED,
+    exception)`` or ``(READY_FATAL, why the actor is gone)`` (see ``HostChannel.ready``)."""
+    from ray.exceptions import RayActorError
+
+    try:
+        return READY_OK, _call(actor, payload)
+    except WorkerLost as exc:
+        return READY_FATAL, str(exc)
+    except RayActorError as exc:
+        return READY_FATAL, f"ray actor died: {_first_line(exc)}"
+    except (Exception, SystemExit) as exc:  # SystemExit fails its call only, as on the host thread
+        return READY_RAISED, remote_exception(exc)
+
+
+def _shippable(payload: Any) -> Any:
+    # Buffer views of the caller's memory: Ray ships bytes.
+    return [bytes(part) for part in payload] if isinstance(payload, list) else payload
+
+
+def _first_line(exc: BaseException) -> str:
+    # Ray's message runs to a dozen lines; its first one says what happened.
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class _Answer:
+    """Answers one call when its Ray object is ready (on a Ray thread); a call whose actor was
+    already found dead is refused instead, so the supervisor queues it again."""
+
+    def __init__(self, replier: Any, in_flight: dict[int, Any], call_id: int, actor_died: threading.Event) -> None:
+        self.replier, self.in_flight, self.call_id, self.actor_died = replier, in_flight, call_id, actor_died
+
+    def __call__(self, done: concurrent.futures.Future[Any]) -> None:
+        from ray.exceptions import RayActorError
+
+        self.in_flight.pop(self.call_id, None)
+        try:
+            status, result = done.result()
+        except RayActorError as exc:
+            self.actor_died.set()
+            self.replier.fatal(f"ray actor died: {_first_line(exc)}")
+            return
+        except BaseException as exc:
+            self.replier.fatal(f"ray call failed: {type(exc).__name__}: {exc}")
+            return
+        if status == _SKIPPED:
+            # Cancelled by the supervisor, which has already answered the call.
+            self.replier.fatal("call cancelled")
+        elif status == READY_OK:
+            self.replier.ok(result)
+        else:
+            from .._serialize import load_exception
+
+            self.replier.raised(load_exception(result))
+
+
+def _confirm(replier: Any, _done: concurrent.futures.Future[Any]) -> None:
+    replier.ok(None)
+
+
+def _forward_calls(channel: Any, actor: Any) -> None:
+    """Submits each call to the actor as it comes, without waiting for the previous answer:
+    the actor queues them and runs them in order, and each is answered (on a Ray thread) when
+    its result is ready. The supervisor bounds how many are in flight
+    (``max_concurrency``) and asks to cancel one that timed out or was killed while still
+    queued; a running one it kills with the actor."""
+    in_flight: dict[int, Any] = {}  # call id -> its ObjectRef, until answered
+    actor_died = threading.Event()
+    go_on = True
+    while go_on:
+        # All the requests waiting: one wake-up of this thread for the lot.
+        requests, go_on = channel.recv_many()
+        for kind, call_id, payload, replier in requests:
+            if kind == REQUEST_CANCEL:
+                _cancel(actor, in_flight, call_id, replier)
+            elif actor_died.is_set():
+                # Calls already at the actor failed with it; this one never reached it.
+                replier.not_run("ray actor died")
+                return
+            else:
+                ref = actor.call.remote(call_id, _shippable(payload))
+                in_flight[call_id] = ref
+                ref.future().add_done_callback(_Answer(replier, in_flight, call_id, actor_died))
+        del requests
+
+
+def _cancel(actor: Any, in_flight: dict[int, Any], call_id: int, replier: Any) -> None:
+    """Makes call ``call_id`` a no-op if still queued at the actor; ``replier`` (if any) is
+    answered once the actor has the cancel, so the call fails only when it cannot run."""
+    if call_id not in in_flight:
+        if replier is not None:
+            replier.ok(None)  # answered already: nothing to cancel
+        return
+    done = actor.cancel.options(concurrency_group="control").remote(call_id).future()
+    if replier is not None:
+        done.add_done_callback(functools.partial(_confirm, replier))

@@ -20,7 +20,9 @@ fn to_python(py: Python<'_>, shared: &HostShared, request: Request) -> Option<Ho
             shared.taken.fetch_max(id, Ordering::AcqRel);
             Some((REQUEST_CALL, id, Some(payload.clone_ref(py)), Some(Replier(Mutex::new(Some(reply))))))
         }
-        Request::Cancel(id) => Some((REQUEST_CANCEL, id, None, None)),
+        Request::Cancel { id, confirmed } => {
+            Some((REQUEST_CANCEL, id, None, confirmed.map(|reply| Replier(Mutex::new(Some(reply))))))
+        }
         Request::Stop => None,
     }
 }
@@ -46,7 +48,8 @@ pub(crate) struct HostChannel(pub(crate) Arc<HostShared>);
 #[pymethods]
 impl HostChannel {
     /// Waits for the next request: `(REQUEST_CALL, id, payload, replier)` for a call,
-    /// `(REQUEST_CANCEL, id, None, None)` to cancel call `id`, or `None` when the host must end.
+    /// `(REQUEST_CANCEL, id, None, replier)` to cancel call `id` (`replier`, when not `None`, is
+    /// answered with `ok(None)` once the call will not run), or `None` when the host must end.
     fn recv(&self, py: Python<'_>) -> Option<HostRequest> {
         // Blocks with the GIL released and never wakes unless asked to: a daemon thread parked
         // here is harmless at interpreter exit.
@@ -54,12 +57,37 @@ impl HostChannel {
         to_python(py, &self.0, request)
     }
 
+    /// Waits for the next request and takes those already waiting behind it: `(requests, go_on)`,
+    /// the requests as `recv` returns them, and false once the host must end after them.
+    fn recv_many(&self, py: Python<'_>) -> (Vec<HostRequest>, bool) {
+        let Ok(first) = py.detach(|| self.0.rx.recv()) else { return (Vec::new(), false) };
+        let mut requests = Vec::new();
+        for request in std::iter::once(first).chain(self.0.rx.try_iter()) {
+            match to_python(py, &self.0, request) {
+                Some(request) => requests.push(request),
+                None => return (requests, false),
+            }
+        }
+        (requests, true)
+    }
+
     /// Reports the setup: `READY_OK` with the value `spawn` returned, `READY_RAISED` with the
     /// exception it raised, `READY_FATAL` with a message. `kill` (optional) interrupts a busy
-    /// host; `pid` is the process the instance lives in.
-    #[pyo3(signature = (status, value, kill=None, pid=None))]
-    fn ready(&self, py: Python<'_>, status: u8, value: Py<PyAny>, kill: Option<Py<PyAny>>, pid: Option<u32>) {
+    /// host; `pid` is the process the instance lives in; `direct` (optional), called as
+    /// `direct(payload) -> (READY_OK, result) | (READY_RAISED, exception) | (READY_FATAL, text)`,
+    /// runs a blocking call on the caller's thread.
+    #[pyo3(signature = (status, value, kill=None, pid=None, direct=None))]
+    fn ready(
+        &self,
+        py: Python<'_>,
+        status: u8,
+        value: Py<PyAny>,
+        kill: Option<Py<PyAny>>,
+        pid: Option<u32>,
+        direct: Option<Py<PyAny>>,
+    ) {
         *lock(&self.0.killer) = kill;
+        *lock(&self.0.direct) = direct;
         self.0.pid.store(pid.map_or(0, u64::from), Ordering::Release);
         let reply = match status {
             READY_OK => Reply::Ok(value),
@@ -76,6 +104,12 @@ impl HostChannel {
     /// the host goes on), instead of a thread of the host's own reading `recv`.
     fn serve_inline(&self, server: Py<PyAny>) {
         *lock(&self.0.server) = Some(server);
+    }
+
+    /// How many calls the host may be sent before it answers the first (`max_concurrency`).
+    #[getter]
+    fn concurrency(&self) -> usize {
+        self.0.concurrency
     }
 
     /// Called by the host as its last act.
@@ -122,5 +156,11 @@ impl Replier {
     /// The host cannot go on: the call fails with `WorkerCrashedError` and the worker restarts.
     fn fatal(&self, message: String) {
         self.send(Reply::Fatal(message));
+    }
+
+    /// The host cannot go on and never started this call: the call goes back to the queue
+    /// and the worker restarts.
+    fn not_run(&self, message: String) {
+        self.send(Reply::NotRun(message));
     }
 }

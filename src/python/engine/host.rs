@@ -17,6 +17,7 @@
 //! Values cross as Python objects, never pickled. The tokio thread never takes the GIL on the
 //! hot path: only starting a host and killing a busy one attach, on a blocking-pool thread.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -41,13 +42,37 @@ pub(crate) enum Reply {
     Raised(Py<PyAny>, String),
     /// The host cannot go on (its thread ends); the text says why.
     Fatal(String),
+    /// The host cannot go on and never started this call (its Ray actor was found dead
+    /// before the call reached it): the call goes back to the queue.
+    NotRun(String),
 }
 
 /// A message to a host.
 pub(crate) enum Request {
-    Call { id: u64, payload: Arc<Py<PyAny>>, reply: oneshot::Sender<Reply> },
-    Cancel(u64),
+    Call {
+        id: u64,
+        payload: Arc<Py<PyAny>>,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// Cancel call `id`; `confirmed` (if any) is answered once the cancel took effect.
+    Cancel {
+        id: u64,
+        confirmed: Option<oneshot::Sender<Reply>>,
+    },
     Stop,
+}
+
+/// What giving up on one call (a timeout, `future.kill()`) does to the host running it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KillPolicy {
+    /// The host is killed with its call (thread mode; a Ray actor with one call in flight).
+    Host,
+    /// Only the call is cancelled (asyncio: its task on the event loop).
+    Call,
+    /// A call still queued behind others is cancelled alone; the call running now, the oldest
+    /// one unanswered (a Ray actor runs the calls of one submitter in order), cannot be
+    /// interrupted, so its host is killed and every call in flight on it fails.
+    QueuedCallElseHost,
 }
 
 /// Why a host could not be started.
@@ -66,6 +91,11 @@ pub(crate) struct HostShared {
     pub(crate) killer: Mutex<Option<Py<PyAny>>>,
     /// Sync mode: answers one request (`serve_one` of `modes/_host.py`); set by the host.
     pub(crate) server: Mutex<Option<Py<PyAny>>>,
+    /// Runs one call on the calling thread, `direct(payload) -> (status, value)`, bypassing the
+    /// host's thread (a Ray actor's blocking calls); set by the host, if it can.
+    pub(crate) direct: Mutex<Option<Py<PyAny>>>,
+    /// Calls the host is sent at once (its worker's lanes).
+    pub(crate) concurrency: usize,
     /// Process id behind the host (this process, or a Ray actor's).
     pub(crate) pid: AtomicU64,
     /// Set by the host as its last act.
@@ -75,6 +105,8 @@ pub(crate) struct HostShared {
     next_call: AtomicU64,
     /// The highest call id the host has taken from its channel: a call above it never started.
     pub(crate) taken: AtomicU64,
+    /// Calls sent and not answered yet, in the order sent (`KillPolicy::QueuedCallElseHost`).
+    in_flight: Option<Mutex<BTreeSet<u64>>>,
 }
 
 impl HostShared {
@@ -90,6 +122,7 @@ impl HostShared {
         drop(lock(&self.ready).take());
         drop(lock(&self.killer).take());
         drop(lock(&self.server).take());
+        drop(lock(&self.direct).take());
         self.exited.send_replace(true);
     }
 }
@@ -100,8 +133,10 @@ pub(crate) struct HostSpec {
     pub(crate) launcher: Arc<Py<PyAny>>,
     pub(crate) init: Arc<Py<PyAny>>,
     pub(crate) stop_timeout: Duration,
-    /// Kill means "cancel this lane's call" (asyncio), not "give up on the host".
-    pub(crate) cancel_on_kill: bool,
+    /// What giving up on one call does to the host.
+    pub(crate) kill_policy: KillPolicy,
+    /// Calls the host is sent at once (its worker's lanes).
+    pub(crate) concurrency: usize,
     /// Sync mode: where the host's setup and calls wait for a caller thread to run them.
     pub(crate) inline: Option<Arc<InlineQueue>>,
 }
@@ -123,11 +158,14 @@ impl Host {
             ready: Mutex::new(Some(ready_tx)),
             killer: Mutex::new(None),
             server: Mutex::new(None),
+            direct: Mutex::new(None),
+            concurrency: spec.concurrency,
             pid: AtomicU64::new(0),
             exited: watch::Sender::new(false),
             abandoned: AtomicBool::new(false),
             next_call: AtomicU64::new(1),
             taken: AtomicU64::new(0),
+            in_flight: (spec.kill_policy == KillPolicy::QueuedCallElseHost).then(Mutex::default),
         });
         let host = Arc::new(Host { tx, shared: Arc::clone(&shared), inline: spec.inline.clone() });
         let (launcher, init) = (Arc::clone(&spec.launcher), Arc::clone(&spec.init));
@@ -153,7 +191,7 @@ impl Host {
         match ready_rx.await {
             Ok(Reply::Ok(value)) => Ok((host, value)),
             Ok(Reply::Raised(exc, summary)) => Err(StartFailure::Raised(exc, summary)),
-            Ok(Reply::Fatal(message)) => Err(StartFailure::Crashed(message)),
+            Ok(Reply::Fatal(message) | Reply::NotRun(message)) => Err(StartFailure::Crashed(message)),
             Err(_) => Err(StartFailure::Crashed("worker thread exited during setup".to_owned())),
         }
     }
@@ -168,9 +206,15 @@ impl Host {
 
     /// Sends call `id`; `Err` gives the payload back when the host is gone.
     pub(crate) fn send_call(&self, payload: Arc<Py<PyAny>>) -> Result<(u64, oneshot::Receiver<Reply>), ()> {
+        // Held while the call is numbered and sent, so ids are in the order the host takes them.
+        let mut in_flight = self.shared.in_flight.as_ref().map(lock);
         let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request::Call { id, payload, reply }).map_err(drop)?;
+        if let Some(in_flight) = &mut in_flight {
+            in_flight.insert(id);
+        }
+        drop(in_flight);
         if let Some(inline) = &self.inline {
             let shared = Arc::clone(&self.shared);
             inline.push(Box::new(move |py| serve_inline(py, &shared)));
@@ -178,9 +222,31 @@ impl Host {
         Ok((id, rx))
     }
 
-    /// Asks the host to cancel call `id` (asyncio).
+    /// Call `id` was answered (or given up on): it is no longer in flight.
+    pub(crate) fn settled(&self, id: u64) {
+        if let Some(in_flight) = &self.shared.in_flight {
+            lock(in_flight).remove(&id);
+        }
+    }
+
+    /// Whether call `id` is the oldest one unanswered: the one the host runs now.
+    pub(crate) fn is_oldest(&self, id: u64) -> bool {
+        self.shared.in_flight.as_ref().is_none_or(|in_flight| lock(in_flight).first() == Some(&id))
+    }
+
+    /// Asks the host to cancel call `id` (asyncio; a call queued at a Ray actor).
     pub(crate) fn cancel(&self, id: u64) {
-        let _ = self.tx.send(Request::Cancel(id));
+        let _ = self.tx.send(Request::Cancel { id, confirmed: None });
+    }
+
+    /// Asks the host to cancel call `id` and waits (up to `timeout`) until it says the call
+    /// will not run, so that the call fails only once that holds (a call queued at a Ray actor).
+    pub(crate) async fn cancel_confirmed(&self, id: u64, timeout: Duration) {
+        let (confirmed, rx) = oneshot::channel();
+        if self.tx.send(Request::Cancel { id, confirmed: Some(confirmed) }).is_ok() {
+            // A host that ends drops the sender: nothing is left to run the call.
+            let _ = tokio::time::timeout(timeout, rx).await;
+        }
     }
 
     /// Asks the host to end after its current call, without waiting. A sync host has no

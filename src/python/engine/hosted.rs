@@ -7,13 +7,16 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 
 use super::core::{EngineCore, ReportFn};
-use super::host::{lock, HostSpec, StartFailure};
+use super::host::{lock, Host, HostSpec, KillPolicy, StartFailure};
 use super::inline::InlineQueue;
 use super::kind::StartOutcome;
+use super::kind::{Kind, PyReply};
 use super::lane::{Group, Lane};
 use super::members::Members;
 use super::options::{EngineOptions, HostOptions, Mode};
-use crate::error::StartError;
+use crate::error::{StartError, TaskError, WorkerFault};
+use crate::job::TaskOptions;
+use crate::python::protocol::{READY_OK, READY_RAISED};
 use crate::Supervisor;
 
 /// An engine's in-process workers: how to start their hosts.
@@ -21,18 +24,33 @@ pub(crate) struct HostedEngine {
     pub(crate) core: EngineCore<Lane>,
     hosts: HostOptions,
     members: Members,
-    /// Kill means "cancel this lane's call" (asyncio), not "give up on the host".
-    cancel_on_kill: bool,
+    /// What giving up on one call does to its host.
+    kill_policy: KillPolicy,
     inline: Option<Arc<InlineQueue>>,
+    /// Whether blocking calls may run on the caller's thread (see `call_direct`).
+    direct: bool,
 }
 
 impl HostedEngine {
     pub(crate) fn new(py: Python<'_>, mode: Mode, options: &EngineOptions, config: crate::Config) -> PyResult<Self> {
         let hosts = options.host_options(py, mode)?;
+        // Calls the serve loop would not treat differently (no per-task policy, one call at a
+        // time, no retry) may skip it.
+        let direct = mode == Mode::Ray
+            && hosts.concurrency == 1
+            && config.task_timeout.is_none()
+            && config.max_tasks_per_worker.is_none()
+            && config.crash_retries == 0;
         let supervisor = Supervisor::<Lane>::builder()
             .config(config)
             .build()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let kill_policy = match mode {
+            Mode::Asyncio => KillPolicy::Call,
+            // Several calls queued at one actor: a queued one is cancelled alone.
+            Mode::Ray if hosts.concurrency > 1 => KillPolicy::QueuedCallElseHost,
+            _ => KillPolicy::Host,
+        };
         let inline = (mode == Mode::Sync).then(|| Arc::new(InlineQueue::new()));
         // Grouping lanes only matters where a host has several.
         let members = Members::default();
@@ -41,8 +59,9 @@ impl HostedEngine {
             core: EngineCore::new(supervisor, grouped, inline.clone()),
             hosts,
             members,
-            cancel_on_kill: mode == Mode::Asyncio,
+            kill_policy,
             inline,
+            direct,
         })
     }
 
@@ -59,12 +78,57 @@ impl HostedEngine {
         Ok(Arc::new(payload.clone().unbind()))
     }
 
+    /// Runs a blocking call on the calling thread through an idle worker whose host takes
+    /// direct calls (a Ray actor: `ray.get` right there), with no hop through the supervisor's
+    /// thread or the host's. `None`: no such worker is free, or a per-task policy needs the
+    /// serve loop; submit the call instead.
+    pub(crate) fn call_direct<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+        options: TaskOptions,
+    ) -> Option<PyResult<PyReply<'py>>> {
+        if !self.direct || options.timeout.is_some() {
+            return None;
+        }
+        let claim = self.core.supervisor.claim_idle()?;
+        let host = claim.lane::<Host>();
+        let direct = host.as_ref().and_then(|h| lock(&h.shared.direct).as_ref().map(|d| d.clone_ref(py)));
+        let (Some(host), Some(direct)) = (host, direct) else {
+            // The host ended meanwhile: its serve loop finds out.
+            claim.finish(None);
+            return None;
+        };
+        let worker = claim.worker_id();
+        let answer = direct.call1(py, (payload,)).and_then(|r| r.extract::<(u8, Py<PyAny>)>(py));
+        // Interrupted (Ctrl-C) or broken: the claim, dropped unfinished, replaces the worker,
+        // whose actor may still run the call.
+        let (status, value) = match answer {
+            Ok(answer) => answer,
+            Err(e) => return Some(Err(e)),
+        };
+        let outcome = match status {
+            READY_OK => Ok(value),
+            READY_RAISED => Err(TaskError::Failed(value)),
+            _ => {
+                let fault = WorkerFault::new(value.bind(py).to_string());
+                // Its actor is gone: the restart must not reuse the host.
+                host.release();
+                claim.finish(Some(fault.clone()));
+                return Some(Lane::task_reply(py, Err(TaskError::WorkerCrashed { worker, fault })));
+            }
+        };
+        claim.finish(None);
+        Some(Lane::task_reply(py, outcome))
+    }
+
     fn start_group(&self, init: Arc<Py<PyAny>>, report: ReportFn<Lane>) {
         let spec = HostSpec {
             launcher: Arc::clone(&self.hosts.launcher),
             init,
             stop_timeout: self.hosts.stop_timeout,
-            cancel_on_kill: self.cancel_on_kill,
+            kill_policy: self.kill_policy,
+            concurrency: self.hosts.concurrency,
             inline: self.inline.clone(),
         };
         if self.core.supervisor.config().on_demand.is_some() {

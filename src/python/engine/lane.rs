@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
-use super::host::{Host, HostSpec, Reply, StartFailure};
+use super::host::{lock, Host, HostSpec, KillPolicy, Reply, StartFailure};
 use super::kind::{Kind, PyReply, StartOutcome};
 use crate::error::{StartError, TaskError, WorkerFault};
 use crate::job::Outcome;
@@ -120,6 +120,7 @@ impl Workable for Lane {
             () = self.host.exited() => None,
         };
         self.current = None;
+        self.host.settled(id);
         match reply {
             Some(Reply::Ok(value)) => Response::Complete(Ok(value)),
             Some(Reply::Raised(exc, _)) => Response::Complete(Err(exc)),
@@ -127,6 +128,10 @@ impl Workable for Lane {
                 // The host is ending: mark it so, lest a restart reuse it before its thread exits.
                 self.host.release();
                 Response::Fatal(WorkerFault::new(message))
+            }
+            Some(Reply::NotRun(message)) => {
+                self.host.release();
+                Response::Refused(task, WorkerFault::new(message))
             }
             None if self.host.shared.taken.load(Ordering::Acquire) < id => {
                 Response::Refused(task, WorkerFault::new("worker thread exited before taking the task"))
@@ -136,7 +141,9 @@ impl Workable for Lane {
     }
 
     async fn restart(&mut self) -> Result<(), WorkerFault> {
-        if !self.group.spec.cancel_on_kill {
+        // Only a killed host is given up on here: after a cancelled call the host goes on, and
+        // one that ended or was killed for its running call is already released.
+        if self.group.spec.kill_policy == KillPolicy::Host {
             self.host.release();
         }
         let (host, _) = self.group.acquire(false).await.map_err(|failure| match failure {
@@ -163,12 +170,17 @@ impl Workable for Lane {
     }
 
     async fn kill(&mut self) {
-        if self.group.spec.cancel_on_kill {
-            if let Some(id) = self.current.take() {
-                self.host.cancel(id);
+        let current = self.current.take();
+        match (self.group.spec.kill_policy, current) {
+            (KillPolicy::Host, _) => self.host.kill().await,
+            (KillPolicy::Call, Some(id)) => self.host.cancel(id),
+            (KillPolicy::QueuedCallElseHost, Some(id)) if !self.host.is_oldest(id) => {
+                self.host.settled(id);
+                self.host.cancel_confirmed(id, self.group.spec.stop_timeout).await;
             }
-        } else {
-            self.host.kill().await;
+            (KillPolicy::QueuedCallElseHost, Some(_)) => self.host.kill().await,
+            // No call of this lane runs: nothing to cancel, and the host serves other lanes.
+            (KillPolicy::Call | KillPolicy::QueuedCallElseHost, None) => {}
         }
     }
 
@@ -178,6 +190,12 @@ impl Workable for Lane {
 
     fn pid(&self) -> Option<u32> {
         self.host.pid()
+    }
+
+    /// The host itself, when it takes calls on the caller's thread (see `HostedEngine::call_direct`).
+    fn lane(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let direct = lock(&self.host.shared.direct).is_some();
+        direct.then(|| Arc::clone(&self.host) as Arc<dyn std::any::Any + Send + Sync>)
     }
 }
 

@@ -1,7 +1,8 @@
 //! [`Members`]: which supervisor workers make up one worker as Python sees it.
 //!
 //! The supervisor runs one task per worker at a time, so a host that takes `concurrency` calls
-//! at once (an asyncio event loop) is registered as that many *lanes*: supervisor workers
+//! at once (an asyncio event loop; a Ray actor with calls queued at it) is registered as that
+//! many *lanes*: supervisor workers
 //! sharing one host. Stats, broadcasts, retirement and worker ids are reported per host, the
 //! id of its first lane. A worker with one lane (every other mode) is not recorded: its lane
 //! id is its id.

@@ -120,10 +120,12 @@ impl Engine {
         submit_timeout: Option<f64>,
     ) -> PyResult<PyReply<'py>> {
         let options = TaskOptions { timeout: seconds("timeout", timeout)? };
-        if let Flavor::Process(process) = &self.flavor {
-            if let Some(reply) = process.call_direct(py, payload, options) {
-                return reply;
-            }
+        let direct = match &self.flavor {
+            Flavor::Process(process) => process.call_direct(py, payload, options),
+            Flavor::Hosted(hosted) => hosted.call_direct(py, payload, options),
+        };
+        if let Some(reply) = direct {
+            return reply;
         }
         with_kind!(self, kind => kind.core.call(py, kind.task(py, payload)?, options, submit_timeout))
     }

@@ -12,7 +12,7 @@ use crate::process::{ProcessSpec, StartMethod, Zygote, DEFAULT_MAX_MESSAGE_SIZE}
 use crate::python::common::{parse_restart, seconds};
 use crate::Config;
 
-/// Calls in flight per asyncio worker when `max_concurrency` is not given.
+/// Calls in flight per asyncio worker when `max_concurrency` is not given (Ray: 1).
 const DEFAULT_MAX_CONCURRENCY: usize = 32;
 
 /// Where an engine's workers run: the `mode` of `SPool`.
@@ -129,8 +129,8 @@ impl EngineOptions {
                 mode.as_str()
             )));
         }
-        if self.max_concurrency.is_some() && mode != Mode::Asyncio {
-            return Err(PyValueError::new_err("max_concurrency needs mode='asyncio'"));
+        if self.max_concurrency.is_some() && !matches!(mode, Mode::Asyncio | Mode::Ray) {
+            return Err(PyValueError::new_err("max_concurrency needs mode='asyncio' or mode='ray'"));
         }
         if self.on_demand.is_some() && matches!(mode, Mode::Sync | Mode::Asyncio) {
             let mode = mode.as_str();
@@ -192,15 +192,17 @@ impl EngineOptions {
             PyValueError::new_err(format!("mode={:?} needs a launcher (see stateful_pool.modes)", mode.as_str()))
         })?;
         let concurrency = match (mode, self.max_concurrency) {
+            (_, Some(0)) => return Err(PyValueError::new_err("max_concurrency must be at least 1, got 0")),
             (Mode::Asyncio, None) => DEFAULT_MAX_CONCURRENCY,
-            (Mode::Asyncio, Some(0)) => return Err(PyValueError::new_err("max_concurrency must be at least 1, got 0")),
-            (Mode::Asyncio, Some(n)) => n,
+            // A Ray actor runs one call at a time whatever is queued at it: pipelining is opt-in,
+            // since calls queued at a busy actor cannot go to an idle one.
+            (Mode::Ray, None) => 1,
             // `config` refused max_concurrency in every other mode.
-            (_, _) => 1,
+            (_, n) => n.unwrap_or(1),
         };
         if concurrency > 1 && self.max_tasks_per_worker.is_some() {
             // Lanes share one instance; recycling one lane cannot renew the instance.
-            return Err(PyValueError::new_err("max_tasks_per_worker needs max_concurrency=1 in asyncio mode"));
+            return Err(PyValueError::new_err("max_tasks_per_worker needs max_concurrency=1"));
         }
         Ok(HostOptions {
             launcher: std::sync::Arc::new(launcher.clone_ref(py)),
