@@ -128,6 +128,7 @@ impl<W: Workable> Supervisor<W> {
             direct_released: Notify::new(),
             on_worker_exit,
             departures: Mutex::new(std::collections::VecDeque::new()),
+            sticky: crate::sched::balance::rendezvous::StickyCounts::default(),
         });
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })
@@ -421,6 +422,13 @@ impl<W: Workable> Supervisor<W> {
     #[must_use]
     pub fn dispatched(&self) -> u64 {
         self.shared.dispatched.load(Ordering::Relaxed)
+    }
+
+    /// Keyed tasks (see [`TaskOptions::key`]) that ran on their key's worker, and those that
+    /// spilled to another one: `(hits, misses)`.
+    #[must_use]
+    pub fn sticky_counts(&self) -> (u64, u64) {
+        self.shared.sticky.get()
     }
 
     /// The load balancer in use.

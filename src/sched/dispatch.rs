@@ -3,15 +3,22 @@
 //! Workers announce themselves when idle; the dispatcher takes a task from the queue only
 //! while some worker is idle, asks the balancer which one, and puts the task in that worker's
 //! inbox. A task therefore never waits behind a running task while another worker is idle.
+//!
+//! A keyed task (sticky routing, `TaskOptions::key`) goes to the worker that owns its key by
+//! rendezvous hashing over the serving workers. If that worker is busy, the task either waits
+//! in that worker's own inbox (`Sticky::Wait`; it runs there after the tasks already sent to
+//! it, in the order the dispatcher took them from the queue, which is priority order) or goes
+//! to an idle worker like any task (`Sticky::Spill`, a miss).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::job::{Job, Sticky};
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
-use crate::sched::balance::{Balancer, Candidate};
+use crate::sched::balance::{rendezvous, Balancer, Candidate};
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::WorkerState;
 use crate::worker::workable::Workable;
@@ -63,6 +70,7 @@ pub(crate) async fn dispatch<W: Workable>(
                 }
             }
         };
+        let Some(job) = route_keyed(&shared, &mut idle, job) else { continue };
         // Workers may have been claimed since the check above: pick among those still idle, or
         // put the task back and wait.
         let free: Vec<usize> = (0..idle.len()).filter(|&i| idle[i].state() == WorkerState::Idle).collect();
@@ -84,4 +92,34 @@ pub(crate) async fn dispatch<W: Workable>(
         }
     }
     shared.drained.send_replace(true);
+}
+
+/// Sends a keyed job to its key's worker (taking it off `idle` if it was there); hands the job
+/// back when it should go to any idle worker instead (not keyed, spilled, or no owner).
+fn route_keyed<W: Workable>(shared: &Shared<W>, idle: &mut Vec<Arc<WorkerSlot<W>>>, job: Job<W>) -> Option<Job<W>> {
+    let Some(key) = job.options.key else { return Some(job) };
+    let owner = {
+        let slots = shared.slots();
+        let serving =
+            |s: &&Arc<WorkerSlot<W>>| matches!(s.state(), WorkerState::Idle | WorkerState::Busy) && !s.is_retiring();
+        let id = rendezvous::owner(key, slots.iter().filter(serving).map(|s| s.id));
+        id.and_then(|id| slots.iter().find(|s| s.id == id).cloned())
+    };
+    let Some(owner) = owner else { return Some(job) };
+    let idle_at = idle.iter().position(|s| s.id == owner.id && s.state() == WorkerState::Idle);
+    if idle_at.is_none() && job.options.sticky == Sticky::Spill {
+        shared.sticky.record(false);
+        return Some(job);
+    }
+    if let Some(at) = idle_at {
+        idle.swap_remove(at);
+    }
+    shared.sticky.record(true);
+    owner.dispatched.fetch_add(1, Ordering::Relaxed);
+    shared.dispatched.fetch_add(1, Ordering::Relaxed);
+    if let Err(returned) = owner.inbox.send(job) {
+        // It left meanwhile: route again (to the next owner).
+        shared.queue.give_back(returned.0);
+    }
+    None
 }
