@@ -152,8 +152,10 @@ def test_killed_worker_moves_only_its_keys(tmp_path: Path) -> None:
         pid = int(victim.split(":")[0])
         os.kill(pid, signal.SIGKILL)
         wait_until(
-            lambda: sorted(w["state"] for w in pool.stats()["workers"]) == ["idle"] * 4
-            and pid not in [w["pid"] for w in pool.stats()["workers"]],
+            lambda: (
+                sorted(w["state"] for w in pool.stats()["workers"]) == ["idle"] * 4
+                and pid not in [w["pid"] for w in pool.stats()["workers"]]
+            ),
             30,
             "the killed worker's replacement",
         )
