@@ -138,12 +138,32 @@ fn a_busy_owner_makes_wait_queue_and_spill_go_elsewhere() {
     let spilled = wait(&submit(&f.pool, (2, false), keyed(7, Sticky::Spill)).1);
     assert_ne!(spilled, owner);
     let (_, waiting) = submit(&f.pool, (3, false), keyed(7, Sticky::Wait));
+    let urgent = TaskOptions { priority: 5, ..keyed(7, Sticky::Wait) };
+    let (_, waiting_urgent) = submit(&f.pool, (4, false), urgent);
     for tag in 10..30 {
         assert_ne!(wait(&submit(&f.pool, (tag, false), TaskOptions::default()).1), owner);
     }
     assert!(waiting.try_recv().is_err(), "still waiting for its owner");
+    assert_eq!(f.pool.queued(), 2, "parked tasks count as queued");
     f.gate.store(true, Ordering::Release);
     assert_eq!(wait(&held_rx), owner);
     assert_eq!(wait(&waiting), owner);
-    assert_eq!(f.pool.sticky_counts(), (3, 1));
+    assert_eq!(wait(&waiting_urgent), owner);
+    let ran = f.ran.lock().unwrap().clone();
+    assert_eq!(ran[ran.len() - 3..], [1, 4, 3], "the owner ran the urgent waiting task first");
+    assert_eq!(f.pool.sticky_counts(), (4, 1));
+}
+
+#[test]
+fn tasks_waiting_for_a_worker_that_retires_go_to_the_keys_next_owner() {
+    let f = fixture(2);
+    let owner = wait(&submit(&f.pool, (0, false), keyed(7, Sticky::Wait)).1);
+    let (held, held_rx) = submit(&f.pool, (1, true), keyed(7, Sticky::Wait));
+    eventually("the owner to take the held task", || held.started());
+    let (_, waiting) = submit(&f.pool, (2, false), keyed(7, Sticky::Wait));
+    eventually("the keyed task to wait for its owner", || f.pool.queued() == 1);
+    assert!(f.pool.retire_worker(owner));
+    f.gate.store(true, Ordering::Release);
+    assert_eq!(wait(&held_rx), owner, "a retiring worker finishes its task");
+    assert_ne!(wait(&waiting), owner, "the waiting task moved to the key's new owner");
 }

@@ -140,8 +140,9 @@ def test_same_key_same_worker(mode: str) -> None:
         assert len(set().union(*seen.values())) > 1, "keys spread over the workers"
         stats = pool.stats()
         assert (stats["sticky_hits"], stats["sticky_misses"]) == (50 * len(keys), 0)
-        # Blocking calls (which may take a worker directly) stick as well.
+        # Blocking calls (which may take a worker directly) and map stick as well.
         assert all(pool.options(key=k).execute(k) in seen[k] for k in keys)
+        assert set(pool.options(key="user0").map(range(20))) == seen["user0"]
 
 
 def test_killed_worker_moves_only_its_keys(tmp_path: Path) -> None:
@@ -190,13 +191,17 @@ def test_wait_queues_for_the_busy_owner_and_spill_goes_elsewhere(tmp_path: Path)
         spilled = pool.options(key="k", sticky="spill").execute("spill")
         assert spilled != owner
         # Wait: it stays queued for the owner while the other worker serves other calls.
+        # in priority order among the calls waiting for it.
         waiting = pool.options(key="k").submit_execute("wait")
+        urgent = pool.options(key="k", priority=1).submit_execute("urgent")
         for i in range(20):
             assert pool.execute(i) != owner
-        assert not waiting.done()
+        assert not waiting.done() and not urgent.done()
+        assert pool.stats()["queued"] == 2
         gate.touch()
         assert held.result(timeout=30) == owner
-        assert waiting.result(timeout=30) == owner
+        assert waiting.result(timeout=30) == urgent.result(timeout=30) == owner
+        assert pool.options(key="k").call("order") == ["probe", "urgent", "wait"]
         stats = pool.stats()
         assert stats["sticky_misses"] == 1
-        assert stats["sticky_hits"] == 3
+        assert stats["sticky_hits"] == 5

@@ -5,4 +5,5 @@
 pub(crate) mod balance;
 pub(crate) mod batch;
 pub(crate) mod dispatch;
+pub(crate) mod line;
 pub(crate) mod queue;

@@ -1,19 +1,14 @@
-//! The pool's task queue: tasks ordered by priority (FIFO within a priority), bounded or not,
-//! with two tokio doorbells so async workers await it and a condition variable so synchronous
-//! callers block on a full queue with a timeout.
+//! The pool's task queue: tasks in priority order (see [`crate::sched::line`]: FIFO within a
+//! priority, and none starves), bounded or not, with two tokio doorbells so async workers await
+//! it and a condition variable so synchronous callers block on a full queue with a timeout.
 //!
 //! Workers pull from the one shared queue when they are idle (late binding), so a task never
-//! waits behind a running task while another worker sits idle.
-//!
-//! # Order
-//! The next task is the oldest one of the highest priority, except that no task waits forever:
-//! when [`OVERTAKE_LIMIT`] tasks in a row were taken past the oldest waiting task (because
-//! they had a higher priority), the next pop takes the oldest task whatever its priority. So a
-//! task is overtaken at most `OVERTAKE_LIMIT` times per task older than it, and with one
-//! priority in use the queue is plain FIFO. The lock is held for a few pointer moves only.
+//! waits behind a running task while another worker sits idle. Tasks that wait for one worker
+//! in particular (a keyed task whose worker is busy, see `sched::dispatch`) are parked in that
+//! worker's own line here, so they still count as queued, keep their priority order, and are
+//! drained with the rest on shutdown. The lock is held for a few pointer moves only.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -21,13 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// How many pops in a row may pass over the oldest waiting task before it is served.
-pub(crate) const OVERTAKE_LIMIT: u32 = 8;
-
-/// An item with a priority: higher is served first.
-pub(crate) trait Ranked {
-    fn priority(&self) -> i32;
-}
+use crate::sched::line::PriorityLine;
+pub(crate) use crate::sched::line::Ranked;
 
 /// Why an item could not be pushed; the item comes back.
 #[derive(Debug)]
@@ -41,59 +31,30 @@ struct Waiting<T> {
     /// Items handed back by a worker that left (retired or gave up): served before the rest,
     /// never refused, so nothing is lost to capacity or shutdown.
     returned: VecDeque<T>,
-    /// Per priority, highest first: `(arrival number, item)` in arrival order.
-    by_priority: BTreeMap<Reverse<i32>, VecDeque<(u64, T)>>,
-    /// Items in `by_priority` (the ones that count against the capacity).
-    accepted: usize,
-    next_arrival: u64,
-    /// Pops in a row that passed over the oldest item.
-    overtakes: u32,
+    /// Items for any consumer; the only ones that count against the capacity.
+    shared: PriorityLine<T>,
+    /// Items for one consumer, by its id.
+    parked: HashMap<u64, PriorityLine<T>>,
 }
 
 impl<T: Ranked> Waiting<T> {
-    fn insert(&mut self, item: T) {
-        let arrival = self.next_arrival;
-        self.next_arrival += 1;
-        self.by_priority.entry(Reverse(item.priority())).or_default().push_back((arrival, item));
-        self.accepted += 1;
-    }
-
-    /// The priority class whose front item goes next (see the module doc).
-    fn next_class(&self) -> Option<Reverse<i32>> {
-        let (&top, _) = self.by_priority.first_key_value()?;
-        if self.overtakes < OVERTAKE_LIMIT {
-            return Some(top);
-        }
-        self.by_priority.iter().min_by_key(|(_, items)| items.front().map_or(u64::MAX, |(n, _)| *n)).map(|(&k, _)| k)
-    }
-
-    /// The next item if `accept` takes it.
     fn pop_if(&mut self, accept: impl FnOnce(&T) -> bool) -> Option<T> {
         if let Some(item) = self.returned.front() {
             return if accept(item) { self.returned.pop_front() } else { None };
         }
-        let class = self.next_class()?;
-        let items = self.by_priority.get_mut(&class)?;
-        let (arrival, item) = items.front()?;
-        if !accept(item) {
-            return None;
-        }
-        let arrival = *arrival;
-        let (_, item) = items.pop_front()?;
-        if items.is_empty() {
-            self.by_priority.remove(&class);
-        }
-        self.accepted -= 1;
-        let oldest = self.by_priority.values().filter_map(|items| items.front()).all(|(n, _)| *n > arrival);
-        self.overtakes = if oldest { 0 } else { self.overtakes + 1 };
-        Some(item)
+        self.shared.pop_if(accept)
+    }
+
+    /// Items any consumer may take.
+    fn unparked(&self) -> usize {
+        self.returned.len() + self.shared.len()
     }
 }
 
 pub(crate) struct TaskQueue<T> {
     waiting: Mutex<Waiting<T>>,
     capacity: Option<usize>,
-    /// Items waiting, returned ones included (read without the lock).
+    /// Items waiting, returned and parked ones included (read without the lock).
     len: AtomicUsize,
     /// Rung after every push and on close; idle workers wait on it.
     items: Notify,
@@ -110,10 +71,8 @@ impl<T: Ranked> TaskQueue<T> {
         Self {
             waiting: Mutex::new(Waiting {
                 returned: VecDeque::new(),
-                by_priority: BTreeMap::new(),
-                accepted: 0,
-                next_arrival: 0,
-                overtakes: 0,
+                shared: PriorityLine::default(),
+                parked: HashMap::new(),
             }),
             capacity,
             len: AtomicUsize::new(0),
@@ -137,10 +96,10 @@ impl<T: Ranked> TaskQueue<T> {
         if self.is_closed() {
             return Err(PushError::Closed(item));
         }
-        if self.capacity.is_some_and(|cap| waiting.accepted >= cap) {
+        if self.capacity.is_some_and(|cap| waiting.shared.len() >= cap) {
             return Err(PushError::Full(item));
         }
-        waiting.insert(item);
+        waiting.shared.push(item);
         self.len.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -205,19 +164,57 @@ impl<T: Ranked> TaskQueue<T> {
     }
 
     /// Takes the next item without waiting, if `accept` takes it (the order is not changed:
-    /// when the next item is refused, nothing is taken).
+    /// when the next item is refused, nothing is taken). Parked items are not offered.
     pub(crate) fn try_pop_if(&self, accept: impl FnOnce(&T) -> bool) -> Option<T> {
         let mut waiting = self.lock();
         let item = waiting.pop_if(accept)?;
-        let left = self.len.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        let more = waiting.unparked() > 0;
         drop(waiting);
         self.space.notify_one();
         self.space_blocking.notify_one();
-        if left > 0 {
+        if more {
             // Pass the wake-up on: two pushes may have left a single stored permit.
             self.items.notify_one();
         }
         Some(item)
+    }
+
+    /// Sets an already accepted item aside for consumer `owner` alone (it took it from the
+    /// queue, but that consumer is busy); it keeps its priority order among `owner`'s items.
+    pub(crate) fn park(&self, owner: u64, item: T) {
+        self.lock().parked.entry(owner).or_default().push(item);
+        self.len.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Takes the next item parked for `owner`.
+    pub(crate) fn take_parked(&self, owner: u64) -> Option<T> {
+        let mut waiting = self.lock();
+        let line = waiting.parked.get_mut(&owner)?;
+        let item = line.pop();
+        if line.is_empty() {
+            waiting.parked.remove(&owner);
+        }
+        if item.is_some() {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        item
+    }
+
+    /// The consumers with items parked for them.
+    pub(crate) fn parked_owners(&self) -> Vec<u64> {
+        self.lock().parked.keys().copied().collect()
+    }
+
+    /// Puts every item parked for `owner` back in front of the queue, in their order (for any
+    /// consumer again); returns whether there were any.
+    pub(crate) fn unpark(&self, owner: u64) -> bool {
+        let mut waiting = self.lock();
+        let Some(mut line) = waiting.parked.remove(&owner) else { return false };
+        waiting.returned.extend(std::iter::from_fn(|| line.pop()));
+        drop(waiting);
+        self.items.notify_one();
+        true
     }
 
     /// Waits for an item; `None` once the queue is closed and empty. Cancel-safe: an item is
@@ -259,6 +256,9 @@ impl<T: Ranked> TaskQueue<T> {
             while let Some(item) = waiting.pop_if(|_| true) {
                 items.push(item);
             }
+            for mut line in std::mem::take(&mut waiting.parked).into_values() {
+                items.extend(std::iter::from_fn(|| line.pop()));
+            }
             self.len.store(0, Ordering::Release);
         }
         if !items.is_empty() {
@@ -268,7 +268,7 @@ impl<T: Ranked> TaskQueue<T> {
         items
     }
 
-    /// Items waiting, returned ones included.
+    /// Items waiting, returned and parked ones included.
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
@@ -285,71 +285,33 @@ mod tests {
         }
     }
 
-    /// `(priority, name)`.
-    impl Ranked for (i32, &'static str) {
-        fn priority(&self) -> i32 {
-            self.0
-        }
-    }
+    // `(priority, name)` is `Ranked` by its priority (see `line`'s tests).
 
     fn names(q: &TaskQueue<(i32, &'static str)>) -> Vec<&'static str> {
         std::iter::from_fn(|| q.try_pop()).map(|(_, name)| name).collect()
     }
 
     #[test]
-    fn higher_priority_first_fifo_within_a_priority() {
-        let q = TaskQueue::new(None);
-        for item in [(0, "low1"), (0, "low2"), (5, "high1"), (-3, "neg"), (5, "high2"), (1, "mid")] {
+    fn priority_order_and_parked_items() {
+        let q = TaskQueue::new(Some(3));
+        for item in [(0, "low"), (2, "high"), (1, "mid")] {
             q.try_push(item).unwrap();
         }
-        assert_eq!(names(&q), ["high1", "high2", "mid", "low1", "low2", "neg"]);
+        assert_eq!(q.try_pop(), Some((2, "high")));
+        // Parked for consumer 7: counted, not offered to others, out of the capacity.
+        q.park(7, (0, "p-low"));
+        q.park(7, (3, "p-high"));
+        assert_eq!(q.len(), 4);
+        q.try_push((0, "low2")).unwrap();
+        assert_eq!(q.parked_owners(), [7]);
+        assert_eq!(q.take_parked(7), Some((3, "p-high")), "a parked line is in priority order too");
+        assert_eq!(q.take_parked(9), None);
+        assert!(q.unpark(7));
+        assert!(!q.unpark(7));
+        assert_eq!(names(&q), ["p-low", "mid", "low", "low2"], "unparked items go first");
+        q.park(1, (0, "left"));
+        assert_eq!(q.drain(), [(0, "left")], "drain takes parked items too");
         assert_eq!(q.len(), 0);
-    }
-
-    #[test]
-    fn the_oldest_task_is_overtaken_at_most_the_limit_in_a_row() {
-        let q = TaskQueue::new(None);
-        q.try_push((0, "old")).unwrap();
-        let limit = OVERTAKE_LIMIT as usize;
-        let high = ["h"; 3 * OVERTAKE_LIMIT as usize];
-        for name in high {
-            q.try_push((1, name)).unwrap();
-        }
-        let order = names(&q);
-        assert_eq!(order.iter().position(|n| *n == "old"), Some(limit), "{order:?}");
-        // Two starved classes: each oldest in turn gets its place after `limit` overtakes.
-        let q = TaskQueue::new(None);
-        q.try_push((0, "a")).unwrap();
-        q.try_push((1, "b")).unwrap();
-        for name in high {
-            q.try_push((2, name)).unwrap();
-        }
-        let order = names(&q);
-        let a = order.iter().position(|n| *n == "a").unwrap();
-        let b = order.iter().position(|n| *n == "b").unwrap();
-        assert_eq!((a, b), (limit, 2 * limit + 1), "{order:?}");
-    }
-
-    #[test]
-    fn taking_the_oldest_resets_the_count() {
-        let q = TaskQueue::new(None);
-        // Overtake 'old' limit-1 times, then serve it at its turn: no forced pick carries over.
-        q.try_push((1, "old")).unwrap();
-        q.try_push((0, "low")).unwrap();
-        for _ in 0..OVERTAKE_LIMIT - 1 {
-            q.try_push((2, "h")).unwrap();
-        }
-        let order = names(&q);
-        assert_eq!(&order[OVERTAKE_LIMIT as usize - 1..], ["old", "low"]);
-    }
-
-    #[test]
-    fn pop_if_leaves_a_refused_item_in_place() {
-        let q = TaskQueue::new(None);
-        q.try_push((1, "keyed")).unwrap();
-        q.try_push((0, "plain")).unwrap();
-        assert_eq!(q.try_pop_if(|(_, n)| *n != "keyed"), None, "the next item is refused: nothing taken");
-        assert_eq!(names(&q), ["keyed", "plain"]);
     }
 
     #[test]
