@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use worker_pool::{Backpressure, Outcome, Response, Sticky, Supervisor, TaskOptions, Ticket, Workable, WorkerState};
+use worker_pool::{
+    Backpressure, Outcome, Response, ShutdownMode, Sticky, Supervisor, TaskOptions, Ticket, Workable, WorkerState,
+};
 
 /// A task: a tag to record, and whether to hold the worker until the gate opens.
 type Task = (u32, bool);
@@ -74,6 +76,14 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Finds key 7's worker and holds it with a keyed task: `(its id, the held task's outcome)`.
+fn hold_owner_of_7(f: &Fixture) -> (u64, mpsc::Receiver<Outcome<Recorder>>) {
+    let owner = wait(&submit(&f.pool, (0, false), keyed(7, Sticky::Wait)).1);
+    let (held, held_rx) = submit(&f.pool, (1, true), keyed(7, Sticky::Wait));
+    eventually("the owner to take the held task", || held.started());
+    (owner, held_rx)
+}
+
 fn with_priority(priority: i32) -> TaskOptions {
     TaskOptions { priority, ..TaskOptions::default() }
 }
@@ -132,9 +142,7 @@ fn keys_stay_on_their_worker_and_a_retired_worker_moves_only_its_keys() {
 #[test]
 fn a_busy_owner_makes_wait_queue_and_spill_go_elsewhere() {
     let f = fixture(2);
-    let owner = wait(&submit(&f.pool, (0, false), keyed(7, Sticky::Wait)).1);
-    let (held, held_rx) = submit(&f.pool, (1, true), keyed(7, Sticky::Wait));
-    eventually("the owner to take the held task", || held.started());
+    let (owner, held_rx) = hold_owner_of_7(&f);
     let spilled = wait(&submit(&f.pool, (2, false), keyed(7, Sticky::Spill)).1);
     assert_ne!(spilled, owner);
     let (_, waiting) = submit(&f.pool, (3, false), keyed(7, Sticky::Wait));
@@ -157,13 +165,31 @@ fn a_busy_owner_makes_wait_queue_and_spill_go_elsewhere() {
 #[test]
 fn tasks_waiting_for_a_worker_that_retires_go_to_the_keys_next_owner() {
     let f = fixture(2);
-    let owner = wait(&submit(&f.pool, (0, false), keyed(7, Sticky::Wait)).1);
-    let (held, held_rx) = submit(&f.pool, (1, true), keyed(7, Sticky::Wait));
-    eventually("the owner to take the held task", || held.started());
+    let (owner, held_rx) = hold_owner_of_7(&f);
     let (_, waiting) = submit(&f.pool, (2, false), keyed(7, Sticky::Wait));
     eventually("the keyed task to wait for its owner", || f.pool.queued() == 1);
     assert!(f.pool.retire_worker(owner));
     f.gate.store(true, Ordering::Release);
     assert_eq!(wait(&held_rx), owner, "a retiring worker finishes its task");
     assert_ne!(wait(&waiting), owner, "the waiting task moved to the key's new owner");
+}
+
+#[test]
+fn a_graceful_shutdown_runs_the_tasks_waiting_for_a_busy_worker_and_a_kill_fails_them() {
+    for mode in [ShutdownMode::Graceful, ShutdownMode::Kill] {
+        let f = fixture(2);
+        let (owner, held_rx) = hold_owner_of_7(&f);
+        let (_, waiting) = submit(&f.pool, (2, false), keyed(7, Sticky::Wait));
+        eventually("the keyed task to wait for its owner", || f.pool.queued() == 1);
+        f.pool.shutdown(mode);
+        f.gate.store(true, Ordering::Release);
+        let outcome = waiting.recv_timeout(Duration::from_secs(10)).expect("an outcome");
+        if mode == ShutdownMode::Graceful {
+            assert_eq!(wait(&held_rx), owner);
+            assert_eq!(outcome.unwrap(), owner);
+        } else {
+            assert!(outcome.is_err(), "{outcome:?}");
+        }
+        assert!(f.pool.wait_stopped(Duration::from_secs(10)));
+    }
 }

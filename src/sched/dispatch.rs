@@ -45,7 +45,7 @@ pub(crate) async fn dispatch<W: Workable>(
         }
         // A worker may have crashed or been retired since it announced; one that is busy with a
         // direct-lane call stays listed, since it comes back without announcing itself.
-        idle.retain(|s| matches!(s.state(), WorkerState::Idle | WorkerState::Busy) && !s.is_retiring());
+        idle.retain(|s| serving(s));
         if hand_out_parked(&shared, &mut idle) {
             continue;
         }

@@ -56,6 +56,8 @@ pub(crate) struct TaskQueue<T> {
     capacity: Option<usize>,
     /// Items waiting, returned and parked ones included (read without the lock).
     len: AtomicUsize,
+    /// Parked items (read without the lock: the dispatcher's fast path).
+    parked: AtomicUsize,
     /// Rung after every push and on close; idle workers wait on it.
     items: Notify,
     /// Rung after every pop; async producers wait on it when the queue is full.
@@ -76,6 +78,7 @@ impl<T: Ranked> TaskQueue<T> {
             }),
             capacity,
             len: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             items: Notify::new(),
             space: Notify::new(),
             space_blocking: Condvar::new(),
@@ -153,8 +156,11 @@ impl<T: Ranked> TaskQueue<T> {
 
     /// Puts back an item that was already accepted once; it is served first.
     pub(crate) fn give_back(&self, item: T) {
-        self.lock().returned.push_back(item);
+        // The counts change under the lock, so a concurrent `drain` cannot leave them off.
+        let mut waiting = self.lock();
+        waiting.returned.push_back(item);
         self.len.fetch_add(1, Ordering::AcqRel);
+        drop(waiting);
         self.items.notify_one();
     }
 
@@ -183,7 +189,9 @@ impl<T: Ranked> TaskQueue<T> {
     /// Sets an already accepted item aside for consumer `owner` alone (it took it from the
     /// queue, but that consumer is busy); it keeps its priority order among `owner`'s items.
     pub(crate) fn park(&self, owner: u64, item: T) {
-        self.lock().parked.entry(owner).or_default().push(item);
+        let mut waiting = self.lock();
+        waiting.parked.entry(owner).or_default().push(item);
+        self.parked.fetch_add(1, Ordering::AcqRel);
         self.len.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -196,6 +204,7 @@ impl<T: Ranked> TaskQueue<T> {
             waiting.parked.remove(&owner);
         }
         if item.is_some() {
+            self.parked.fetch_sub(1, Ordering::AcqRel);
             self.len.fetch_sub(1, Ordering::AcqRel);
         }
         item
@@ -203,6 +212,9 @@ impl<T: Ranked> TaskQueue<T> {
 
     /// The consumers with items parked for them.
     pub(crate) fn parked_owners(&self) -> Vec<u64> {
+        if self.parked.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
         self.lock().parked.keys().copied().collect()
     }
 
@@ -211,14 +223,16 @@ impl<T: Ranked> TaskQueue<T> {
     pub(crate) fn unpark(&self, owner: u64) -> bool {
         let mut waiting = self.lock();
         let Some(mut line) = waiting.parked.remove(&owner) else { return false };
+        self.parked.fetch_sub(line.len(), Ordering::AcqRel);
         waiting.returned.extend(std::iter::from_fn(|| line.pop()));
         drop(waiting);
         self.items.notify_one();
         true
     }
 
-    /// Waits for an item; `None` once the queue is closed and empty. Cancel-safe: an item is
-    /// only taken in the same poll that returns it.
+    /// Waits for an item; `None` once the queue is closed and empty (parked items count: they
+    /// still wait for their consumer). Cancel-safe: an item is only taken in the same poll
+    /// that returns it.
     pub(crate) async fn pop(&self) -> Option<T> {
         loop {
             let mut rung = pin!(self.items.notified());
@@ -226,7 +240,7 @@ impl<T: Ranked> TaskQueue<T> {
             if let Some(item) = self.try_pop() {
                 return Some(item);
             }
-            if self.is_closed() {
+            if self.is_closed() && self.len() == 0 {
                 return None;
             }
             rung.await;
@@ -259,6 +273,7 @@ impl<T: Ranked> TaskQueue<T> {
             for mut line in std::mem::take(&mut waiting.parked).into_values() {
                 items.extend(std::iter::from_fn(|| line.pop()));
             }
+            self.parked.store(0, Ordering::Release);
             self.len.store(0, Ordering::Release);
         }
         if !items.is_empty() {
