@@ -91,10 +91,47 @@ impl Ticket {
 }
 
 /// Per-task options.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskOptions {
     /// Deadline for this task, overriding the pool's default task timeout.
     pub timeout: Option<Duration>,
+    /// Higher runs first; FIFO within a priority, and no task starves (see
+    /// `crate::sched::queue` for the overtaking limit). Default 0.
+    pub priority: i32,
+    /// Sticky routing: tasks with the same key go to the same worker while it serves (chosen by
+    /// rendezvous hashing over the serving workers, so a worker that comes or goes moves only
+    /// its own keys). `None`: any worker.
+    pub key: Option<u64>,
+    /// What a keyed task does when its worker is busy.
+    pub sticky: Sticky,
+}
+
+/// What a keyed task ([`TaskOptions::key`]) does when its worker is busy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Sticky {
+    /// Wait for that worker (the default: what a per-key cache is for; a miss usually costs
+    /// more than waiting for one task).
+    #[default]
+    Wait,
+    /// Go to an idle worker instead (counted as a sticky miss).
+    Spill,
+}
+
+/// An unknown sticky policy name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sticky policy {0:?}: use \"wait\" or \"spill\"")]
+pub struct UnknownSticky(pub String);
+
+impl std::str::FromStr for Sticky {
+    type Err = UnknownSticky;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "wait" => Ok(Sticky::Wait),
+            "spill" => Ok(Sticky::Spill),
+            other => Err(UnknownSticky(other.to_owned())),
+        }
+    }
 }
 
 pub(crate) struct Job<W: Workable> {
@@ -108,6 +145,12 @@ pub(crate) struct Job<W: Workable> {
     /// only that worker runs it, exactly once; it never enters the shared queue, and fails with
     /// `NoWorkers` naming the worker if that worker leaves first.
     pub(crate) addressed: bool,
+}
+
+impl<W: Workable> crate::sched::queue::Ranked for Job<W> {
+    fn priority(&self) -> i32 {
+        self.options.priority
+    }
 }
 
 impl<W: Workable> Job<W> {

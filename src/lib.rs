@@ -44,7 +44,7 @@ mod worker;
 mod python;
 
 pub use crate::error::{BuildError, Departure, NoWorkerReason, StartError, SubmitError, TaskError, WorkerFault};
-pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};
+pub use crate::job::{Outcome, ReplyFn, Sticky, TaskHandle, TaskOptions, Ticket, UnknownSticky};
 pub use crate::pool::config::{Config, SupervisorBuilder, WorkerExit};
 pub use crate::pool::shutdown::ShutdownMode;
 pub use crate::pool::supervisor::{Backpressure, Claim, Supervisor};

@@ -53,6 +53,10 @@ class PoolStats(TypedDict):
     """Tasks handed to workers so far, in total."""
     load_balancing: str
     """The balancer's canonical name (``"round_robin"``, ``"active"``, ``"total"``, ``"random"``)."""
+    sticky_hits: int
+    """Keyed calls (``options(key=...)``) that ran on their key's worker."""
+    sticky_misses: int
+    """Keyed calls that spilled to another worker (``sticky="spill"``) while theirs was busy."""
 
 
 class PoolWorkerStats(TypedDict, total=False):

@@ -191,6 +191,8 @@ class SPool(Generic[W]):
         self._methods: set[str] = set()
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
+        # (priority, key, sticky): the routing options of this view's calls (see `options`).
+        self._routing: tuple[int, Any, str] = (0, None, "wait")
         # Every option of the engine, whatever the mode (see src/python/engine/options.rs).
         options: dict[str, Any] = {
             "mode": mode,
@@ -233,17 +235,52 @@ class SPool(Generic[W]):
         self._abandon.atexit = False  # at exit, the exit hook winds every pool down instead
         _live_pools.add(self)
 
-    def options(self, *, timeout: float | None = None, submit_timeout: float | None = None) -> SPool[W]:
-        """A view of this pool whose calls use these options: ``timeout`` seconds per task
-        (past it the task fails with :class:`TaskTimeoutError` and its worker is replaced) and
-        ``submit_timeout`` seconds of waiting on a full queue. The view shares the workers::
+    def options(
+        self,
+        *,
+        timeout: float | None = None,
+        submit_timeout: float | None = None,
+        priority: int | None = None,
+        key: Any = None,
+        sticky: str | None = None,
+    ) -> SPool[W]:
+        """A view of this pool whose calls use these options; it shares the workers::
 
             pool.options(timeout=5).execute(x)
+            pool.options(priority=10).submit_execute(x)
+            pool.options(key=user_id).execute(x)
+
+        - ``timeout``: seconds per task (past it the task fails with :class:`TaskTimeoutError`
+          and its worker is replaced).
+        - ``submit_timeout``: seconds of waiting on a full queue.
+        - ``priority``: an int, higher first (default 0); FIFO within a priority, and no task
+          starves: once 8 tasks in a row were taken past the oldest waiting one, the oldest
+          goes next whatever its priority.
+        - ``key``: any hashable; calls with equal keys go to the same worker while it serves
+          (rendezvous hashing: a worker that comes or goes moves only its own keys).
+        - ``sticky``: when the key's worker is busy, ``"wait"`` for it (default: keeps the
+          worker's per-key state warm) or ``"spill"`` to an idle worker (a miss in
+          ``stats()["sticky_misses"]``).
+
+        Unset options keep the values of the pool (or view) this is called on; ``timeout``
+        always applies as given.
         """
+        old_priority, old_key, old_sticky = self._routing
+        if priority is not None and (type(priority) is not int or not -(2**31) <= priority < 2**31):
+            raise ValueError(f"priority must be an int in the 32-bit range, got {priority!r}")
+        if sticky is not None and sticky not in ("wait", "spill"):
+            raise ValueError(f'sticky must be "wait" or "spill", got {sticky!r}')
+        if key is not None:
+            hash(key)  # unhashable: TypeError now, not at the call
         view = copy.copy(self)
         view._call_timeout = timeout
         if submit_timeout is not None:
             view._submit_timeout = submit_timeout
+        view._routing = (
+            old_priority if priority is None else priority,
+            old_key if key is None else key,
+            old_sticky if sticky is None else sticky,
+        )
         return view
 
     # -- spawning workers ---------------------------------------------------------------
@@ -302,12 +339,14 @@ class SPool(Generic[W]):
         call: tuple[Any, ...] = (CHUNK_METHOD, chunk_payload(method, prefix, items, spread), {})
         payload = call if self._in_process else encode(call)
         future: PoolFuture[Any] = PoolFuture()
-        return self._completer.register(future, self._core.submit, payload, self._call_timeout, self._submit_timeout)
+        return self._completer.register(
+            future, self._core.submit, payload, self._call_timeout, self._submit_timeout, *self._routing
+        )
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``worker.<method>(*args, **kwargs)`` on a free worker and returns its result."""
         payload = self._payload(method, args, kwargs)
-        return decode(*self._core.call(payload, self._call_timeout, self._submit_timeout))
+        return decode(*self._core.call(payload, self._call_timeout, self._submit_timeout, *self._routing))
 
     def submit_call(self, method: str, /, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
         """Queues ``worker.<method>(*args, **kwargs)``; returns a future."""
@@ -317,7 +356,9 @@ class SPool(Generic[W]):
         except Exception as exc:
             future.set_exception(exc)
             return future
-        return self._completer.register(future, self._core.submit, payload, self._call_timeout, self._submit_timeout)
+        return self._completer.register(
+            future, self._core.submit, payload, self._call_timeout, self._submit_timeout, *self._routing
+        )
 
     async def async_call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Awaitable :meth:`call`."""
@@ -447,15 +488,19 @@ class SPool(Generic[W]):
         """Per-worker ``id``, ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
         ``last_error``, ``dispatched``, ``batches`` and ``batched_tasks`` (short tasks handed over
         several per wake-up); plus ``queued`` tasks, ``live_workers``, total
-        ``dispatched`` and the ``load_balancing`` name (see :class:`~stateful_pool.PoolStats`)."""
+        ``dispatched``, the ``load_balancing`` name, and ``sticky_hits``/``sticky_misses`` (keyed
+        calls that ran on their key's worker / spilled elsewhere) (see :class:`~stateful_pool.PoolStats`)."""
         self._check_forked()
         workers = self._core.workers()
+        sticky_hits, sticky_misses = self._core.sticky
         return {
             "workers": workers,
             "queued": self._core.queued,
             "live_workers": sum(1 for w in workers if w["state"] in ("starting", "idle", "busy")),
             "dispatched": self._core.dispatched,
             "load_balancing": self._core.load_balancing,
+            "sticky_hits": sticky_hits,
+            "sticky_misses": sticky_misses,
         }
 
     @property

@@ -43,6 +43,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) departures: Mutex<std::collections::VecDeque<Departure>>,
     /// The worker factory and counters of an on-demand pool (unused otherwise).
     pub(crate) on_demand: OnDemand<W>,
+    /// How keyed tasks were placed (sticky routing).
+    pub(crate) sticky: crate::sched::balance::rendezvous::StickyCounts,
 }
 
 /// How many departures `NoWorkers` errors name (the newest).

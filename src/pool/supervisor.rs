@@ -129,6 +129,7 @@ impl<W: Workable> Supervisor<W> {
             on_worker_exit,
             departures: Mutex::new(std::collections::VecDeque::new()),
             on_demand: OnDemand::default(),
+            sticky: crate::sched::balance::rendezvous::StickyCounts::default(),
         });
         match shared.config.on_demand {
             Some(cap) => {
@@ -406,6 +407,13 @@ impl<W: Workable> Supervisor<W> {
     #[must_use]
     pub fn dispatched(&self) -> u64 {
         self.shared.dispatched.load(Ordering::Relaxed)
+    }
+
+    /// Keyed tasks (see [`TaskOptions::key`]) that ran on their key's worker, and those that
+    /// spilled to another one: `(hits, misses)`.
+    #[must_use]
+    pub fn sticky_counts(&self) -> (u64, u64) {
+        self.shared.sticky.get()
     }
 
     /// The load balancer in use.

@@ -284,7 +284,7 @@ async fn run_alone<W: Workable>(
 fn take_share<W: Workable>(worker: &mut W, slot: &WorkerSlot<W>, shared: &Shared<W>, handed: &mut VecDeque<Handed<W>>) {
     let share = 1 + shared.queue.len() / shared.live_workers().max(1);
     while handed.len() < share.min(worker.pipeline_depth()) {
-        let Some(job) = shared.queue.try_pop() else { break };
+        let Some(job) = shared.queue.try_pop_if(|job| job.options.key.is_none()) else { break };
         if job.options.timeout.is_some() {
             // Needs its own deadline: run it alone, first thing.
             shared.queue.give_back(job);

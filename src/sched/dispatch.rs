@@ -3,15 +3,23 @@
 //! Workers announce themselves when idle; the dispatcher takes a task from the queue only
 //! while some worker is idle, asks the balancer which one, and puts the task in that worker's
 //! inbox. A task therefore never waits behind a running task while another worker is idle.
+//!
+//! A keyed task (sticky routing, `TaskOptions::key`) goes to the worker that owns its key by
+//! rendezvous hashing over the serving workers. If that worker is busy, the task either is
+//! parked in the queue for that worker (`Sticky::Wait`: when the worker is idle again it gets
+//! the tasks parked for it, by priority, before anything else; if it stops serving they are
+//! routed again) or goes to an idle worker like any task (`Sticky::Spill`, a miss).
 
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::job::{Job, Sticky};
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
-use crate::sched::balance::{Balancer, Candidate};
+use crate::sched::balance::{rendezvous, Balancer, Candidate};
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::WorkerState;
 use crate::worker::workable::Workable;
@@ -26,6 +34,10 @@ pub(crate) async fn dispatch<W: Workable>(
     let mut phase = shared.phase.subscribe();
     let mut candidates = Vec::new();
     loop {
+        // Armed before the parked tasks are checked, so a worker leaving after the check wakes
+        // us (their owner may be gone).
+        let mut exited = pin!(shared.exited.notified());
+        exited.as_mut().enable();
         while let Ok(slot) = idle_rx.try_recv() {
             if !idle.iter().any(|s| s.id == slot.id) {
                 idle.push(slot);
@@ -33,7 +45,10 @@ pub(crate) async fn dispatch<W: Workable>(
         }
         // A worker may have crashed or been retired since it announced; one that is busy with a
         // direct-lane call stays listed, since it comes back without announcing itself.
-        idle.retain(|s| matches!(s.state(), WorkerState::Idle | WorkerState::Busy) && !s.is_retiring());
+        idle.retain(|s| serving(s));
+        if hand_out_parked(&shared, &mut idle) {
+            continue;
+        }
         if shared.queue.is_closed() && shared.queue.len() == 0 {
             break; // drained: a graceful shutdown needs no more workers
         }
@@ -44,6 +59,7 @@ pub(crate) async fn dispatch<W: Workable>(
                     continue;
                 }
                 () = shared.direct_released.notified() => continue,
+                () = &mut exited => continue,
                 // A push while every listed worker is busy on a direct call: look again (the
                 // caller's release only rings if it saw the task queued).
                 () = shared.queue.pushed() => continue,
@@ -61,8 +77,10 @@ pub(crate) async fn dispatch<W: Workable>(
                     idle.extend(slot);
                     continue;
                 }
+                () = &mut exited => continue,
             }
         };
+        let Some(job) = route_keyed(&shared, &mut idle, job) else { continue };
         // Workers may have been claimed since the check above: pick among those still idle, or
         // put the task back and wait.
         let free: Vec<usize> = (0..idle.len()).filter(|&i| idle[i].state() == WorkerState::Idle).collect();
@@ -77,11 +95,69 @@ pub(crate) async fn dispatch<W: Workable>(
             total: idle[i].dispatched.load(Ordering::Relaxed),
         }));
         let slot = idle.swap_remove(free[balancer.pick(&candidates)]);
-        slot.dispatched.fetch_add(1, Ordering::Relaxed);
-        shared.dispatched.fetch_add(1, Ordering::Relaxed);
-        if let Err(returned) = slot.inbox.send(job) {
-            shared.queue.give_back(returned.0);
-        }
+        send(&shared, &slot, job);
     }
     shared.drained.send_replace(true);
+}
+
+/// Whether `slot` may own keys: serving, and not leaving.
+fn serving<W: Workable>(slot: &WorkerSlot<W>) -> bool {
+    matches!(slot.state(), WorkerState::Idle | WorkerState::Busy) && !slot.is_retiring()
+}
+
+/// Gives an idle worker the next task parked for it, and routes again the tasks parked for
+/// workers that stopped serving. Returns whether it handed out or moved anything.
+fn hand_out_parked<W: Workable>(shared: &Shared<W>, idle: &mut Vec<Arc<WorkerSlot<W>>>) -> bool {
+    let owners = shared.queue.parked_owners();
+    if owners.is_empty() {
+        return false;
+    }
+    let gone: Vec<u64> = {
+        let slots = shared.slots();
+        owners.iter().copied().filter(|&id| !slots.iter().any(|s| s.id == id && serving(s))).collect()
+    };
+    let mut moved = false;
+    for owner in gone {
+        moved |= shared.queue.unpark(owner);
+    }
+    let Some(at) = idle.iter().position(|s| s.state() == WorkerState::Idle && owners.contains(&s.id)) else {
+        return moved;
+    };
+    let slot = idle.swap_remove(at);
+    if let Some(job) = shared.queue.take_parked(slot.id) {
+        shared.sticky.record(true);
+        send(shared, &slot, job);
+    }
+    true
+}
+
+/// Hands `job` to `slot`'s serve loop (back to the queue if that worker is gone).
+fn send<W: Workable>(shared: &Shared<W>, slot: &WorkerSlot<W>, job: Job<W>) {
+    slot.dispatched.fetch_add(1, Ordering::Relaxed);
+    shared.dispatched.fetch_add(1, Ordering::Relaxed);
+    if let Err(returned) = slot.inbox.send(job) {
+        shared.queue.give_back(returned.0);
+    }
+}
+
+/// Sends a keyed job to its key's idle worker (taking it off `idle`), or parks it for its busy
+/// one; hands the job back when it should go to any idle worker instead (not keyed, spilled,
+/// or no worker serves).
+fn route_keyed<W: Workable>(shared: &Shared<W>, idle: &mut Vec<Arc<WorkerSlot<W>>>, job: Job<W>) -> Option<Job<W>> {
+    let Some(key) = job.options.key else { return Some(job) };
+    let owner = rendezvous::owner(key, shared.slots().iter().filter(|s| serving(s)).map(|s| s.id));
+    let Some(owner) = owner else { return Some(job) };
+    match idle.iter().position(|s| s.id == owner && s.state() == WorkerState::Idle) {
+        Some(at) => {
+            let slot = idle.swap_remove(at);
+            shared.sticky.record(true);
+            send(shared, &slot, job);
+        }
+        None if job.options.sticky == Sticky::Spill => {
+            shared.sticky.record(false);
+            return Some(job);
+        }
+        None => shared.queue.park(owner, job),
+    }
+    None
 }

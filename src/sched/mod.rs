@@ -5,5 +5,6 @@
 pub(crate) mod balance;
 pub(crate) mod batch;
 pub(crate) mod dispatch;
+pub(crate) mod line;
 pub(crate) mod on_demand;
 pub(crate) mod queue;

@@ -28,11 +28,9 @@ use pyo3::types::PyList;
 
 use self::hosted::HostedEngine;
 use self::kind::PyReply;
-use self::options::{EngineOptions, Mode};
+use self::options::{task_options, EngineOptions, Mode};
 use self::process::ProcessEngine;
 pub(crate) use self::slot::CoreTicket;
-use crate::job::TaskOptions;
-use crate::python::common::seconds;
 
 /// The worker kinds an engine can run.
 enum Flavor {
@@ -111,27 +109,36 @@ impl Engine {
 
     /// Runs one call and waits for it: `(status, value)`. `payload` is the list of buffers of
     /// an encoded call (process mode) or `(method, args, kwargs)`.
-    #[pyo3(signature = (payload, timeout=None, submit_timeout=None))]
+    /// `priority`, `key` and `sticky` are those of `SPool.options`.
+    #[pyo3(signature = (payload, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait"))]
+    #[allow(clippy::too_many_arguments)] // the Python signature: each one a keyword
     fn call<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
+        priority: i32,
+        key: Option<&Bound<'py, PyAny>>,
+        sticky: &str,
     ) -> PyResult<PyReply<'py>> {
-        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
-        let direct = match &self.flavor {
-            Flavor::Process(process) => process.call_direct(py, payload, options),
-            Flavor::Hosted(hosted) => hosted.call_direct(py, payload, options),
-        };
-        if let Some(reply) = direct {
-            return reply;
+        let options = task_options(timeout, priority, key, sticky)?;
+        // The direct lanes take any idle worker: not for a keyed call.
+        if options.key.is_none() {
+            let direct = match &self.flavor {
+                Flavor::Process(process) => process.call_direct(py, payload, options),
+                Flavor::Hosted(hosted) => hosted.call_direct(py, payload, options),
+            };
+            if let Some(reply) = direct {
+                return reply;
+            }
         }
         with_kind!(self, kind => kind.core.call(py, kind.task(py, payload)?, options, submit_timeout))
     }
 
     /// Queues one call; its outcome arrives through `take_completions` under `token`.
-    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None))]
+    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait"))]
+    #[allow(clippy::too_many_arguments)] // the Python signature: each one a keyword
     fn submit(
         &self,
         py: Python<'_>,
@@ -139,8 +146,11 @@ impl Engine {
         token: u64,
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
+        priority: i32,
+        key: Option<&Bound<'_, PyAny>>,
+        sticky: &str,
     ) -> PyResult<CoreTicket> {
-        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        let options = task_options(timeout, priority, key, sticky)?;
         with_kind!(self, kind => kind.core.submit(py, kind.task(py, payload)?, token, options, submit_timeout))
     }
 
@@ -184,6 +194,12 @@ impl Engine {
     #[getter]
     fn is_shutdown(&self) -> bool {
         with_core!(self, core => core.supervisor.is_shutdown())
+    }
+
+    /// Keyed calls that ran on their key's worker, and those that spilled: `(hits, misses)`.
+    #[getter]
+    fn sticky(&self) -> (u64, u64) {
+        with_core!(self, core => core.supervisor.sticky_counts())
     }
 
     /// Tasks waiting in the queue.

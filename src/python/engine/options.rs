@@ -8,6 +8,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::job::{Sticky, TaskOptions};
 use crate::process::{ProcessSpec, StartMethod, Zygote, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::python::common::{parse_restart, seconds};
 use crate::Config;
@@ -210,4 +211,17 @@ impl EngineOptions {
             stop_timeout: self.stop_timeout()?,
         })
     }
+}
+
+/// One call's options (`timeout`, `priority`, `key`, `sticky`) as the core's [`TaskOptions`].
+/// A key is any hashable object: its `hash()` places it (equal keys share a worker).
+pub(crate) fn task_options(
+    timeout: Option<f64>,
+    priority: i32,
+    key: Option<&Bound<'_, PyAny>>,
+    sticky: &str,
+) -> PyResult<TaskOptions> {
+    let sticky = sticky.parse::<Sticky>().map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let key = key.map(|k| k.hash().map(|h| u64::from_ne_bytes(h.to_ne_bytes()))).transpose()?;
+    Ok(TaskOptions { timeout: seconds("timeout", timeout)?, priority, key, sticky })
 }

@@ -8,6 +8,7 @@
 mod least_active;
 mod least_total;
 mod random;
+pub(crate) mod rendezvous;
 mod round_robin;
 
 use std::fmt;
