@@ -95,6 +95,9 @@ impl Ticket {
 pub struct TaskOptions {
     /// Deadline for this task, overriding the pool's default task timeout.
     pub timeout: Option<Duration>,
+    /// Gather this task with queued tasks of the same key into one coalesced call
+    /// ([`Workable::process_coalesced`]); `None`: it runs on its own.
+    pub coalesce: Option<crate::sched::gather::Coalesce>,
 }
 
 pub(crate) struct Job<W: Workable> {

@@ -78,7 +78,7 @@ fn the_exit_hook_hears_of_every_process_once_before_its_replacement_starts() {
     eventually("the restart", || logged(&log).len() == 2);
     // A timeout.
     let (tx, rx) = std::sync::mpsc::channel();
-    let options = worker_pool::TaskOptions { timeout: Some(Duration::from_millis(10)) };
+    let options = worker_pool::TaskOptions { timeout: Some(Duration::from_millis(10)), ..Default::default() };
     let reply: worker_pool::ReplyFn<Lives> = Box::new(move |outcome| tx.send(outcome).unwrap());
     pool.submit_with(60_000, options, reply, worker_pool::Backpressure::Fail).unwrap();
     assert!(matches!(rx.recv().unwrap(), Err(TaskError::TimedOut(_))));

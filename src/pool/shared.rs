@@ -40,6 +40,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) on_worker_exit: Option<WorkerExitHook>,
     /// The last few workers that left for good, and why: what `NoWorkers` errors report.
     pub(crate) departures: Mutex<std::collections::VecDeque<Departure>>,
+    /// Sizes of the coalesced calls made so far (see `sched/gather.rs`).
+    pub(crate) coalesced: crate::sched::gather::CoalesceCounters,
 }
 
 /// How many departures `NoWorkers` errors name (the newest).

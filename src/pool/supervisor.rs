@@ -128,6 +128,7 @@ impl<W: Workable> Supervisor<W> {
             direct_released: Notify::new(),
             on_worker_exit,
             departures: Mutex::new(std::collections::VecDeque::new()),
+            coalesced: crate::sched::gather::CoalesceCounters::default(),
         });
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })
@@ -439,6 +440,12 @@ impl<W: Workable> Supervisor<W> {
     #[must_use]
     pub fn workers(&self) -> Vec<WorkerInfo> {
         self.shared.slots().iter().map(|s| s.info()).collect()
+    }
+
+    /// How many coalesced calls were made and their sizes (see [`crate::Coalesce`]).
+    #[must_use]
+    pub fn coalesce_stats(&self) -> crate::CoalesceStats {
+        self.shared.coalesced.snapshot()
     }
 
     /// How many tasks wait in the queue.

@@ -20,6 +20,7 @@ use crate::pool::config::WorkerExit;
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
 use crate::sched::batch::{self, BatchEnd, Pace};
+use crate::sched::gather;
 use crate::worker::restart::{FailureStage, RestartDecision, RestartPacer};
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::{WorkerEvent, WorkerState};
@@ -280,7 +281,12 @@ async fn run_job<W: Workable>(
         job.fail(TaskError::Cancelled);
         return JobEnd::Idle;
     }
-    match batch::run(worker, slot, job, phase, shared, pace).await {
+    let ran = if job.options.coalesce.is_some() {
+        gather::run(worker, slot, job, phase, shared).await
+    } else {
+        batch::run(worker, slot, job, phase, shared, pace).await
+    };
+    match ran {
         BatchEnd::Idle => JobEnd::Idle,
         BatchEnd::Killed => JobEnd::Killed,
         BatchEnd::Failed { fault, unstarted, stage } => {
