@@ -6,6 +6,7 @@
 //! loom models only check `shm`.)
 #![cfg(not(loom))]
 
+mod coalesce;
 mod endpoint;
 pub(crate) mod frame;
 mod lane;
@@ -35,7 +36,7 @@ pub(crate) use self::transport::{AnyTransport, PipeTransport, Transport};
 pub(crate) use self::upcall::Upcalls;
 use crate::error::WorkerFault;
 use crate::shm::{Segment, Wait};
-use crate::worker::workable::{Response, Workable};
+use crate::worker::workable::{Coalesced, Response, Workable};
 
 /// Why a worker process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +300,10 @@ impl Workable for ProcessWorker {
             Ok(reply) => call_response(reply),
             Err(fault) => Response::Fatal(fault),
         }
+    }
+
+    async fn process_coalesced(&mut self, tasks: Vec<Vec<u8>>) -> Coalesced<Self> {
+        self.call_coalesced(tasks).await
     }
 
     /// Deep enough to carry a burst of tiny calls in one wake-up, shallow enough that a batch

@@ -41,11 +41,21 @@ pub(crate) enum Reply {
     Raised(Py<PyAny>, String),
     /// The host cannot go on (its thread ends); the text says why.
     Fatal(String),
+    /// A coalesced call's outcomes, one per payload: `Ok` the result, `Err` the exception.
+    Coalesced(Vec<Result<Py<PyAny>, Py<PyAny>>>),
+}
+
+/// What a call carries to its host.
+pub(crate) enum CallPayload {
+    /// One call: `(method, args, kwargs)` or its encoding.
+    One(Arc<Py<PyAny>>),
+    /// Several calls of one batched method, run as one coalesced call.
+    Coalesced(Vec<Arc<Py<PyAny>>>),
 }
 
 /// A message to a host.
 pub(crate) enum Request {
-    Call { id: u64, payload: Arc<Py<PyAny>>, reply: oneshot::Sender<Reply> },
+    Call { id: u64, payload: CallPayload, reply: oneshot::Sender<Reply> },
     Cancel(u64),
     Stop,
 }
@@ -153,7 +163,7 @@ impl Host {
             Ok(Reply::Ok(value)) => Ok((host, value)),
             Ok(Reply::Raised(exc, summary)) => Err(StartFailure::Raised(exc, summary)),
             Ok(Reply::Fatal(message)) => Err(StartFailure::Crashed(message)),
-            Err(_) => Err(StartFailure::Crashed("worker thread exited during setup".to_owned())),
+            Ok(Reply::Coalesced(_)) | Err(_) => Err(StartFailure::Crashed("worker thread exited during setup".to_owned())),
         }
     }
 
@@ -166,7 +176,7 @@ impl Host {
     }
 
     /// Sends call `id`; `Err` gives the payload back when the host is gone.
-    pub(crate) fn send_call(&self, payload: Arc<Py<PyAny>>) -> Result<(u64, oneshot::Receiver<Reply>), ()> {
+    pub(crate) fn send_call(&self, payload: CallPayload) -> Result<(u64, oneshot::Receiver<Reply>), ()> {
         let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request::Call { id, payload, reply }).map_err(drop)?;

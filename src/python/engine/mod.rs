@@ -23,7 +23,7 @@ mod process;
 mod slot;
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 
 use self::hosted::HostedEngine;
 use self::kind::PyReply;
@@ -32,6 +32,8 @@ use self::process::ProcessEngine;
 pub(crate) use self::slot::CoreTicket;
 use crate::job::TaskOptions;
 use crate::python::common::seconds;
+use crate::{Coalesce, COALESCE_SIZE_BUCKETS};
+use std::collections::HashMap;
 
 /// The worker kinds an engine can run.
 enum Flavor {
@@ -60,11 +62,21 @@ macro_rules! with_core {
     };
 }
 
+impl Engine {
+    /// A call's options: its timeout, and how it is gathered if `method` is batched.
+    fn task_options(&self, timeout: Option<f64>, method: Option<&str>) -> PyResult<TaskOptions> {
+        let coalesce = method.and_then(|m| self.coalesce.get(m)).copied();
+        Ok(TaskOptions { timeout: seconds("timeout", timeout)?, coalesce })
+    }
+}
+
 /// The supervisor of one `SPool` and its workers, in any mode.
 #[pyclass(module = "stateful_pool._core", frozen)]
 pub(crate) struct Engine {
     mode: Mode,
     flavor: Flavor,
+    /// How calls to each batched method are gathered (see `sched/gather.rs`).
+    coalesce: HashMap<String, Coalesce>,
 }
 
 #[pymethods]
@@ -77,11 +89,12 @@ impl Engine {
         let options: EngineOptions = options.extract()?;
         let mode = options.mode()?;
         let config = options.config(mode)?;
+        let coalesce = options.coalesce(mode)?;
         let flavor = match mode {
             Mode::Process => Flavor::Process(ProcessEngine::new(&options, config)?),
             _ => Flavor::Hosted(HostedEngine::new(py, mode, &options, config)?),
         };
-        Ok(Self { mode, flavor })
+        Ok(Self { mode, flavor, coalesce })
     }
 
     /// The mode the engine runs its workers in.
@@ -109,17 +122,20 @@ impl Engine {
     }
 
     /// Runs one call and waits for it: `(status, value)`. `payload` is the list of buffers of
-    /// an encoded call (process mode) or `(method, args, kwargs)`.
-    #[pyo3(signature = (payload, timeout=None, submit_timeout=None))]
+    /// an encoded call (process mode) or `(method, args, kwargs)`; `method` names the method
+    /// called, so calls to a batched one are gathered into coalesced calls.
+    #[pyo3(signature = (payload, timeout=None, submit_timeout=None, method=None))]
     fn call<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
+        method: Option<&str>,
     ) -> PyResult<PyReply<'py>> {
-        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
-        if let Flavor::Process(process) = &self.flavor {
+        let options = self.task_options(timeout, method)?;
+        // A call to a batched method waits in the queue to be gathered, not on the direct lane.
+        if let (Flavor::Process(process), None) = (&self.flavor, options.coalesce) {
             if let Some(reply) = process.call_direct(py, payload, options) {
                 return reply;
             }
@@ -127,8 +143,9 @@ impl Engine {
         with_kind!(self, kind => kind.core.call(py, kind.task(py, payload)?, options, submit_timeout))
     }
 
-    /// Queues one call; its outcome arrives through `take_completions` under `token`.
-    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None))]
+    /// Queues one call; its outcome arrives through `take_completions` under `token` (`method`
+    /// as for `call`).
+    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None, method=None))]
     fn submit(
         &self,
         py: Python<'_>,
@@ -136,9 +153,23 @@ impl Engine {
         token: u64,
         timeout: Option<f64>,
         submit_timeout: Option<f64>,
+        method: Option<&str>,
     ) -> PyResult<CoreTicket> {
-        let options = TaskOptions { timeout: seconds("timeout", timeout)? };
+        let options = self.task_options(timeout, method)?;
         with_kind!(self, kind => kind.core.submit(py, kind.task(py, payload)?, token, options, submit_timeout))
+    }
+
+    /// How many coalesced calls were made: `{"calls", "tasks", "max_size", "histogram"}`, the
+    /// histogram a list of `(largest size in the bucket or None for the last, calls)`.
+    fn coalesced<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = with_core!(self, core => core.supervisor.coalesce_stats());
+        let d = PyDict::new(py);
+        d.set_item("calls", stats.calls)?;
+        d.set_item("tasks", stats.tasks)?;
+        d.set_item("max_size", stats.max_size)?;
+        let bounds = COALESCE_SIZE_BUCKETS.iter().map(|&b| Some(b)).chain([None]);
+        d.set_item("histogram", bounds.zip(stats.histogram).collect::<Vec<_>>())?;
+        Ok(d)
     }
 
     /// Runs one call on every live worker: a list of `(worker_id, status, value)`.

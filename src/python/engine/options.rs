@@ -2,6 +2,7 @@
 //! turned here into the supervisor's [`Config`] and the worker kind's settings. A new pool
 //! option is a field here, the `Config` field it sets, and its parameter in `SPool`.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use pyo3::prelude::*;
 
 use crate::process::{ProcessSpec, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::python::common::{parse_restart, seconds};
-use crate::Config;
+use crate::{Coalesce, Config};
 
 /// Calls in flight per asyncio worker when `max_concurrency` is not given.
 const DEFAULT_MAX_CONCURRENCY: usize = 32;
@@ -98,6 +99,9 @@ pub(crate) struct EngineOptions {
     /// Process mode: a task tree's namespace, served to the workers as upcalls.
     #[pyo3(default)]
     namespace: Option<Py<crate::python::namespace::CoreNamespace>>,
+    /// The worker class's batched methods: `(name, max_size, max_wait)` each.
+    #[pyo3(default)]
+    coalesce: Vec<(String, usize, f64)>,
 }
 
 /// How the in-process hosts of an engine are started.
@@ -109,6 +113,23 @@ pub(crate) struct HostOptions {
 }
 
 impl EngineOptions {
+    /// How calls to each batched method are gathered, by method name (see `sched/gather.rs`).
+    /// Ray mode gathers nothing: each call reaches its actor alone, as a batch of one.
+    pub(crate) fn coalesce(&self, mode: Mode) -> PyResult<HashMap<String, Coalesce>> {
+        if mode == Mode::Ray {
+            return Ok(HashMap::new());
+        }
+        let mut specs = HashMap::new();
+        for (key, (name, max_size, max_wait)) in (0u32..).zip(&self.coalesce) {
+            if *max_size == 0 {
+                return Err(PyValueError::new_err(format!("batched method {name}(): max_size must be at least 1")));
+            }
+            let max_wait = seconds("max_wait", Some(*max_wait))?.unwrap_or_default();
+            specs.insert(name.clone(), Coalesce { key, max_size: *max_size, max_wait });
+        }
+        Ok(specs)
+    }
+
     /// The mode the options ask for.
     pub(crate) fn mode(&self) -> PyResult<Mode> {
         Mode::parse(&self.mode)
