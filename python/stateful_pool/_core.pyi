@@ -3,7 +3,7 @@
 from collections.abc import Callable, Mapping
 from typing import Any, Self, final
 
-from ._stats import WorkerStats
+from ._stats import CoalesceStats, WorkerStats
 
 __version__: str
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "FRAME_UPCALL_REPLY",
     "REQUEST_CALL",
     "REQUEST_CANCEL",
+    "REQUEST_COALESCED",
     "READY_OK",
     "READY_RAISED",
     "READY_FATAL",
@@ -51,6 +52,7 @@ FRAME_UPCALL: int
 FRAME_UPCALL_REPLY: int
 REQUEST_CALL: int
 REQUEST_CANCEL: int
+REQUEST_COALESCED: int
 READY_OK: int
 READY_RAISED: int
 READY_FATAL: int
@@ -84,11 +86,21 @@ class Engine:
     def spawn(self, init: Any) -> tuple[int, Any]: ...
     def submit_spawn(self, init: Any, token: int) -> None: ...
     def call(
-        self, payload: Any, timeout: float | None = None, submit_timeout: float | None = None
+        self,
+        payload: Any,
+        timeout: float | None = None,
+        submit_timeout: float | None = None,
+        method: str | None = None,
     ) -> tuple[int, Any]: ...
     def submit(
-        self, payload: Any, token: int, timeout: float | None = None, submit_timeout: float | None = None
+        self,
+        payload: Any,
+        token: int,
+        timeout: float | None = None,
+        submit_timeout: float | None = None,
+        method: str | None = None,
     ) -> CoreTicket: ...
+    def coalesced(self) -> CoalesceStats: ...
     def broadcast(self, payload: Any) -> list[tuple[int, int, Any]]: ...
     def take_completions(self, timeout: float, max_items: int = 4096) -> list[tuple[int, int, Any]]: ...
     def shutdown(self, mode: str) -> None: ...

@@ -39,6 +39,20 @@ class WorkerStats(TypedDict):
     """Tasks handed over in those batches."""
 
 
+class CoalesceStats(TypedDict):
+    """Coalesced calls of batched methods (:func:`~stateful_pool.batched`), pool-wide."""
+
+    calls: int
+    """Calls made to batched methods, each with a list of gathered items."""
+    tasks: int
+    """Items those calls carried (``tasks / calls`` is the mean batch size)."""
+    max_size: int
+    """The largest batch."""
+    histogram: list[tuple[int | None, int]]
+    """``(bound, calls)`` per bucket: calls of more items than the previous bound and at most
+    ``bound`` (``None``: every larger call)."""
+
+
 class PoolStats(TypedDict):
     """What :meth:`SPool.stats` returns."""
 
@@ -53,6 +67,8 @@ class PoolStats(TypedDict):
     """Tasks handed to workers so far, in total."""
     load_balancing: str
     """The balancer's canonical name (``"round_robin"``, ``"active"``, ``"total"``, ``"random"``)."""
+    coalesced: CoalesceStats
+    """Batch sizes of the batched methods' coalesced calls."""
 
 
 class PoolWorkerStats(TypedDict, total=False):

@@ -21,6 +21,7 @@ from ._futures import PoolFuture
 from ._protocol import encode_init
 from ._serialize import by_value, encode
 from ._stats import PoolStats
+from .batching import batched_methods
 from .errors import PoolShutDownError
 from .worker import SWorker, check_method_name
 
@@ -192,6 +193,8 @@ class SPool(Generic[W]):
             "launcher": launcher(mode, actor_options),
             # Served to the workers as upcalls (stateful_pool.groups); process mode only.
             "namespace": _namespace,
+            # Batched methods: the core gathers calls to them (stateful_pool.batching).
+            "coalesce": batched_methods(worker_cls),
         }
         self._core = _core.Engine(options)
         self._completer = make_completer(self._core)
@@ -264,7 +267,7 @@ class SPool(Generic[W]):
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``worker.<method>(*args, **kwargs)`` on a free worker and returns its result."""
         payload = self._payload(method, args, kwargs)
-        return decode(*self._core.call(payload, self._call_timeout, self._submit_timeout))
+        return decode(*self._core.call(payload, self._call_timeout, self._submit_timeout, method))
 
     def submit_call(self, method: str, /, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
         """Queues ``worker.<method>(*args, **kwargs)``; returns a future."""
@@ -274,7 +277,9 @@ class SPool(Generic[W]):
         except Exception as exc:
             future.set_exception(exc)
             return future
-        return self._completer.register(future, self._core.submit, payload, self._call_timeout, self._submit_timeout)
+        return self._completer.register(
+            future, self._core.submit, payload, self._call_timeout, self._submit_timeout, method
+        )
 
     async def async_call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Awaitable :meth:`call`."""
@@ -380,7 +385,8 @@ class SPool(Generic[W]):
         """Per-worker ``id``, ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
         ``last_error``, ``dispatched``, ``batches`` and ``batched_tasks`` (short tasks handed over
         several per wake-up); plus ``queued`` tasks, ``live_workers``, total
-        ``dispatched`` and the ``load_balancing`` name (see :class:`~stateful_pool.PoolStats`)."""
+        ``dispatched``, the ``load_balancing`` name and the batch sizes of batched methods'
+        ``coalesced`` calls (see :class:`~stateful_pool.PoolStats`)."""
         self._check_forked()
         workers = self._core.workers()
         return {
@@ -389,6 +395,7 @@ class SPool(Generic[W]):
             "live_workers": sum(1 for w in workers if w["state"] in ("starting", "idle", "busy")),
             "dispatched": self._core.dispatched,
             "load_balancing": self._core.load_balancing,
+            "coalesced": self._core.coalesced(),
         }
 
     @property

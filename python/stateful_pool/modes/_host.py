@@ -22,7 +22,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CALL, REQUEST_CANCEL, decode_init
+from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CALL, REQUEST_CANCEL, REQUEST_COALESCED, decode_init
+from ..batching import arun_coalesced, run_coalesced
 from .._serialize import safe_str
 from ..errors import RemoteTraceback
 from ..worker import check_method_name
@@ -76,9 +77,10 @@ def _interrupt(ident: int) -> None:
 # -- thread and sync modes --------------------------------------------------------------------
 
 
-def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str) -> Callable[[Any], Any] | None:
+def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str) -> Callable[..., Any] | None:
     """Makes the worker instance, runs its ``spawn`` and reports it on ``channel``; returns
-    how to run one call on it, or ``None`` when the setup failed (and was reported)."""
+    how to run one call on it (``run(payload)``; ``run(payloads, True)`` for a coalesced call,
+    see :mod:`stateful_pool.batching`), or ``None`` when the setup failed (and was reported)."""
     try:
         worker_cls, args, kwargs = decode_init(init)
         instance = worker_cls()
@@ -92,7 +94,9 @@ def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str)
     channel.ready(READY_OK, ready, kill, os.getpid())
     del ready, args, kwargs
 
-    def run(payload: Any) -> Any:
+    def run(payload: Any, coalesced: bool = False) -> Any:
+        if coalesced:
+            return run_coalesced(instance, [call_args(p) for p in payload])
         method, args, kwargs = call_args(payload)
         return getattr(instance, method)(*args, **kwargs)
 
@@ -116,11 +120,13 @@ def _serve_thread(channel: Any, init: Any) -> None:
         channel.exited()
 
 
-def serve_one(run: Callable[[Any], Any], request: Any, *, inline: bool = False) -> bool:
+def serve_one(run: Callable[..., Any], request: Any, *, inline: bool = False) -> bool:
     """Answers one request; returns whether the host goes on. ``run(payload)`` returns the
     result; an exception that is neither an ``Exception`` nor ``SystemExit`` (a lost Ray actor,
     ...) is fatal, except Ctrl-C in a call run ``inline`` by its caller: it reaches the caller."""
     kind, _call_id, payload, replier = request
+    if kind == REQUEST_COALESCED:
+        return _serve_coalesced(run, payload, replier, inline)
     if kind != REQUEST_CALL:
         return True  # one call at a time: there is nothing to cancel between calls
     try:
@@ -139,6 +145,21 @@ def serve_one(run: Callable[[Any], Any], request: Any, *, inline: bool = False) 
         return False
     else:
         replier.ok(result)
+    return True
+
+
+def _serve_coalesced(run: Callable[..., Any], payloads: Any, replier: Any, inline: bool) -> bool:
+    """Answers a coalesced call: one outcome per payload (see :func:`serve_one`)."""
+    try:
+        outcomes = run(payloads, True)
+    except _Interrupted:
+        raise
+    except BaseException as exc:  # not the method's: it ran under run_coalesced's guard
+        replier.fatal(f"worker thread exited: {type(exc).__name__}: {safe_str(exc)}")
+        if inline and isinstance(exc, KeyboardInterrupt):
+            raise
+        return False
+    replier.coalesced([(ok, value if ok else remote_exception(value)) for ok, value in outcomes])
     return True
 
 
@@ -180,8 +201,12 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
             return
         tasks: dict[int, asyncio.Task[None]] = {}
 
-        async def run(payload: Any, replier: Any) -> None:
+        async def run(payload: Any, replier: Any, coalesced: bool) -> None:
             try:
+                if coalesced:
+                    outcomes = await arun_coalesced(instance, [call_args(p) for p in payload])
+                    replier.coalesced([(ok, v if ok else remote_exception(v)) for ok, v in outcomes])
+                    return
                 method, call_a, call_kw = call_args(payload)
                 result = await _maybe_await(getattr(instance, method)(*call_a, **call_kw))
             except asyncio.CancelledError:
@@ -204,7 +229,7 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
                 if task is not None:
                     task.cancel()
                 return
-            task = loop.create_task(run(payload, replier))
+            task = loop.create_task(run(payload, replier, kind == REQUEST_COALESCED))
             tasks[call_id] = task
             task.add_done_callback(lambda _t: tasks.pop(call_id, None))
 
