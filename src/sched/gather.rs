@@ -9,7 +9,9 @@
 //! A serve loop that claimed its worker for a task with a key keeps taking queued tasks while
 //! the next one has the same key, up to `max_size`; when the queue runs dry it waits for more
 //! until `max_wait` has passed since it took the first (a timer on the runtime: other workers
-//! and the dispatcher go on meanwhile). The first task with another key (or an addressed one)
+//! and the dispatcher go on meanwhile; it looks again every millisecond, since a push rings
+//! only one of the queue's waiters). Tasks the dispatcher already put in the worker's inbox go
+//! back to the queue first ([`requeue_inbox`]), so they are gathered too. The first task with another key (or an addressed one)
 //! ends the gathering and goes back to the queue, served first, so order is kept.
 //!
 //! The tasks of one call share its fate: a crash or a protocol breach fails them all
@@ -23,7 +25,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use std::collections::VecDeque;
+
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{TaskError, WorkerFault};
 use crate::job::{Job, ReplyFn, TaskOptions, Ticket};
@@ -45,6 +49,9 @@ pub struct Coalesce {
     /// How long to wait for the call to fill once its first task is taken.
     pub max_wait: Duration,
 }
+
+/// How often a gathering serve loop looks at the queue again while it waits for tasks.
+const RECHECK: Duration = Duration::from_millis(1);
 
 /// Upper bounds of the call-size histogram's buckets; the last bucket takes every larger call.
 pub const COALESCE_SIZE_BUCKETS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
@@ -77,7 +84,8 @@ impl CoalesceCounters {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.tasks.fetch_add(size as u64, Ordering::Relaxed);
         self.max_size.fetch_max(size as u64, Ordering::Relaxed);
-        let bucket = COALESCE_SIZE_BUCKETS.iter().position(|&bound| size <= bound).unwrap_or(COALESCE_SIZE_BUCKETS.len());
+        let bucket =
+            COALESCE_SIZE_BUCKETS.iter().position(|&bound| size <= bound).unwrap_or(COALESCE_SIZE_BUCKETS.len());
         self.histogram[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -188,7 +196,11 @@ pub(crate) async fn run<W: Workable>(
         }
         CallEnd::Killed => {
             worker.kill().await;
-            (WorkerEvent::Crashed, WorkerFault::new("killed to cancel a task of its coalesced call"), TaskError::Cancelled)
+            (
+                WorkerEvent::Crashed,
+                WorkerFault::new("killed to cancel a task of its coalesced call"),
+                TaskError::Cancelled,
+            )
         }
         CallEnd::Aborted => {
             for member in members {
@@ -205,6 +217,22 @@ pub(crate) async fn run<W: Workable>(
         member.answer(Err(copy_error(&error)));
     }
     BatchEnd::Failed { fault, unstarted: Vec::new(), stage: FailureStage::Task }
+}
+
+/// Gives the tasks waiting in a worker's inbox back to the queue (served first, in order), so a
+/// coalesced call gathers them; tasks addressed to the worker move to its held jobs instead.
+pub(crate) fn requeue_inbox<W: Workable>(
+    inbox: &mut mpsc::UnboundedReceiver<Job<W>>,
+    held: &mut VecDeque<Job<W>>,
+    shared: &Shared<W>,
+) {
+    while let Ok(job) = inbox.try_recv() {
+        if job.addressed {
+            held.push_back(job);
+        } else {
+            shared.queue.give_back(job);
+        }
+    }
 }
 
 /// Takes queued tasks with `spec`'s key behind `jobs`, up to `max_size`, waiting for more at most
@@ -228,6 +256,9 @@ async fn gather<W: Workable>(
                     Some(job) => job,
                     None => return, // closed and empty
                 },
+                // The queue's doorbell wakes one waiter, and the dispatcher may be the one: look
+                // again shortly all the same.
+                () = tokio::time::sleep(RECHECK.min(until - tokio::time::Instant::now())) => continue,
             },
         };
         if job.addressed || job.options.coalesce.map(|c| c.key) != Some(spec.key) {
@@ -248,7 +279,9 @@ async fn gather<W: Workable>(
 /// reaches here: a call's failures come back per task).
 fn copy_error<E>(error: &TaskError<E>) -> TaskError<E> {
     match error {
-        TaskError::WorkerCrashed { worker, fault } => TaskError::WorkerCrashed { worker: *worker, fault: fault.clone() },
+        TaskError::WorkerCrashed { worker, fault } => {
+            TaskError::WorkerCrashed { worker: *worker, fault: fault.clone() }
+        }
         TaskError::TimedOut(d) => TaskError::TimedOut(*d),
         TaskError::Cancelled | TaskError::Failed(_) => TaskError::Cancelled,
         TaskError::ShutDown => TaskError::ShutDown,

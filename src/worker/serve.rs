@@ -159,29 +159,35 @@ pub(crate) async fn serve<W: Workable>(
                 held.push_front(job);
                 continue;
             }
-            Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
-                JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
-                    match recycle(&mut worker, &slot, &shared).await {
-                        Ok(()) => continue,
-                        Err(fault) => Failure { fault, stage: FailureStage::Setup },
-                    }
+            Wake::Job(job) => {
+                if job.options.coalesce.is_some() {
+                    // The dispatcher may have put more of the call's tasks here: gather them too.
+                    gather::requeue_inbox(&mut inbox, &mut held, &shared);
                 }
-                JobEnd::Idle => continue,
-                JobEnd::Deferred => {
-                    if !wait_for_release(&slot, &mut phase).await {
-                        break Exit::Kill;
+                match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
+                    JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
+                        match recycle(&mut worker, &slot, &shared).await {
+                            Ok(()) => continue,
+                            Err(fault) => Failure { fault, stage: FailureStage::Setup },
+                        }
                     }
-                    if slot.state() != WorkerState::Failed {
-                        continue;
+                    JobEnd::Idle => continue,
+                    JobEnd::Deferred => {
+                        if !wait_for_release(&slot, &mut phase).await {
+                            break Exit::Kill;
+                        }
+                        if slot.state() != WorkerState::Failed {
+                            continue;
+                        }
+                        Failure {
+                            fault: slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed")),
+                            stage: FailureStage::Task,
+                        }
                     }
-                    Failure {
-                        fault: slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed")),
-                        stage: FailureStage::Task,
-                    }
+                    JobEnd::Killed => break Exit::Kill,
+                    JobEnd::Failed(failure) => failure,
                 }
-                JobEnd::Killed => break Exit::Kill,
-                JobEnd::Failed(failure) => failure,
-            },
+            }
         };
         slot.set_lane(None);
         match recover(&mut worker, &slot, &shared, &mut restarts, failure, &mut phase).await {

@@ -163,7 +163,9 @@ impl Host {
             Ok(Reply::Ok(value)) => Ok((host, value)),
             Ok(Reply::Raised(exc, summary)) => Err(StartFailure::Raised(exc, summary)),
             Ok(Reply::Fatal(message)) => Err(StartFailure::Crashed(message)),
-            Ok(Reply::Coalesced(_)) | Err(_) => Err(StartFailure::Crashed("worker thread exited during setup".to_owned())),
+            Ok(Reply::Coalesced(_)) | Err(_) => {
+                Err(StartFailure::Crashed("worker thread exited during setup".to_owned()))
+            }
         }
     }
 

@@ -114,9 +114,10 @@ pub(crate) struct HostOptions {
 
 impl EngineOptions {
     /// How calls to each batched method are gathered, by method name (see `sched/gather.rs`).
-    /// Ray mode gathers nothing: each call reaches its actor alone, as a batch of one.
+    /// Sync and Ray modes gather nothing: each call runs alone, as a batch of one (a sync call
+    /// returns with its outcome in, so there is never a second one queued to gather).
     pub(crate) fn coalesce(&self, mode: Mode) -> PyResult<HashMap<String, Coalesce>> {
-        if mode == Mode::Ray {
+        if matches!(mode, Mode::Ray | Mode::Sync) {
             return Ok(HashMap::new());
         }
         let mut specs = HashMap::new();
