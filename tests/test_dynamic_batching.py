@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from batch_workers import AsyncDoubler, Doubler, FullBatches
 
 from stateful_pool import BatchSizeError, SPool, WorkerCrashedError, batched
@@ -127,7 +128,7 @@ def test_every_mode_gathers_or_runs_batches_of_one(mode: str) -> None:
             else:
                 with pytest.raises(WorkerCrashedError):  # the whole batch failed with the worker
                     f.result(timeout=60)
-        assert pool.stats()["live_workers"] == 1
+        wait_until(lambda: pool.stats()["live_workers"] == 1, 30, "the worker to come back")
 
 
 def test_async_batched_method_in_asyncio_mode() -> None:
