@@ -9,9 +9,8 @@ import os
 from typing import Any
 
 import pytest
-from conftest import wait_until
 from batch_workers import AsyncDoubler, Doubler, FullBatches
-
+from conftest import wait_until
 from stateful_pool import BatchSizeError, SPool, WorkerCrashedError, batched
 from stateful_pool.batching import batched_methods
 

@@ -12,15 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._protocol import FRAME_CALL, FRAME_INIT, FRAME_OK, FRAME_RAISED, FRAME_READY, FRAME_STOP, decode_init
 from ._serialize import decode, encode, safe_str
-from .batching import answer_coalesced
+from .batching import answer_coalesced, is_coalesced
 from .errors import ResultPicklingError
 from .worker import check_method_name
 
 if TYPE_CHECKING:
     from ._core import Payload
-
-# What a coalesced call's payload starts with (src/process/coalesce.rs); no single call's does.
-_COALESCED = b"\xff\xff\xff\xff"
 
 
 def _setup(payload: Payload) -> tuple[Any, list[Any]]:
@@ -30,7 +27,7 @@ def _setup(payload: Payload) -> tuple[Any, list[Any]]:
 
 
 def _call(worker: Any, payload: Payload) -> list[Any]:
-    if memoryview(payload)[:4] == _COALESCED:  # several calls of a batched method (stateful_pool.batching)
+    if is_coalesced(payload):  # several calls of a batched method (stateful_pool.batching)
         return answer_coalesced(worker, payload)
     method, args, kwargs = decode(payload)
     if type(method) is not str or method[:1] == "_":  # inline: this runs once per task

@@ -17,13 +17,16 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
+from ._core import COALESCED_MARKER
+
 __all__ = ["BatchSizeError", "BatchedMethod", "batched", "batched_methods"]
 
 _T = TypeVar("_T")
 
-# A coalesced request (process mode, see src/process/coalesce.rs): u32::MAX where a single
-# call's payload keeps its count of out-of-band buffers, a u32 call count, a u64 length per call.
-_MARKER = b"\xff\xff\xff\xff"
+# A coalesced request (process mode, see src/process/coalesce.rs): the core's marker where a
+# single call's payload keeps its count of out-of-band buffers, a u32 call count, a u64 length
+# per call.
+_MARKER = COALESCED_MARKER.to_bytes(4, "little")
 _COUNT = struct.Struct("<I")
 _ENTRY = struct.Struct("<BQ")
 
@@ -49,7 +52,7 @@ class BatchedMethod(Generic[_T]):
         self.max_size = max_size
         self.max_wait = float(max_wait)
         self.name = fn.__name__
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -78,7 +81,9 @@ class BatchedMethod(Generic[_T]):
         return f"<batched method {self.name} max_size={self.max_size} max_wait={self.max_wait}>"
 
 
-def batched(max_size: int = 32, max_wait: float = 0.005) -> Callable[[Callable[[_T, list[Any]], Any]], BatchedMethod[_T]]:
+def batched(
+    max_size: int = 32, max_wait: float = 0.005
+) -> Callable[[Callable[[_T, list[Any]], Any]], BatchedMethod[_T]]:
     """Declares a worker method as batched: ``def execute(self, items: list) -> list``, called
     by the pool with up to ``max_size`` items gathered from calls made one item at a time, after
     waiting at most ``max_wait`` seconds for the list to fill. It returns one result per item,
@@ -183,7 +188,7 @@ async def arun_coalesced(instance: Any, calls: Sequence[tuple[str, tuple[Any, ..
 
 
 def is_coalesced(payload: Any) -> bool:
-    """Whether a call frame's payload is a coalesced call."""
+    """Whether a call frame's payload is a coalesced call (checked on every call: cheap)."""
     return bytes(memoryview(payload)[:4]) == _MARKER
 
 

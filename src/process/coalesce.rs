@@ -32,8 +32,11 @@ fn encode_request(tasks: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// One task's share of a coalesced call: its `Ok` payload, or its `Raised` payload.
+type Outcome = Result<Vec<u8>, Vec<u8>>;
+
 /// The outcomes in a coalesced call's reply, or why the reply is malformed.
-fn decode_reply(reply: &[u8]) -> Result<Vec<Result<Vec<u8>, Vec<u8>>>, String> {
+fn decode_reply(reply: &[u8]) -> Result<Vec<Outcome>, String> {
     let take = |at: usize, n: usize| {
         at.checked_add(n).and_then(|end| reply.get(at..end)).ok_or_else(|| "truncated".to_owned())
     };

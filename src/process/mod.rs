@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use tokio::process::Child;
 
+#[cfg(feature = "python")] // read by the Python protocol table only
+pub(crate) use self::coalesce::COALESCED_MARKER;
 pub use self::endpoint::WorkerEndpoint;
 pub use self::frame::{FrameKind, ProtocolError, RaisedPayload, DEFAULT_MAX_MESSAGE_SIZE};
 pub use self::lane::{LaneError, ShmLane};

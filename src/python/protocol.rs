@@ -56,5 +56,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (name, code) in codes {
         m.add(name, code)?;
     }
+    // What a coalesced call's payload starts with (little-endian), where a single call's keeps
+    // its count of out-of-band buffers.
+    m.add("COALESCED_MARKER", crate::process::COALESCED_MARKER)?;
     Ok(())
 }

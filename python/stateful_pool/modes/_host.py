@@ -22,9 +22,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CALL, REQUEST_CANCEL, REQUEST_COALESCED, decode_init
-from ..batching import arun_coalesced, run_coalesced
+from .._protocol import (
+    READY_FATAL,
+    READY_OK,
+    READY_RAISED,
+    REQUEST_CALL,
+    REQUEST_CANCEL,
+    REQUEST_COALESCED,
+    decode_init,
+)
 from .._serialize import safe_str
+from ..batching import arun_coalesced, run_coalesced
 from ..errors import RemoteTraceback
 from ..worker import check_method_name
 
