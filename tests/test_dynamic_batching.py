@@ -162,3 +162,13 @@ def test_decorator_checks_and_discovery() -> None:
     assert worker.execute(3) == 6
     with pytest.raises(BatchSizeError):
         worker.execute("short")
+
+
+def test_a_batch_ends_where_the_worker_is_recycled() -> None:
+    with SPool(FullBatches, max_tasks_per_worker=4) as pool:
+        pool.spawn()
+        futures = [pool.submit_execute(i) for i in range(8)]
+        assert [f.result(timeout=60) for f in futures] == [2 * i for i in range(8)]
+        stats = pool.stats()
+        assert (stats["coalesced"]["calls"], stats["coalesced"]["max_size"]) == (2, 4)
+        wait_until(lambda: pool.stats()["workers"][0]["restarts"] == 2, 30, "two recycles")

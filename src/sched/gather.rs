@@ -245,7 +245,12 @@ async fn gather<W: Workable>(
     phase: &mut watch::Receiver<Phase>,
 ) {
     let until = tokio::time::Instant::now() + spec.max_wait;
-    while jobs.len() < spec.max_size {
+    // A call ends where the worker is due for recycling, so its count lands on the multiple
+    // the serve loop checks (`max_tasks_per_worker`).
+    let before_recycling = shared.config.max_tasks_per_worker.map_or(usize::MAX, |max| {
+        usize::try_from(max - slot.tasks_done.load(Ordering::Relaxed) % max).unwrap_or(usize::MAX)
+    });
+    while jobs.len() < spec.max_size.min(before_recycling) {
         let job = match shared.queue.try_pop() {
             Some(job) => job,
             None => tokio::select! {
