@@ -150,6 +150,7 @@ class WorkerPoolStats(TypedDict):
 
 
 __all__ = [
+    "CoalesceStats",
     "LatencyStats",
     "LoadBalancerStats",
     "PoolStats",
