@@ -133,16 +133,15 @@ def serve_one(run: Callable[..., Any], request: Any, *, inline: bool = False) ->
     result; an exception that is neither an ``Exception`` nor ``SystemExit`` (a lost Ray actor,
     ...) is fatal, except Ctrl-C in a call run ``inline`` by its caller: it reaches the caller."""
     kind, _call_id, payload, replier = request
-    if kind == REQUEST_COALESCED:
-        return _serve_coalesced(run, payload, replier, inline)
-    if kind != REQUEST_CALL:
+    coalesced = payload if kind == REQUEST_COALESCED else None  # several calls at once (batching)
+    if kind != REQUEST_CALL and coalesced is None:
         return True  # one call at a time: there is nothing to cancel between calls
     try:
-        result = run(payload)
+        result = run(payload) if coalesced is None else run(payload, True)
     except _Interrupted:
         raise
     except (Exception, SystemExit) as exc:  # SystemExit fails its task only, as in concurrent.futures
-        replier.raised(remote_exception(exc))
+        _reply_raised(replier, exc, coalesced)
     except WorkerLost as exc:
         replier.fatal(safe_str(exc))
         return False
@@ -152,23 +151,24 @@ def serve_one(run: Callable[..., Any], request: Any, *, inline: bool = False) ->
             raise
         return False
     else:
-        replier.ok(result)
+        if coalesced is None:
+            replier.ok(result)
+        else:
+            _reply_coalesced(replier, result)
     return True
 
 
-def _serve_coalesced(run: Callable[..., Any], payloads: Any, replier: Any, inline: bool) -> bool:
-    """Answers a coalesced call: one outcome per payload (see :func:`serve_one`)."""
-    try:
-        outcomes = run(payloads, True)
-    except _Interrupted:
-        raise
-    except BaseException as exc:  # not the method's: it ran under run_coalesced's guard
-        replier.fatal(f"worker thread exited: {type(exc).__name__}: {safe_str(exc)}")
-        if inline and isinstance(exc, KeyboardInterrupt):
-            raise
-        return False
+def _reply_raised(replier: Any, exc: BaseException, coalesced: list[Any] | None) -> None:
+    """Fails a call with ``exc``; a coalesced call (``coalesced``: its payloads) item by item."""
+    exc = remote_exception(exc)
+    if coalesced is None:
+        replier.raised(exc)
+    else:
+        replier.coalesced([(False, exc)] * len(coalesced))
+
+
+def _reply_coalesced(replier: Any, outcomes: list[tuple[bool, Any]]) -> None:
     replier.coalesced([(ok, value if ok else remote_exception(value)) for ok, value in outcomes])
-    return True
 
 
 def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
@@ -209,18 +209,17 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
             return
         tasks: dict[int, asyncio.Task[None]] = {}
 
-        async def run(payload: Any, replier: Any, coalesced: bool) -> None:
+        async def run(payload: Any, replier: Any, coalesced: list[Any] | None) -> None:
             try:
-                if coalesced:
-                    outcomes = await arun_coalesced(instance, [call_args(p) for p in payload])
-                    replier.coalesced([(ok, v if ok else remote_exception(v)) for ok, v in outcomes])
+                if coalesced is not None:
+                    _reply_coalesced(replier, await arun_coalesced(instance, [call_args(p) for p in coalesced]))
                     return
                 method, call_a, call_kw = call_args(payload)
                 result = await _maybe_await(getattr(instance, method)(*call_a, **call_kw))
             except asyncio.CancelledError:
                 return  # the supervisor timed the call out or killed it, and already replied
             except (Exception, SystemExit) as exc:  # SystemExit fails its task only
-                replier.raised(remote_exception(exc))
+                _reply_raised(replier, exc, coalesced)
             except BaseException as exc:
                 replier.fatal(f"worker event loop exited: {type(exc).__name__}: {safe_str(exc)}")
                 loop.stop()
@@ -237,7 +236,7 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
                 if task is not None:
                     task.cancel()
                 return
-            task = loop.create_task(run(payload, replier, kind == REQUEST_COALESCED))
+            task = loop.create_task(run(payload, replier, payload if kind == REQUEST_COALESCED else None))
             tasks[call_id] = task
             task.add_done_callback(lambda _t: tasks.pop(call_id, None))
 
