@@ -62,14 +62,6 @@ macro_rules! with_core {
     };
 }
 
-impl Engine {
-    /// A call's options: its timeout, and how it is gathered if `method` is batched.
-    fn task_options(&self, timeout: Option<f64>, method: Option<&str>) -> PyResult<TaskOptions> {
-        let coalesce = method.and_then(|m| self.coalesce.get(m)).copied();
-        Ok(TaskOptions { timeout: seconds("timeout", timeout)?, coalesce })
-    }
-}
-
 /// The supervisor of one `SPool` and its workers, in any mode.
 #[pyclass(module = "stateful_pool._core", frozen)]
 pub(crate) struct Engine {
@@ -246,5 +238,13 @@ impl Engine {
     /// dispatched, batches, batched_tasks.
     fn workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         with_core!(self, core => core.workers(py))
+    }
+}
+
+impl Engine {
+    /// A call's options: its timeout, and how it is gathered if `method` is batched.
+    fn task_options(&self, timeout: Option<f64>, method: Option<&str>) -> PyResult<TaskOptions> {
+        let coalesce = method.and_then(|m| self.coalesce.get(m)).copied();
+        Ok(TaskOptions { timeout: seconds("timeout", timeout)?, coalesce })
     }
 }
