@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from stateful_pool import SWorker, batched
@@ -12,7 +13,8 @@ from stateful_pool import SWorker, batched
 class Doubler(SWorker):
     """Doubles each item; records the size of every batch it was handed. Items steer it:
     ``"boom"`` raises for the whole batch, ``"crash"`` kills the process (or its host),
-    ``"short"`` makes it return one result too few, an ``("odd", n)`` item fails alone."""
+    ``"short"`` makes it return one result too few, ``"sleep"`` hangs for a minute, an
+    ``("odd", n)`` item fails alone."""
 
     def spawn(self, caller_pid: int | None = None) -> int:
         self.caller_pid = caller_pid
@@ -22,6 +24,8 @@ class Doubler(SWorker):
     @batched(max_size=16, max_wait=0.05)
     def execute(self, items: list[Any]) -> list[Any]:
         self.sizes.append(len(items))
+        if "sleep" in items:
+            time.sleep(60)
         if "boom" in items:
             raise RuntimeError(f"boom in a batch of {len(items)}")
         if "crash" in items:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from batch_workers import AsyncDoubler, Doubler, FullBatches
 from conftest import wait_until
-from stateful_pool import BatchSizeError, SPool, WorkerCrashedError, batched
+from stateful_pool import BatchSizeError, SPool, TaskTimeoutError, WorkerCrashedError, batched
 from stateful_pool.batching import batched_methods
 
 MODES = ["process", "thread", "asyncio", "sync"]
@@ -108,6 +108,17 @@ def test_a_crash_mid_batch_fails_its_items_and_the_pool_goes_on() -> None:
         assert [f.result(timeout=60) for f in after] == [2 * i for i in range(8)]
         worker = pool.stats()["workers"][0]
         assert worker["restarts"] == 1 and worker["pid"] != first_pid
+
+
+def test_a_timeout_fails_the_whole_batch_and_the_pool_goes_on() -> None:
+    with SPool(FullBatches, task_timeout=2.0) as pool:
+        pool.spawn()
+        futures = [pool.submit_execute(x) for x in [1, 2, 3, "sleep", 5, 6, 7, 8]]
+        for f in futures:
+            with pytest.raises(TaskTimeoutError):
+                f.result(timeout=60)
+        after = [pool.submit_execute(i) for i in range(8)]
+        assert [f.result(timeout=60) for f in after] == [2 * i for i in range(8)]
 
 
 @pytest.mark.parametrize("mode", MODES)
