@@ -104,6 +104,9 @@ pub struct TaskOptions {
     pub key: Option<u64>,
     /// What a keyed task does when its worker is busy.
     pub sticky: Sticky,
+    /// Gather this task with queued tasks of the same key into one coalesced call
+    /// ([`Workable::process_coalesced`]); `None`: it runs on its own.
+    pub coalesce: Option<crate::sched::gather::Coalesce>,
 }
 
 /// What a keyed task ([`TaskOptions::key`]) does when its worker is busy.

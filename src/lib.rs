@@ -54,10 +54,11 @@ pub use crate::process::{
     StartMethod, WorkerEndpoint, Zygote, DEFAULT_MAX_MESSAGE_SIZE,
 };
 pub use crate::sched::balance::{LoadBalancing, UnknownBalancer};
+pub use crate::sched::gather::{Coalesce, CoalesceStats, COALESCE_SIZE_BUCKETS};
 pub use crate::sched::on_demand::{OnDemandStats, WorkerStart};
 pub use crate::worker::restart::{
     FailureStage, RestartDecision, RestartIntensity, RestartPacer, RestartPolicy, BACKOFF_FIRST, BACKOFF_MAX,
 };
 pub use crate::worker::slot::WorkerInfo;
 pub use crate::worker::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
-pub use crate::worker::workable::{Response, Workable};
+pub use crate::worker::workable::{Coalesced, Response, Workable};

@@ -12,7 +12,9 @@ from ._core import __version__
 
 # Imported on first use: worker processes import this package too and need none of it.
 _LAZY = {
+    "BatchSizeError": ".batching",
     "CallLimit": ".concurry",
+    "CoalesceStats": "._stats",
     "Concurrent": ".groups",
     "LatencyStats": "._stats",
     "LimitSet": ".concurry",
@@ -45,11 +47,21 @@ _LAZY = {
     "WorkerCrashedError": ".errors",
     "WorkerPoolStats": "._stats",
     "WorkerStats": "._stats",
+    "batched": ".batching",
 }
 
 if TYPE_CHECKING:
     from ._futures import PoolFuture
-    from ._stats import LatencyStats, LoadBalancerStats, PoolStats, PoolWorkerStats, WorkerPoolStats, WorkerStats
+    from ._stats import (
+        CoalesceStats,
+        LatencyStats,
+        LoadBalancerStats,
+        PoolStats,
+        PoolWorkerStats,
+        WorkerPoolStats,
+        WorkerStats,
+    )
+    from .batching import BatchSizeError, batched
     from .concurry import CallLimit, LimitSet, RateLimit, ResourceLimit, TaskWorker, Worker
     from .errors import (
         NoWorkersError,
@@ -110,6 +122,9 @@ __all__ = [
     "PoolWorkerStats",
     "WorkerPoolStats",
     "WorkerStats",
+    "CoalesceStats",
+    "BatchSizeError",
+    "batched",
     "__version__",
 ]
 

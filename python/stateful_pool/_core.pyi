@@ -3,7 +3,7 @@
 from collections.abc import Callable, Mapping
 from typing import Any, Self, final
 
-from ._stats import WorkerStats
+from ._stats import CoalesceStats, WorkerStats
 
 __version__: str
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "FRAME_UPCALL_REPLY",
     "REQUEST_CALL",
     "REQUEST_CANCEL",
+    "REQUEST_COALESCED",
+    "COALESCED_MARKER",
     "READY_OK",
     "READY_RAISED",
     "READY_FATAL",
@@ -51,6 +53,8 @@ FRAME_UPCALL: int
 FRAME_UPCALL_REPLY: int
 REQUEST_CALL: int
 REQUEST_CANCEL: int
+REQUEST_COALESCED: int
+COALESCED_MARKER: int
 READY_OK: int
 READY_RAISED: int
 READY_FATAL: int
@@ -91,6 +95,7 @@ class Engine:
         priority: int = 0,
         key: Any = None,
         sticky: str = "wait",
+        method: str | None = None,
     ) -> tuple[int, Any]: ...
     def submit(
         self,
@@ -101,7 +106,9 @@ class Engine:
         priority: int = 0,
         key: Any = None,
         sticky: str = "wait",
+        method: str | None = None,
     ) -> CoreTicket: ...
+    def coalesced(self) -> CoalesceStats: ...
     def broadcast(self, payload: Any) -> list[tuple[int, int, Any]]: ...
     def take_completions(self, timeout: float, max_items: int = 4096) -> list[tuple[int, int, Any]]: ...
     def shutdown(self, mode: str) -> None: ...

@@ -39,6 +39,20 @@ class WorkerStats(TypedDict):
     """Tasks handed over in those batches."""
 
 
+class CoalesceStats(TypedDict):
+    """Coalesced calls of batched methods (:func:`~stateful_pool.batched`), pool-wide."""
+
+    calls: int
+    """Calls made to batched methods, each with a list of gathered items."""
+    tasks: int
+    """Items those calls carried (``tasks / calls`` is the mean batch size)."""
+    max_size: int
+    """The largest batch."""
+    histogram: list[tuple[int | None, int]]
+    """``(bound, calls)`` per bucket: calls of more items than the previous bound and at most
+    ``bound`` (``None``: every larger call)."""
+
+
 class PoolStats(TypedDict):
     """What :meth:`SPool.stats` returns."""
 
@@ -57,6 +71,8 @@ class PoolStats(TypedDict):
     """Keyed calls (``options(key=...)``) that ran on their key's worker."""
     sticky_misses: int
     """Keyed calls that spilled to another worker (``sticky="spill"``) while theirs was busy."""
+    coalesced: CoalesceStats
+    """Batch sizes of the batched methods' coalesced calls."""
 
 
 class PoolWorkerStats(TypedDict, total=False):
@@ -138,6 +154,7 @@ class WorkerPoolStats(TypedDict):
 
 
 __all__ = [
+    "CoalesceStats",
     "LatencyStats",
     "LoadBalancerStats",
     "PoolStats",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._chunk import CHUNK_METHOD, portable, run_chunk
 from ._protocol import FRAME_CALL, FRAME_INIT, FRAME_OK, FRAME_RAISED, FRAME_READY, FRAME_STOP, decode_init
 from ._serialize import decode, encode, safe_str
+from .batching import answer_coalesced, is_coalesced
 from .errors import ResultPicklingError
 from .worker import check_method_name
 
@@ -27,6 +28,8 @@ def _setup(payload: Payload) -> tuple[Any, list[Any]]:
 
 
 def _call(worker: Any, payload: Payload) -> list[Any]:
+    if is_coalesced(payload):  # several calls of a batched method (stateful_pool.batching)
+        return answer_coalesced(worker, payload)
     method, args, kwargs = decode(payload)
     if type(method) is not str or method[:1] == "_":  # inline: this runs once per task
         check_method_name(method)  # raises

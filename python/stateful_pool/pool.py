@@ -24,6 +24,7 @@ from ._protocol import encode_init
 from ._serialize import by_value, encode
 from ._stats import PoolStats
 from ._zygote import zygote_command
+from .batching import batched_methods
 from .errors import PoolShutDownError
 from .worker import SWorker, check_method_name
 
@@ -220,6 +221,8 @@ class SPool(Generic[W]):
             # Process mode: fork workers from a template process (None: a fresh interpreter each).
             "zygote": zygote,
             "on_demand": on_demand,
+            # Batched methods: the core gathers calls to them (stateful_pool.batching).
+            "coalesce": batched_methods(worker_cls),
         }
         self._on_demand = on_demand is not None
         self._core = _core.Engine(options)
@@ -346,7 +349,7 @@ class SPool(Generic[W]):
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Runs ``worker.<method>(*args, **kwargs)`` on a free worker and returns its result."""
         payload = self._payload(method, args, kwargs)
-        return decode(*self._core.call(payload, self._call_timeout, self._submit_timeout, *self._routing))
+        return decode(*self._core.call(payload, self._call_timeout, self._submit_timeout, *self._routing, method))
 
     def submit_call(self, method: str, /, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
         """Queues ``worker.<method>(*args, **kwargs)``; returns a future."""
@@ -357,7 +360,7 @@ class SPool(Generic[W]):
             future.set_exception(exc)
             return future
         return self._completer.register(
-            future, self._core.submit, payload, self._call_timeout, self._submit_timeout, *self._routing
+            future, self._core.submit, payload, self._call_timeout, self._submit_timeout, *self._routing, method
         )
 
     async def async_call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -488,8 +491,9 @@ class SPool(Generic[W]):
         """Per-worker ``id``, ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
         ``last_error``, ``dispatched``, ``batches`` and ``batched_tasks`` (short tasks handed over
         several per wake-up); plus ``queued`` tasks, ``live_workers``, total
-        ``dispatched``, the ``load_balancing`` name, and ``sticky_hits``/``sticky_misses`` (keyed
-        calls that ran on their key's worker / spilled elsewhere) (see :class:`~stateful_pool.PoolStats`)."""
+        ``dispatched``, the ``load_balancing`` name, ``sticky_hits``/``sticky_misses`` (keyed
+        calls that ran on their key's worker / spilled elsewhere) and the batch sizes of batched
+        methods' ``coalesced`` calls (see :class:`~stateful_pool.PoolStats`)."""
         self._check_forked()
         workers = self._core.workers()
         sticky_hits, sticky_misses = self._core.sticky
@@ -501,6 +505,7 @@ class SPool(Generic[W]):
             "load_balancing": self._core.load_balancing,
             "sticky_hits": sticky_hits,
             "sticky_misses": sticky_misses,
+            "coalesced": self._core.coalesced(),
         }
 
     @property

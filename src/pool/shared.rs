@@ -45,6 +45,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) on_demand: OnDemand<W>,
     /// How keyed tasks were placed (sticky routing).
     pub(crate) sticky: crate::sched::balance::rendezvous::StickyCounts,
+    /// Sizes of the coalesced calls made so far (see `sched/gather.rs`).
+    pub(crate) coalesced: crate::sched::gather::CoalesceCounters,
 }
 
 /// How many departures `NoWorkers` errors name (the newest).

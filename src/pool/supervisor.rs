@@ -130,6 +130,7 @@ impl<W: Workable> Supervisor<W> {
             departures: Mutex::new(std::collections::VecDeque::new()),
             on_demand: OnDemand::default(),
             sticky: crate::sched::balance::rendezvous::StickyCounts::default(),
+            coalesced: crate::sched::gather::CoalesceCounters::default(),
         });
         match shared.config.on_demand {
             Some(cap) => {
@@ -432,6 +433,12 @@ impl<W: Workable> Supervisor<W> {
     #[must_use]
     pub fn workers(&self) -> Vec<WorkerInfo> {
         self.shared.slots().iter().map(|s| s.info()).collect()
+    }
+
+    /// How many coalesced calls were made and their sizes (see [`crate::Coalesce`]).
+    #[must_use]
+    pub fn coalesce_stats(&self) -> crate::CoalesceStats {
+        self.shared.coalesced.snapshot()
     }
 
     /// How many tasks wait in the queue.

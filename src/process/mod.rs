@@ -7,6 +7,7 @@
 #![cfg(not(loom))]
 
 mod child;
+mod coalesce;
 mod endpoint;
 pub(crate) mod frame;
 mod lane;
@@ -28,6 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::child::WorkerChild;
+#[cfg(feature = "python")] // read by the Python protocol table only
+pub(crate) use self::coalesce::COALESCED_MARKER;
 pub use self::endpoint::WorkerEndpoint;
 pub use self::frame::{FrameKind, ProtocolError, RaisedPayload, DEFAULT_MAX_MESSAGE_SIZE};
 pub use self::lane::{LaneError, ShmLane};
@@ -38,7 +41,7 @@ pub(crate) use self::upcall::Upcalls;
 pub use self::zygote::Zygote;
 use crate::error::WorkerFault;
 use crate::shm::{Segment, Wait};
-use crate::worker::workable::{Response, Workable};
+use crate::worker::workable::{Coalesced, Response, Workable};
 
 /// Why a worker process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +309,10 @@ impl Workable for ProcessWorker {
             Ok(reply) => call_response(reply),
             Err(fault) => Response::Fatal(fault),
         }
+    }
+
+    async fn process_coalesced(&mut self, tasks: Vec<Vec<u8>>) -> Coalesced<Self> {
+        self.call_coalesced(tasks).await
     }
 
     /// Deep enough to carry a burst of tiny calls in one wake-up, shallow enough that a batch

@@ -20,6 +20,9 @@ pub(crate) const STATUS_OBJECT: u8 = 3;
 pub(crate) const REQUEST_CALL: u8 = 0;
 /// A host request: cancel the call with this id (asyncio hosts run several at once).
 pub(crate) const REQUEST_CANCEL: u8 = 1;
+/// A host request: run the payloads (a list, each a call to the same batched method) as one
+/// coalesced call, answered with `Replier.coalesced`.
+pub(crate) const REQUEST_COALESCED: u8 = 2;
 
 /// A host's setup returned the value it reports.
 pub(crate) const READY_OK: u8 = 0;
@@ -30,7 +33,7 @@ pub(crate) const READY_FATAL: u8 = 2;
 
 /// Adds every code to the module, under its Rust name.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let codes: [(&str, u8); 17] = [
+    let codes: [(&str, u8); 18] = [
         ("STATUS_OK", STATUS_OK),
         ("STATUS_RAISED", STATUS_RAISED),
         ("STATUS_ERROR", STATUS_ERROR),
@@ -45,6 +48,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("FRAME_UPCALL_REPLY", FrameKind::UpcallReply as u8),
         ("REQUEST_CALL", REQUEST_CALL),
         ("REQUEST_CANCEL", REQUEST_CANCEL),
+        ("REQUEST_COALESCED", REQUEST_COALESCED),
         ("READY_OK", READY_OK),
         ("READY_RAISED", READY_RAISED),
         ("READY_FATAL", READY_FATAL),
@@ -52,5 +56,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (name, code) in codes {
         m.add(name, code)?;
     }
+    // What a coalesced call's payload starts with (little-endian), where a single call's keeps
+    // its count of out-of-band buffers.
+    m.add("COALESCED_MARKER", crate::process::COALESCED_MARKER)?;
     Ok(())
 }

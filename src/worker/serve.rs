@@ -21,6 +21,7 @@ use crate::pool::config::WorkerExit;
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
 use crate::sched::batch::{self, BatchEnd, Pace};
+use crate::sched::gather;
 use crate::worker::restart::{FailureStage, RestartDecision, RestartPacer};
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::{WorkerEvent, WorkerState};
@@ -164,30 +165,36 @@ pub(crate) async fn serve<W: Workable>(
                 held.push_front(job);
                 continue;
             }
-            Wake::Job(job) => match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
-                JobEnd::Idle if config.on_demand.is_some() => break Exit::Spent { failed: false },
-                JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
-                    match recycle(&mut worker, &slot, &shared).await {
-                        Ok(()) => continue,
-                        Err(fault) => Failure { fault, stage: FailureStage::Setup },
-                    }
+            Wake::Job(job) => {
+                if job.options.coalesce.is_some() {
+                    // The dispatcher may have put more of the call's tasks here: gather them too.
+                    gather::requeue_inbox(&mut inbox, &mut held, &shared);
                 }
-                JobEnd::Idle => continue,
-                JobEnd::Deferred => {
-                    if !wait_for_release(&slot, &mut phase).await {
-                        break Exit::Kill;
+                match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
+                    JobEnd::Idle if config.on_demand.is_some() => break Exit::Spent { failed: false },
+                    JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
+                        match recycle(&mut worker, &slot, &shared).await {
+                            Ok(()) => continue,
+                            Err(fault) => Failure { fault, stage: FailureStage::Setup },
+                        }
                     }
-                    if slot.state() != WorkerState::Failed {
-                        continue;
+                    JobEnd::Idle => continue,
+                    JobEnd::Deferred => {
+                        if !wait_for_release(&slot, &mut phase).await {
+                            break Exit::Kill;
+                        }
+                        if slot.state() != WorkerState::Failed {
+                            continue;
+                        }
+                        Failure {
+                            fault: slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed")),
+                            stage: FailureStage::Task,
+                        }
                     }
-                    Failure {
-                        fault: slot.take_claim_fault().unwrap_or_else(|| WorkerFault::new("direct call failed")),
-                        stage: FailureStage::Task,
-                    }
+                    JobEnd::Killed => break Exit::Kill,
+                    JobEnd::Failed(failure) => failure,
                 }
-                JobEnd::Killed => break Exit::Kill,
-                JobEnd::Failed(failure) => failure,
-            },
+            }
         };
         slot.set_lane(None);
         if config.on_demand.is_some() {
@@ -368,7 +375,12 @@ async fn run_job<W: Workable>(
         job.fail(TaskError::Cancelled);
         return JobEnd::Idle;
     }
-    match batch::run(worker, slot, job, phase, shared, pace).await {
+    let ran = if job.options.coalesce.is_some() {
+        gather::run(worker, slot, job, phase, shared).await
+    } else {
+        batch::run(worker, slot, job, phase, shared, pace).await
+    };
+    match ran {
         BatchEnd::Idle => JobEnd::Idle,
         BatchEnd::Killed => JobEnd::Killed,
         BatchEnd::Failed { fault, unstarted, stage } => {

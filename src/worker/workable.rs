@@ -16,6 +16,20 @@ pub enum Response<W: Workable> {
     Refused(W::Task, WorkerFault),
 }
 
+/// What a worker made of one coalesced call (several tasks gathered by the supervisor, see
+/// [`crate::Coalesce`]).
+#[derive(Debug)]
+pub enum Coalesced<W: Workable> {
+    /// One outcome per task, in the order the tasks were given. Any other count is a broken
+    /// protocol: every task fails with [`crate::TaskError::WorkerCrashed`] and the worker is replaced.
+    Complete(Vec<Result<W::Output, W::Error>>),
+    /// The worker broke while running the call: every task of it fails.
+    Fatal(WorkerFault),
+    /// The worker was found dead before the call reached it: the tasks, untouched, go back to
+    /// the queue.
+    Refused(Vec<W::Task>, WorkerFault),
+}
+
 /// A stateful worker the [`crate::Supervisor`] runs tasks on.
 ///
 /// The worker keeps state between tasks (`&mut self`); the supervisor calls one method at a time.
@@ -94,6 +108,15 @@ pub trait Workable: Send + Sized + 'static {
     /// cancelled receive is followed by [`Workable::kill`].
     fn receive(&mut self) -> impl Future<Output = Response<Self>> + Send {
         async { Response::Fatal(WorkerFault::new("this worker does not pipeline tasks")) }
+    }
+
+    /// Runs `tasks`, gathered from the queue because their [`crate::TaskOptions::coalesce`] keys
+    /// match, as one call (e.g. one call of a batched model with a list of inputs). Only called
+    /// for tasks submitted with a coalesce key; the default, for workers that take none, fails
+    /// the worker.
+    fn process_coalesced(&mut self, tasks: Vec<Self::Task>) -> impl Future<Output = Coalesced<Self>> + Send {
+        drop(tasks);
+        async { Coalesced::Fatal(WorkerFault::new("this worker does not run coalesced calls")) }
     }
 
     /// A copy of `task` to run again on another worker if this one crashes under it (only used

@@ -23,8 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .._chunk import CHUNK_METHOD, await_reply, call_method
-from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CALL, REQUEST_CANCEL, decode_init
+from .._protocol import (
+    READY_FATAL,
+    READY_OK,
+    READY_RAISED,
+    REQUEST_CALL,
+    REQUEST_CANCEL,
+    REQUEST_COALESCED,
+    decode_init,
+)
 from .._serialize import safe_str
+from ..batching import arun_coalesced, run_coalesced
 from ..errors import RemoteTraceback
 from ..worker import check_method_name
 
@@ -77,9 +86,10 @@ def _interrupt(ident: int) -> None:
 # -- thread and sync modes --------------------------------------------------------------------
 
 
-def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str) -> Callable[[Any], Any] | None:
+def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str) -> Callable[..., Any] | None:
     """Makes the worker instance, runs its ``spawn`` and reports it on ``channel``; returns
-    how to run one call on it, or ``None`` when the setup failed (and was reported)."""
+    how to run one call on it (``run(payload)``; ``run(payloads, True)`` for a coalesced call,
+    see :mod:`stateful_pool.batching`), or ``None`` when the setup failed (and was reported)."""
     try:
         worker_cls, args, kwargs = decode_init(init)
         instance = worker_cls()
@@ -93,7 +103,9 @@ def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str)
     channel.ready(READY_OK, ready, kill, os.getpid())
     del ready, args, kwargs
 
-    def run(payload: Any) -> Any:
+    def run(payload: Any, coalesced: bool = False) -> Any:
+        if coalesced:
+            return run_coalesced(instance, [call_args(p) for p in payload])
         return call_method(instance, *call_args(payload))
 
     return run
@@ -116,19 +128,20 @@ def _serve_thread(channel: Any, init: Any) -> None:
         channel.exited()
 
 
-def serve_one(run: Callable[[Any], Any], request: Any, *, inline: bool = False) -> bool:
+def serve_one(run: Callable[..., Any], request: Any, *, inline: bool = False) -> bool:
     """Answers one request; returns whether the host goes on. ``run(payload)`` returns the
     result; an exception that is neither an ``Exception`` nor ``SystemExit`` (a lost Ray actor,
     ...) is fatal, except Ctrl-C in a call run ``inline`` by its caller: it reaches the caller."""
     kind, _call_id, payload, replier = request
-    if kind != REQUEST_CALL:
+    coalesced = payload if kind == REQUEST_COALESCED else None  # several calls at once (batching)
+    if kind != REQUEST_CALL and coalesced is None:
         return True  # one call at a time: there is nothing to cancel between calls
     try:
-        result = run(payload)
+        result = run(payload) if coalesced is None else run(payload, True)
     except _Interrupted:
         raise
     except (Exception, SystemExit) as exc:  # SystemExit fails its task only, as in concurrent.futures
-        replier.raised(remote_exception(exc))
+        _reply_raised(replier, exc, coalesced)
     except WorkerLost as exc:
         replier.fatal(safe_str(exc))
         return False
@@ -138,8 +151,24 @@ def serve_one(run: Callable[[Any], Any], request: Any, *, inline: bool = False) 
             raise
         return False
     else:
-        replier.ok(result)
+        if coalesced is None:
+            replier.ok(result)
+        else:
+            _reply_coalesced(replier, result)
     return True
+
+
+def _reply_raised(replier: Any, exc: BaseException, coalesced: list[Any] | None) -> None:
+    """Fails a call with ``exc``; a coalesced call (``coalesced``: its payloads) item by item."""
+    exc = remote_exception(exc)
+    if coalesced is None:
+        replier.raised(exc)
+    else:
+        replier.coalesced([(False, exc)] * len(coalesced))
+
+
+def _reply_coalesced(replier: Any, outcomes: list[tuple[bool, Any]]) -> None:
+    replier.coalesced([(ok, value if ok else remote_exception(value)) for ok, value in outcomes])
 
 
 def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
@@ -180,14 +209,17 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
             return
         tasks: dict[int, asyncio.Task[None]] = {}
 
-        async def run(payload: Any, replier: Any) -> None:
+        async def run(payload: Any, replier: Any, coalesced: list[Any] | None) -> None:
             try:
+                if coalesced is not None:
+                    _reply_coalesced(replier, await arun_coalesced(instance, [call_args(p) for p in coalesced]))
+                    return
                 method, call_a, call_kw = call_args(payload)
                 result = await await_reply(call_method(instance, method, call_a, call_kw), method == CHUNK_METHOD)
             except asyncio.CancelledError:
                 return  # the supervisor timed the call out or killed it, and already replied
             except (Exception, SystemExit) as exc:  # SystemExit fails its task only
-                replier.raised(remote_exception(exc))
+                _reply_raised(replier, exc, coalesced)
             except BaseException as exc:
                 replier.fatal(f"worker event loop exited: {type(exc).__name__}: {safe_str(exc)}")
                 loop.stop()
@@ -204,7 +236,7 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
                 if task is not None:
                     task.cancel()
                 return
-            task = loop.create_task(run(payload, replier))
+            task = loop.create_task(run(payload, replier, payload if kind == REQUEST_COALESCED else None))
             tasks[call_id] = task
             task.add_done_callback(lambda _t: tasks.pop(call_id, None))
 

@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 use tokio::sync::oneshot;
 
-use super::host::{lock, HostShared, Reply, Request};
-use crate::python::protocol::{READY_OK, READY_RAISED, REQUEST_CALL, REQUEST_CANCEL};
+use super::host::{lock, CallPayload, HostShared, Reply, Request};
+use crate::python::protocol::{READY_OK, READY_RAISED, REQUEST_CALL, REQUEST_CANCEL, REQUEST_COALESCED};
 
 /// A request as the host sees it: `(kind, call id, payload, replier)`.
 type HostRequest = (u8, u64, Option<Py<PyAny>>, Option<Replier>);
@@ -18,7 +19,14 @@ fn to_python(py: Python<'_>, shared: &HostShared, request: Request) -> Option<Ho
     match request {
         Request::Call { id, payload, reply } => {
             shared.taken.fetch_max(id, Ordering::AcqRel);
-            Some((REQUEST_CALL, id, Some(payload.clone_ref(py)), Some(Replier(Mutex::new(Some(reply))))))
+            let (kind, payload) = match payload {
+                CallPayload::One(payload) => (REQUEST_CALL, payload.clone_ref(py)),
+                CallPayload::Coalesced(payloads) => {
+                    let list = PyList::new(py, payloads.iter().map(|p| p.bind(py))).ok()?;
+                    (REQUEST_COALESCED, list.into_any().unbind())
+                }
+            };
+            Some((kind, id, Some(payload), Some(Replier(Mutex::new(Some(reply))))))
         }
         Request::Cancel { id, confirmed } => {
             Some((REQUEST_CANCEL, id, None, confirmed.map(|reply| Replier(Mutex::new(Some(reply))))))
@@ -48,6 +56,7 @@ pub(crate) struct HostChannel(pub(crate) Arc<HostShared>);
 #[pymethods]
 impl HostChannel {
     /// Waits for the next request: `(REQUEST_CALL, id, payload, replier)` for a call,
+    /// `(REQUEST_COALESCED, id, [payload, ...], replier)` for a coalesced call,
     /// `(REQUEST_CANCEL, id, None, replier)` to cancel call `id` (`replier`, when not `None`, is
     /// answered with `ok(None)` once the call will not run), or `None` when the host must end.
     fn recv(&self, py: Python<'_>) -> Option<HostRequest> {
@@ -151,6 +160,13 @@ impl Replier {
     /// The call raised `exc` (its `__cause__` already carries the worker-side traceback).
     fn raised(&self, exc: Py<PyAny>) {
         self.send(Reply::Raised(exc, String::new()));
+    }
+
+    /// A coalesced call ended: `outcomes` holds one `(returned, value)` pair per payload, in
+    /// order (`returned` false: `value` is the exception that item raised).
+    fn coalesced(&self, outcomes: Vec<(bool, Py<PyAny>)>) {
+        let outcomes = outcomes.into_iter().map(|(returned, value)| if returned { Ok(value) } else { Err(value) });
+        self.send(Reply::Coalesced(outcomes.collect()));
     }
 
     /// The host cannot go on: the call fails with `WorkerCrashedError` and the worker restarts.

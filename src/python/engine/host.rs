@@ -45,13 +45,23 @@ pub(crate) enum Reply {
     /// The host cannot go on and never started this call (its Ray actor was found dead
     /// before the call reached it): the call goes back to the queue.
     NotRun(String),
+    /// A coalesced call's outcomes, one per payload: `Ok` the result, `Err` the exception.
+    Coalesced(Vec<Result<Py<PyAny>, Py<PyAny>>>),
+}
+
+/// What a call carries to its host.
+pub(crate) enum CallPayload {
+    /// One call: `(method, args, kwargs)` or its encoding.
+    One(Arc<Py<PyAny>>),
+    /// Several calls of one batched method, run as one coalesced call.
+    Coalesced(Vec<Arc<Py<PyAny>>>),
 }
 
 /// A message to a host.
 pub(crate) enum Request {
     Call {
         id: u64,
-        payload: Arc<Py<PyAny>>,
+        payload: CallPayload,
         reply: oneshot::Sender<Reply>,
     },
     /// Cancel call `id`; `confirmed` (if any) is answered once the cancel took effect.
@@ -192,7 +202,9 @@ impl Host {
             Ok(Reply::Ok(value)) => Ok((host, value)),
             Ok(Reply::Raised(exc, summary)) => Err(StartFailure::Raised(exc, summary)),
             Ok(Reply::Fatal(message) | Reply::NotRun(message)) => Err(StartFailure::Crashed(message)),
-            Err(_) => Err(StartFailure::Crashed("worker thread exited during setup".to_owned())),
+            Ok(Reply::Coalesced(_)) | Err(_) => {
+                Err(StartFailure::Crashed("worker thread exited during setup".to_owned()))
+            }
         }
     }
 
@@ -205,7 +217,7 @@ impl Host {
     }
 
     /// Sends call `id`; `Err` gives the payload back when the host is gone.
-    pub(crate) fn send_call(&self, payload: Arc<Py<PyAny>>) -> Result<(u64, oneshot::Receiver<Reply>), ()> {
+    pub(crate) fn send_call(&self, payload: CallPayload) -> Result<(u64, oneshot::Receiver<Reply>), ()> {
         // Held while the call is numbered and sent, so ids are in the order the host takes them.
         let mut in_flight = self.shared.in_flight.as_ref().map(lock);
         let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);

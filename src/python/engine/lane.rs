@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
-use super::host::{lock, Host, HostSpec, KillPolicy, Reply, StartFailure};
+use super::host::{lock, CallPayload, Host, HostSpec, KillPolicy, Reply, StartFailure};
 use super::kind::{Kind, PyReply, StartOutcome};
 use crate::error::{StartError, TaskError, WorkerFault};
 use crate::job::Outcome;
 use crate::process::SpawnFailure;
 use crate::python::errors::{start_outcome, task_outcome};
 use crate::python::protocol::{STATUS_ERROR, STATUS_OBJECT};
-use crate::{Response, Workable};
+use crate::{Coalesced, Response, Workable};
 
 enum GroupHost {
     Empty,
@@ -87,6 +87,62 @@ impl Lane {
     }
 }
 
+/// How a call's trip to the host ended.
+enum Trip {
+    /// The host answered (a fatal answer has already marked the host as ending).
+    Replied(Reply),
+    /// The host was gone before it took the call: nothing ran.
+    Refused(CallPayload, WorkerFault),
+    /// The host ended while running the call.
+    Lost(WorkerFault),
+}
+
+impl Lane {
+    /// Sends `payload` to the host and waits for its answer, raced against the host's end.
+    async fn round_trip(&mut self, payload: CallPayload) -> Trip {
+        if !self.host.alive() {
+            // Its host ended before this lane noticed: the call never started.
+            return Trip::Refused(payload, WorkerFault::new("worker thread had exited"));
+        }
+        // Kept to give back if the call never starts (cheap: shared handles).
+        let spare = match &payload {
+            CallPayload::One(task) => CallPayload::One(Arc::clone(task)),
+            CallPayload::Coalesced(tasks) => CallPayload::Coalesced(tasks.clone()),
+        };
+        let Ok((id, rx)) = self.host.send_call(payload) else {
+            return Trip::Refused(spare, WorkerFault::new("worker thread is gone"));
+        };
+        self.current = Some(id);
+        // Race the reply against the host's end: a host that died before reading the call (its
+        // death not yet noticed by this lane) would otherwise leave the call waiting forever.
+        let reply = tokio::select! {
+            biased;
+            reply = rx => reply.ok(),
+            () = self.host.exited() => None,
+        };
+        self.current = None;
+        self.host.settled(id);
+        match reply {
+            Some(Reply::NotRun(message)) => {
+                // Its Ray actor was found dead before the call reached it: the call goes back.
+                self.host.release();
+                Trip::Refused(spare, WorkerFault::new(message))
+            }
+            Some(reply) => {
+                if matches!(reply, Reply::Fatal(_)) {
+                    // The host is ending: mark it so, lest a restart reuse it before its thread exits.
+                    self.host.release();
+                }
+                Trip::Replied(reply)
+            }
+            None if self.host.shared.taken.load(Ordering::Acquire) < id => {
+                Trip::Refused(spare, WorkerFault::new("worker thread exited before taking the task"))
+            }
+            None => Trip::Lost(WorkerFault::new("worker thread exited while running the task")),
+        }
+    }
+}
+
 impl Drop for Lane {
     fn drop(&mut self) {
         if let Some(host) = self.let_go() {
@@ -104,39 +160,29 @@ impl Workable for Lane {
     type Error = Py<PyAny>;
 
     async fn process(&mut self, task: Arc<Py<PyAny>>) -> Response<Self> {
-        if !self.host.alive() {
-            // Its host ended before this lane noticed: the call never started.
-            return Response::Refused(task, WorkerFault::new("worker thread had exited"));
+        match self.round_trip(CallPayload::One(task)).await {
+            Trip::Replied(Reply::Ok(value)) => Response::Complete(Ok(value)),
+            Trip::Replied(Reply::Raised(exc, _)) => Response::Complete(Err(exc)),
+            Trip::Replied(Reply::Coalesced(_)) => {
+                Response::Fatal(WorkerFault::protocol("worker answered a call with a coalesced reply"))
+            }
+            Trip::Replied(Reply::Fatal(message) | Reply::NotRun(message)) => Response::Fatal(WorkerFault::new(message)),
+            Trip::Refused(CallPayload::One(task), fault) => Response::Refused(task, fault),
+            Trip::Refused(CallPayload::Coalesced(_), fault) | Trip::Lost(fault) => Response::Fatal(fault),
         }
-        let Ok((id, rx)) = self.host.send_call(Arc::clone(&task)) else {
-            return Response::Refused(task, WorkerFault::new("worker thread is gone"));
-        };
-        self.current = Some(id);
-        // Race the reply against the host's end: a host that died before reading the call (its
-        // death not yet noticed by this lane) would otherwise leave the call waiting forever.
-        let reply = tokio::select! {
-            biased;
-            reply = rx => reply.ok(),
-            () = self.host.exited() => None,
-        };
-        self.current = None;
-        self.host.settled(id);
-        match reply {
-            Some(Reply::Ok(value)) => Response::Complete(Ok(value)),
-            Some(Reply::Raised(exc, _)) => Response::Complete(Err(exc)),
-            Some(Reply::Fatal(message)) => {
-                // The host is ending: mark it so, lest a restart reuse it before its thread exits.
-                self.host.release();
-                Response::Fatal(WorkerFault::new(message))
+    }
+
+    async fn process_coalesced(&mut self, tasks: Vec<Arc<Py<PyAny>>>) -> Coalesced<Self> {
+        match self.round_trip(CallPayload::Coalesced(tasks)).await {
+            Trip::Replied(Reply::Coalesced(outcomes)) => Coalesced::Complete(outcomes),
+            Trip::Replied(Reply::Fatal(message) | Reply::NotRun(message)) => {
+                Coalesced::Fatal(WorkerFault::new(message))
             }
-            Some(Reply::NotRun(message)) => {
-                self.host.release();
-                Response::Refused(task, WorkerFault::new(message))
+            Trip::Replied(Reply::Ok(_) | Reply::Raised(..)) => {
+                Coalesced::Fatal(WorkerFault::protocol("worker answered a coalesced call with a single reply"))
             }
-            None if self.host.shared.taken.load(Ordering::Acquire) < id => {
-                Response::Refused(task, WorkerFault::new("worker thread exited before taking the task"))
-            }
-            None => Response::Fatal(WorkerFault::new("worker thread exited while running the task")),
+            Trip::Refused(CallPayload::Coalesced(tasks), fault) => Coalesced::Refused(tasks, fault),
+            Trip::Refused(CallPayload::One(_), fault) | Trip::Lost(fault) => Coalesced::Fatal(fault),
         }
     }
 

@@ -24,13 +24,16 @@ mod process;
 mod slot;
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyDict, PyList};
 
 use self::hosted::HostedEngine;
 use self::kind::PyReply;
 use self::options::{task_options, EngineOptions, Mode};
 use self::process::ProcessEngine;
 pub(crate) use self::slot::CoreTicket;
+use crate::job::TaskOptions;
+use crate::{Coalesce, COALESCE_SIZE_BUCKETS};
+use std::collections::HashMap;
 
 /// The worker kinds an engine can run.
 enum Flavor {
@@ -64,6 +67,8 @@ macro_rules! with_core {
 pub(crate) struct Engine {
     mode: Mode,
     flavor: Flavor,
+    /// How calls to each batched method are gathered (see `sched/gather.rs`).
+    coalesce: HashMap<String, Coalesce>,
 }
 
 #[pymethods]
@@ -76,11 +81,12 @@ impl Engine {
         let options: EngineOptions = options.extract()?;
         let mode = options.mode()?;
         let config = options.config(mode)?;
+        let coalesce = options.coalesce(mode)?;
         let flavor = match mode {
             Mode::Process => Flavor::Process(ProcessEngine::new(&options, config)?),
             _ => Flavor::Hosted(HostedEngine::new(py, mode, &options, config)?),
         };
-        Ok(Self { mode, flavor })
+        Ok(Self { mode, flavor, coalesce })
     }
 
     /// The mode the engine runs its workers in.
@@ -108,9 +114,10 @@ impl Engine {
     }
 
     /// Runs one call and waits for it: `(status, value)`. `payload` is the list of buffers of
-    /// an encoded call (process mode) or `(method, args, kwargs)`.
-    /// `priority`, `key` and `sticky` are those of `SPool.options`.
-    #[pyo3(signature = (payload, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait"))]
+    /// an encoded call (process mode) or `(method, args, kwargs)`. `priority`, `key` and
+    /// `sticky` are those of `SPool.options`; `method` names the method called, so calls to a
+    /// batched one are gathered into coalesced calls.
+    #[pyo3(signature = (payload, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait", method=None))]
     #[allow(clippy::too_many_arguments)] // the Python signature: each one a keyword
     fn call<'py>(
         &self,
@@ -121,10 +128,12 @@ impl Engine {
         priority: i32,
         key: Option<&Bound<'py, PyAny>>,
         sticky: &str,
+        method: Option<&str>,
     ) -> PyResult<PyReply<'py>> {
-        let options = task_options(timeout, priority, key, sticky)?;
-        // The direct lanes take any idle worker: not for a keyed call.
-        if options.key.is_none() {
+        let options = self.task_options(task_options(timeout, priority, key, sticky)?, method);
+        // The direct lanes take any idle worker: not for a keyed call, nor for a call to a
+        // batched method (it waits in the queue to be gathered).
+        if options.key.is_none() && options.coalesce.is_none() {
             let direct = match &self.flavor {
                 Flavor::Process(process) => process.call_direct(py, payload, options),
                 Flavor::Hosted(hosted) => hosted.call_direct(py, payload, options),
@@ -136,8 +145,9 @@ impl Engine {
         with_kind!(self, kind => kind.core.call(py, kind.task(py, payload)?, options, submit_timeout))
     }
 
-    /// Queues one call; its outcome arrives through `take_completions` under `token`.
-    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait"))]
+    /// Queues one call; its outcome arrives through `take_completions` under `token` (options
+    /// as for `call`).
+    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait", method=None))]
     #[allow(clippy::too_many_arguments)] // the Python signature: each one a keyword
     fn submit(
         &self,
@@ -149,9 +159,23 @@ impl Engine {
         priority: i32,
         key: Option<&Bound<'_, PyAny>>,
         sticky: &str,
+        method: Option<&str>,
     ) -> PyResult<CoreTicket> {
-        let options = task_options(timeout, priority, key, sticky)?;
+        let options = self.task_options(task_options(timeout, priority, key, sticky)?, method);
         with_kind!(self, kind => kind.core.submit(py, kind.task(py, payload)?, token, options, submit_timeout))
+    }
+
+    /// How many coalesced calls were made: `{"calls", "tasks", "max_size", "histogram"}`, the
+    /// histogram a list of `(largest size in the bucket or None for the last, calls)`.
+    fn coalesced<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = with_core!(self, core => core.supervisor.coalesce_stats());
+        let d = PyDict::new(py);
+        d.set_item("calls", stats.calls)?;
+        d.set_item("tasks", stats.tasks)?;
+        d.set_item("max_size", stats.max_size)?;
+        let bounds = COALESCE_SIZE_BUCKETS.iter().map(|&b| Some(b)).chain([None]);
+        d.set_item("histogram", bounds.zip(stats.histogram).collect::<Vec<_>>())?;
+        Ok(d)
     }
 
     /// Runs one call on every live worker: a list of `(worker_id, status, value)`.
@@ -234,5 +258,12 @@ impl Engine {
     /// dispatched, batches, batched_tasks.
     fn workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         with_core!(self, core => core.workers(py))
+    }
+}
+
+impl Engine {
+    /// A call's `options`, gathered with others if `method` is batched.
+    fn task_options(&self, options: TaskOptions, method: Option<&str>) -> TaskOptions {
+        TaskOptions { coalesce: method.and_then(|m| self.coalesce.get(m)).copied(), ..options }
     }
 }

@@ -2,6 +2,7 @@
 //! turned here into the supervisor's [`Config`] and the worker kind's settings. A new pool
 //! option is a field here, the `Config` field it sets, and its parameter in `SPool`.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use pyo3::prelude::*;
 use crate::job::{Sticky, TaskOptions};
 use crate::process::{ProcessSpec, StartMethod, Zygote, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::python::common::{parse_restart, seconds};
-use crate::Config;
+use crate::{Coalesce, Config};
 
 /// Calls in flight per asyncio worker when `max_concurrency` is not given (Ray: 1).
 const DEFAULT_MAX_CONCURRENCY: usize = 32;
@@ -106,6 +107,9 @@ pub(crate) struct EngineOptions {
     /// fresh interpreter per worker).
     #[pyo3(default)]
     zygote: Option<(String, Vec<String>)>,
+    /// The worker class's batched methods: `(name, max_size, max_wait)` each.
+    #[pyo3(default)]
+    coalesce: Vec<(String, usize, f64)>,
 }
 
 /// How the in-process hosts of an engine are started.
@@ -117,6 +121,24 @@ pub(crate) struct HostOptions {
 }
 
 impl EngineOptions {
+    /// How calls to each batched method are gathered, by method name (see `sched/gather.rs`).
+    /// Sync and Ray modes gather nothing: each call runs alone, as a batch of one (a sync call
+    /// returns with its outcome in, so there is never a second one queued to gather).
+    pub(crate) fn coalesce(&self, mode: Mode) -> PyResult<HashMap<String, Coalesce>> {
+        if matches!(mode, Mode::Ray | Mode::Sync) {
+            return Ok(HashMap::new());
+        }
+        let mut specs = HashMap::new();
+        for (key, (name, max_size, max_wait)) in (0u32..).zip(&self.coalesce) {
+            if *max_size == 0 {
+                return Err(PyValueError::new_err(format!("batched method {name}(): max_size must be at least 1")));
+            }
+            let max_wait = seconds("max_wait", Some(*max_wait))?.unwrap_or_default();
+            specs.insert(name.clone(), Coalesce { key, max_size: *max_size, max_wait });
+        }
+        Ok(specs)
+    }
+
     /// The mode the options ask for.
     pub(crate) fn mode(&self) -> PyResult<Mode> {
         Mode::parse(&self.mode)
@@ -223,5 +245,5 @@ pub(crate) fn task_options(
 ) -> PyResult<TaskOptions> {
     let sticky = sticky.parse::<Sticky>().map_err(|e| PyValueError::new_err(e.to_string()))?;
     let key = key.map(|k| k.hash().map(|h| u64::from_ne_bytes(h.to_ne_bytes()))).transpose()?;
-    Ok(TaskOptions { timeout: seconds("timeout", timeout)?, priority, key, sticky })
+    Ok(TaskOptions { timeout: seconds("timeout", timeout)?, priority, key, sticky, coalesce: None })
 }
