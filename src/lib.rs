@@ -50,8 +50,8 @@ pub use crate::pool::shutdown::ShutdownMode;
 pub use crate::pool::supervisor::{Backpressure, Claim, Supervisor};
 #[cfg(not(loom))] // tokio built with `--cfg loom` has no process module (see src/SUPERVISOR.md)
 pub use crate::process::{
-    CallReply, FrameKind, LaneError, ProcessSpec, ProcessWorker, ProtocolError, RaisedPayload, ShmLane, SpawnFailure,
-    WorkerEndpoint, DEFAULT_MAX_MESSAGE_SIZE,
+    CallReply, FrameKind, LaneError, Placement, ProcessSpec, ProcessWorker, ProtocolError, RaisedPayload, ShmLane,
+    SpawnFailure, WorkerEndpoint, DEFAULT_MAX_MESSAGE_SIZE,
 };
 pub use crate::sched::balance::{LoadBalancing, UnknownBalancer};
 pub use crate::worker::restart::{

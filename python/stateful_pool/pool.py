@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 from . import _core, _lifecycle
 from ._decode import decode
 from ._futures import PoolFuture
+from ._placement import Placement, placement, ray_init
 from ._protocol import encode_init
 from ._serialize import by_value, encode
 from ._stats import PoolStats
@@ -168,6 +169,9 @@ class SPool(Generic[W]):
         self._methods: set[str] = set()
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
+        self._mode = mode
+        # Where the workers this view spawns run (see `placement`); None: like the parent.
+        self._placement: Placement | None = None
         # Every option of the engine, whatever the mode (see src/python/engine/options.rs).
         options: dict[str, Any] = {
             "mode": mode,
@@ -219,16 +223,39 @@ class SPool(Generic[W]):
             view._submit_timeout = submit_timeout
         return view
 
+    def placement(self, *, env: dict[str, str] | None = None, cpus: Iterable[int] | None = None) -> SPool[W]:
+        """A view of this pool whose :meth:`spawn` (``submit_spawn``, ``async_spawn``,
+        ``resize``) starts workers with environment variables ``env`` of their own (on top of
+        this process's) and pinned to ``cpus``, both set before the worker's interpreter starts
+        and kept across its restarts; the view shares everything else::
+
+            pool.placement(env={"CUDA_VISIBLE_DEVICES": "1"}, cpus=[2, 3]).spawn(model_path)
+
+        In ``mode="ray"`` they become actor options: ``env`` goes to
+        ``runtime_env={"env_vars": ...}``, except ``CUDA_VISIBLE_DEVICES``, which asks Ray for that
+        many GPUs (``num_gpus``; Ray picks them), and ``cpus`` asks for that many (``num_cpus``).
+        Thread, asyncio and sync workers share this process: they refuse with
+        :class:`ValueError`, as do CPUs this process may not use."""
+        view = copy.copy(self)
+        view._placement = placement(self._mode, env, cpus)
+        return view
+
     # -- spawning workers ---------------------------------------------------------------
 
     def _init_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._check_open()
-        return encode_init(self._worker, args, kwargs)
+        init = encode_init(self._worker, args, kwargs)
+        return ray_init(init, self._placement) if self._mode == "ray" else init
+
+    def _engine_placement(self) -> tuple[list[tuple[str, str]], list[int]] | None:
+        if self._placement is None or self._mode == "ray":  # a Ray actor's is in its init
+            return None
+        return self._placement.for_engine()
 
     def spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Starts one worker process, runs ``worker.spawn(*args, **kwargs)`` there and returns
         its result. If ``spawn`` raises, the exception is re-raised here and no process is left."""
-        return decode(*self._core.spawn(self._init_payload(args, kwargs)))
+        return decode(*self._core.spawn(self._init_payload(args, kwargs), self._engine_placement()))
 
     def submit_spawn(self, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
         """Like :meth:`spawn`, but returns a future at once: spawn many workers in parallel."""
@@ -238,7 +265,7 @@ class SPool(Generic[W]):
         except Exception as exc:
             future.set_exception(exc)
             return future
-        return self._completer.register(future, self._core.submit_spawn, init)
+        return self._completer.register(future, self._core.submit_spawn, init, self._engine_placement())
 
     async def async_spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Awaitable :meth:`spawn`."""

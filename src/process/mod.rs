@@ -30,7 +30,7 @@ pub use self::endpoint::WorkerEndpoint;
 pub use self::frame::{FrameKind, ProtocolError, RaisedPayload, DEFAULT_MAX_MESSAGE_SIZE};
 pub use self::lane::{LaneError, ShmLane};
 pub(crate) use self::shm_transport::ShmTransport;
-pub use self::spawn::ProcessSpec;
+pub use self::spawn::{Placement, ProcessSpec};
 pub(crate) use self::transport::{AnyTransport, PipeTransport, Transport};
 pub(crate) use self::upcall::Upcalls;
 use crate::error::WorkerFault;

@@ -43,6 +43,9 @@ pub struct ProcessSpec {
     /// [`super::DEFAULT_MAX_MESSAGE_SIZE`], 1 GiB). A worker that announces a larger one broke
     /// the protocol and is replaced; a larger call fails without reaching the worker.
     pub max_message_size: usize,
+    /// Where this worker runs: its own environment variables and CPU affinity, applied at every
+    /// (re)start of its process (see [`Placement`]).
+    pub placement: Placement,
     /// Serves the workers' upcalls (see [`super::upcall`]); `None`: an upcall is a protocol
     /// violation. A pool serving upcalls sends one call at a time and has no direct lane.
     pub(crate) upcalls: Option<super::Upcalls>,
@@ -60,8 +63,61 @@ impl ProcessSpec {
             stop_timeout: Duration::from_secs(5),
             shm_capacity: None,
             max_message_size: super::DEFAULT_MAX_MESSAGE_SIZE,
+            placement: Placement::default(),
             upcalls: None,
         }
+    }
+}
+
+/// One worker's own environment and CPUs, set before its interpreter starts: the environment on
+/// top of [`ProcessSpec::env`], the affinity by `sched_setaffinity` in the child between `fork`
+/// and `exec` ([`Placement::apply_in_child`], async-signal-safe, so any start method that forks
+/// can call it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Environment variables of this worker alone (e.g. `CUDA_VISIBLE_DEVICES`).
+    pub env: Vec<(OsString, OsString)>,
+    /// The CPUs it may run on (empty: those of the parent).
+    pub cpus: Vec<usize>,
+}
+
+impl Placement {
+    /// The affinity mask of [`Placement::cpus`], built before `fork` (`None`: leave it alone).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a CPU number the kernel's mask cannot hold.
+    pub fn cpu_set(&self) -> io::Result<Option<libc::cpu_set_t>> {
+        if self.cpus.is_empty() {
+            return Ok(None);
+        }
+        // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in &self.cpus {
+            if cpu >= libc::CPU_SETSIZE as usize {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cpu {cpu} is out of range (at most {})", libc::CPU_SETSIZE - 1),
+                ));
+            }
+            // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so the bit lies inside `set`.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        Ok(Some(set))
+    }
+
+    /// Pins the calling process to `set`. Only a system call: safe between `fork` and `exec`.
+    ///
+    /// # Errors
+    /// The kernel's, e.g. `EINVAL` when none of the CPUs is available to the process.
+    pub fn apply_in_child(set: Option<&libc::cpu_set_t>) -> io::Result<()> {
+        if let Some(set) = set {
+            // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a valid set;
+            // it is a plain system call, async-signal-safe.
+            if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -76,7 +132,13 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Runs in the child between `fork` and `exec`: only async-signal-safe calls.
-fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd, shm: Option<RawFd>) -> io::Result<()> {
+fn child_setup(
+    parent: libc::pid_t,
+    read_end: RawFd,
+    write_end: RawFd,
+    shm: Option<RawFd>,
+    cpus: Option<&libc::cpu_set_t>,
+) -> io::Result<()> {
     let check = |rc: libc::c_int| {
         if rc < 0 {
             Err(io::Error::last_os_error())
@@ -106,7 +168,7 @@ fn child_setup(parent: libc::pid_t, read_end: RawFd, write_end: RawFd, shm: Opti
             check(libc::dup2(m, WORKER_SHM_FD))?;
         }
     }
-    Ok(())
+    Placement::apply_in_child(cpus)
 }
 
 /// Starts the process; returns it with the supervisor's ends (to the worker, from the worker).
@@ -121,6 +183,7 @@ pub(crate) fn spawn_child(spec: &ProcessSpec, shm: Option<RawFd>) -> io::Result<
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(spec.placement.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
@@ -134,9 +197,10 @@ pub(crate) fn spawn_child(spec: &ProcessSpec, shm: Option<RawFd>) -> io::Result<
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let (r, w) = (worker_reads.as_raw_fd(), worker_writes.as_raw_fd());
+    let cpus = spec.placement.cpu_set()?;
     // SAFETY: `child_setup` only makes async-signal-safe calls, as required after fork.
     unsafe {
-        cmd.pre_exec(move || child_setup(parent, r, w, shm));
+        cmd.pre_exec(move || child_setup(parent, r, w, shm, cpus.as_ref()));
     }
     let child = cmd.spawn()?;
     drop((worker_reads, worker_writes));

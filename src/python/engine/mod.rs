@@ -27,7 +27,7 @@ use pyo3::types::PyList;
 
 use self::hosted::HostedEngine;
 use self::kind::PyReply;
-use self::options::{EngineOptions, Mode};
+use self::options::{EngineOptions, Mode, PlacementArg};
 use self::process::ProcessEngine;
 pub(crate) use self::slot::CoreTicket;
 use crate::job::TaskOptions;
@@ -98,14 +98,30 @@ impl Engine {
     }
 
     /// Starts a worker and waits for its setup: `(status, value)`. `init` is the pickled
-    /// setup (process mode) or `(args, kwargs)`.
-    fn spawn<'py>(&self, py: Python<'py>, init: &Bound<'py, PyAny>) -> PyResult<PyReply<'py>> {
-        with_kind!(self, kind => kind.core.spawn(py, kind.start(init)?))
+    /// setup (process mode) or `(args, kwargs)`; `placement`, `(env pairs, cpus)`, gives the
+    /// worker an environment and CPUs of its own (process mode); `like`, a worker id, places
+    /// it as that worker is (a replacement).
+    #[pyo3(signature = (init, placement=None, like=None))]
+    fn spawn<'py>(
+        &self,
+        py: Python<'py>,
+        init: &Bound<'py, PyAny>,
+        placement: Option<PlacementArg>,
+        like: Option<u64>,
+    ) -> PyResult<PyReply<'py>> {
+        with_kind!(self, kind => kind.core.spawn(py, kind.start(init, placement, like)?))
     }
 
     /// Starts a worker; its outcome arrives through `take_completions` under `token`.
-    fn submit_spawn(&self, py: Python<'_>, init: &Bound<'_, PyAny>, token: u64) -> PyResult<()> {
-        with_kind!(self, kind => kind.core.submit_spawn(py, token, kind.start(init)?))
+    #[pyo3(signature = (init, token, placement=None))]
+    fn submit_spawn(
+        &self,
+        py: Python<'_>,
+        init: &Bound<'_, PyAny>,
+        token: u64,
+        placement: Option<PlacementArg>,
+    ) -> PyResult<()> {
+        with_kind!(self, kind => kind.core.submit_spawn(py, token, kind.start(init, placement, None)?))
     }
 
     /// Runs one call and waits for it: `(status, value)`. `payload` is the list of buffers of

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::process::{ProcessSpec, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::process::{Placement, ProcessSpec, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::python::common::{parse_restart, seconds};
 use crate::Config;
 
@@ -190,5 +190,22 @@ impl EngineOptions {
             concurrency,
             stop_timeout: self.stop_timeout()?,
         })
+    }
+}
+
+/// One worker's placement as `SPool` passes it to `spawn`: `(env, cpus)`, the environment as
+/// `(name, value)` pairs.
+#[derive(FromPyObject)]
+pub(crate) struct PlacementArg(Vec<(String, String)>, Vec<usize>);
+
+impl PlacementArg {
+    /// The placement, its CPUs checked against what the kernel's mask can hold.
+    pub(crate) fn placement(self) -> PyResult<Placement> {
+        let placement = Placement {
+            env: self.0.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect(),
+            cpus: self.1,
+        };
+        placement.cpu_set().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(placement)
     }
 }
