@@ -401,6 +401,24 @@ class SPool(Generic[W]):
         for worker_id in sorted(live, reverse=True)[: max(0, len(live) - n)]:
             self._core.retire_worker(worker_id)
 
+    def rolling_restart(self, *spawn_args: Any, **spawn_kwargs: Any) -> list[Any]:
+        """Replaces every live worker, one at a time, by one spawned with these arguments (e.g.
+        a new model version; the same ones to just renew the workers): each replacement is
+        spawned, placed as the worker it replaces (or as this view's :meth:`placement` says),
+        and ready before that worker is retired after its current task, and that one is gone
+        before the next is replaced. So capacity never drops and no task fails. Returns what
+        each replacement's ``spawn`` returned. If one raises, it is re-raised here and the
+        workers not yet replaced keep serving."""
+        self._check_open()
+        results: list[Any] = []
+        for old in sorted(self._core.live_worker_ids()):
+            init = self._init_payload(spawn_args, spawn_kwargs)
+            results.append(decode(*self._core.spawn(init, self._engine_placement(), old)))
+            if self._core.retire_worker(old):
+                while old in self._core.live_worker_ids():
+                    time.sleep(0.005)  # it finishes the task it runs, then leaves
+        return results
+
     # -- introspection and lifecycle ----------------------------------------------------
 
     def stats(self) -> PoolStats:
