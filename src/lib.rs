@@ -54,6 +54,7 @@ pub use crate::process::{
     SpawnFailure, WorkerEndpoint, DEFAULT_MAX_MESSAGE_SIZE,
 };
 pub use crate::sched::balance::{LoadBalancing, UnknownBalancer};
+pub use crate::worker::health::{HealthCheck, HealthVerdict};
 pub use crate::worker::restart::{
     FailureStage, RestartDecision, RestartIntensity, RestartPacer, RestartPolicy, BACKOFF_FIRST, BACKOFF_MAX,
 };

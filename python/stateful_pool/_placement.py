@@ -1,6 +1,7 @@
-"""Per-worker placement (``pool.placement(env=..., cpus=...)``): one worker's own environment
-variables and CPU affinity, checked here and carried to the engine (process mode) or to Ray's
-actor options (ray mode)."""
+"""Where and how each worker lives: per-worker placement (``pool.placement(env=...,
+cpus=...)``: its own environment variables and CPU affinity, checked here and carried to the
+engine in process mode or to Ray's actor options in ray mode), and the call of its health
+check."""
 
 from __future__ import annotations
 
@@ -55,6 +56,23 @@ def placement(mode: str, env: Mapping[str, str] | None, cpus: Iterable[int] | No
             missing = sorted(set(chosen) - allowed)
             raise ValueError(f"cpus {missing} are not available to this process (it may use {sorted(allowed)})")
     return Placement(tuple(pairs), tuple(chosen))
+
+
+def health_call(worker_cls: type, mode: str, interval: float | None) -> tuple[Any, Any] | None:
+    """The engine's ``health_call`` for a pool checking its workers every ``interval`` seconds:
+    the call of the worker's ``health`` method, and the reply meaning healthy (``True``,
+    encoded as a process worker sends it)."""
+    if interval is None:
+        return None
+    if not callable(getattr(worker_cls, "health", None)):
+        raise ValueError(f"health_interval needs a health() method: {worker_cls.__name__} has none")
+    from ._serialize import encode
+
+    call: tuple[str, tuple[()], dict[str, Any]] = ("health", (), {})
+    if mode in _IN_PROCESS:
+        return call, True
+    healthy = True if mode == "ray" else b"".join(bytes(part) for part in encode(True))
+    return encode(call), healthy
 
 
 def ray_init(init: Any, where: Placement | None) -> Any:

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 from . import _core, _lifecycle
 from ._decode import decode
 from ._futures import PoolFuture
-from ._placement import Placement, placement, ray_init
+from ._placement import Placement, health_call, placement, ray_init
 from ._protocol import encode_init
 from ._serialize import by_value, encode
 from ._stats import PoolStats
@@ -132,6 +132,10 @@ class SPool(Generic[W]):
             every mode; see ``stateful_pool.modes``.
         actor_options: Ray actor options for ``mode="ray"``, e.g. ``{"num_cpus": 0.5}``.
         max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32).
+        health_interval: seconds between health checks: every idle worker's ``health()`` method
+            runs this often; a worker whose check returns anything but ``True``, raises, or runs
+            past ``health_timeout`` seconds (default 10) is replaced, and its ``health_failures``
+            stat counts it. Not in ``mode="sync"``.
     """
 
     def __init__(
@@ -154,6 +158,8 @@ class SPool(Generic[W]):
         mode: str = "process",
         actor_options: dict[str, Any] | None = None,
         max_concurrency: int | None = None,
+        health_interval: float | None = None,
+        health_timeout: float = 10.0,
         _namespace: _core.CoreNamespace | None = None,
     ):
         if not isinstance(worker_cls, type):
@@ -196,6 +202,9 @@ class SPool(Generic[W]):
             "launcher": launcher(mode, actor_options),
             # Served to the workers as upcalls (stateful_pool.groups); process mode only.
             "namespace": _namespace,
+            "health_interval": health_interval,
+            "health_timeout": health_timeout,
+            "health_call": health_call(worker_cls, mode, health_interval),
         }
         self._core = _core.Engine(options)
         self._completer = make_completer(self._core)

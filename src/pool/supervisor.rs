@@ -17,6 +17,7 @@ use crate::pool::shutdown::{Phase, ShutdownMode};
 use crate::sched::balance::LoadBalancing;
 use crate::sched::dispatch::dispatch;
 use crate::sched::queue::{PushError, TaskQueue};
+use crate::worker::health::HealthCheck;
 use crate::worker::serve::serve;
 use crate::worker::slot::{WorkerInfo, WorkerSlot};
 use crate::worker::state::WorkerEvent;
@@ -415,6 +416,19 @@ impl<W: Workable> Supervisor<W> {
             slot.request_retire();
             true
         })
+    }
+
+    /// Checks every idle worker's health every `check.interval` from now on, until the pool
+    /// shuts down: a worker whose check answers unhealthy, raises, crashes it or runs past
+    /// `check.timeout` is replaced (see [`HealthCheck`]). Returns false after
+    /// [`Supervisor::release`].
+    pub fn check_health(&self, check: HealthCheck<W>) -> bool
+    where
+        W::Task: Clone,
+    {
+        self.runtime()
+            .map(|runtime| runtime.spawn(crate::worker::health::run(Arc::clone(&self.shared), check)))
+            .is_some()
     }
 
     /// Tasks handed to workers so far.

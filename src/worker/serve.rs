@@ -113,7 +113,10 @@ pub(crate) async fn serve<W: Workable>(
         if held.is_empty() && inbox.is_empty() && matches!(slot.state(), WorkerState::Idle | WorkerState::Busy) {
             let _ = shared.idle_tx.send(Arc::clone(&slot));
         }
-        let wake = if let Some(job) = held.pop_front() {
+        let wake = if let Some(fault) = slot.take_replacement() {
+            // A failed health check: replaced as if it had died while idle.
+            Wake::Fault(fault)
+        } else if let Some(job) = held.pop_front() {
             Wake::Job(job)
         } else {
             tokio::select! {

@@ -64,6 +64,19 @@ impl HostedEngine {
         Ok(move |report| self.start_group(init, report))
     }
 
+    /// Checks idle hosts' health: a reply that is the healthy object itself (`True`) is healthy.
+    pub(crate) fn check_health(&self, py: Python<'_>, health: &super::options::HealthOptions<'_>) -> PyResult<()> {
+        let healthy = health.healthy_reply.clone_ref(py);
+        self.core.supervisor.check_health(crate::HealthCheck {
+            task: self.task(py, health.payload.bind(py))?,
+            interval: health.interval,
+            timeout: health.timeout,
+            // Identity, compared without the interpreter: the runtime thread must not wait for it.
+            healthy: Arc::new(move |reply: &Py<PyAny>| reply.as_ptr() == healthy.as_ptr()),
+        });
+        Ok(())
+    }
+
     /// A call's payload, `(method, args, kwargs)` or its pickle, as it is.
     #[allow(clippy::unnecessary_wraps)] // the same signature as the process kind's
     pub(crate) fn task(&self, _py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<Arc<Py<PyAny>>> {

@@ -81,7 +81,11 @@ impl Engine {
             Mode::Process => Flavor::Process(ProcessEngine::new(&options, config)?),
             _ => Flavor::Hosted(HostedEngine::new(py, mode, &options, config)?),
         };
-        Ok(Self { mode, flavor })
+        let engine = Self { mode, flavor };
+        if let Some(health) = options.health()? {
+            with_kind!(engine, kind => kind.check_health(py, &health)?);
+        }
+        Ok(engine)
     }
 
     /// The mode the engine runs its workers in.

@@ -98,6 +98,24 @@ pub(crate) struct EngineOptions {
     /// Process mode: a task tree's namespace, served to the workers as upcalls.
     #[pyo3(default)]
     namespace: Option<Py<crate::python::namespace::CoreNamespace>>,
+    /// Seconds between health checks of each idle worker (`None`: none).
+    #[pyo3(default)]
+    health_interval: Option<f64>,
+    /// Seconds one health check may run before its worker counts as hung.
+    #[pyo3(default = 10.0)]
+    health_timeout: f64,
+    /// The check: a call payload (as `Engine.call` takes) and the reply meaning healthy (the
+    /// encoded `True` in process mode, `True` itself in the others).
+    #[pyo3(default)]
+    health_call: Option<(Py<PyAny>, Py<PyAny>)>,
+}
+
+/// A pool's health check, before it is turned into the worker kind's task and verdict.
+pub(crate) struct HealthOptions<'a> {
+    pub(crate) payload: &'a Py<PyAny>,
+    pub(crate) healthy_reply: &'a Py<PyAny>,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// How the in-process hosts of an engine are started.
@@ -122,6 +140,11 @@ impl EngineOptions {
                 mode.as_str()
             )));
         }
+        if self.health_interval.is_some() && mode == Mode::Sync {
+            return Err(PyValueError::new_err(
+                "health_interval needs workers that run on their own (sync workers run only while called)",
+            ));
+        }
         if self.max_concurrency.is_some() && mode != Mode::Asyncio {
             return Err(PyValueError::new_err("max_concurrency needs mode='asyncio'"));
         }
@@ -143,6 +166,19 @@ impl EngineOptions {
                 .parse()
                 .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,
         })
+    }
+
+    /// The health check, when the pool asks for one.
+    pub(crate) fn health(&self) -> PyResult<Option<HealthOptions<'_>>> {
+        let (Some(interval), Some((payload, healthy_reply))) = (self.health_interval, &self.health_call) else {
+            return Ok(None);
+        };
+        Ok(Some(HealthOptions {
+            payload,
+            healthy_reply,
+            interval: seconds("health_interval", Some(interval))?.unwrap_or_default(),
+            timeout: seconds("health_timeout", Some(self.health_timeout))?.unwrap_or_default(),
+        }))
     }
 
     fn stop_timeout(&self) -> PyResult<Duration> {

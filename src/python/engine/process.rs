@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use super::core::{EngineCore, ReportFn};
 use super::direct::{call_direct, too_large};
 use super::kind::{Kind, PyReply, StartOutcome};
-use super::options::{EngineOptions, PlacementArg};
+use super::options::{EngineOptions, HealthOptions, PlacementArg};
 use crate::job::{Outcome, TaskOptions};
 use crate::process::{ProcessSpec, ProcessWorker, ShmLane, SpawnFailure};
 use crate::python::buffers::gather;
@@ -93,6 +93,18 @@ impl ProcessEngine {
                 self.placed.lock().unwrap_or_else(PoisonError::into_inner).insert(id, spec);
             }
         })
+    }
+
+    /// Checks idle workers' health: a reply equal to the encoded `True` is healthy.
+    pub(crate) fn check_health(&self, py: Python<'_>, health: &HealthOptions<'_>) -> PyResult<()> {
+        let healthy = health.healthy_reply.extract::<Vec<u8>>(py)?;
+        self.core.supervisor.check_health(crate::HealthCheck {
+            task: self.task(py, health.payload.bind(py))?,
+            interval: health.interval,
+            timeout: health.timeout,
+            healthy: Arc::new(move |reply: &Vec<u8>| *reply == healthy),
+        });
+        Ok(())
     }
 
     /// A call's buffers (a list), copied into one message no larger than `max_message_size`.
