@@ -60,4 +60,4 @@ pub use crate::worker::restart::{
 };
 pub use crate::worker::slot::WorkerInfo;
 pub use crate::worker::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
-pub use crate::worker::workable::{Response, Workable};
+pub use crate::worker::workable::{Response, SuccessorStart, Workable};

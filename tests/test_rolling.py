@@ -4,9 +4,11 @@ serving capacity never drops."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +101,52 @@ def test_a_failing_replacement_leaves_the_old_workers_serving() -> None:
         assert pool.num_workers == 2
         assert [v for v, _, _ in pool.broadcast("whoami")] == ["v1", "v1"]
         assert pool.execute(1)[:2] == ("v1", 1)
+
+
+class Logged(SWorker):
+    """Appends its setup's start and end times to a log, then serves."""
+
+    def spawn(self, log: str, load_seconds: float) -> None:
+        began = time.monotonic()
+        time.sleep(load_seconds)
+        with open(log, "a") as f:
+            f.write(f"{began} {time.monotonic()}\n")
+
+    def execute(self, x: int) -> tuple[int, int]:
+        time.sleep(0.002)
+        return x, os.getpid()
+
+
+def test_recycling_starts_the_replacement_before_the_old_worker_goes(tmp_path: Path) -> None:
+    load = 0.4
+    with SPool(Logged, max_tasks_per_worker=10) as pool:
+        pool.spawn(str(tmp_path / "setups"), load)
+        pids: list[int] = []
+        slowest = 0.0
+        while len(set(pids)) < 3:
+            began = time.monotonic()
+            pids.append(pool.execute(len(pids))[1])
+            slowest = max(slowest, time.monotonic() - began)
+            assert len(pids) < 2000, "no recycling"
+        # The one worker kept serving while each replacement loaded: no call waited for one.
+        assert slowest < load, (slowest, pids)
+        runs = [pids.count(pid) for pid in dict.fromkeys(pids)][:-1]
+        assert all(n >= 10 for n in runs), runs
+        assert pool.stats()["workers"][0]["restarts"] == 2
+
+
+def test_recycles_of_workers_due_together_are_staggered(tmp_path: Path) -> None:
+    log = tmp_path / "setups"
+    with SPool(Logged, max_tasks_per_worker=10) as pool:
+        for f in [pool.submit_spawn(str(log), 0.3) for _ in range(2)]:
+            f.result(timeout=60)
+        pids: set[int] = set()
+        while len(pids) < 6:
+            pids.update(pid for _, pid in (f.result(timeout=60) for f in [pool.submit_execute(i) for i in range(2)]))
+            assert len(log.read_text().splitlines()) < 50, "runaway recycling"
+        wait_until(lambda: all(w["state"] == "idle" for w in pool.stats()["workers"]), what="the last takeover")
+        # Round robin brings both workers to 10 tasks together, yet no two replacements loaded
+        # at the same time.
+        setups = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())[2:]
+        assert len(setups) >= 4
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(setups)), setups

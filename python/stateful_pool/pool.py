@@ -105,8 +105,10 @@ class SPool(Generic[W]):
             ``restart_window``; then it gives up and stays failed. A crash during a task
             (whatever the exit code) always restarts the worker at once and never counts.
         restart_window: the window, in seconds, in which ``max_restarts`` is counted.
-        max_tasks_per_worker: replace a worker gracefully after this many tasks.
-        max_memory_per_worker: replace a worker between tasks once its RSS exceeds these bytes.
+        max_tasks_per_worker: replace a worker gracefully after this many tasks: its replacement
+            starts while it keeps serving and takes over between tasks once ready, one worker of
+            the pool at a time.
+        max_memory_per_worker: replace a worker the same way once its RSS exceeds these bytes.
         submit_timeout: seconds a submit may wait on a full queue (``None``: wait as long as it
             takes).
         stop_timeout: seconds a worker may take to exit on shutdown before it is killed.

@@ -40,6 +40,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) on_worker_exit: Option<WorkerExitHook>,
     /// The last few workers that left for good, and why: what `NoWorkers` errors report.
     pub(crate) departures: Mutex<std::collections::VecDeque<Departure>>,
+    /// A worker is starting its successor (see `worker::renew`): one at a time per pool.
+    pub(crate) renewing: std::sync::atomic::AtomicBool,
 }
 
 /// How many departures `NoWorkers` errors name (the newest).

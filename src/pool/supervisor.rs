@@ -129,6 +129,7 @@ impl<W: Workable> Supervisor<W> {
             direct_released: Notify::new(),
             on_worker_exit,
             departures: Mutex::new(std::collections::VecDeque::new()),
+            renewing: std::sync::atomic::AtomicBool::new(false),
         });
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })

@@ -408,6 +408,13 @@ impl Workable for ProcessWorker {
         Some(task.clone())
     }
 
+    fn successor(&self) -> Option<crate::SuccessorStart<Self>> {
+        let (spec, init) = (Arc::clone(&self.spec), Arc::clone(&self.init));
+        Some(Box::pin(async move {
+            Self::start(spec, init).await.map(|(worker, _)| worker).map_err(SpawnFailure::into_fault)
+        }))
+    }
+
     fn pid(&self) -> Option<u32> {
         self.process_id()
     }

@@ -4,6 +4,7 @@
 //! bad between tasks.
 
 pub(crate) mod health;
+pub(crate) mod renew;
 pub(crate) mod restart;
 pub(crate) mod serve;
 pub(crate) mod slot;

@@ -72,6 +72,8 @@ pub(crate) struct WorkerSlot<W: Workable> {
     pub(crate) health_failures: AtomicU64,
     /// Why the worker is to be replaced at its next turn between tasks (a failed health check).
     replacement: Mutex<Option<crate::error::WorkerFault>>,
+    /// `tasks_done` when its current process took over (`max_tasks_per_worker` counts from it).
+    tasks_at_renewal: AtomicU64,
 }
 
 /// A type-erased direct lane (see [`crate::Workable::lane`]).
@@ -102,6 +104,7 @@ impl<W: Workable> WorkerSlot<W> {
             health_check_pending: AtomicBool::new(false),
             health_failures: AtomicU64::new(0),
             replacement: Mutex::new(None),
+            tasks_at_renewal: AtomicU64::new(0),
         }
     }
 
@@ -199,6 +202,16 @@ impl<W: Workable> WorkerSlot<W> {
     /// The fault a replacement was requested for, once.
     pub(crate) fn take_replacement(&self) -> Option<crate::error::WorkerFault> {
         self.replacement.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// A new process took over (recycling): tasks are counted toward the next from now.
+    pub(crate) fn renewed(&self) {
+        self.tasks_at_renewal.store(self.tasks_done.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Tasks done since the current process took over.
+    pub(crate) fn tasks_since_renewal(&self) -> u64 {
+        self.tasks_done.load(Ordering::Relaxed).saturating_sub(self.tasks_at_renewal.load(Ordering::Relaxed))
     }
 
     pub(crate) fn is_retiring(&self) -> bool {
