@@ -46,6 +46,7 @@ mod python;
 pub use crate::error::{BuildError, Departure, NoWorkerReason, StartError, SubmitError, TaskError, WorkerFault};
 pub use crate::job::{Outcome, ReplyFn, TaskHandle, TaskOptions, Ticket};
 pub use crate::pool::config::{Config, SupervisorBuilder, WorkerExit};
+pub use crate::pool::metrics::{RunTimeHistogram, RUN_TIME_BOUNDS};
 pub use crate::pool::shutdown::ShutdownMode;
 pub use crate::pool::supervisor::{Backpressure, Claim, Supervisor};
 #[cfg(not(loom))] // tokio built with `--cfg loom` has no process module (see src/SUPERVISOR.md)

@@ -447,6 +447,27 @@ class SPool(Generic[W]):
             "load_balancing": self._core.load_balancing,
         }
 
+    def metrics(self) -> str:
+        """The pool's metrics in Prometheus text format: tasks by outcome, queue depth, busy and
+        live workers, restarts, health failures, batches, and a histogram of how long tasks ran
+        (needs ``prometheus_client``: ``pip install 'stateful-pool[metrics]'``). To serve them::
+
+            prometheus_client.REGISTRY.register(pool.metrics_collector())
+            prometheus_client.start_http_server(9100)
+        """
+        from ._metrics import exposition
+
+        return exposition(self._metrics_snapshot, self._cls.__name__)
+
+    def metrics_collector(self) -> Any:
+        """A ``prometheus_client`` collector of :meth:`metrics`, read at every scrape."""
+        from ._metrics import collector
+
+        return collector(self._metrics_snapshot, self._cls.__name__)
+
+    def _metrics_snapshot(self) -> tuple[PoolStats, tuple[list[float], list[int], float]]:
+        return self.stats(), self._core.run_times()
+
     @property
     def num_workers(self) -> int:
         """Workers starting or serving."""

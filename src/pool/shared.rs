@@ -42,6 +42,8 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) departures: Mutex<std::collections::VecDeque<Departure>>,
     /// A worker is starting its successor (see `worker::renew`): one at a time per pool.
     pub(crate) renewing: std::sync::atomic::AtomicBool,
+    /// How long tasks ran on their workers (see `pool::metrics`).
+    pub(crate) run_times: crate::pool::metrics::RunTimes,
 }
 
 /// How many departures `NoWorkers` errors name (the newest).

@@ -31,6 +31,8 @@ pub struct Claim<W: Workable> {
     shared: Arc<Shared<W>>,
     lane: crate::worker::slot::Lane,
     finished: bool,
+    /// When the claim began: a call that finishes fine is timed from here.
+    began: std::time::Instant,
 }
 
 impl<W: Workable> Claim<W> {
@@ -53,6 +55,9 @@ impl<W: Workable> Claim<W> {
     }
 
     fn release(&self, fault: Option<crate::error::WorkerFault>) {
+        if fault.is_none() {
+            self.shared.run_times.record(self.began.elapsed());
+        }
         self.slot.release_claim(fault);
         if self.shared.queue.len() > 0 {
             // Tasks arrived while we held the worker: the dispatcher may be waiting for one.
@@ -130,6 +135,7 @@ impl<W: Workable> Supervisor<W> {
             on_worker_exit,
             departures: Mutex::new(std::collections::VecDeque::new()),
             renewing: std::sync::atomic::AtomicBool::new(false),
+            run_times: crate::pool::metrics::RunTimes::default(),
         });
         runtime.spawn(dispatch(Arc::clone(&shared), idle_rx));
         Ok(Self { shared, runtime: Mutex::new(Some(runtime)) })
@@ -404,6 +410,7 @@ impl<W: Workable> Supervisor<W> {
                 shared: Arc::clone(&self.shared),
                 lane,
                 finished: false,
+                began: std::time::Instant::now(),
             })
         })
     }
@@ -430,6 +437,13 @@ impl<W: Workable> Supervisor<W> {
         self.runtime()
             .map(|runtime| runtime.spawn(crate::worker::health::run(Arc::clone(&self.shared), check)))
             .is_some()
+    }
+
+    /// How long the tasks that completed ran on their workers, in the buckets of
+    /// [`crate::RUN_TIME_BOUNDS`].
+    #[must_use]
+    pub fn run_times(&self) -> crate::RunTimeHistogram {
+        self.shared.run_times.snapshot()
     }
 
     /// Tasks handed to workers so far.

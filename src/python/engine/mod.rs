@@ -214,6 +214,13 @@ impl Engine {
         with_core!(self, core => core.retire_worker(worker_id))
     }
 
+    /// How long completed tasks ran: `(bucket upper bounds in seconds, tasks per bucket with
+    /// one more past the bounds, sum of the run times in seconds)`.
+    fn run_times(&self) -> (Vec<f64>, Vec<u64>, f64) {
+        let histogram = with_core!(self, core => core.supervisor.run_times());
+        (crate::RUN_TIME_BOUNDS.to_vec(), histogram.counts, histogram.sum_seconds)
+    }
+
     /// Tasks handed to workers so far.
     #[getter]
     fn dispatched(&self) -> u64 {
