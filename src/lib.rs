@@ -46,19 +46,21 @@ mod python;
 pub use crate::error::{BuildError, Departure, NoWorkerReason, StartError, SubmitError, TaskError, WorkerFault};
 pub use crate::job::{Outcome, ReplyFn, Sticky, TaskHandle, TaskOptions, Ticket, UnknownSticky};
 pub use crate::pool::config::{Config, SupervisorBuilder, WorkerExit};
+pub use crate::pool::metrics::{RunTimeHistogram, RUN_TIME_BOUNDS};
 pub use crate::pool::shutdown::ShutdownMode;
 pub use crate::pool::supervisor::{Backpressure, Claim, Supervisor};
 #[cfg(not(loom))] // tokio built with `--cfg loom` has no process module (see src/SUPERVISOR.md)
 pub use crate::process::{
-    CallReply, FrameKind, LaneError, ProcessSpec, ProcessWorker, ProtocolError, RaisedPayload, ShmLane, SpawnFailure,
-    StartMethod, WorkerEndpoint, Zygote, DEFAULT_MAX_MESSAGE_SIZE,
+    CallReply, FrameKind, LaneError, Placement, ProcessSpec, ProcessWorker, ProtocolError, RaisedPayload, ShmLane,
+    SpawnFailure, StartMethod, WorkerEndpoint, Zygote, DEFAULT_MAX_MESSAGE_SIZE,
 };
 pub use crate::sched::balance::{LoadBalancing, UnknownBalancer};
 pub use crate::sched::gather::{Coalesce, CoalesceStats, COALESCE_SIZE_BUCKETS};
 pub use crate::sched::on_demand::{OnDemandStats, WorkerStart};
+pub use crate::worker::health::{HealthCheck, HealthVerdict};
 pub use crate::worker::restart::{
     FailureStage, RestartDecision, RestartIntensity, RestartPacer, RestartPolicy, BACKOFF_FIRST, BACKOFF_MAX,
 };
 pub use crate::worker::slot::WorkerInfo;
 pub use crate::worker::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
-pub use crate::worker::workable::{Coalesced, Response, Workable};
+pub use crate::worker::workable::{Coalesced, Response, SuccessorStart, Workable};

@@ -132,12 +132,19 @@ def test_kill_a_running_task() -> None:
 
 
 def test_max_tasks_per_worker_recycles_between_tasks() -> None:
+    # The rule: after its 3rd task a worker's replacement starts while it keeps serving, and
+    # takes over between tasks once ready; each process serves at least 3 tasks.
     with SPool(Faulty, max_tasks_per_worker=3) as pool:
         pool.spawn(tag="r")
-        pids = [pool.call("sleep", 0) for _ in range(9)]
-        assert len(set(pids)) == 3 and pids[0] == pids[2] != pids[3]
+        pids = [pool.call("sleep", 0) for _ in range(3)]
+        assert len(set(pids)) == 1
+        for recycles in (1, 2):
+            wait_until(lambda: pool.call("sleep", 0) != pids[-1], what="the replacement to take over")
+            pids.append(pool.stats()["workers"][0]["pid"])
+            assert [pool.call("sleep", 0) for _ in range(2)] == [pids[-1]] * 2
+            assert pool.stats()["workers"][0]["restarts"] == recycles
+        assert len(set(pids)) == 3
         assert pool.call("whoami")["tag"] == "r"
-        wait_until(lambda: pool.stats()["workers"][0]["restarts"] == 3, what="three recycles")
 
 
 def test_max_memory_per_worker_recycles_a_bloated_worker() -> None:
@@ -146,7 +153,9 @@ def test_max_memory_per_worker_recycles_a_bloated_worker() -> None:
         small = pool.call("allocate", 1)
         assert pool.call("sleep", 0) == small, "under the limit: same worker"
         big = pool.call("allocate", 200)
-        assert pool.call("sleep", 0) != big, "over the limit: replaced before the next task"
+        # Over the limit: replaced once its replacement is ready (it serves until then).
+        wait_until(lambda: pool.call("sleep", 0) != big, what="the bloated worker to be replaced")
+        assert pool.stats()["workers"][0]["restarts"] == 1
 
 
 def test_restart_never_leaves_the_pool_without_workers() -> None:

@@ -37,6 +37,7 @@ STATS_KEYS = {
     "dispatched",
     "batches",
     "batched_tasks",
+    "health_failures",
 }
 
 MakePool = Callable[..., SPool[Any]]

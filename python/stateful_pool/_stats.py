@@ -37,6 +37,8 @@ class WorkerStats(TypedDict):
     """Hand-overs of several short tasks at once (one wake-up for the lot)."""
     batched_tasks: int
     """Tasks handed over in those batches."""
+    health_failures: int
+    """Health checks it failed (answered false, raised, hung or crashed it): each replaced it."""
 
 
 class CoalesceStats(TypedDict):

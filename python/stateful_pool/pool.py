@@ -20,6 +20,7 @@ from . import _core, _lifecycle
 from ._chunk import CHUNK_METHOD, ChunkSizer, MapIterator, chunk_parts, chunk_payload, map_iterator
 from ._decode import decode
 from ._futures import PoolFuture
+from ._placement import Placement, health_call, placement, ray_init
 from ._protocol import encode_init
 from ._serialize import by_value, encode
 from ._stats import PoolStats
@@ -112,8 +113,10 @@ class SPool(Generic[W]):
             ``restart_window``; then it gives up and stays failed. A crash during a task
             (whatever the exit code) always restarts the worker at once and never counts.
         restart_window: the window, in seconds, in which ``max_restarts`` is counted.
-        max_tasks_per_worker: replace a worker gracefully after this many tasks.
-        max_memory_per_worker: replace a worker between tasks once its RSS exceeds these bytes.
+        max_tasks_per_worker: replace a worker gracefully after this many tasks: its replacement
+            starts while it keeps serving and takes over between tasks once ready, one worker of
+            the pool at a time.
+        max_memory_per_worker: replace a worker the same way once its RSS exceeds these bytes.
         submit_timeout: seconds a submit may wait on a full queue (``None``: wait as long as it
             takes).
         stop_timeout: seconds a worker may take to exit on shutdown before it is killed.
@@ -151,6 +154,10 @@ class SPool(Generic[W]):
             call (which starts nothing and returns ``None``), and retired once it is done. A
             worker whose setup raises fails that task with the exception. Process, thread and
             ray modes only.
+        health_interval: seconds between health checks: every idle worker's ``health()`` method
+            runs this often; a worker whose check returns anything but ``True``, raises, or runs
+            past ``health_timeout`` seconds (default 10) is replaced, and its ``health_failures``
+            stat counts it. Not in ``mode="sync"``.
     """
 
     def __init__(
@@ -176,6 +183,8 @@ class SPool(Generic[W]):
         start_method: str = "zygote",
         preload: Sequence[str] = (),
         on_demand: int | None = None,
+        health_interval: float | None = None,
+        health_timeout: float = 10.0,
         _namespace: _core.CoreNamespace | None = None,
     ):
         if not isinstance(worker_cls, type):
@@ -194,6 +203,9 @@ class SPool(Generic[W]):
         self._call_timeout: float | None = None
         # (priority, key, sticky): the routing options of this view's calls (see `options`).
         self._routing: tuple[int, Any, str] = (0, None, "wait")
+        self._mode = mode
+        # Where the workers this view spawns run (see `placement`); None: like the parent.
+        self._placement: Placement | None = None
         # Every option of the engine, whatever the mode (see src/python/engine/options.rs).
         options: dict[str, Any] = {
             "mode": mode,
@@ -223,6 +235,9 @@ class SPool(Generic[W]):
             "on_demand": on_demand,
             # Batched methods: the core gathers calls to them (stateful_pool.batching).
             "coalesce": batched_methods(worker_cls),
+            "health_interval": health_interval,
+            "health_timeout": health_timeout,
+            "health_call": health_call(worker_cls, mode, health_interval),
         }
         self._on_demand = on_demand is not None
         self._core = _core.Engine(options)
@@ -286,18 +301,41 @@ class SPool(Generic[W]):
         )
         return view
 
+    def placement(self, *, env: dict[str, str] | None = None, cpus: Iterable[int] | None = None) -> SPool[W]:
+        """A view of this pool whose :meth:`spawn` (``submit_spawn``, ``async_spawn``,
+        ``resize``) starts workers with environment variables ``env`` of their own (on top of
+        this process's) and pinned to ``cpus``, both set before the worker's interpreter starts
+        and kept across its restarts; the view shares everything else::
+
+            pool.placement(env={"CUDA_VISIBLE_DEVICES": "1"}, cpus=[2, 3]).spawn(model_path)
+
+        In ``mode="ray"`` they become actor options: ``env`` goes to
+        ``runtime_env={"env_vars": ...}``, except ``CUDA_VISIBLE_DEVICES``, which asks Ray for that
+        many GPUs (``num_gpus``; Ray picks them), and ``cpus`` asks for that many (``num_cpus``).
+        Thread, asyncio and sync workers share this process: they refuse with
+        :class:`ValueError`, as do CPUs this process may not use."""
+        view = copy.copy(self)
+        view._placement = placement(self._mode, env, cpus)
+        return view
+
     # -- spawning workers ---------------------------------------------------------------
 
     def _init_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._check_open()
-        return encode_init(self._worker, args, kwargs)
+        init = encode_init(self._worker, args, kwargs)
+        return ray_init(init, self._placement) if self._mode == "ray" else init
+
+    def _engine_placement(self) -> tuple[list[tuple[str, str]], list[int]] | None:
+        if self._placement is None or self._mode == "ray":  # a Ray actor's is in its init
+            return None
+        return self._placement.for_engine()
 
     def spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Starts one worker process, runs ``worker.spawn(*args, **kwargs)`` there and returns
         its result. If ``spawn`` raises, the exception is re-raised here and no process is left.
         On an ``on_demand`` pool it only records the arguments every fresh worker is spawned
         with, and returns ``None``."""
-        return decode(*self._core.spawn(self._init_payload(args, kwargs)))
+        return decode(*self._core.spawn(self._init_payload(args, kwargs), self._engine_placement()))
 
     def submit_spawn(self, *args: Any, **kwargs: Any) -> PoolFuture[Any]:
         """Like :meth:`spawn`, but returns a future at once: spawn many workers in parallel."""
@@ -307,7 +345,7 @@ class SPool(Generic[W]):
         except Exception as exc:
             future.set_exception(exc)
             return future
-        return self._completer.register(future, self._core.submit_spawn, init)
+        return self._completer.register(future, self._core.submit_spawn, init, self._engine_placement())
 
     async def async_spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Awaitable :meth:`spawn`."""
@@ -485,6 +523,24 @@ class SPool(Generic[W]):
         for worker_id in sorted(live, reverse=True)[: max(0, len(live) - n)]:
             self._core.retire_worker(worker_id)
 
+    def rolling_restart(self, *spawn_args: Any, **spawn_kwargs: Any) -> list[Any]:
+        """Replaces every live worker, one at a time, by one spawned with these arguments (e.g.
+        a new model version; the same ones to just renew the workers): each replacement is
+        spawned, placed as the worker it replaces (or as this view's :meth:`placement` says),
+        and ready before that worker is retired after its current task, and that one is gone
+        before the next is replaced. So capacity never drops and no task fails. Returns what
+        each replacement's ``spawn`` returned. If one raises, it is re-raised here and the
+        workers not yet replaced keep serving."""
+        self._check_open()
+        results: list[Any] = []
+        for old in sorted(self._core.live_worker_ids()):
+            init = self._init_payload(spawn_args, spawn_kwargs)
+            results.append(decode(*self._core.spawn(init, self._engine_placement(), old)))
+            if self._core.retire_worker(old):
+                while old in self._core.live_worker_ids():
+                    time.sleep(0.005)  # it finishes the task it runs, then leaves
+        return results
+
     # -- introspection and lifecycle ----------------------------------------------------
 
     def stats(self) -> PoolStats:
@@ -507,6 +563,27 @@ class SPool(Generic[W]):
             "sticky_misses": sticky_misses,
             "coalesced": self._core.coalesced(),
         }
+
+    def metrics(self) -> str:
+        """The pool's metrics in Prometheus text format: tasks by outcome, queue depth, busy and
+        live workers, restarts, health failures, batches, and a histogram of how long tasks ran
+        (needs ``prometheus_client``: ``pip install 'stateful-pool[metrics]'``). To serve them::
+
+            prometheus_client.REGISTRY.register(pool.metrics_collector())
+            prometheus_client.start_http_server(9100)
+        """
+        from ._metrics import exposition
+
+        return exposition(self._metrics_snapshot, self._cls.__name__)
+
+    def metrics_collector(self) -> Any:
+        """A ``prometheus_client`` collector of :meth:`metrics`, read at every scrape."""
+        from ._metrics import collector
+
+        return collector(self._metrics_snapshot, self._cls.__name__)
+
+    def _metrics_snapshot(self) -> tuple[PoolStats, tuple[list[float], list[int], float]]:
+        return self.stats(), self._core.run_times()
 
     @property
     def num_workers(self) -> int:

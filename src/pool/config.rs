@@ -31,9 +31,12 @@ pub struct Config {
     pub max_restarts: u32,
     /// The window of [`Config::max_restarts`].
     pub restart_window: Duration,
-    /// Replace a worker after it has run this many tasks.
+    /// Replace a worker after it has run this many tasks. A kind with successors
+    /// ([`crate::Workable::successor`], e.g. process workers) starts the replacement then and
+    /// keeps serving until it is ready; one worker of the pool renews at a time.
     pub max_tasks_per_worker: Option<u64>,
-    /// Replace a worker, between tasks, once its resident memory exceeds this many bytes.
+    /// Replace a worker, between tasks, once its resident memory exceeds this many bytes (as
+    /// [`Config::max_tasks_per_worker`] does).
     pub max_memory_per_worker: Option<u64>,
     /// Which idle worker gets the next task.
     pub load_balancing: LoadBalancing,
@@ -207,7 +210,9 @@ impl SupervisorBuilder {
     /// task timeout or kill, recycling, retirement, shutdown, giving up, or a setup (first
     /// start or restart) that failed. It runs on the supervisor's runtime after the process is
     /// known to be dead (killed and reaped) and before its replacement starts, so whatever the
-    /// process held (e.g. rate-limit permits) can be given back before a new one asks. It must
+    /// process held (e.g. rate-limit permits) can be given back before a new one asks; the
+    /// exception is recycling with a successor ([`crate::Workable::successor`]), which starts
+    /// while the old process still serves: that one is reported once it is dead. It must
     /// return quickly and not block; a panic in it is caught and ignored.
     #[must_use]
     pub fn on_worker_exit(mut self, hook: impl Fn(WorkerExit) + Send + Sync + 'static) -> Self {

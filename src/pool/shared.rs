@@ -47,6 +47,10 @@ pub(crate) struct Shared<W: Workable> {
     pub(crate) sticky: crate::sched::balance::rendezvous::StickyCounts,
     /// Sizes of the coalesced calls made so far (see `sched/gather.rs`).
     pub(crate) coalesced: crate::sched::gather::CoalesceCounters,
+    /// A worker is starting its successor (see `worker::renew`): one at a time per pool.
+    pub(crate) renewing: std::sync::atomic::AtomicBool,
+    /// How long tasks ran on their workers (see `pool::metrics`).
+    pub(crate) run_times: crate::pool::metrics::RunTimes,
 }
 
 /// How many departures `NoWorkers` errors name (the newest).

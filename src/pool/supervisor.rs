@@ -18,6 +18,7 @@ use crate::sched::balance::LoadBalancing;
 use crate::sched::dispatch::dispatch;
 use crate::sched::on_demand::{self, OnDemand, OnDemandStats, WorkerStart};
 use crate::sched::queue::{PushError, TaskQueue};
+use crate::worker::health::HealthCheck;
 use crate::worker::serve::launch;
 use crate::worker::slot::{WorkerInfo, WorkerSlot};
 use crate::worker::workable::Workable;
@@ -30,6 +31,8 @@ pub struct Claim<W: Workable> {
     shared: Arc<Shared<W>>,
     lane: crate::worker::slot::Lane,
     finished: bool,
+    /// When the claim began: a call that finishes fine is timed from here.
+    began: std::time::Instant,
 }
 
 impl<W: Workable> Claim<W> {
@@ -52,6 +55,9 @@ impl<W: Workable> Claim<W> {
     }
 
     fn release(&self, fault: Option<crate::error::WorkerFault>) {
+        if fault.is_none() {
+            self.shared.run_times.record(self.began.elapsed());
+        }
         self.slot.release_claim(fault);
         if self.shared.queue.len() > 0 {
             // Tasks arrived while we held the worker: the dispatcher may be waiting for one.
@@ -131,6 +137,8 @@ impl<W: Workable> Supervisor<W> {
             on_demand: OnDemand::default(),
             sticky: crate::sched::balance::rendezvous::StickyCounts::default(),
             coalesced: crate::sched::gather::CoalesceCounters::default(),
+            renewing: std::sync::atomic::AtomicBool::new(false),
+            run_times: crate::pool::metrics::RunTimes::default(),
         });
         match shared.config.on_demand {
             Some(cap) => {
@@ -389,6 +397,7 @@ impl<W: Workable> Supervisor<W> {
                 shared: Arc::clone(&self.shared),
                 lane,
                 finished: false,
+                began: std::time::Instant::now(),
             })
         })
     }
@@ -402,6 +411,26 @@ impl<W: Workable> Supervisor<W> {
             slot.request_retire();
             true
         })
+    }
+
+    /// Checks every idle worker's health every `check.interval` from now on, until the pool
+    /// shuts down: a worker whose check answers unhealthy, raises, crashes it or runs past
+    /// `check.timeout` is replaced (see [`HealthCheck`]). Returns false after
+    /// [`Supervisor::release`].
+    pub fn check_health(&self, check: HealthCheck<W>) -> bool
+    where
+        W::Task: Clone,
+    {
+        self.runtime()
+            .map(|runtime| runtime.spawn(crate::worker::health::run(Arc::clone(&self.shared), check)))
+            .is_some()
+    }
+
+    /// How long the tasks that completed ran on their workers, in the buckets of
+    /// [`crate::RUN_TIME_BOUNDS`].
+    #[must_use]
+    pub fn run_times(&self) -> crate::RunTimeHistogram {
+        self.shared.run_times.snapshot()
     }
 
     /// Tasks handed to workers so far.

@@ -90,6 +90,11 @@ impl ForkedChild {
         Ok(Self { pid, pidfd, report: Some(report), status: None })
     }
 
+    /// Its process id, as `sched_setaffinity` and friends take it.
+    pub(crate) fn pid(&self) -> Option<libc::pid_t> {
+        libc::pid_t::try_from(self.pid).ok()
+    }
+
     /// Whether the process has exited (its pidfd polls readable), without waiting.
     fn has_exited(&self) -> bool {
         let mut poll = libc::pollfd { fd: self.pidfd.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };

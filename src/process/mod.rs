@@ -35,7 +35,7 @@ pub use self::endpoint::WorkerEndpoint;
 pub use self::frame::{FrameKind, ProtocolError, RaisedPayload, DEFAULT_MAX_MESSAGE_SIZE};
 pub use self::lane::{LaneError, ShmLane};
 pub(crate) use self::shm_transport::ShmTransport;
-pub use self::spawn::{ProcessSpec, StartMethod};
+pub use self::spawn::{Placement, ProcessSpec, StartMethod};
 pub(crate) use self::transport::{AnyTransport, PipeTransport, Transport};
 pub(crate) use self::upcall::Upcalls;
 pub use self::zygote::Zygote;
@@ -420,6 +420,13 @@ impl Workable for ProcessWorker {
 
     fn clone_task(task: &Vec<u8>) -> Option<Vec<u8>> {
         Some(task.clone())
+    }
+
+    fn successor(&self) -> Option<crate::SuccessorStart<Self>> {
+        let (spec, init) = (Arc::clone(&self.spec), Arc::clone(&self.init));
+        Some(Box::pin(async move {
+            Self::start(spec, init).await.map(|(worker, _)| worker).map_err(SpawnFailure::into_fault)
+        }))
     }
 
     fn pid(&self) -> Option<u32> {

@@ -50,6 +50,9 @@ pub struct ProcessSpec {
     /// [`super::DEFAULT_MAX_MESSAGE_SIZE`], 1 GiB). A worker that announces a larger one broke
     /// the protocol and is replaced; a larger call fails without reaching the worker.
     pub max_message_size: usize,
+    /// Where this worker runs: its own environment variables and CPU affinity, applied at every
+    /// (re)start of its process (see [`Placement`]).
+    pub placement: Placement,
     /// Serves the workers' upcalls (see [`super::upcall`]); `None`: an upcall is a protocol
     /// violation. A pool serving upcalls sends one call at a time and has no direct lane.
     pub(crate) upcalls: Option<super::Upcalls>,
@@ -81,9 +84,68 @@ impl ProcessSpec {
             stop_timeout: Duration::from_secs(5),
             shm_capacity: None,
             max_message_size: super::DEFAULT_MAX_MESSAGE_SIZE,
+            placement: Placement::default(),
             upcalls: None,
             start_method: StartMethod::Spawn,
         }
+    }
+}
+
+/// One worker's own environment and CPUs, set before its interpreter starts: the environment on
+/// top of [`ProcessSpec::env`], the affinity by `sched_setaffinity` in the child between `fork`
+/// and `exec` ([`Placement::apply_in_child`], async-signal-safe, so any start method that forks
+/// can call it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Environment variables of this worker alone (e.g. `CUDA_VISIBLE_DEVICES`).
+    pub env: Vec<(OsString, OsString)>,
+    /// The CPUs it may run on (empty: those of the parent).
+    pub cpus: Vec<usize>,
+}
+
+impl Placement {
+    /// The affinity mask of [`Placement::cpus`], built before `fork` (`None`: leave it alone).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a CPU number the kernel's mask cannot hold.
+    pub fn cpu_set(&self) -> io::Result<Option<libc::cpu_set_t>> {
+        if self.cpus.is_empty() {
+            return Ok(None);
+        }
+        // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &cpu in &self.cpus {
+            if cpu >= libc::CPU_SETSIZE as usize {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cpu {cpu} is out of range (at most {})", libc::CPU_SETSIZE - 1),
+                ));
+            }
+            // SAFETY: `cpu` is below CPU_SETSIZE (checked above), so the bit lies inside `set`.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        Ok(Some(set))
+    }
+
+    /// Pins the calling process to `set`. Only a system call: safe between `fork` and `exec`.
+    ///
+    /// # Errors
+    /// The kernel's, e.g. `EINVAL` when none of the CPUs is available to the process.
+    pub fn apply_in_child(set: Option<&libc::cpu_set_t>) -> io::Result<()> {
+        Self::pin(0, set)
+    }
+
+    /// Pins process `pid` (0: the caller) to `set`; a zygote-forked worker is pinned this way
+    /// by its supervisor before it is sent any work.
+    fn pin(pid: libc::pid_t, set: Option<&libc::cpu_set_t>) -> io::Result<()> {
+        if let Some(set) = set {
+            // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a valid set;
+            // it is a plain system call, async-signal-safe.
+            if unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), set) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -101,7 +163,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub(crate) type ChildFds = [Option<RawFd>; 3];
 
 /// Runs in the child between `fork` and `exec`: only async-signal-safe calls.
-fn child_setup(parent: libc::pid_t, fds: ChildFds) -> io::Result<()> {
+fn child_setup(parent: libc::pid_t, fds: ChildFds, cpus: Option<&libc::cpu_set_t>) -> io::Result<()> {
     let check = |rc: libc::c_int| {
         if rc < 0 {
             Err(io::Error::last_os_error())
@@ -131,7 +193,7 @@ fn child_setup(parent: libc::pid_t, fds: ChildFds) -> io::Result<()> {
             }
         }
     }
-    Ok(())
+    Placement::apply_in_child(cpus)
 }
 
 /// Starts `program` afresh: own process group, stdin from `/dev/null`, killed when dropped and
@@ -142,6 +204,7 @@ pub(crate) fn start_fresh(
     env: &[(OsString, OsString)],
     cwd: Option<&Path>,
     fds: ChildFds,
+    cpus: Option<libc::cpu_set_t>,
 ) -> io::Result<Child> {
     let mut cmd = Command::new(program);
     cmd.args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
@@ -152,14 +215,16 @@ pub(crate) fn start_fresh(
     let parent = unsafe { libc::getpid() };
     // SAFETY: `child_setup` only makes async-signal-safe calls, as required after fork.
     unsafe {
-        cmd.pre_exec(move || child_setup(parent, fds));
+        cmd.pre_exec(move || child_setup(parent, fds, cpus.as_ref()));
     }
     cmd.spawn()
 }
 
-/// The environment a worker gets on top of what it inherits: the spec's, then the channel's.
+/// The environment a worker gets on top of what it inherits: the spec's, its placement's, then
+/// the channel's.
 pub(crate) fn worker_env(spec: &ProcessSpec, shm: bool) -> Vec<(OsString, OsString)> {
     let mut env = spec.env.clone();
+    env.extend(spec.placement.env.iter().cloned());
     if shm {
         env.push((TRANSPORT_ENV.into(), "shm".into()));
     }
@@ -186,12 +251,20 @@ pub(crate) async fn start_worker_process(
     }
     let fds = [Some(worker_reads.as_raw_fd()), Some(worker_writes.as_raw_fd()), shm];
     let env = worker_env(spec, shm.is_some());
+    let cpus = spec.placement.cpu_set()?;
     let forked = match &spec.start_method {
         // The zygote's environment is ours when it started: the worker gets ours now, as a
         // fresh start would (e.g. a `CUDA_VISIBLE_DEVICES` set just before this worker).
         StartMethod::Zygote(zygote) => {
             match zygote.fork(spec, fds, &[std::env::vars_os().collect(), env.clone()].concat()).await {
-                Ok(child) => Some(WorkerChild::Forked(child)),
+                Ok(child) => {
+                    // A forked worker runs no user code before its INIT frame, sent after this
+                    // returns: pinning it from here is still "before its code runs".
+                    if let (Some(set), Some(pid)) = (cpus.as_ref(), child.pid()) {
+                        Placement::pin(pid, Some(set))?;
+                    }
+                    Some(WorkerChild::Forked(child))
+                }
                 Err(ZygoteError::Refused(why)) => return Err(io::Error::other(why)),
                 Err(ZygoteError::Broken(_)) => None,
             }
@@ -200,7 +273,7 @@ pub(crate) async fn start_worker_process(
     };
     let child = match forked {
         Some(child) => child,
-        None => WorkerChild::Spawned(start_fresh(&spec.program, &spec.args, &env, spec.cwd.as_deref(), fds)?),
+        None => WorkerChild::Spawned(start_fresh(&spec.program, &spec.args, &env, spec.cwd.as_deref(), fds, cpus)?),
     };
     drop((worker_reads, worker_writes));
     Ok((child, to_worker, from_worker))

@@ -152,6 +152,7 @@ impl Zygote {
             &spec.env,
             spec.cwd.as_deref(),
             [Some(theirs.as_raw_fd()), None, None],
+            None,
         )
         .map_err(broken)?;
         drop(theirs);

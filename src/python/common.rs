@@ -82,7 +82,7 @@ where
 }
 
 /// One dict per worker: id, state, pid, restarts, tasks_done, tasks_failed, last_error,
-/// dispatched, batches, batched_tasks.
+/// dispatched, batches, batched_tasks, health_failures.
 pub(crate) fn worker_dicts<'py>(py: Python<'py>, workers: Vec<WorkerInfo>) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for w in workers {
@@ -97,6 +97,7 @@ pub(crate) fn worker_dicts<'py>(py: Python<'py>, workers: Vec<WorkerInfo>) -> Py
         d.set_item("dispatched", w.dispatched)?;
         d.set_item("batches", w.batches)?;
         d.set_item("batched_tasks", w.batched_tasks)?;
+        d.set_item("health_failures", w.health_failures)?;
         list.append(d)?;
     }
     Ok(list)

@@ -183,6 +183,7 @@ pub(crate) async fn run<W: Workable>(
             Ran::Done(result) => {
                 slot.tasks_done.fetch_add(1, Ordering::Relaxed);
                 let now = Instant::now();
+                shared.run_times.record(now - since);
                 pace.record(now - since);
                 since = now;
                 if handed.is_empty() {

@@ -22,6 +22,7 @@ use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
 use crate::sched::batch::{self, BatchEnd, Pace};
 use crate::sched::gather;
+use crate::worker::renew::Successor;
 use crate::worker::restart::{FailureStage, RestartDecision, RestartPacer};
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::{WorkerEvent, WorkerState};
@@ -33,6 +34,8 @@ enum Wake<W: Workable> {
     Fault(WorkerFault),
     /// A direct-lane call gave the worker back.
     Released,
+    /// Its successor is ready to take over (recycling), or failed to start.
+    Successor(Result<W, WorkerFault>),
     /// Queue closed and empty (graceful), or kill requested.
     Stop,
 }
@@ -103,6 +106,7 @@ pub(crate) async fn serve<W: Workable>(
     // failed batch that never ran, kept while the pool drains (the dispatcher may have
     // finished, so the queue would strand them).
     let mut held = VecDeque::new();
+    let mut successor = Successor::default();
     slot.set_lane(worker.lane());
     let exit = loop {
         if slot.is_retiring() {
@@ -120,7 +124,10 @@ pub(crate) async fn serve<W: Workable>(
         if held.is_empty() && inbox.is_empty() && matches!(slot.state(), WorkerState::Idle | WorkerState::Busy) {
             let _ = shared.idle_tx.send(Arc::clone(&slot));
         }
-        let wake = if let Some(job) = held.pop_front() {
+        let wake = if let Some(fault) = slot.take_replacement() {
+            // A failed health check: replaced as if it had died while idle.
+            Wake::Fault(fault)
+        } else if let Some(job) = held.pop_front() {
             Wake::Job(job)
         } else {
             tokio::select! {
@@ -131,6 +138,7 @@ pub(crate) async fn serve<W: Workable>(
                 () = slot.retire.notified() => continue,
                 _ = drained.wait_for(|d| *d) => Wake::Stop,
                 fault = worker.terminated() => Wake::Fault(fault),
+                next = successor.ready(&shared) => Wake::Successor(next),
                 else => Wake::Stop,
             }
         };
@@ -144,6 +152,12 @@ pub(crate) async fn serve<W: Workable>(
                 },
                 _ => continue,
             },
+            Wake::Successor(Ok(next)) => {
+                successor.take_over(&mut worker, next, &slot, &shared).await;
+                continue;
+            }
+            // Handled as a restart that failed: the pacer decides when to try again.
+            Wake::Successor(Err(fault)) => Failure { fault, stage: FailureStage::Setup },
             Wake::Fault(fault) => {
                 // Take the worker before touching it; if a direct caller holds it, the closed
                 // lane wakes that caller, and we recover once it lets go.
@@ -173,6 +187,9 @@ pub(crate) async fn serve<W: Workable>(
                 match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
                     JobEnd::Idle if config.on_demand.is_some() => break Exit::Spent { failed: false },
                     JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
+                        if successor.start(&worker, &shared) {
+                            continue;
+                        }
                         match recycle(&mut worker, &slot, &shared).await {
                             Ok(()) => continue,
                             Err(fault) => Failure { fault, stage: FailureStage::Setup },
@@ -209,6 +226,7 @@ pub(crate) async fn serve<W: Workable>(
         }
     };
     slot.set_lane(None);
+    successor.finish(&shared).await;
 
     inbox.close();
     let leftovers: Vec<Job<W>> = held.into_iter().chain(std::iter::from_fn(|| inbox.try_recv().ok())).collect();
@@ -406,7 +424,7 @@ async fn run_job<W: Workable>(
 }
 
 fn needs_recycling<W: Workable>(worker: &W, slot: &WorkerSlot<W>, config: &crate::Config) -> bool {
-    let by_count = config.max_tasks_per_worker.is_some_and(|max| slot.tasks_done.load(Ordering::Relaxed) % max == 0);
+    let by_count = config.max_tasks_per_worker.is_some_and(|max| slot.tasks_since_renewal() >= max);
     let by_memory = config.max_memory_per_worker.is_some_and(|max| worker.memory_bytes().is_some_and(|rss| rss > max));
     by_count || by_memory
 }
@@ -421,6 +439,7 @@ async fn recycle<W: Workable>(worker: &mut W, slot: &WorkerSlot<W>, shared: &Sha
     shared.report_process_end(slot);
     match worker.restart().await {
         Ok(()) => {
+            slot.renewed();
             slot.process_started(worker.pid());
             slot.set_lane(worker.lane());
             slot.apply(WorkerEvent::Ready);

@@ -32,6 +32,9 @@ pub struct WorkerInfo {
     pub batches: u64,
     /// Tasks it ran as part of a batch.
     pub batched_tasks: u64,
+    /// Health checks it failed: answered unhealthy, raised, hung past their timeout or crashed
+    /// it (each had it replaced; see [`crate::HealthCheck`]).
+    pub health_failures: u64,
 }
 
 pub(crate) struct WorkerSlot<W: Workable> {
@@ -63,6 +66,14 @@ pub(crate) struct WorkerSlot<W: Workable> {
     /// The worker's current process, not reported to the exit hook yet: 0 none, 1 one whose
     /// pid is unknown, pid + 2 otherwise. Swapped out once, so each process is reported once.
     unreported_process: AtomicU64,
+    /// A health check is on its way to this worker or running (one at a time).
+    pub(crate) health_check_pending: AtomicBool,
+    /// Health checks it failed (see [`WorkerInfo::health_failures`]).
+    pub(crate) health_failures: AtomicU64,
+    /// Why the worker is to be replaced at its next turn between tasks (a failed health check).
+    replacement: Mutex<Option<crate::error::WorkerFault>>,
+    /// `tasks_done` when its current process took over (`max_tasks_per_worker` counts from it).
+    tasks_at_renewal: AtomicU64,
 }
 
 /// A type-erased direct lane (see [`crate::Workable::lane`]).
@@ -90,6 +101,10 @@ impl<W: Workable> WorkerSlot<W> {
             claim_fault: Mutex::new(None),
             addressed_waiting: AtomicUsize::new(0),
             unreported_process: AtomicU64::new(0),
+            health_check_pending: AtomicBool::new(false),
+            health_failures: AtomicU64::new(0),
+            replacement: Mutex::new(None),
+            tasks_at_renewal: AtomicU64::new(0),
         }
     }
 
@@ -176,6 +191,29 @@ impl<W: Workable> WorkerSlot<W> {
         self.retire.notify_one();
     }
 
+    /// Asks the serve loop to replace the worker (kill its process, start a new one as after a
+    /// crash while idle) once it is between tasks, for `fault`.
+    pub(crate) fn request_replacement(&self, fault: crate::error::WorkerFault) {
+        *self.replacement.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fault);
+        // The serve loop wakes on this as on a retirement, and looks at both.
+        self.retire.notify_one();
+    }
+
+    /// The fault a replacement was requested for, once.
+    pub(crate) fn take_replacement(&self) -> Option<crate::error::WorkerFault> {
+        self.replacement.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// A new process took over (recycling): tasks are counted toward the next from now.
+    pub(crate) fn renewed(&self) {
+        self.tasks_at_renewal.store(self.tasks_done.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Tasks done since the current process took over.
+    pub(crate) fn tasks_since_renewal(&self) -> u64 {
+        self.tasks_done.load(Ordering::Relaxed).saturating_sub(self.tasks_at_renewal.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn is_retiring(&self) -> bool {
         self.retiring.load(Ordering::Acquire)
     }
@@ -201,6 +239,7 @@ impl<W: Workable> WorkerSlot<W> {
             dispatched: self.dispatched.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             batched_tasks: self.batched_tasks.load(Ordering::Relaxed),
+            health_failures: self.health_failures.load(Ordering::Relaxed),
         }
     }
 }

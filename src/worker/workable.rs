@@ -30,6 +30,9 @@ pub enum Coalesced<W: Workable> {
     Refused(Vec<W::Task>, WorkerFault),
 }
 
+/// The start of a worker's successor (see [`Workable::successor`]).
+pub type SuccessorStart<W> = std::pin::Pin<Box<dyn Future<Output = Result<W, WorkerFault>> + Send>>;
+
 /// A stateful worker the [`crate::Supervisor`] runs tasks on.
 ///
 /// The worker keeps state between tasks (`&mut self`); the supervisor calls one method at a time.
@@ -130,6 +133,16 @@ pub trait Workable: Send + Sized + 'static {
     /// claim on it ([`crate::Supervisor::claim_idle`]); the concrete type is the worker's own
     /// (e.g. [`crate::process::ShmLane`]). `None` (the default): no direct lane.
     fn lane(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
+    /// A new worker started the way this one was, to take over from it when it is recycled: it
+    /// starts while this one keeps serving, so recycling never lowers the pool's capacity (see
+    /// `worker::renew`). `None` (the default): recycling restarts this worker in place.
+    fn successor(&self) -> Option<SuccessorStart<Self>>
+    where
+        Self: Sized,
+    {
         None
     }
 

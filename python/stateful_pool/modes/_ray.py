@@ -103,7 +103,47 @@ def launcher(actor_options: dict[str, Any] | None) -> functools.partial[None]:
     return functools.partial(_launch, options)
 
 
+class _Placed:
+    """A worker's ``init`` with actor options of its own (its placement), kept across its
+    restarts as the init is."""
+
+    __slots__ = ("actor_options", "init")
+
+    def __init__(self, init: Any, actor_options: dict[str, Any]):
+        self.init = init
+        self.actor_options = actor_options
+
+
+def placed(init: Any, env: dict[str, str], num_cpus: int) -> _Placed:
+    """``init`` for an actor placed as ``pool.placement(env=..., cpus=...)`` asks: the
+    environment becomes ``runtime_env={"env_vars": ...}``, except ``CUDA_VISIBLE_DEVICES``,
+    which asks Ray for that many GPUs (``num_gpus``: Ray picks the devices and sets the variable
+    itself); ``cpus`` asks for that many CPUs (``num_cpus``: Ray does not pin actors)."""
+    env = dict(env)
+    options: dict[str, Any] = {}
+    devices = env.pop("CUDA_VISIBLE_DEVICES", None)
+    if devices is not None:
+        options["num_gpus"] = len([d for d in devices.split(",") if d.strip()])
+    if env:
+        options["runtime_env"] = {"env_vars": env}
+    if num_cpus:
+        options["num_cpus"] = num_cpus
+    return _Placed(init, options)
+
+
+def _with_placement(options: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The pool's actor options with one worker's own on top (its env vars merged in)."""
+    merged = {**options, **own}
+    if "runtime_env" in own:
+        base = dict(options.get("runtime_env") or {})
+        env_vars = {**base.get("env_vars", {}), **own["runtime_env"]["env_vars"]}
+        merged["runtime_env"] = {**base, "env_vars": env_vars}
+    return merged
+
+
 def _launch(options: dict[str, Any], channel: Any, init: Any) -> None:
+    if isinstance(init, _Placed):
+        options, init = _with_placement(options, init.actor_options), init.init
     threading.Thread(target=_serve, args=(options, channel, init), name="stateful-pool-ray", daemon=True).start()
 
 

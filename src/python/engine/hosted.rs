@@ -65,11 +65,35 @@ impl HostedEngine {
         })
     }
 
-    /// Starts one host with its lanes, set up with `init` (the spawn arguments).
-    #[allow(clippy::unnecessary_wraps)] // the same signature as the process kind's
-    pub(crate) fn start(&self, init: &Bound<'_, PyAny>) -> PyResult<impl FnOnce(ReportFn<Lane>) + '_> {
+    /// Starts one host with its lanes, set up with `init` (the spawn arguments). A host runs
+    /// in this process, so it cannot have an environment or CPUs of its own: a `placement` is
+    /// refused (a Ray actor's travels in `init`, as actor options); `like` places nothing.
+    pub(crate) fn start(
+        &self,
+        init: &Bound<'_, PyAny>,
+        placement: Option<super::options::PlacementArg>,
+        _like: Option<u64>,
+    ) -> PyResult<impl FnOnce(ReportFn<Lane>) + '_> {
+        if placement.is_some() {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "env and cpus per worker need mode='process' or 'ray' (in-process workers share one environment)",
+            ));
+        }
         let init = Arc::new(init.clone().unbind());
         Ok(move |report| self.start_group(init, report))
+    }
+
+    /// Checks idle hosts' health: a reply that is the healthy object itself (`True`) is healthy.
+    pub(crate) fn check_health(&self, py: Python<'_>, health: &super::options::HealthOptions<'_>) -> PyResult<()> {
+        let healthy = health.healthy_reply.clone_ref(py);
+        self.core.supervisor.check_health(crate::HealthCheck {
+            task: self.task(py, health.payload.bind(py))?,
+            interval: health.interval,
+            timeout: health.timeout,
+            // Identity, compared without the interpreter: the runtime thread must not wait for it.
+            healthy: Arc::new(move |reply: &Py<PyAny>| reply.as_ptr() == healthy.as_ptr()),
+        });
+        Ok(())
     }
 
     /// A call's payload, `(method, args, kwargs)` or its pickle, as it is.

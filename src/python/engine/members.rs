@@ -86,6 +86,7 @@ fn merge(into: &mut WorkerInfo, lane: &WorkerInfo) {
     into.dispatched += lane.dispatched;
     into.batches += lane.batches;
     into.batched_tasks += lane.batched_tasks;
+    into.health_failures += lane.health_failures;
     if into.last_error.is_none() {
         into.last_error.clone_from(&lane.last_error);
     }

@@ -28,7 +28,7 @@ use pyo3::types::{PyDict, PyList};
 
 use self::hosted::HostedEngine;
 use self::kind::PyReply;
-use self::options::{task_options, EngineOptions, Mode};
+use self::options::{task_options, EngineOptions, Mode, PlacementArg};
 use self::process::ProcessEngine;
 pub(crate) use self::slot::CoreTicket;
 use crate::job::TaskOptions;
@@ -86,7 +86,11 @@ impl Engine {
             Mode::Process => Flavor::Process(ProcessEngine::new(&options, config)?),
             _ => Flavor::Hosted(HostedEngine::new(py, mode, &options, config)?),
         };
-        Ok(Self { mode, flavor, coalesce })
+        let engine = Self { mode, flavor, coalesce };
+        if let Some(health) = options.health()? {
+            with_kind!(engine, kind => kind.check_health(py, &health)?);
+        }
+        Ok(engine)
     }
 
     /// The mode the engine runs its workers in.
@@ -103,14 +107,30 @@ impl Engine {
     }
 
     /// Starts a worker and waits for its setup: `(status, value)`. `init` is the pickled
-    /// setup (process mode) or `(args, kwargs)`.
-    fn spawn<'py>(&self, py: Python<'py>, init: &Bound<'py, PyAny>) -> PyResult<PyReply<'py>> {
-        with_kind!(self, kind => kind.core.spawn(py, kind.start(init)?))
+    /// setup (process mode) or `(args, kwargs)`; `placement`, `(env pairs, cpus)`, gives the
+    /// worker an environment and CPUs of its own (process mode); `like`, a worker id, places
+    /// it as that worker is (a replacement).
+    #[pyo3(signature = (init, placement=None, like=None))]
+    fn spawn<'py>(
+        &self,
+        py: Python<'py>,
+        init: &Bound<'py, PyAny>,
+        placement: Option<PlacementArg>,
+        like: Option<u64>,
+    ) -> PyResult<PyReply<'py>> {
+        with_kind!(self, kind => kind.core.spawn(py, kind.start(init, placement, like)?))
     }
 
     /// Starts a worker; its outcome arrives through `take_completions` under `token`.
-    fn submit_spawn(&self, py: Python<'_>, init: &Bound<'_, PyAny>, token: u64) -> PyResult<()> {
-        with_kind!(self, kind => kind.core.submit_spawn(py, token, kind.start(init)?))
+    #[pyo3(signature = (init, token, placement=None))]
+    fn submit_spawn(
+        &self,
+        py: Python<'_>,
+        init: &Bound<'_, PyAny>,
+        token: u64,
+        placement: Option<PlacementArg>,
+    ) -> PyResult<()> {
+        with_kind!(self, kind => kind.core.submit_spawn(py, token, kind.start(init, placement, None)?))
     }
 
     /// Runs one call and waits for it: `(status, value)`. `payload` is the list of buffers of
@@ -235,6 +255,13 @@ impl Engine {
     /// Asks one worker to leave after its current task; returns whether it was live.
     fn retire_worker(&self, worker_id: u64) -> bool {
         with_core!(self, core => core.retire_worker(worker_id))
+    }
+
+    /// How long completed tasks ran: `(bucket upper bounds in seconds, tasks per bucket with
+    /// one more past the bounds, sum of the run times in seconds)`.
+    fn run_times(&self) -> (Vec<f64>, Vec<u64>, f64) {
+        let histogram = with_core!(self, core => core.supervisor.run_times());
+        (crate::RUN_TIME_BOUNDS.to_vec(), histogram.counts, histogram.sum_seconds)
     }
 
     /// Tasks handed to workers so far.

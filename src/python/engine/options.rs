@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::job::{Sticky, TaskOptions};
-use crate::process::{ProcessSpec, StartMethod, Zygote, DEFAULT_MAX_MESSAGE_SIZE};
+use crate::process::{Placement, ProcessSpec, StartMethod, Zygote, DEFAULT_MAX_MESSAGE_SIZE};
 use crate::python::common::{parse_restart, seconds};
 use crate::{Coalesce, Config};
 
@@ -110,6 +110,24 @@ pub(crate) struct EngineOptions {
     /// The worker class's batched methods: `(name, max_size, max_wait)` each.
     #[pyo3(default)]
     coalesce: Vec<(String, usize, f64)>,
+    /// Seconds between health checks of each idle worker (`None`: none).
+    #[pyo3(default)]
+    health_interval: Option<f64>,
+    /// Seconds one health check may run before its worker counts as hung.
+    #[pyo3(default = 10.0)]
+    health_timeout: f64,
+    /// The check: a call payload (as `Engine.call` takes) and the reply meaning healthy (the
+    /// encoded `True` in process mode, `True` itself in the others).
+    #[pyo3(default)]
+    health_call: Option<(Py<PyAny>, Py<PyAny>)>,
+}
+
+/// A pool's health check, before it is turned into the worker kind's task and verdict.
+pub(crate) struct HealthOptions<'a> {
+    pub(crate) payload: &'a Py<PyAny>,
+    pub(crate) healthy_reply: &'a Py<PyAny>,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// How the in-process hosts of an engine are started.
@@ -152,6 +170,11 @@ impl EngineOptions {
                 mode.as_str()
             )));
         }
+        if self.health_interval.is_some() && mode == Mode::Sync {
+            return Err(PyValueError::new_err(
+                "health_interval needs workers that run on their own (sync workers run only while called)",
+            ));
+        }
         if self.max_concurrency.is_some() && !matches!(mode, Mode::Asyncio | Mode::Ray) {
             return Err(PyValueError::new_err("max_concurrency needs mode='asyncio' or mode='ray'"));
         }
@@ -180,6 +203,19 @@ impl EngineOptions {
                 .parse()
                 .map_err(|e: crate::UnknownBalancer| PyValueError::new_err(e.to_string()))?,
         })
+    }
+
+    /// The health check, when the pool asks for one.
+    pub(crate) fn health(&self) -> PyResult<Option<HealthOptions<'_>>> {
+        let (Some(interval), Some((payload, healthy_reply))) = (self.health_interval, &self.health_call) else {
+            return Ok(None);
+        };
+        Ok(Some(HealthOptions {
+            payload,
+            healthy_reply,
+            interval: seconds("health_interval", Some(interval))?.unwrap_or_default(),
+            timeout: seconds("health_timeout", Some(self.health_timeout))?.unwrap_or_default(),
+        }))
     }
 
     fn stop_timeout(&self) -> PyResult<Duration> {
@@ -246,4 +282,21 @@ pub(crate) fn task_options(
     let sticky = sticky.parse::<Sticky>().map_err(|e| PyValueError::new_err(e.to_string()))?;
     let key = key.map(|k| k.hash().map(|h| u64::from_ne_bytes(h.to_ne_bytes()))).transpose()?;
     Ok(TaskOptions { timeout: seconds("timeout", timeout)?, priority, key, sticky, coalesce: None })
+}
+
+/// One worker's placement as `SPool` passes it to `spawn`: `(env, cpus)`, the environment as
+/// `(name, value)` pairs.
+#[derive(FromPyObject)]
+pub(crate) struct PlacementArg(Vec<(String, String)>, Vec<usize>);
+
+impl PlacementArg {
+    /// The placement, its CPUs checked against what the kernel's mask can hold.
+    pub(crate) fn placement(self) -> PyResult<Placement> {
+        let placement = Placement {
+            env: self.0.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect(),
+            cpus: self.1,
+        };
+        placement.cpu_set().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(placement)
+    }
 }

@@ -1,14 +1,15 @@
 //! Process workers ([`ProcessWorker`]) in an engine: pickled bytes in, pickled bytes out, and
 //! the direct lane for blocking calls (see `direct.rs`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::prelude::*;
 
 use super::core::{EngineCore, ReportFn};
 use super::direct::{call_direct, too_large};
 use super::kind::{Kind, PyReply, StartOutcome};
-use super::options::EngineOptions;
+use super::options::{EngineOptions, HealthOptions, PlacementArg};
 use crate::job::{Outcome, TaskOptions};
 use crate::process::{ProcessSpec, ProcessWorker, ShmLane, SpawnFailure};
 use crate::python::buffers::gather;
@@ -35,6 +36,9 @@ pub(crate) struct ProcessEngine {
     /// Whether blocking calls may take the direct lane: not when per-task policies (timeouts,
     /// recycling, crash retries) need the serve loop to watch each task.
     direct: bool,
+    /// The specs of workers started with a placement of their own, by worker id, so that a
+    /// replacement can be placed like the worker it replaces.
+    placed: Mutex<HashMap<u64, Arc<ProcessSpec>>>,
 }
 
 impl ProcessEngine {
@@ -59,18 +63,51 @@ impl ProcessEngine {
             })
             .build()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        Ok(Self { core: EngineCore::new(supervisor, None, None), spec: Arc::new(spec), direct })
+        Ok(Self {
+            core: EngineCore::new(supervisor, None, None),
+            spec: Arc::new(spec),
+            direct,
+            placed: Mutex::default(),
+        })
     }
 
-    /// Starts one worker process whose setup payload is `init` (pickled bytes).
-    pub(crate) fn start(&self, init: &Bound<'_, PyAny>) -> PyResult<impl FnOnce(ReportFn<ProcessWorker>) + '_> {
+    /// Starts one worker process whose setup payload is `init` (pickled bytes), with
+    /// `placement` of its own, or else placed like worker `like` (a replacement), or else with
+    /// none. A placement lives in the worker's spec, so its restarts keep it.
+    pub(crate) fn start(
+        &self,
+        init: &Bound<'_, PyAny>,
+        placement: Option<PlacementArg>,
+        like: Option<u64>,
+    ) -> PyResult<impl FnOnce(ReportFn<ProcessWorker>) + '_> {
         let init = Arc::new(init.extract::<Vec<u8>>()?);
+        let placed = |id| self.placed.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned();
+        let spec = match (placement, like) {
+            (Some(placement), _) => Arc::new(ProcessSpec { placement: placement.placement()?, ..(*self.spec).clone() }),
+            (None, Some(like)) => placed(like).unwrap_or_else(|| Arc::clone(&self.spec)),
+            (None, None) => Arc::clone(&self.spec),
+        };
         Ok(move |report: ReportFn<ProcessWorker>| {
             if self.core.supervisor.config().on_demand.is_some() {
-                return super::on_demand::record_process(&self.core.supervisor, &self.spec, init, report);
+                return super::on_demand::record_process(&self.core.supervisor, &spec, init, report);
             }
-            self.core.supervisor.start_worker(ProcessWorker::start(Arc::clone(&self.spec), init), report);
+            let id = self.core.supervisor.start_worker(ProcessWorker::start(Arc::clone(&spec), init), report);
+            if spec.placement != crate::process::Placement::default() {
+                self.placed.lock().unwrap_or_else(PoisonError::into_inner).insert(id, spec);
+            }
         })
+    }
+
+    /// Checks idle workers' health: a reply equal to the encoded `True` is healthy.
+    pub(crate) fn check_health(&self, py: Python<'_>, health: &HealthOptions<'_>) -> PyResult<()> {
+        let healthy = health.healthy_reply.extract::<Vec<u8>>(py)?;
+        self.core.supervisor.check_health(crate::HealthCheck {
+            task: self.task(py, health.payload.bind(py))?,
+            interval: health.interval,
+            timeout: health.timeout,
+            healthy: Arc::new(move |reply: &Vec<u8>| *reply == healthy),
+        });
+        Ok(())
     }
 
     /// A call's buffers (a list), copied into one message no larger than `max_message_size`.
