@@ -8,9 +8,9 @@ line, so lines from many workers can be told apart. A partial line (``print(...,
 gets its prefix once, when it starts, and is written out at the next newline, flush or the
 worker's exit. ``"plain"`` leaves the streams untouched.
 
-``logging`` needs no handler of its own: its records go to ``sys.stderr`` (Python's
-last-resort handler, warnings and above, when the worker configured none; or the handlers it
-set up), so they come prefixed too. Handlers that already held the original streams (set up
+``logging`` needs no handler of its own: its records go to ``sys.stderr`` (as Python's
+defaults do when the worker configured nothing, or through the handlers it set up), so they
+come prefixed too. Handlers that already held the original streams (set up
 by a module the zygote preloaded) are pointed at the prefixed ones.
 
 Only what goes through Python's ``sys.stdout``/``sys.stderr`` is prefixed: a C extension
