@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pickle
+import re
 import sys
 import threading
 import time
@@ -189,7 +190,8 @@ def test_work_submitted_before_exit_finishes(kind: str) -> None:
             pool = {make}
         """
     )
-    assert proc.stdout.strip() == "apple", proc.stderr
+    # The worker's line, prefixed with its pid (worker_output="prefix", the default).
+    assert re.fullmatch(r"\(pid=\d+\) apple", proc.stdout.strip()), proc.stdout + proc.stderr
     assert not proc.stderr
 
 

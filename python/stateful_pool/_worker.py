@@ -45,7 +45,9 @@ def _call(worker: Any, payload: Payload) -> list[Any]:
 
 
 def main() -> None:
-    from . import _upcall
+    from . import _output, _upcall
+
+    _output.install()  # print and logging output reaches the parent prefixed (worker_output=)
     from ._core import CoreEndpoint
     from ._serialize import dump_exception
 

@@ -20,6 +20,7 @@ from . import _core, _lifecycle
 from ._chunk import CHUNK_METHOD, ChunkSizer, MapIterator, chunk_parts, chunk_payload, map_iterator
 from ._decode import decode
 from ._futures import PoolFuture
+from ._output import OUTPUT_ENV, check_output_choice
 from ._placement import Placement, health_call, placement, ray_init
 from ._protocol import encode_init
 from ._serialize import by_value, encode
@@ -78,10 +79,13 @@ class _Users:
     __slots__ = ("__weakref__",)
 
 
-def _worker_env() -> list[tuple[str, str]]:
+def _worker_env(worker_output: str) -> list[tuple[str, str]]:
     # The worker must import this very package, even when it is not installed (a source tree).
     path = os.environ.get("PYTHONPATH")
-    return [("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + path if path else ""))]
+    return [
+        ("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + path if path else "")),
+        (OUTPUT_ENV, check_output_choice(worker_output)),  # read by stateful_pool._output
+    ]
 
 
 class SPool(Generic[W]):
@@ -158,6 +162,10 @@ class SPool(Generic[W]):
             runs this often; a worker whose check returns anything but ``True``, raises, or runs
             past ``health_timeout`` seconds (default 10) is replaced, and its ``health_failures``
             stat counts it. Not in ``mode="sync"``.
+        worker_output: what a process worker's ``print`` and ``logging`` output looks like on
+            this process's stdout and stderr: ``"prefix"`` (default: every line starts with
+            ``(pid=<worker pid>) ``, like Ray's) or ``"plain"`` (untouched). Other modes'
+            workers share this process's streams and are never prefixed.
     """
 
     def __init__(
@@ -185,6 +193,7 @@ class SPool(Generic[W]):
         on_demand: int | None = None,
         health_interval: float | None = None,
         health_timeout: float = 10.0,
+        worker_output: str = "prefix",
         _namespace: _core.CoreNamespace | None = None,
     ):
         if not isinstance(worker_cls, type):
@@ -225,7 +234,7 @@ class SPool(Generic[W]):
             # Where workers run: a fresh interpreter, or a host the launcher starts.
             "program": sys.executable,
             "args": _WORKER_ARGS,
-            "env": _worker_env(),
+            "env": _worker_env(worker_output),
             "cwd": os.getcwd(),
             "launcher": launcher(mode, actor_options),
             # Served to the workers as upcalls (stateful_pool.groups); process mode only.
