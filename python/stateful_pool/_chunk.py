@@ -26,11 +26,14 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ._serialize import dump_exception, encode, load_exception, safe_str
 from .errors import ResultPicklingError
 from .worker import check_method_name
+
+if TYPE_CHECKING:
+    from ._futures import PoolFuture
 
 __all__ = [
     "CHUNK_METHOD",
@@ -257,3 +260,50 @@ def chunk_parts(
     yield iter_handing_over(results)
     if errors:
         raise _item_exception(error)
+
+
+def _result(future: concurrent.futures.Future[Any]) -> Any:
+    return future.result()
+
+
+def map_parts(
+    submit_chunk: Callable[[list[Any]], PoolFuture[Any]],
+    submit_one: Callable[[Any], PoolFuture[Any]],
+    items: Iterator[Any],
+    ordered: bool,
+    window: int,
+    sizer: ChunkSizer,
+    bar: Any,
+) -> Generator[Iterable[Any], None, None]:
+    """``SPool.map``'s engine: keeps at most ``window`` chunks in flight (``submit_chunk``),
+    yields each chunk's results in input order (or as chunks finish), and re-runs a chunk that
+    failed as a whole one item per task (``submit_one``, see ``chunk_parts``)."""
+    inflight: collections.deque[tuple[PoolFuture[Any], list[Any]]] = collections.deque()
+    try:
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) < window:
+                chunk = list(itertools.islice(items, sizer.next_size()))
+                if not chunk:
+                    exhausted = True
+                    break
+                inflight.append((submit_chunk(chunk), chunk))
+            if not inflight:
+                return
+            if ordered:
+                future, chunk = inflight.popleft()
+            else:
+                finished, _ = concurrent.futures.wait(
+                    [f for f, _ in inflight], return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                done = finished.pop()
+                at = next(i for i, entry in enumerate(inflight) if entry[0] is done)
+                future, chunk = inflight[at]
+                del inflight[at], finished, done
+            yield from chunk_parts(future, chunk, _result, submit_one, sizer, bar)
+            del future, chunk
+    finally:
+        for future, _ in inflight:
+            future.cancel()
+        if bar is not None:
+            bar.close()

@@ -107,3 +107,14 @@ def _finish_winding() -> None:
 # before this waits for the abandoned ones.
 _register = getattr(threading, "_register_atexit", None)
 (atexit.register if _register is None else _register)(_finish_winding)
+
+
+def at_interpreter_exit(hook: Callable[[], object]) -> None:
+    """Runs ``hook`` when the main thread ends, before ``atexit`` handlers (as
+    ``concurrent.futures`` does): an ``atexit`` handler registered before the pools' module was
+    imported then finds the pools stopped, and its submit raises."""
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython: plain atexit
+        atexit.register(hook)
+    else:
+        register(hook)

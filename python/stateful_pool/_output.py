@@ -112,3 +112,18 @@ def install() -> None:
     for handler in logging.getLogger().handlers:  # set up before this ran: a preloaded module
         if isinstance(handler, logging.StreamHandler) and id(handler.stream) in replaced:
             handler.setStream(replaced[id(handler.stream)])
+
+
+# The package's parent folder: a worker must import this very package, even when it is not
+# installed (a source tree).
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def worker_env(worker_output: str) -> list[tuple[str, str]]:
+    """The environment a pool's worker processes get on top of this process's: the path to
+    this package, and how their output is written (``worker_output``, checked here)."""
+    path = os.environ.get("PYTHONPATH")
+    return [
+        ("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + path if path else "")),
+        (OUTPUT_ENV, check_output_choice(worker_output)),
+    ]

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
-import collections
-import concurrent.futures
 import copy
-import itertools
 import os
 import sys
-import threading
 import time
 import weakref
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from . import _core, _lifecycle
-from ._chunk import CHUNK_METHOD, ChunkSizer, MapIterator, chunk_parts, chunk_payload, map_iterator
+from ._chunk import CHUNK_METHOD, ChunkSizer, MapIterator, chunk_payload, map_iterator, map_parts
 from ._decode import decode
 from ._futures import PoolFuture
-from ._output import OUTPUT_ENV, check_output_choice
+from ._output import worker_env
 from ._placement import Placement, health_call, placement, ray_init
 from ._protocol import encode_init
+from ._routing import Routing, view_routing
 from ._serialize import by_value, encode
 from ._stats import PoolStats
 from ._zygote import zygote_command
@@ -35,19 +31,7 @@ __all__ = ["SPool"]
 W = TypeVar("W", bound=SWorker)
 
 _WORKER_ARGS = ["-c", "from stateful_pool._worker import main; main()"]
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _live_pools: weakref.WeakSet[SPool[Any]] = weakref.WeakSet()
-
-
-def _at_interpreter_exit(hook: Any) -> None:
-    """Runs ``hook`` when the main thread ends, before ``atexit`` handlers (as
-    ``concurrent.futures`` does): an ``atexit`` handler registered before this module was
-    imported then finds the pools stopped, and its submit raises."""
-    register = getattr(threading, "_register_atexit", None)
-    if register is None:  # not CPython: plain atexit
-        atexit.register(hook)
-    else:
-        register(hook)
 
 
 def _stop_live_pools() -> None:
@@ -61,15 +45,11 @@ def _stop_live_pools() -> None:
         pool.shutdown(wait=True)
 
 
-_at_interpreter_exit(_stop_live_pools)
+_lifecycle.at_interpreter_exit(_stop_live_pools)
 
 
 # A forked child must not shut the parent's pools down at its exit (see `_lifecycle`).
 _lifecycle.on_fork_in_child(_live_pools.clear)
-
-
-def _result(future: concurrent.futures.Future[Any]) -> Any:
-    return future.result()
 
 
 class _Users:
@@ -77,15 +57,6 @@ class _Users:
     pool is abandoned (its finalizer runs) and winds down."""
 
     __slots__ = ("__weakref__",)
-
-
-def _worker_env(worker_output: str) -> list[tuple[str, str]]:
-    # The worker must import this very package, even when it is not installed (a source tree).
-    path = os.environ.get("PYTHONPATH")
-    return [
-        ("PYTHONPATH", _PACKAGE_ROOT + (os.pathsep + path if path else "")),
-        (OUTPUT_ENV, check_output_choice(worker_output)),  # read by stateful_pool._output
-    ]
 
 
 class SPool(Generic[W]):
@@ -211,7 +182,7 @@ class SPool(Generic[W]):
         self._submit_timeout = submit_timeout
         self._call_timeout: float | None = None
         # (priority, key, sticky): the routing options of this view's calls (see `options`).
-        self._routing: tuple[int, Any, str] = (0, None, "wait")
+        self._routing: Routing = (0, None, "wait")
         self._mode = mode
         # Where the workers this view spawns run (see `placement`); None: like the parent.
         self._placement: Placement | None = None
@@ -234,7 +205,7 @@ class SPool(Generic[W]):
             # Where workers run: a fresh interpreter, or a host the launcher starts.
             "program": sys.executable,
             "args": _WORKER_ARGS,
-            "env": _worker_env(worker_output),
+            "env": worker_env(worker_output),
             "cwd": os.getcwd(),
             "launcher": launcher(mode, actor_options),
             # Served to the workers as upcalls (stateful_pool.groups); process mode only.
@@ -292,22 +263,12 @@ class SPool(Generic[W]):
         Unset options keep the values of the pool (or view) this is called on; ``timeout``
         always applies as given.
         """
-        old_priority, old_key, old_sticky = self._routing
-        if priority is not None and (type(priority) is not int or not -(2**31) <= priority < 2**31):
-            raise ValueError(f"priority must be an int in the 32-bit range, got {priority!r}")
-        if sticky is not None and sticky not in ("wait", "spill"):
-            raise ValueError(f'sticky must be "wait" or "spill", got {sticky!r}')
-        if key is not None:
-            hash(key)  # unhashable: TypeError now, not at the call
+        routing = view_routing(self._routing, priority, key, sticky)
         view = copy.copy(self)
         view._call_timeout = timeout
         if submit_timeout is not None:
             view._submit_timeout = submit_timeout
-        view._routing = (
-            old_priority if priority is None else priority,
-            old_key if key is None else key,
-            old_sticky if sticky is None else sticky,
-        )
+        view._routing = routing
         return view
 
     def placement(self, *, env: dict[str, str] | None = None, cpus: Iterable[int] | None = None) -> SPool[W]:
@@ -326,8 +287,6 @@ class SPool(Generic[W]):
         view = copy.copy(self)
         view._placement = placement(self._mode, env, cpus)
         return view
-
-    # -- spawning workers ---------------------------------------------------------------
 
     def _init_payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._check_open()
@@ -359,8 +318,6 @@ class SPool(Generic[W]):
     async def async_spawn(self, *args: Any, **kwargs: Any) -> Any:
         """Awaitable :meth:`spawn`."""
         return await asyncio.wrap_future(self.submit_spawn(*args, **kwargs))
-
-    # -- running tasks ------------------------------------------------------------------
 
     def _check_method(self, method: str) -> None:
         self._check_open()
@@ -476,44 +433,16 @@ class SPool(Generic[W]):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, desc=progress if isinstance(progress, str) else None, unit="task")
-        return map_iterator(self._map_parts(iter(iterable), ordered, window, sizer, bar))
-
-    def _map_parts(
-        self, items: Iterator[Any], ordered: bool, window: int, sizer: ChunkSizer, bar: Any
-    ) -> Generator[Iterable[Any], None, None]:
-        inflight: collections.deque[tuple[PoolFuture[Any], list[Any]]] = collections.deque()
-
-        def one(item: Any) -> PoolFuture[Any]:
-            return self.submit_call("execute", item)
-
-        try:
-            exhausted = False
-            while True:
-                while not exhausted and len(inflight) < window:
-                    chunk = list(itertools.islice(items, sizer.next_size()))
-                    if not chunk:
-                        exhausted = True
-                        break
-                    inflight.append((self._submit_chunk("execute", chunk), chunk))
-                if not inflight:
-                    return
-                if ordered:
-                    future, chunk = inflight.popleft()
-                else:
-                    finished, _ = concurrent.futures.wait(
-                        [f for f, _ in inflight], return_when=concurrent.futures.FIRST_COMPLETED
-                    )
-                    done = finished.pop()
-                    at = next(i for i, entry in enumerate(inflight) if entry[0] is done)
-                    future, chunk = inflight[at]
-                    del inflight[at], finished, done
-                yield from chunk_parts(future, chunk, _result, one, sizer, bar)
-                del future, chunk
-        finally:
-            for future, _ in inflight:
-                future.cancel()
-            if bar is not None:
-                bar.close()
+        parts = map_parts(
+            lambda chunk: self._submit_chunk("execute", chunk),
+            lambda item: self.submit_call("execute", item),
+            iter(iterable),
+            ordered,
+            window,
+            sizer,
+            bar,
+        )
+        return map_iterator(parts)
 
     def resize(self, n: int, *spawn_args: Any, **spawn_kwargs: Any) -> None:
         """Grows the pool to ``n`` workers (new ones spawned in parallel with the given spawn
@@ -550,15 +479,9 @@ class SPool(Generic[W]):
                     time.sleep(0.005)  # it finishes the task it runs, then leaves
         return results
 
-    # -- introspection and lifecycle ----------------------------------------------------
-
     def stats(self) -> PoolStats:
-        """Per-worker ``id``, ``state``, ``pid``, ``restarts``, ``tasks_done``, ``tasks_failed``,
-        ``last_error``, ``dispatched``, ``batches`` and ``batched_tasks`` (short tasks handed over
-        several per wake-up); plus ``queued`` tasks, ``live_workers``, total
-        ``dispatched``, the ``load_balancing`` name, ``sticky_hits``/``sticky_misses`` (keyed
-        calls that ran on their key's worker / spilled elsewhere) and the batch sizes of batched
-        methods' ``coalesced`` calls (see :class:`~stateful_pool.PoolStats`)."""
+        """The pool's statistics: each worker's state and counters, the queue, the balancer,
+        sticky routing and batched calls (every key is documented in :class:`~stateful_pool.PoolStats`)."""
         self._check_forked()
         workers = self._core.workers()
         sticky_hits, sticky_misses = self._core.sticky
