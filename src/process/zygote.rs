@@ -63,8 +63,8 @@ pub(crate) enum ZygoteError {
     Broken(String),
 }
 
-/// A template process that forks a pool's workers (see the module docs); started on the first
-/// fork, and again when it dies. Workers forked from it die with it: when it dies while they
+/// A template process that forks a pool's workers (see the module docs); started by
+/// [`Zygote::warm_up`] when the pool is made (else on the first fork), and again when it dies. Workers forked from it die with it: when it dies while they
 /// run, they are reported killed by SIGKILL and the pool restarts them (from a new zygote).
 pub struct Zygote {
     program: PathBuf,
@@ -94,6 +94,25 @@ impl Zygote {
     #[must_use]
     pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<OsString>>) -> Self {
         Self { program: program.into(), args: args.into_iter().map(Into::into).collect(), state: Mutex::default() }
+    }
+
+    /// Starts the zygote now, in a task on `runtime` (the supervisor's), so that a new pool's
+    /// first workers find it ready instead of waiting for its start; the caller does not wait.
+    /// The first fork waits for this start (it holds the zygote's lock). A zygote that refuses is
+    /// left stopped: the first fork starts it again and fails with the reason the user must see.
+    pub fn warm_up(self: &Arc<Self>, spec: Arc<ProcessSpec>, runtime: &tokio::runtime::Handle) {
+        let zygote = Arc::clone(self);
+        runtime.spawn(async move {
+            let mut state = zygote.state.lock().await;
+            if state.running.is_some() || state.broken >= BROKEN_AT_MOST {
+                return;
+            }
+            match zygote.start(&spec).await {
+                Ok(running) => state.running = Some(running),
+                Err(ZygoteError::Broken(_)) => state.broken += 1,
+                Err(ZygoteError::Refused(_)) => {}
+            }
+        });
     }
 
     /// Forks a worker with `fds` on 3, 4 and 5 and `env` on top of the zygote's environment;
