@@ -181,7 +181,12 @@ impl Zygote {
         let mut running = Running { control, replies, driver };
         match running.replies.recv().await {
             Some(Reply::Ready) => Ok(running),
-            Some(Reply::Refused(why)) => Err(ZygoteError::Refused(format!("the zygote refused to start: {why}"))),
+            Some(Reply::Refused(why)) => {
+                // It exits after refusing: wait until it has (and is reaped), so the caller,
+                // told of the refusal, finds no zygote left.
+                let _ = tokio::time::timeout(FORK_TIMEOUT, &mut running.driver).await;
+                Err(ZygoteError::Refused(format!("the zygote refused to start: {why}")))
+            }
             Some(Reply::Gone(why)) => Err(ZygoteError::Broken(format!("the zygote died while starting: {why}"))),
             None => Err(ZygoteError::Broken("the zygote died while starting".to_owned())),
             Some(_) => Err(ZygoteError::Broken("the zygote sent a fork reply before it was ready".to_owned())),
@@ -272,7 +277,9 @@ enum Reply {
 /// Reads the zygote's messages until it is gone: hands replies on and routes each worker's exit
 /// status to its [`ForkedChild`]. Owns the zygote's process, which dies when this task is
 /// dropped (`kill_on_drop`), and its workers with it.
-async fn drive(mut process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::UnboundedSender<Reply>) {
+async fn drive(process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::UnboundedSender<Reply>) {
+    let mut process = ZygoteProcess(process);
+    let process = &mut process.0;
     let mut reports: HashMap<u32, oneshot::Sender<i32>> = HashMap::new();
     let why = loop {
         let (bytes, mut fds) = match recv_packet(&control).await {
@@ -321,6 +328,33 @@ async fn drive(mut process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc
         Err(e) => format!("exit status unknown: {e}"),
     };
     let _ = replies.send(Reply::Gone(format!("{why}; {status}")));
+}
+
+/// How long dropping a zygote's process waits for it to exit after SIGKILL.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// The zygote's process, killed when dropped (the pool's runtime ends, or the zygote is given
+/// up), and waited for, up to [`EXIT_WAIT`], until it has exited (tokio still reaps it): a
+/// pool's shutdown leaves no zygote running, not even one that is still dying.
+struct ZygoteProcess(Child);
+
+impl Drop for ZygoteProcess {
+    fn drop(&mut self) {
+        let Some(pid) = self.0.id() else { return }; // reaped already
+                                                     // SAFETY: pidfd_open on our own child, which is not reaped yet (`id` says so), no flags.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let _ = self.0.start_kill();
+        let Ok(pidfd) = libc::c_int::try_from(pidfd) else { return };
+        if pidfd < 0 {
+            return;
+        }
+        // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) };
+        let mut poll = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let timeout = libc::c_int::try_from(EXIT_WAIT.as_millis()).unwrap_or(libc::c_int::MAX);
+        // A pidfd is readable once its process has exited. SAFETY: one valid pollfd, count 1.
+        unsafe { libc::poll(&mut poll, 1, timeout) };
+    }
 }
 
 #[cfg(test)]
