@@ -51,7 +51,10 @@ per-repeat values, and the ratio of the median to ProcessPoolExecutor's, > 1 mea
 Workloads 7 and 8 have extra peers, which run only these two: ``stateful_pool (spawn)`` (a fresh
 interpreter per worker, ``start_method="spawn"``; ``stateful_pool`` is the default zygote) and
 ProcessPoolExecutor with the ``forkserver`` and ``spawn`` start methods (the baseline uses the
-platform default, fork on Linux before Python 3.14).
+platform default, fork on Linux before Python 3.14); and, for ``start`` only, two pools that run
+every call in a fresh process, timed per call (back to back, each on a new process): pebble's
+``ProcessPool(max_tasks=1)`` and a concurry ``Worker.options(mode="process", on_demand=True,
+max_workers=2)`` pool of stateful_pool (its per-call overhead).
 9. ``map``: ``map`` of a no-op over N tiny items (300,000; 30,000 with ``--quick``) through 2
    workers, items/s. "auto": each pool's own chunking (stateful_pool: ``pool.map(items)``, sized
    from the measured per-item time; ``multiprocessing.Pool.map``: its automatic chunks;
@@ -85,6 +88,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stateful_pool import SPool, SWorker
+from stateful_pool.concurry import Worker
 
 MB = 1_000_000
 PAYLOAD_BYTES = 64 << 20
@@ -103,13 +107,15 @@ PEERS = (
     "stateful_pool (spawn)",
     f"{BASELINE} (forkserver)",
     f"{BASELINE} (spawn)",
+    "pebble (max_tasks=1)",
+    "concurry on_demand",
 )
 START_WORKLOADS = ("start", "recover")
 # Peers that only run the START_WORKLOADS (the start method is all that differs).
 START_ONLY_PEERS = PEERS[6:]
 START_PEERS = ("stateful_pool", BASELINE, *START_ONLY_PEERS)
 START_SAMPLES = 20
-PEER_PACKAGES = {"loky": "loky", "mpire": "mpire", "ray": "ray"}
+PEER_PACKAGES = {"loky": "loky", "mpire": "mpire", "ray": "ray", "pebble (max_tasks=1)": "pebble"}
 WORKLOADS = ("roundtrip", "tiny", "map", "numpy", "spawn", "cpu", "idle", *START_WORKLOADS)
 
 
@@ -147,6 +153,13 @@ def mpire_burn(_state: dict[str, Any], n: int) -> int:
 def mpire_ready(path: str, delay: float, state: dict[str, Any]) -> None:
     state["ready"] = True
     mark_ready(path, delay)
+
+
+class EchoWorker(Worker):
+    """The concurry worker of the on-demand peer: ``execute`` is the no-op."""
+
+    def execute(self, x: Any) -> Any:
+        return x
 
 
 class Echo(SWorker):
@@ -342,6 +355,55 @@ class SPoolPeer(Peer):
 class SPoolSpawnPeer(SPoolPeer):
     name = "stateful_pool (spawn)"
     start_method = "spawn"
+
+
+class PerCallProcessPeer(Peer):
+    """A pool that runs every call in a fresh process: ``start`` times one call after another
+    (each on a new process, started by the pool when and how it likes); ``recover`` does not
+    apply."""
+
+    def start_first_call(self, samples: int) -> list[float]:
+        times: list[float] = []
+        for _ in range(samples + 1):  # the first one starts the pool's helpers: not counted
+            t0 = time.perf_counter()
+            self.call(1)
+            times.append(time.perf_counter() - t0)
+        self.close()
+        return times[1:]
+
+
+class PebblePeer(PerCallProcessPeer):
+    """pebble's ``ProcessPool(max_tasks=1)``: one process per task."""
+
+    name = "pebble (max_tasks=1)"
+
+    def call(self, x: Any) -> Any:
+        if not hasattr(self, "pool"):
+            import pebble
+
+            self.pool = pebble.ProcessPool(max_workers=1, max_tasks=1)
+        return self.pool.schedule(ident, (x,)).result(timeout=TASK_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.pool.stop()
+        self.pool.join()
+        del self.pool
+
+
+class ConcurryOnDemandPeer(PerCallProcessPeer):
+    """stateful_pool's concurry API, ``on_demand=True``: a fresh worker process (forked from the
+    zygote) per call, at most ``max_workers`` at once."""
+
+    name = "concurry on_demand"
+
+    def call(self, x: Any) -> Any:
+        if not hasattr(self, "pool"):
+            self.pool = EchoWorker.options(mode="process", on_demand=True, max_workers=2).init()
+        return self.pool.execute(x).result(timeout=TASK_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.pool.stop()
+        del self.pool
 
 
 class ExecutorPeer(Peer):
@@ -597,6 +659,8 @@ PEER_CLASSES: dict[str, type[Peer]] = {
     "stateful_pool (spawn)": SPoolSpawnPeer,
     f"{BASELINE} (forkserver)": ForkserverExecutorPeer,
     f"{BASELINE} (spawn)": SpawnExecutorPeer,
+    "pebble (max_tasks=1)": PebblePeer,
+    "concurry on_demand": ConcurryOnDemandPeer,
 }
 
 

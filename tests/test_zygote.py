@@ -44,6 +44,18 @@ def wait_replaced(pool: SPool[Inspect], old_pid: int) -> int:
     return pid
 
 
+def test_the_zygote_starts_with_the_pool_and_its_shutdown_ends_it() -> None:
+    pool = SPool(Inspect)
+    # Ready before any worker is asked for, so the first ones need not wait for its start.
+    wait_until(lambda: len(zygote_pids()) == 1, what="the pool's zygote to start")
+    assert not child_pids(), "the zygote alone, no worker yet"
+    pool.shutdown()
+    assert not zygote_pids() and not child_pids(), "gone when shutdown returns, not only soon after"
+    with SPool(Inspect, start_method="spawn") as spawning:
+        spawning.spawn()
+        assert not zygote_pids(), "a pool whose workers start afresh has no zygote"
+
+
 def test_workers_are_forked_from_one_zygote_and_serve() -> None:
     with SPool(Inspect, start_method="spawn") as pool:
         pool.spawn()

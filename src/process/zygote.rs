@@ -63,8 +63,8 @@ pub(crate) enum ZygoteError {
     Broken(String),
 }
 
-/// A template process that forks a pool's workers (see the module docs); started on the first
-/// fork, and again when it dies. Workers forked from it die with it: when it dies while they
+/// A template process that forks a pool's workers (see the module docs); started by
+/// [`Zygote::warm_up`] when the pool is made (else on the first fork), and again when it dies. Workers forked from it die with it: when it dies while they
 /// run, they are reported killed by SIGKILL and the pool restarts them (from a new zygote).
 pub struct Zygote {
     program: PathBuf,
@@ -94,6 +94,25 @@ impl Zygote {
     #[must_use]
     pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<OsString>>) -> Self {
         Self { program: program.into(), args: args.into_iter().map(Into::into).collect(), state: Mutex::default() }
+    }
+
+    /// Starts the zygote now, in a task on `runtime` (the supervisor's), so that a new pool's
+    /// first workers find it ready instead of waiting for its start; the caller does not wait.
+    /// The first fork waits for this start (it holds the zygote's lock). A zygote that refuses is
+    /// left stopped: the first fork starts it again and fails with the reason the user must see.
+    pub fn warm_up(self: &Arc<Self>, spec: Arc<ProcessSpec>, runtime: &tokio::runtime::Handle) {
+        let zygote = Arc::clone(self);
+        runtime.spawn(async move {
+            let mut state = zygote.state.lock().await;
+            if state.running.is_some() || state.broken >= BROKEN_AT_MOST {
+                return;
+            }
+            match zygote.start(&spec).await {
+                Ok(running) => state.running = Some(running),
+                Err(ZygoteError::Broken(_)) => state.broken += 1,
+                Err(ZygoteError::Refused(_)) => {}
+            }
+        });
     }
 
     /// Forks a worker with `fds` on 3, 4 and 5 and `env` on top of the zygote's environment;
@@ -162,7 +181,12 @@ impl Zygote {
         let mut running = Running { control, replies, driver };
         match running.replies.recv().await {
             Some(Reply::Ready) => Ok(running),
-            Some(Reply::Refused(why)) => Err(ZygoteError::Refused(format!("the zygote refused to start: {why}"))),
+            Some(Reply::Refused(why)) => {
+                // It exits after refusing: wait until it has (and is reaped), so the caller,
+                // told of the refusal, finds no zygote left.
+                let _ = tokio::time::timeout(FORK_TIMEOUT, &mut running.driver).await;
+                Err(ZygoteError::Refused(format!("the zygote refused to start: {why}")))
+            }
             Some(Reply::Gone(why)) => Err(ZygoteError::Broken(format!("the zygote died while starting: {why}"))),
             None => Err(ZygoteError::Broken("the zygote died while starting".to_owned())),
             Some(_) => Err(ZygoteError::Broken("the zygote sent a fork reply before it was ready".to_owned())),
@@ -253,7 +277,9 @@ enum Reply {
 /// Reads the zygote's messages until it is gone: hands replies on and routes each worker's exit
 /// status to its [`ForkedChild`]. Owns the zygote's process, which dies when this task is
 /// dropped (`kill_on_drop`), and its workers with it.
-async fn drive(mut process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::UnboundedSender<Reply>) {
+async fn drive(process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::UnboundedSender<Reply>) {
+    let mut process = ZygoteProcess(process);
+    let process = &mut process.0;
     let mut reports: HashMap<u32, oneshot::Sender<i32>> = HashMap::new();
     let why = loop {
         let (bytes, mut fds) = match recv_packet(&control).await {
@@ -302,6 +328,33 @@ async fn drive(mut process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc
         Err(e) => format!("exit status unknown: {e}"),
     };
     let _ = replies.send(Reply::Gone(format!("{why}; {status}")));
+}
+
+/// How long dropping a zygote's process waits for it to exit after SIGKILL.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// The zygote's process, killed when dropped (the pool's runtime ends, or the zygote is given
+/// up), and waited for, up to [`EXIT_WAIT`], until it has exited (tokio still reaps it): a
+/// pool's shutdown leaves no zygote running, not even one that is still dying.
+struct ZygoteProcess(Child);
+
+impl Drop for ZygoteProcess {
+    fn drop(&mut self) {
+        let Some(pid) = self.0.id() else { return }; // reaped already
+                                                     // SAFETY: pidfd_open on our own child, which is not reaped yet (`id` says so), no flags.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let _ = self.0.start_kill();
+        let Ok(pidfd) = libc::c_int::try_from(pidfd) else { return };
+        if pidfd < 0 {
+            return;
+        }
+        // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) };
+        let mut poll = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let timeout = libc::c_int::try_from(EXIT_WAIT.as_millis()).unwrap_or(libc::c_int::MAX);
+        // A pidfd is readable once its process has exited. SAFETY: one valid pollfd, count 1.
+        unsafe { libc::poll(&mut poll, 1, timeout) };
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use super::direct::{call_direct, too_large};
 use super::kind::{Kind, PyReply, StartOutcome};
 use super::options::{EngineOptions, HealthOptions, PlacementArg};
 use crate::job::{Outcome, TaskOptions};
-use crate::process::{ProcessSpec, ProcessWorker, ShmLane, SpawnFailure};
+use crate::process::{ProcessSpec, ProcessWorker, ShmLane, SpawnFailure, StartMethod};
 use crate::python::buffers::gather;
 use crate::python::errors::{start_outcome, task_outcome};
 use crate::Supervisor;
@@ -63,12 +63,13 @@ impl ProcessEngine {
             })
             .build()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
-        Ok(Self {
-            core: EngineCore::new(supervisor, None, None),
-            spec: Arc::new(spec),
-            direct,
-            placed: Mutex::default(),
-        })
+        let spec = Arc::new(spec);
+        // The zygote starts now, off this thread, so a new pool's first workers need not wait
+        // for it (it dies with the runtime, like the workers).
+        if let (StartMethod::Zygote(zygote), Some(runtime)) = (&spec.start_method, supervisor.runtime()) {
+            zygote.warm_up(Arc::clone(&spec), &runtime);
+        }
+        Ok(Self { core: EngineCore::new(supervisor, None, None), spec, direct, placed: Mutex::default() })
     }
 
     /// Starts one worker process whose setup payload is `init` (pickled bytes), with
