@@ -182,4 +182,6 @@ def test_a_batch_ends_where_the_worker_is_recycled() -> None:
         assert [f.result(timeout=60) for f in futures] == [2 * i for i in range(8)]
         stats = pool.stats()
         assert (stats["coalesced"]["calls"], stats["coalesced"]["max_size"]) == (2, 4)
-        wait_until(lambda: pool.stats()["workers"][0]["restarts"] == 2, 30, "two recycles")
+        # A worker due for recycling keeps serving until its successor is ready (see "Rolling
+        # restart" in the README): the second batch may run before the take-over, so at least one.
+        wait_until(lambda: pool.stats()["workers"][0]["restarts"] >= 1, 30, "a recycle")
