@@ -21,6 +21,7 @@ use crate::error::{TaskError, WorkerFault};
 use crate::job::{Job, ReplyFn, TaskOptions, Ticket};
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
+use crate::sched::dispatch::begin_on;
 use crate::worker::restart::FailureStage;
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::WorkerEvent;
@@ -291,12 +292,7 @@ fn take_share<W: Workable>(worker: &mut W, slot: &WorkerSlot<W>, shared: &Shared
             shared.queue.give_back(job);
             break;
         }
-        if !job.ticket.begin() {
-            job.fail(TaskError::Cancelled);
-            continue;
-        }
-        slot.dispatched.fetch_add(1, Ordering::Relaxed);
-        shared.dispatched.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = begin_on(shared, slot, job) else { continue };
         match hand_over(worker, job) {
             Ok(h) => handed.push_back(h),
             Err(job) => {

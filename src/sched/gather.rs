@@ -34,6 +34,7 @@ use crate::job::{Job, ReplyFn, TaskOptions, Ticket};
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
 use crate::sched::batch::BatchEnd;
+use crate::sched::dispatch::begin_on;
 use crate::worker::restart::FailureStage;
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::WorkerEvent;
@@ -270,12 +271,7 @@ async fn gather<W: Workable>(
             shared.queue.give_back(job);
             return;
         }
-        if !job.ticket.begin() {
-            job.fail(TaskError::Cancelled);
-            continue;
-        }
-        slot.dispatched.fetch_add(1, Ordering::Relaxed);
-        shared.dispatched.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = begin_on(shared, slot, job) else { continue };
         jobs.push(job);
     }
 }
