@@ -78,7 +78,7 @@ impl Engine {
     /// (process) or the host `launcher` (the other modes).
     #[new]
     fn new(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let options: EngineOptions = options.extract()?;
+        let options = EngineOptions::from_dict(options)?;
         let mode = options.mode()?;
         let config = options.config(mode)?;
         let coalesce = options.coalesce(mode)?;
