@@ -152,11 +152,13 @@ impl Engine {
     ) -> PyResult<PyReply<'py>> {
         let options = self.task_options(task_options(timeout, priority, key, sticky)?, method);
         // The direct lanes take any idle worker: not for a keyed call, nor for a call to a
-        // batched method (it waits in the queue to be gathered).
-        if options.key.is_none() && options.coalesce.is_none() {
+        // batched method (it waits in the queue to be gathered), nor for one with its own
+        // timeout (the serve loop enforces it).
+        if options.key.is_none() && options.coalesce.is_none() && options.timeout.is_none() {
             let direct = match &self.flavor {
-                Flavor::Process(process) => process.call_direct(py, payload, options),
-                Flavor::Hosted(hosted) => hosted.call_direct(py, payload, options),
+                Flavor::Process(process) if process.direct => process.call_direct(py, payload),
+                Flavor::Hosted(hosted) if hosted.direct => hosted.call_direct(py, payload),
+                _ => None,
             };
             if let Some(reply) = direct {
                 return reply;
