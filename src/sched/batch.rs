@@ -49,6 +49,18 @@ impl Pace {
     }
 }
 
+/// A worker claimed by its serve loop for a batch, with what running one needs around it.
+pub(crate) struct Claimed<'a, W: Workable> {
+    /// The worker itself.
+    pub(crate) worker: &'a mut W,
+    /// Its slot (state, stats).
+    pub(crate) slot: &'a WorkerSlot<W>,
+    /// The pool's shutdown phase, watched while the batch runs.
+    pub(crate) phase: &'a mut watch::Receiver<Phase>,
+    /// The pool's shared state (queue, config, stats).
+    pub(crate) shared: &'a Shared<W>,
+}
+
 /// How a batch (of one or more tasks) ended.
 pub(crate) enum BatchEnd<W: Workable> {
     /// Every task was answered; the worker is idle.
@@ -138,14 +150,8 @@ fn should_batch<W: Workable>(worker: &W, job: &Job<W>, pace: &Pace, shared: &Sha
 
 /// Runs `first` (already begun on a claimed worker), and with it the worker's share of the
 /// queue when it should batch.
-pub(crate) async fn run<W: Workable>(
-    worker: &mut W,
-    slot: &WorkerSlot<W>,
-    first: Job<W>,
-    phase: &mut watch::Receiver<Phase>,
-    shared: &Shared<W>,
-    pace: &mut Pace,
-) -> BatchEnd<W> {
+pub(crate) async fn run<W: Workable>(claimed: Claimed<'_, W>, first: Job<W>, pace: &mut Pace) -> BatchEnd<W> {
+    let Claimed { worker, slot, phase, shared } = claimed;
     let crash_retries = shared.config.crash_retries;
     let mut handed = VecDeque::new();
     if should_batch(worker, &first, pace, shared) {
