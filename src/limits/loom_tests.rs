@@ -16,6 +16,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use super::wake::{Parking, SLICE};
+use crate::shm::loom_tests::model;
 
 /// A table with two limits of capacity 1, and its parking words.
 #[derive(Default)]
@@ -71,16 +72,6 @@ impl Table {
         }
         self.parking().notify()
     }
-}
-
-/// Explores with at most 3 preemptions per execution (as tokio's CI does), unless
-/// `LOOM_MAX_PREEMPTIONS` says otherwise.
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    builder.check(f);
 }
 
 /// A waiter refused by a held limit is woken by its release, whatever the interleaving.

@@ -58,16 +58,29 @@ pub use self::segment::Segment;
 const MAGIC: u64 = u64::from_le_bytes(*b"wplimits");
 /// The layout version (3: a scale per limit, and the parking words).
 const VERSION: u64 = 3;
-/// Header word: how many lease slots follow the limits.
-const HEADER_SLOTS: usize = 3;
-/// Header word: the reclaimers' turn (see `lease.rs`).
-const HEADER_RECLAIM_LOCK: usize = 4;
-/// Header word: a number telling this table from others, kept in its leases.
-const HEADER_NONCE: usize = 5;
-/// Header word: bumped by every give of units; refused processes park on it (see `wake.rs`).
-const HEADER_GENERATION: usize = 6;
-/// Header word: how many processes are parked on the generation word.
-const HEADER_WAITERS: usize = 7;
+/// The header's words, in layout order: `Header::Nonce as usize` is that word's index.
+#[derive(Clone, Copy)]
+#[repr(usize)]
+enum Header {
+    /// [`MAGIC`], written last by the creator.
+    Magic,
+    /// [`VERSION`].
+    Version,
+    /// How many limits follow the header.
+    Limits,
+    /// How many lease slots follow the limits.
+    Slots,
+    /// The reclaimers' turn (see `lease.rs`).
+    ReclaimLock,
+    /// A number telling this table from others, kept in its leases.
+    Nonce,
+    /// Bumped by every give of units; refused processes park on it (see `wake.rs`).
+    Generation,
+    /// How many processes are parked on the generation word.
+    Waiters,
+}
+// The header takes one stride, like a limit.
+const _: () = assert!((Header::Waiters as usize) < STRIDE);
 /// Lease slots for a table with semaphores: one per unit of capacity up to this many...
 const MAX_HOLDER_SLOTS: u64 = 1024;
 /// ...plus this many for acquisitions in progress (a refused one frees its slot at once).
@@ -328,7 +341,7 @@ impl Table {
     /// The words refused processes park on.
     fn parking(&self) -> wake::Parking<'_, AtomicU64> {
         let words = self.segment.words();
-        wake::Parking { generation: &words[HEADER_GENERATION], waiters: &words[HEADER_WAITERS] }
+        wake::Parking { generation: &words[Header::Generation as usize], waiters: &words[Header::Waiters as usize] }
     }
 
     /// The lease slots and semaphore counters.
@@ -345,7 +358,7 @@ impl Table {
             specs: &self.specs,
             counters,
             slots: &words[base..base + self.slots * lease::SLOT_WORDS],
-            reclaim_lock: &words[HEADER_RECLAIM_LOCK],
+            reclaim_lock: &words[Header::ReclaimLock as usize],
         }
     }
 }
@@ -383,13 +396,13 @@ impl SharedLimits<MonotonicClock> {
         let segment = Segment::attach(pid, fd)?;
         let words = segment.words();
         if words.len() < STRIDE
-            || words[0].load(Ordering::Acquire) != MAGIC
-            || words[1].load(Ordering::Acquire) != VERSION
+            || words[Header::Magic as usize].load(Ordering::Acquire) != MAGIC
+            || words[Header::Version as usize].load(Ordering::Acquire) != VERSION
         {
             return Err(LimitError::NotALimitTable);
         }
-        let count = usize::try_from(words[2].load(Ordering::Acquire)).unwrap_or(usize::MAX);
-        let slots = usize::try_from(words[HEADER_SLOTS].load(Ordering::Acquire)).unwrap_or(usize::MAX);
+        let count = usize::try_from(words[Header::Limits as usize].load(Ordering::Acquire)).unwrap_or(usize::MAX);
+        let slots = usize::try_from(words[Header::Slots as usize].load(Ordering::Acquire)).unwrap_or(usize::MAX);
         if count > lease::MAX_LIMITS || Table::words_needed(count, slots).is_none_or(|n| words.len() < n) {
             return Err(LimitError::NotALimitTable);
         }
@@ -434,13 +447,13 @@ impl<C: Clock> SharedLimits<C> {
             words[base + 2].store(spec.capacity, Ordering::Relaxed);
             words[base + SCALE].store(spec.scale, Ordering::Relaxed);
         }
-        words[2].store(specs.len() as u64, Ordering::Relaxed);
-        words[HEADER_SLOTS].store(slots as u64, Ordering::Relaxed);
+        words[Header::Limits as usize].store(specs.len() as u64, Ordering::Relaxed);
+        words[Header::Slots as usize].store(slots as u64, Ordering::Relaxed);
         // Unique enough: the creator's pid and the time, which no other table of this boot shares.
         let nonce = (u64::from(std::process::id()) << 40) ^ MonotonicClock.now_nanos() ^ (words.as_ptr() as u64);
-        words[HEADER_NONCE].store(nonce.max(1), Ordering::Relaxed);
-        words[1].store(VERSION, Ordering::Relaxed);
-        words[0].store(MAGIC, Ordering::Release);
+        words[Header::Nonce as usize].store(nonce.max(1), Ordering::Relaxed);
+        words[Header::Version as usize].store(VERSION, Ordering::Relaxed);
+        words[Header::Magic as usize].store(MAGIC, Ordering::Release);
         Ok(Self { table: Table::new(segment, specs, slots), clock, creator: std::process::id() })
     }
 
@@ -466,7 +479,7 @@ impl<C: Clock> SharedLimits<C> {
     /// many for each process killed while parked: only a needless wake-up call follows).
     #[must_use]
     pub fn parked(&self) -> u64 {
-        self.table.segment.words()[HEADER_WAITERS].load(Ordering::SeqCst)
+        self.table.segment.words()[Header::Waiters as usize].load(Ordering::SeqCst)
     }
 
     /// Now, on this table's clock.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
 
 use super::holder::{Holder, Liveness};
 use super::lease::{Lease, Reclaimed, Unbounded};
-use super::{Algorithm, Clock, LimitError, MonotonicClock, SharedLimits, Table, HEADER_NONCE};
+use super::{Algorithm, Clock, Header, LimitError, MonotonicClock, SharedLimits, Table};
 
 /// How often a refused lease looks for dead holders, at most (nanoseconds): each look reads
 /// `/proc` once per process holding a lease.
@@ -64,7 +64,7 @@ impl Table {
 
     /// This table's nonce: tells its leases from another table's.
     pub(super) fn nonce(&self) -> u64 {
-        self.segment.words()[HEADER_NONCE].load(Ordering::Relaxed)
+        self.segment.words()[Header::Nonce as usize].load(Ordering::Relaxed)
     }
 }
 

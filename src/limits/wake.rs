@@ -113,6 +113,24 @@ impl<W: ParkWord> Parking<'_, W> {
     }
 }
 
+/// The [`ParkWord`] methods that are plain SeqCst atomics, the same for the standard atomic
+/// and loom's (each expansion resolves `SeqCst` and `fence` to its own world's).
+macro_rules! seq_cst_word_ops {
+    () => {
+        fn get(&self) -> u64 {
+            self.load(SeqCst)
+        }
+
+        fn add(&self, delta: u64) -> u64 {
+            self.fetch_add(delta, SeqCst)
+        }
+
+        fn fence() {
+            fence(SeqCst);
+        }
+    };
+}
+
 /// The kernel's futex, on the words of a mapped table (in loom builds too: the table's words
 /// are standard atomics there as well).
 mod futex {
@@ -130,13 +148,7 @@ mod futex {
     }
 
     impl super::ParkWord for AtomicU64 {
-        fn get(&self) -> u64 {
-            self.load(SeqCst)
-        }
-
-        fn add(&self, delta: u64) -> u64 {
-            self.fetch_add(delta, SeqCst)
-        }
+        seq_cst_word_ops!();
 
         fn sub_one(&self) {
             // Never below zero, whatever another process wrote there.
@@ -162,10 +174,6 @@ mod futex {
                 libc::syscall(libc::SYS_futex, low_half(self), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
             }
         }
-
-        fn fence() {
-            fence(SeqCst);
-        }
     }
 }
 
@@ -182,13 +190,7 @@ pub(super) mod model {
     }
 
     impl super::ParkWord for AtomicU64 {
-        fn get(&self) -> u64 {
-            self.load(SeqCst)
-        }
-
-        fn add(&self, delta: u64) -> u64 {
-            self.fetch_add(delta, SeqCst)
-        }
+        seq_cst_word_ops!();
 
         fn sub_one(&self) {
             self.fetch_sub(1, SeqCst);
@@ -204,10 +206,6 @@ pub(super) mod model {
         fn wake_all(&self) {
             let _guard = KERNEL.0.lock().unwrap();
             KERNEL.1.notify_all();
-        }
-
-        fn fence() {
-            fence(SeqCst);
         }
     }
 }

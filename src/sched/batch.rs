@@ -21,6 +21,7 @@ use crate::error::{TaskError, WorkerFault};
 use crate::job::{Job, ReplyFn, TaskOptions, Ticket};
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
+use crate::sched::dispatch::begin_on;
 use crate::worker::restart::FailureStage;
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::WorkerEvent;
@@ -46,6 +47,18 @@ impl Pace {
     pub(crate) fn is_short(&self) -> bool {
         self.average_ns.is_some_and(|avg| avg < SHORT_TASK.as_nanos() as f64)
     }
+}
+
+/// A worker claimed by its serve loop for a batch, with what running one needs around it.
+pub(crate) struct Claimed<'a, W: Workable> {
+    /// The worker itself.
+    pub(crate) worker: &'a mut W,
+    /// Its slot (state, stats).
+    pub(crate) slot: &'a WorkerSlot<W>,
+    /// The pool's shutdown phase, watched while the batch runs.
+    pub(crate) phase: &'a mut watch::Receiver<Phase>,
+    /// The pool's shared state (queue, config, stats).
+    pub(crate) shared: &'a Shared<W>,
 }
 
 /// How a batch (of one or more tasks) ended.
@@ -137,14 +150,8 @@ fn should_batch<W: Workable>(worker: &W, job: &Job<W>, pace: &Pace, shared: &Sha
 
 /// Runs `first` (already begun on a claimed worker), and with it the worker's share of the
 /// queue when it should batch.
-pub(crate) async fn run<W: Workable>(
-    worker: &mut W,
-    slot: &WorkerSlot<W>,
-    first: Job<W>,
-    phase: &mut watch::Receiver<Phase>,
-    shared: &Shared<W>,
-    pace: &mut Pace,
-) -> BatchEnd<W> {
+pub(crate) async fn run<W: Workable>(claimed: Claimed<'_, W>, first: Job<W>, pace: &mut Pace) -> BatchEnd<W> {
+    let Claimed { worker, slot, phase, shared } = claimed;
     let crash_retries = shared.config.crash_retries;
     let mut handed = VecDeque::new();
     if should_batch(worker, &first, pace, shared) {
@@ -291,12 +298,7 @@ fn take_share<W: Workable>(worker: &mut W, slot: &WorkerSlot<W>, shared: &Shared
             shared.queue.give_back(job);
             break;
         }
-        if !job.ticket.begin() {
-            job.fail(TaskError::Cancelled);
-            continue;
-        }
-        slot.dispatched.fetch_add(1, Ordering::Relaxed);
-        shared.dispatched.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = begin_on(shared, slot, job) else { continue };
         match hand_over(worker, job) {
             Ok(h) => handed.push_back(h),
             Err(job) => {

@@ -10,12 +10,14 @@
 //! the tasks parked for it, by priority, before anything else; if it stops serving they are
 //! routed again) or goes to an idle worker like any task (`Sticky::Spill`, a miss).
 
+use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
+use crate::error::TaskError;
 use crate::job::{Job, Sticky};
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
@@ -66,18 +68,10 @@ pub(crate) async fn dispatch<W: Workable>(
                 _ = phase.wait_for(|p| *p >= Phase::Killing) => break,
             }
         } else {
-            tokio::select! {
-                biased;
-                _ = phase.wait_for(|p| *p >= Phase::Killing) => break,
-                job = shared.queue.pop() => match job {
-                    Some(job) => job,
-                    None => break,
-                },
-                slot = idle_rx.recv() => {
-                    idle.extend(slot);
-                    continue;
-                }
-                () = &mut exited => continue,
+            match next_job(&shared, &mut phase, &mut idle_rx, &mut idle, exited.as_mut()).await {
+                Woke::Job(job) => job,
+                Woke::Again => continue,
+                Woke::Stop => break,
             }
         };
         let Some(job) = route_keyed(&shared, &mut idle, job) else { continue };
@@ -131,10 +125,57 @@ fn hand_out_parked<W: Workable>(shared: &Shared<W>, idle: &mut Vec<Arc<WorkerSlo
     true
 }
 
-/// Hands `job` to `slot`'s serve loop (back to the queue if that worker is gone).
-fn send<W: Workable>(shared: &Shared<W>, slot: &WorkerSlot<W>, job: Job<W>) {
+/// What a dispatcher waiting for a task woke to.
+pub(crate) enum Woke<W: Workable> {
+    /// A task taken off the queue.
+    Job(Job<W>),
+    /// A worker announced it is idle (now in the list), or `also` ended: look again.
+    Again,
+    /// The pool is being killed, or its queue is closed and drained.
+    Stop,
+}
+
+/// Waits for the next queued task, in this order of preference: the pool being killed, a
+/// task, a worker announcing it is idle (added to `idle`), `also` (a worker exited).
+pub(crate) async fn next_job<W: Workable>(
+    shared: &Shared<W>,
+    phase: &mut watch::Receiver<Phase>,
+    idle_rx: &mut mpsc::UnboundedReceiver<Arc<WorkerSlot<W>>>,
+    idle: &mut Vec<Arc<WorkerSlot<W>>>,
+    also: impl Future<Output = ()>,
+) -> Woke<W> {
+    tokio::select! {
+        biased;
+        _ = phase.wait_for(|p| *p >= Phase::Killing) => Woke::Stop,
+        job = shared.queue.pop() => job.map_or(Woke::Stop, Woke::Job),
+        slot = idle_rx.recv() => {
+            idle.extend(slot);
+            Woke::Again
+        }
+        () = also => Woke::Again,
+    }
+}
+
+/// Counts one task handed to `slot`, in the worker's and the pool's stats.
+pub(crate) fn count_dispatch<W: Workable>(shared: &Shared<W>, slot: &WorkerSlot<W>) {
     slot.dispatched.fetch_add(1, Ordering::Relaxed);
     shared.dispatched.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Starts `job` on `slot` where a worker takes more work behind its own (a pipeline share, a
+/// gathered batch): `None` when its caller cancelled it meanwhile (then it is failed so).
+pub(crate) fn begin_on<W: Workable>(shared: &Shared<W>, slot: &WorkerSlot<W>, job: Job<W>) -> Option<Job<W>> {
+    if !job.ticket.begin() {
+        job.fail(TaskError::Cancelled);
+        return None;
+    }
+    count_dispatch(shared, slot);
+    Some(job)
+}
+
+/// Hands `job` to `slot`'s serve loop (back to the queue if that worker is gone).
+fn send<W: Workable>(shared: &Shared<W>, slot: &WorkerSlot<W>, job: Job<W>) {
+    count_dispatch(shared, slot);
     if let Err(returned) = slot.inbox.send(job) {
         shared.queue.give_back(returned.0);
     }

@@ -33,7 +33,8 @@ use crate::error::{TaskError, WorkerFault};
 use crate::job::{Job, ReplyFn, TaskOptions, Ticket};
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
-use crate::sched::batch::BatchEnd;
+use crate::sched::batch::{BatchEnd, Claimed};
+use crate::sched::dispatch::begin_on;
 use crate::worker::restart::FailureStage;
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::WorkerEvent;
@@ -123,13 +124,8 @@ enum CallEnd<W: Workable> {
 
 /// Gathers queued tasks with `first`'s key (already begun on a claimed worker), runs them as one
 /// coalesced call and answers each.
-pub(crate) async fn run<W: Workable>(
-    worker: &mut W,
-    slot: &WorkerSlot<W>,
-    first: Job<W>,
-    phase: &mut watch::Receiver<Phase>,
-    shared: &Shared<W>,
-) -> BatchEnd<W> {
+pub(crate) async fn run<W: Workable>(claimed: Claimed<'_, W>, first: Job<W>) -> BatchEnd<W> {
+    let Claimed { worker, slot, phase, shared } = claimed;
     let spec = first.options.coalesce.expect("only tasks with a coalesce key are gathered");
     let mut jobs = vec![first];
     gather(slot, shared, spec, &mut jobs, phase).await;
@@ -270,12 +266,7 @@ async fn gather<W: Workable>(
             shared.queue.give_back(job);
             return;
         }
-        if !job.ticket.begin() {
-            job.fail(TaskError::Cancelled);
-            continue;
-        }
-        slot.dispatched.fetch_add(1, Ordering::Relaxed);
-        shared.dispatched.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = begin_on(shared, slot, job) else { continue };
         jobs.push(job);
     }
 }

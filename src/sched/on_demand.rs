@@ -24,6 +24,7 @@ use crate::error::{StartError, TaskError};
 use crate::job::Job;
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
+use crate::sched::dispatch::{next_job, Woke};
 use crate::worker::serve::launch;
 use crate::worker::slot::WorkerSlot;
 use crate::worker::state::WorkerState;
@@ -133,17 +134,10 @@ pub(crate) async fn dispatch<W: Workable>(
                 }
             }
         }
-        let job = tokio::select! {
-            biased;
-            _ = phase.wait_for(|p| *p >= Phase::Killing) => break,
-            job = shared.queue.pop() => match job {
-                Some(job) => job,
-                None => break,
-            },
-            slot = idle_rx.recv() => {
-                idle.extend(slot);
-                continue;
-            }
+        let job = match next_job(&shared, &mut phase, &mut idle_rx, &mut idle, std::future::pending()).await {
+            Woke::Job(job) => job,
+            Woke::Again => continue,
+            Woke::Stop => break,
         };
         if job.ticket.cancelled() {
             job.fail(TaskError::Cancelled); // no process for a task nobody wants

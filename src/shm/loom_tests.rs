@@ -88,8 +88,8 @@ impl Doorbell {
 
 /// Explores with at most 3 preemptions per execution (as tokio's CI does), unless
 /// `LOOM_MAX_PREEMPTIONS` says otherwise; unbounded, the doorbell-writer model ran for more
-/// than 15 minutes without finishing.
-fn model(f: impl Fn() + Sync + Send + 'static) {
+/// than 15 minutes without finishing. The limit table's models (`src/limits/loom_tests.rs`) use it too.
+pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
         builder.preemption_bound = Some(3);

@@ -11,7 +11,7 @@
 
 mod futex;
 #[cfg(all(test, loom))]
-mod loom_tests;
+pub(crate) mod loom_tests;
 mod mapping;
 mod ring;
 mod segment;

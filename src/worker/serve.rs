@@ -20,7 +20,7 @@ use crate::job::Job;
 use crate::pool::config::WorkerExit;
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
-use crate::sched::batch::{self, BatchEnd, Pace};
+use crate::sched::batch::{self, BatchEnd, Claimed, Pace};
 use crate::sched::gather;
 use crate::worker::renew::Successor;
 use crate::worker::restart::{FailureStage, RestartDecision, RestartPacer};
@@ -393,10 +393,11 @@ async fn run_job<W: Workable>(
         job.fail(TaskError::Cancelled);
         return JobEnd::Idle;
     }
+    let claimed = Claimed { worker, slot, phase, shared };
     let ran = if job.options.coalesce.is_some() {
-        gather::run(worker, slot, job, phase, shared).await
+        gather::run(claimed, job).await
     } else {
-        batch::run(worker, slot, job, phase, shared, pace).await
+        batch::run(claimed, job, pace).await
     };
     match ran {
         BatchEnd::Idle => JobEnd::Idle,

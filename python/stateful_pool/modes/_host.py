@@ -22,16 +22,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .. import _protocol as protocol
 from .._chunk import CHUNK_METHOD, await_reply, call_method
-from .._protocol import (
-    READY_FATAL,
-    READY_OK,
-    READY_RAISED,
-    REQUEST_CALL,
-    REQUEST_CANCEL,
-    REQUEST_COALESCED,
-    decode_init,
-)
+from .._protocol import decode_init
 from .._serialize import safe_str
 from ..batching import arun_coalesced, run_coalesced
 from ..errors import RemoteTraceback
@@ -95,12 +88,12 @@ def _set_up(channel: Any, init: Any, kill: Callable[[], None] | None, what: str)
         instance = worker_cls()
         ready = instance.spawn(*args, **kwargs)
     except Exception as exc:
-        channel.ready(READY_RAISED, remote_exception(exc))
+        channel.ready(protocol.READY_RAISED, remote_exception(exc))
         return None
     except BaseException as exc:
-        channel.ready(READY_FATAL, f"{what} exited during setup: {type(exc).__name__}: {safe_str(exc)}")
+        channel.ready(protocol.READY_FATAL, f"{what} exited during setup: {type(exc).__name__}: {safe_str(exc)}")
         return None
-    channel.ready(READY_OK, ready, kill, os.getpid())
+    channel.ready(protocol.READY_OK, ready, kill, os.getpid())
     del ready, args, kwargs
 
     def run(payload: Any, coalesced: bool = False) -> Any:
@@ -133,8 +126,8 @@ def serve_one(run: Callable[..., Any], request: Any, *, inline: bool = False) ->
     result; an exception that is neither an ``Exception`` nor ``SystemExit`` (a lost Ray actor,
     ...) is fatal, except Ctrl-C in a call run ``inline`` by its caller: it reaches the caller."""
     kind, _call_id, payload, replier = request
-    coalesced = payload if kind == REQUEST_COALESCED else None  # several calls at once (batching)
-    if kind != REQUEST_CALL and coalesced is None:
+    coalesced = payload if kind == protocol.REQUEST_COALESCED else None  # several calls at once (batching)
+    if kind != protocol.REQUEST_CALL and coalesced is None:
         return True  # one call at a time: there is nothing to cancel between calls
     try:
         result = run(payload) if coalesced is None else run(payload, True)
@@ -202,10 +195,12 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
             instance = worker_cls()
             ready = loop.run_until_complete(_maybe_await(instance.spawn(*args, **kwargs)))
         except Exception as exc:
-            channel.ready(READY_RAISED, remote_exception(exc))
+            channel.ready(protocol.READY_RAISED, remote_exception(exc))
             return
         except BaseException as exc:
-            channel.ready(READY_FATAL, f"worker event loop exited during setup: {type(exc).__name__}: {safe_str(exc)}")
+            channel.ready(
+                protocol.READY_FATAL, f"worker event loop exited during setup: {type(exc).__name__}: {safe_str(exc)}"
+            )
             return
         tasks: dict[int, asyncio.Task[None]] = {}
 
@@ -231,12 +226,12 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
                 loop.stop()
                 return
             kind, call_id, payload, replier = request
-            if kind == REQUEST_CANCEL:
+            if kind == protocol.REQUEST_CANCEL:
                 task = tasks.get(call_id)
                 if task is not None:
                     task.cancel()
                 return
-            task = loop.create_task(run(payload, replier, payload if kind == REQUEST_COALESCED else None))
+            task = loop.create_task(run(payload, replier, payload if kind == protocol.REQUEST_COALESCED else None))
             tasks[call_id] = task
             task.add_done_callback(lambda _t: tasks.pop(call_id, None))
 
@@ -253,7 +248,7 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
                 if last:
                     return
 
-        channel.ready(READY_OK, ready, None, os.getpid())
+        channel.ready(protocol.READY_OK, ready, None, os.getpid())
         del ready
         threading.Thread(target=feed, name="stateful-pool-asyncio-feeder", daemon=True).start()
         loop.run_forever()

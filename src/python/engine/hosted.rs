@@ -15,7 +15,6 @@ use super::lane::{Group, Lane};
 use super::members::Members;
 use super::options::{EngineOptions, HostOptions, Mode};
 use crate::error::{StartError, TaskError, WorkerFault};
-use crate::job::TaskOptions;
 use crate::python::protocol::{READY_OK, READY_RAISED};
 use crate::Supervisor;
 
@@ -28,7 +27,7 @@ pub(crate) struct HostedEngine {
     kill_policy: KillPolicy,
     inline: Option<Arc<InlineQueue>>,
     /// Whether blocking calls may run on the caller's thread (see `call_direct`).
-    direct: bool,
+    pub(super) direct: bool,
 }
 
 impl HostedEngine {
@@ -104,17 +103,13 @@ impl HostedEngine {
 
     /// Runs a blocking call on the calling thread through an idle worker whose host takes
     /// direct calls (a Ray actor: `ray.get` right there), with no hop through the supervisor's
-    /// thread or the host's. `None`: no such worker is free, or a per-task policy needs the
-    /// serve loop; submit the call instead.
+    /// thread or the host's (the caller checks that this engine and the call may). `None`: no
+    /// such worker is free; submit the call instead.
     pub(crate) fn call_direct<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        options: TaskOptions,
     ) -> Option<PyResult<PyReply<'py>>> {
-        if !self.direct || options.timeout.is_some() {
-            return None;
-        }
         let claim = self.core.supervisor.claim_idle()?;
         let host = claim.lane::<Host>();
         let direct = host.as_ref().and_then(|h| lock(&h.shared.direct).as_ref().map(|d| d.clone_ref(py)));

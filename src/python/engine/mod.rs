@@ -78,7 +78,7 @@ impl Engine {
     /// (process) or the host `launcher` (the other modes).
     #[new]
     fn new(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let options: EngineOptions = options.extract()?;
+        let options = EngineOptions::from_dict(options)?;
         let mode = options.mode()?;
         let config = options.config(mode)?;
         let coalesce = options.coalesce(mode)?;
@@ -152,11 +152,13 @@ impl Engine {
     ) -> PyResult<PyReply<'py>> {
         let options = self.task_options(task_options(timeout, priority, key, sticky)?, method);
         // The direct lanes take any idle worker: not for a keyed call, nor for a call to a
-        // batched method (it waits in the queue to be gathered).
-        if options.key.is_none() && options.coalesce.is_none() {
+        // batched method (it waits in the queue to be gathered), nor for one with its own
+        // timeout (the serve loop enforces it).
+        if options.key.is_none() && options.coalesce.is_none() && options.timeout.is_none() {
             let direct = match &self.flavor {
-                Flavor::Process(process) => process.call_direct(py, payload, options),
-                Flavor::Hosted(hosted) => hosted.call_direct(py, payload, options),
+                Flavor::Process(process) if process.direct => process.call_direct(py, payload),
+                Flavor::Hosted(hosted) if hosted.direct => hosted.call_direct(py, payload),
+                _ => None,
             };
             if let Some(reply) = direct {
                 return reply;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::job::{Sticky, TaskOptions};
 use crate::process::{Placement, ProcessSpec, StartMethod, Zygote, DEFAULT_MAX_MESSAGE_SIZE};
@@ -53,10 +54,25 @@ impl Mode {
     }
 }
 
-/// The options of one engine, as `SPool` passes them (missing keys take these defaults).
-#[derive(FromPyObject)]
-#[pyo3(from_item_all)]
-pub(crate) struct EngineOptions {
+/// Declares [`EngineOptions`] and, from the same field list, `EngineOptions::KEYS` (the keys
+/// the dict may hold), so that a key no field reads is refused instead of silently dropped.
+macro_rules! engine_options {
+    ($($(#[$attr:meta])* $field:ident: $ty:ty,)*) => {
+        /// The options of one engine, as `SPool` passes them (missing keys take these defaults).
+        #[derive(FromPyObject)]
+        #[pyo3(from_item_all)]
+        pub(crate) struct EngineOptions {
+            $($(#[$attr])* $field: $ty,)*
+        }
+
+        impl EngineOptions {
+            /// Every key the options dict may hold: one per field.
+            const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+    };
+}
+
+engine_options! {
     /// Where the workers run.
     mode: String,
     #[pyo3(default)]
@@ -120,6 +136,26 @@ pub(crate) struct EngineOptions {
     /// encoded `True` in process mode, `True` itself in the others).
     #[pyo3(default)]
     health_call: Option<(Py<PyAny>, Py<PyAny>)>,
+}
+
+impl EngineOptions {
+    /// Reads the options dict, refusing a key that no option reads (a misspelt or unknown
+    /// option would otherwise be ignored without a word).
+    pub(crate) fn from_dict(options: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let dict = options.cast::<PyDict>()?;
+        let mut unknown: Vec<String> = Vec::new();
+        for key in dict.keys() {
+            let key: String = key.extract()?;
+            if !Self::KEYS.contains(&key.as_str()) {
+                unknown.push(format!("{key:?}"));
+            }
+        }
+        if !unknown.is_empty() {
+            unknown.sort();
+            return Err(PyValueError::new_err(format!("unknown engine option(s): {}", unknown.join(", "))));
+        }
+        options.extract()
+    }
 }
 
 /// A pool's health check, before it is turned into the worker kind's task and verdict.

@@ -10,7 +10,7 @@ use super::core::{EngineCore, ReportFn};
 use super::direct::{call_direct, too_large};
 use super::kind::{Kind, PyReply, StartOutcome};
 use super::options::{EngineOptions, HealthOptions, PlacementArg};
-use crate::job::{Outcome, TaskOptions};
+use crate::job::Outcome;
 use crate::process::{ProcessSpec, ProcessWorker, ShmLane, SpawnFailure, StartMethod};
 use crate::python::buffers::gather;
 use crate::python::errors::{start_outcome, task_outcome};
@@ -35,7 +35,7 @@ pub(crate) struct ProcessEngine {
     spec: Arc<ProcessSpec>,
     /// Whether blocking calls may take the direct lane: not when per-task policies (timeouts,
     /// recycling, crash retries) need the serve loop to watch each task.
-    direct: bool,
+    pub(super) direct: bool,
     /// The specs of workers started with a placement of their own, by worker id, so that a
     /// replacement can be placed like the worker it replaces.
     placed: Mutex<HashMap<u64, Arc<ProcessSpec>>>,
@@ -120,17 +120,13 @@ impl ProcessEngine {
         }
     }
 
-    /// Runs a blocking call through an idle worker's direct lane, if one is free and no
-    /// per-task policy needs the serve loop; `None`: submit it instead.
+    /// Runs a blocking call through an idle worker's direct lane, if one is free (the caller
+    /// checks that this engine and the call may take it); `None`: submit it instead.
     pub(crate) fn call_direct<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        options: TaskOptions,
     ) -> Option<PyResult<PyReply<'py>>> {
-        if !self.direct || options.timeout.is_some() {
-            return None;
-        }
         // Before claiming a worker: a claim given up on replaces its worker.
         let parts = match payload.extract::<Vec<Bound<'py, PyAny>>>() {
             Ok(parts) => parts,
