@@ -45,7 +45,11 @@ def test_rate_limits_take_window_and_named_windows() -> None:
     assert RateLimit(key="t", window=60, capacity=100).window == 60.0
     assert RateLimit(key="t", window="minute", capacity=1).window_seconds == 60.0
     assert RateLimit(key="t", per="per_hour", capacity=1).window == 3600.0
-    assert RateLimit(key="t", window_seconds=2, capacity=1).window == 2.0  # the older spelling
+    # The older spelling works and warns, as in concurry 0.13, at the caller's line.
+    with pytest.warns(DeprecationWarning, match="window_seconds= is deprecated") as caught:
+        assert RateLimit(key="t", window_seconds=2, capacity=1).window == 2.0
+        assert CallLimit(window_seconds=3, capacity=1).window == 3.0
+    assert [w.filename for w in caught] == [__file__, __file__]
     assert CallLimit(window=1, capacity=10).key == "call_count"
     with pytest.raises(ValueError, match="window_seconds"):
         RateLimit(key="t", window=1, window_seconds=2, capacity=1)
