@@ -87,9 +87,7 @@ def test_bad_specs_and_requests_raise() -> None:
 
 
 def test_acquire_update_refunds_unused_tokens() -> None:
-    limits = LimitSet(
-        [RateLimit(key="tokens", window=60, capacity=100), CallLimit(window=60, capacity=5)]
-    )
+    limits = LimitSet([RateLimit(key="tokens", window=60, capacity=100), CallLimit(window=60, capacity=5)])
     with limits.acquire(requested={"tokens": 100}) as acq:
         assert acq.granted == {"tokens": 100, "call_count": 1}
         acq.update(usage={"tokens": 80})
