@@ -128,6 +128,17 @@ def test_task_worker_with_a_bound_function(mode: str) -> None:
     unbound.stop()
 
 
+def test_sync_mode_calls_return_sync_futures() -> None:
+    # concurry: a sync-mode call runs in submit and returns a SyncFuture; other modes do not.
+    pool = TaskWorker.options(mode="sync").init()
+    ok, failed = pool.submit(abs, -3), pool.submit(int, "x")
+    assert type(ok) is SyncFuture and ok.done() and ok.result() == 3
+    assert type(failed) is SyncFuture and isinstance(failed.exception(), ValueError)
+    pool.stop()
+    with TaskWorker.options(mode="thread").init() as threads:
+        assert not isinstance(threads.submit(abs, -3), SyncFuture)
+
+
 def test_task_decorator_and_executor() -> None:
     @task(mode="thread", max_workers=2)
     def cube(x: int) -> int:

@@ -30,6 +30,7 @@ from .constants import LoadBalancingAlgorithm
 from .futures import when_resolved
 from .limits import LimitSet
 from .retry import PerMethodRetry, RetryConfig
+from .synch import SyncFuture
 from .worker import Worker, WorkerHost, host_class, public_methods
 
 __all__ = ["WorkerPool"]
@@ -342,6 +343,8 @@ class WorkerPool:
         future = self._backend.submit(method, args, kwargs)
         latencies = self._latencies
         future.add_done_callback(lambda _: latencies.append(time.perf_counter() - start))
+        if self.mode == "sync" and future.done() and not future.cancelled():
+            return SyncFuture.of(future)  # the call ran in submit: concurry's future class for it
         return future
 
     # -- management ----------------------------------------------------------------------
