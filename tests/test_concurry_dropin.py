@@ -343,3 +343,21 @@ class Layered(Worker):
 def test_retries_apply_to_calls_between_methods(mode: str) -> None:
     with Layered.options(mode=mode, num_retries={"*": 0, "inner": 3}, **FAST).init() as pool:
         assert pool.outer().result(timeout=30) == 30
+
+
+def test_a_started_pool_is_read_only() -> None:
+    # concurry's proxies are frozen models: setting a public attribute raises.
+    class Counter(Worker):
+        def one(self) -> int:
+            return 1
+
+    pool = Counter.options(mode="thread").init()
+    try:
+        for name, value in [("worker_cls", Counter), ("blocking", True), ("max_workers", 5), ("mode", "sync")]:
+            with pytest.raises(AttributeError, match=f"immutable: cannot set '{name}'"):
+                setattr(pool, name, value)
+        assert pool.mode == "thread" and pool.max_workers == 1
+        pool.resize(2)  # the pool's own methods still change it
+        assert pool.max_workers == 2 and pool.one().result(timeout=30) == 1
+    finally:
+        pool.stop()

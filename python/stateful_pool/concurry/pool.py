@@ -306,6 +306,14 @@ class WorkerPool:
         # is collected, finishes its queued calls and stops (like a dropped executor).
         weakref.finalize(self, self._backend.abandon).atexit = False
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # As concurry's proxies (frozen models): a started pool's configuration is read-only.
+        if "_generation" in self.__dict__ and not name.startswith("_"):
+            raise AttributeError(
+                f"{type(self).__name__} is immutable: cannot set {name!r} (configure the pool with options())"
+            )
+        object.__setattr__(self, name, value)
+
     # -- calls ---------------------------------------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
@@ -357,7 +365,7 @@ class WorkerPool:
         if self._generation != _lifecycle.GENERATION:
             raise _lifecycle.forked_error()
         self._backend.resize(n)
-        self.max_workers = n if not self.on_demand else max(1, n)
+        object.__setattr__(self, "max_workers", n if not self.on_demand else max(1, n))
 
     def get_pool_stats(self) -> WorkerPoolStats:
         """``total_workers``, ``max_workers``, ``on_demand``, ``stopped``, ``mode``,
