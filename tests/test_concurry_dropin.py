@@ -8,6 +8,8 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import threading
+import time
 import warnings
 from typing import Any
 
@@ -361,3 +363,34 @@ def test_a_started_pool_is_read_only() -> None:
         assert pool.max_workers == 2 and pool.one().result(timeout=30) == 1
     finally:
         pool.stop()
+
+
+@pytest.mark.parametrize("on_demand", [False, True])
+def test_stop_cancels_queued_calls_and_finishes_running_ones(on_demand: bool) -> None:
+    # concurry's stop(): what waits in the queue is cancelled, what runs finishes.
+    gate = threading.Event()
+
+    class Gated(Worker):
+        def hold(self) -> str:
+            gate.wait(30)
+            return "ran"
+
+        def quick(self, i: int) -> int:
+            return i
+
+    pool = Gated.options(mode="thread", max_workers=1, on_demand=on_demand).init()
+    running = pool.hold()
+    deadline = time.monotonic() + 30
+    while not running.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running.running()
+    queued = [pool.quick(i) for i in range(3)]
+    stopper = threading.Thread(target=pool.stop)
+    stopper.start()
+    while not all(f.cancelled() for f in queued) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert [f.cancelled() for f in queued] == [True, True, True]
+    assert running.result(timeout=30) == "ran"

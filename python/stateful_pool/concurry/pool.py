@@ -112,9 +112,11 @@ class _Fixed:
 
     def stop(self, timeout: float | None) -> None:
         if timeout is None:
-            self.spool.shutdown(wait=True)
+            self.spool.shutdown(wait=True, cancel_pending=True)
             return
-        graceful = threading.Thread(target=self.spool.shutdown, name="concurry-stop", daemon=True)
+        graceful = threading.Thread(
+            target=self.spool.shutdown, kwargs={"cancel_pending": True}, name="concurry-stop", daemon=True
+        )
         graceful.start()
         graceful.join(timeout)
         if graceful.is_alive():
@@ -203,6 +205,14 @@ class _OnDemand:
     def stop(self, timeout: float | None) -> None:
         with self._lock:
             threads = list(self._threads)
+            while True:  # the calls no driver took yet are cancelled
+                try:
+                    item = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    self._waiting -= 1
+                    item[0].cancel()
         for _ in threads:
             self._calls.put(None)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -425,8 +435,9 @@ class WorkerPool:
         return self._backend.spool if isinstance(self._backend, _Fixed) else None
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stops the pool after the queued and running calls finish; with ``timeout``, kills
-        the workers still busy after that many seconds. Idempotent. In a child made by
+        """Stops the pool as concurry does: queued calls are cancelled, running ones finish;
+        with ``timeout``, the workers still busy after that many seconds are killed (their
+        calls fail with :class:`PoolShutDownError`). Idempotent. In a child made by
         ``os.fork()``, an inherited pool is the parent's: this only marks it stopped."""
         if self._stopped:
             return
