@@ -394,3 +394,18 @@ def test_stop_cancels_queued_calls_and_finishes_running_ones(on_demand: bool) ->
     assert not stopper.is_alive()
     assert [f.cancelled() for f in queued] == [True, True, True]
     assert running.result(timeout=30) == "ran"
+
+
+def test_mp_context_is_checked_and_reported() -> None:
+    class Plain(Worker):
+        def pid(self) -> int:
+            return os.getpid()
+
+    pool = Plain.options(mode="process", mp_context="fork").init()
+    try:
+        assert pool.mp_context == "fork" and pool.pid().result(timeout=60) != os.getpid()
+    finally:
+        pool.stop()
+    for mode, context in [("process", "invalid"), ("thread", "spawn")]:
+        with pytest.raises(ValueError, match="mp_context must be"):
+            Plain.options(mode=mode, mp_context=context)

@@ -271,6 +271,7 @@ class WorkerPool:
         blocking: bool = False,
         unwrap_futures: bool = True,
         actor_options: dict[str, Any] | None = None,
+        mp_context: str | None = None,
         pool_options: dict[str, Any] | None = None,
     ):
         balancer = load_balancing or ("random" if on_demand else "round_robin")
@@ -293,6 +294,7 @@ class WorkerPool:
         self.on_demand = on_demand
         self.max_queued_tasks = max_queued_tasks
         self.actor_options = actor_options
+        self.mp_context = mp_context
         self.limits = limits if limits is not None else LimitSet()
         self._algorithm = _BALANCERS[balancer]
         self._blocking = blocking

@@ -35,6 +35,7 @@ _CLASS_OPTIONS = frozenset(
     {"mode", "max_workers", "load_balancing", "max_queued_tasks", "on_demand", "limits", "blocking"}
     | {"unwrap_futures"}
     | {"num_retries", "retry_algorithm", "retry_wait", "retry_jitter", "retry_on", "retry_until", "actor_options"}
+    | {"mp_context"}
 )
 _DEFAULT_QUEUED = {"process": 100, "ray": 3}
 _MODES = {"Sync": "sync", "Asyncio": "asyncio", "Threads": "thread", "Processes": "process", "Ray": "ray"}
@@ -124,6 +125,7 @@ class Worker:
         blocking: bool = False,
         unwrap_futures: bool = True,
         actor_options: dict[str, Any] | None = None,
+        mp_context: str | None = None,
         **pool_options: Any,
     ) -> WorkerOptions:
         """How to run this worker; ``.init(*args, **kwargs)`` then starts the pool.
@@ -145,6 +147,8 @@ class Worker:
             unwrap_futures: futures among a call's arguments are replaced by their results
                 (default); ``False`` passes them as they are.
             actor_options: Ray actor options, passed on where a Ray mode exists.
+            mp_context: ``"spawn"``, ``"fork"`` or ``"forkserver"`` for ``mode="process"``:
+                checked and reported (``pool.mp_context``); workers are always fresh interpreters.
             pool_options: further :class:`~stateful_pool.SPool` options (``task_timeout``, ...).
         """
         blocking, on_demand, unwrap_futures = _flag(blocking), _flag(on_demand), _flag(unwrap_futures)
@@ -166,6 +170,11 @@ class Worker:
         if isinstance(retry, PerMethodRetry):
             retry.check_methods(public_methods(cls), cls.__name__)
         mode = mode_name(mode)
+        if mp_context is not None and (mode != "process" or mp_context not in ("spawn", "fork", "forkserver")):
+            raise ValueError(
+                f"mp_context must be 'spawn', 'fork' or 'forkserver', with mode='process'; got {mp_context!r} "
+                f"with mode={mode!r}"
+            )
         if on_demand and mode in ("sync", "asyncio"):
             raise ValueError(
                 f"on_demand mode is not supported for {mode.capitalize()} mode: it needs a mode that can start "
@@ -183,6 +192,7 @@ class Worker:
             blocking=blocking,
             unwrap_futures=unwrap_futures,
             actor_options=actor_options,
+            mp_context=mp_context,
             pool_options=pool_options,
         )
 
