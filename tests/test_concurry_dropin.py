@@ -409,3 +409,18 @@ def test_mp_context_is_checked_and_reported() -> None:
     for mode, context in [("process", "invalid"), ("thread", "spawn")]:
         with pytest.raises(ValueError, match="mp_context must be"):
             Plain.options(mode=mode, mp_context=context)
+
+
+@pytest.mark.parametrize("mode", ["sync", "thread", "process"])
+def test_task_with_limits_passes_them_to_a_limits_parameter(mode: str) -> None:
+    @task(mode=mode, limits=[ResourceLimit(key="slots", capacity=2)])
+    def held(x: int, limits: Any) -> tuple[int, float]:
+        with limits.acquire(requested={"slots": 1}):
+            return x, limits.available("slots")  # the pool's budget: one of two is held
+
+    try:
+        assert held(7).result(timeout=60) == (7, 1)
+        own = LimitSet([ResourceLimit(key="slots", capacity=5)])
+        assert held.submit(8, limits=own).result(timeout=60) == (8, 4)  # a caller's set wins
+    finally:
+        held.stop()
