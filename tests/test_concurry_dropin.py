@@ -8,6 +8,8 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import threading
+import time
 import warnings
 from typing import Any
 
@@ -45,7 +47,11 @@ def test_rate_limits_take_window_and_named_windows() -> None:
     assert RateLimit(key="t", window=60, capacity=100).window == 60.0
     assert RateLimit(key="t", window="minute", capacity=1).window_seconds == 60.0
     assert RateLimit(key="t", per="per_hour", capacity=1).window == 3600.0
-    assert RateLimit(key="t", window_seconds=2, capacity=1).window == 2.0  # the older spelling
+    # The older spelling works and warns, as in concurry 0.13, at the caller's line.
+    with pytest.warns(DeprecationWarning, match="window_seconds= is deprecated") as caught:
+        assert RateLimit(key="t", window_seconds=2, capacity=1).window == 2.0
+        assert CallLimit(window_seconds=3, capacity=1).window == 3.0
+    assert [w.filename for w in caught] == [__file__, __file__]
     assert CallLimit(window=1, capacity=10).key == "call_count"
     with pytest.raises(ValueError, match="window_seconds"):
         RateLimit(key="t", window=1, window_seconds=2, capacity=1)
@@ -122,6 +128,17 @@ def test_task_worker_with_a_bound_function(mode: str) -> None:
         unbound.submit(None)
     assert unbound.submit(square, 3).result() == 9
     unbound.stop()
+
+
+def test_sync_mode_calls_return_sync_futures() -> None:
+    # concurry: a sync-mode call runs in submit and returns a SyncFuture; other modes do not.
+    pool = TaskWorker.options(mode="sync").init()
+    ok, failed = pool.submit(abs, -3), pool.submit(int, "x")
+    assert type(ok) is SyncFuture and ok.done() and ok.result() == 3
+    assert type(failed) is SyncFuture and isinstance(failed.exception(), ValueError)
+    pool.stop()
+    with TaskWorker.options(mode="thread").init() as threads:
+        assert not isinstance(threads.submit(abs, -3), SyncFuture)
 
 
 def test_task_decorator_and_executor() -> None:
@@ -328,3 +345,82 @@ class Layered(Worker):
 def test_retries_apply_to_calls_between_methods(mode: str) -> None:
     with Layered.options(mode=mode, num_retries={"*": 0, "inner": 3}, **FAST).init() as pool:
         assert pool.outer().result(timeout=30) == 30
+
+
+def test_a_started_pool_is_read_only() -> None:
+    # concurry's proxies are frozen models: setting a public attribute raises.
+    class Counter(Worker):
+        def one(self) -> int:
+            return 1
+
+    pool = Counter.options(mode="thread").init()
+    try:
+        for name, value in [("worker_cls", Counter), ("blocking", True), ("max_workers", 5), ("mode", "sync")]:
+            with pytest.raises(AttributeError, match=f"immutable: cannot set '{name}'"):
+                setattr(pool, name, value)
+        assert pool.mode == "thread" and pool.max_workers == 1
+        pool.resize(2)  # the pool's own methods still change it
+        assert pool.max_workers == 2 and pool.one().result(timeout=30) == 1
+    finally:
+        pool.stop()
+
+
+@pytest.mark.parametrize("on_demand", [False, True])
+def test_stop_cancels_queued_calls_and_finishes_running_ones(on_demand: bool) -> None:
+    # concurry's stop(): what waits in the queue is cancelled, what runs finishes.
+    gate = threading.Event()
+
+    class Gated(Worker):
+        def hold(self) -> str:
+            gate.wait(30)
+            return "ran"
+
+        def quick(self, i: int) -> int:
+            return i
+
+    pool = Gated.options(mode="thread", max_workers=1, on_demand=on_demand).init()
+    running = pool.hold()
+    deadline = time.monotonic() + 30
+    while not running.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running.running()
+    queued = [pool.quick(i) for i in range(3)]
+    stopper = threading.Thread(target=pool.stop)
+    stopper.start()
+    while not all(f.cancelled() for f in queued) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert [f.cancelled() for f in queued] == [True, True, True]
+    assert running.result(timeout=30) == "ran"
+
+
+def test_mp_context_is_checked_and_reported() -> None:
+    class Plain(Worker):
+        def pid(self) -> int:
+            return os.getpid()
+
+    pool = Plain.options(mode="process", mp_context="fork").init()
+    try:
+        assert pool.mp_context == "fork" and pool.pid().result(timeout=60) != os.getpid()
+    finally:
+        pool.stop()
+    for mode, context in [("process", "invalid"), ("thread", "spawn")]:
+        with pytest.raises(ValueError, match="mp_context must be"):
+            Plain.options(mode=mode, mp_context=context)
+
+
+@pytest.mark.parametrize("mode", ["sync", "thread", "process"])
+def test_task_with_limits_passes_them_to_a_limits_parameter(mode: str) -> None:
+    @task(mode=mode, limits=[ResourceLimit(key="slots", capacity=2)])
+    def held(x: int, limits: Any) -> tuple[int, float]:
+        with limits.acquire(requested={"slots": 1}):
+            return x, limits.available("slots")  # the pool's budget: one of two is held
+
+    try:
+        assert held(7).result(timeout=60) == (7, 1)
+        own = LimitSet([ResourceLimit(key="slots", capacity=5)])
+        assert held.submit(8, limits=own).result(timeout=60) == (8, 4)  # a caller's set wins
+    finally:
+        held.stop()

@@ -203,7 +203,7 @@ def test_three_pool_pipeline_and_failed_arguments() -> None:
 def test_shared_rate_limit_makes_later_calls_wait() -> None:
     # The guide: 10 workers share 1000 tokens/min; 20 calls of 100 -> 10 at once, then refill.
     # Scaled down: 2 workers share 300 tokens per 0.5 s; 6 calls of 100.
-    limits = [RateLimit(key="tokens", window_seconds=0.5, capacity=300)]
+    limits = [RateLimit(key="tokens", window=0.5, capacity=300)]
     with APIWorker.options(mode=MODE, max_workers=2, limits=limits).init(api_key="my-key") as pool:
         results = [f.result() for f in [pool.call_api("/users", tokens=100) for _ in range(6)]]
     times = sorted(r["at"] for r in results)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import threading
 import time
 from typing import Any
 
@@ -100,8 +101,10 @@ def test_backoff_algorithms() -> None:
     assert [round(exp.wait(a), 6) for a in (1, 2, 3)] == [0.1, 0.2, 0.4]
     assert [round(lin.wait(a), 6) for a in (1, 2, 3)] == [0.1, 0.2, 0.3]
     assert [round(fixed.wait(a), 6) for a in (1, 2, 3)] == [0.1, 0.1, 0.1]
+    # Full jitter, as concurry: any jitter draws from [0, the algorithm's wait].
     jittered = RetryConfig.build(retry_wait=1.0, retry_jitter=0.5)
-    assert all(0.5 <= jittered.wait(1) <= 1.5 for _ in range(100))
+    waits = [jittered.wait(2) for _ in range(200)]
+    assert all(0.0 <= w <= 2.0 for w in waits) and min(waits) < 0.5 and max(waits) > 1.5
     fib = RetryConfig.build(retry_algorithm="fibonacci", retry_wait=0.1, retry_jitter=0)  # concurry 0.13 has it
     assert [round(fib.wait(a), 6) for a in (1, 2, 3, 4)] == [0.1, 0.1, 0.2, 0.3]
     with pytest.raises(ValueError):
@@ -172,3 +175,51 @@ def test_progress_bars_on_map_futures_and_inside_workers(capsys: pytest.CaptureF
     bar.update(3)
     assert bar.n == 3
     bar.close()
+
+
+# -- async and blocking functions ------------------------------------------------------------
+
+_ASYNC_ATTEMPTS: dict[str, int] = {}
+
+
+async def _async_flaky(key: str, failures: int) -> int:
+    _ASYNC_ATTEMPTS[key] = _ASYNC_ATTEMPTS.get(key, 0) + 1
+    await asyncio.sleep(0)
+    if _ASYNC_ATTEMPTS[key] <= failures:
+        raise ConnectionError(f"attempt {_ASYNC_ATTEMPTS[key]} of {key}")
+    return _ASYNC_ATTEMPTS[key]
+
+
+@pytest.mark.parametrize("mode", ["sync", "thread", "asyncio", "process"])
+def test_task_worker_awaits_and_retries_async_functions(mode: str) -> None:
+    key = f"{mode}-{time.monotonic_ns()}"
+    with TaskWorker.options(mode=mode, num_retries=3, **FAST).init() as pool:
+        assert pool.submit(_async_flaky, key, 2).result(timeout=60) == 3  # two failures retried
+        with pytest.raises(ConnectionError, match="attempt 4"):
+            pool.submit(_async_flaky, key + "-hopeless", 9).result(timeout=60)
+
+
+def test_asyncio_task_worker_runs_blocking_functions_in_threads() -> None:
+    # Both calls wait for each other: they pass the barrier only if they run at the same time
+    # (on the event loop itself the first would block the second until its barrier broke).
+    barrier = threading.Barrier(2, timeout=30)
+    loop_threads: set[str] = set()
+
+    def meet(x: int) -> int:
+        barrier.wait()
+        return x
+
+    async def on_loop(x: int) -> int:
+        loop_threads.add(threading.current_thread().name)
+        await asyncio.sleep(0)
+        return x
+
+    before = set(threading.enumerate())
+    with TaskWorker.options(mode="asyncio", max_concurrency=4).init() as pool:
+        futures = [pool.submit(meet, 1), pool.submit(meet, 2), pool.submit(on_loop, 3)]
+        assert [f.result(timeout=60) for f in futures] == [1, 2, 3]
+    assert [name.startswith("stateful-pool-asyncio-") for name in loop_threads] == [True]
+    deadline = time.monotonic() + 30
+    while (left := [t for t in set(threading.enumerate()) - before if t.is_alive()]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == []  # the call threads were joined when the worker ended

@@ -29,11 +29,9 @@ to assert what the pool does instead):
   is not: the worker keeps serving).
 * ``test_exit_at_task_unpickle``: likewise, an argument whose unpickling raises ``SystemExit``
   fails its task with that ``SystemExit`` and the worker keeps serving.
-* ``TestAsyncioWait.test_first_completed``, ``test_first_exception``,
-  ``test_first_exception_some_already_complete``, ``test_timeout`` and
-  ``TestAsyncioExecutor.test_map_timeout`` (skipped, see ``ASYNCIO_DEVIATIONS``; one cause,
-  flaky rather than failing every time): in asyncio mode a plain blocking function runs on the worker's one
-  event loop, so two blocking calls never overlap; these tests time overlapping ``sleep``s.
+
+None in asyncio mode: a ``TaskWorker``'s plain functions run in threads of the worker's event
+loop (``run_in_executor``), so blocking calls overlap there as in a thread pool.
 """
 
 from __future__ import annotations
@@ -106,17 +104,6 @@ DEVIATIONS = {
     "test_exit_at_task_unpickle": "an argument whose unpickling raises SystemExit raises it; not broken",
 }
 
-# In asyncio mode a plain (blocking) function runs on the worker's one event loop: calls that
-# block do not overlap, which these timing tests of WaitTests assume.
-_BLOCKING = "asyncio mode: blocking calls hold the one event loop, so they do not overlap"
-ASYNCIO_DEVIATIONS = {
-    "test_first_completed": _BLOCKING,
-    "test_first_exception": _BLOCKING,
-    "test_timeout": _BLOCKING,
-    "test_map_timeout": _BLOCKING,
-    "test_first_exception_some_already_complete": _BLOCKING,
-}
-
 _INTERNALS = "tests the stdlib's internals"
 SKIPPED = {
     "test_processes_terminate": f"{_INTERNALS} (_processes)",
@@ -184,8 +171,6 @@ class _NoLeaksMixin(cf.ExecutorMixin):  # type: ignore[misc,name-defined]
         name = self._testMethodName
         if name in SKIPPED:
             self.skipTest(SKIPPED[name])
-        if getattr(self, "mode", None) == "asyncio" and name in ASYNCIO_DEVIATIONS:
-            self.skipTest(f"DEVIATION: {ASYNCIO_DEVIATIONS[name]}")
         self._threads_before = set(threading.enumerate())
         self._children_before = child_pids()
         super().setUp()

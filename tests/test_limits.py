@@ -78,7 +78,7 @@ def test_bad_specs_and_requests_raise() -> None:
     with pytest.raises(ValueError, match="unknown limit algorithm"):
         _core.CoreLimits([("bogus", 1.0, 1)])
     with pytest.raises(ValueError):
-        RateLimit(key="x", window_seconds=0, capacity=1)
+        RateLimit(key="x", window=0, capacity=1)
     table = _core.CoreLimits([("gcra", 1.0, 3)])
     with pytest.raises(ValueError, match="capacity 3"):
         table.try_acquire(0, 4)
@@ -87,9 +87,7 @@ def test_bad_specs_and_requests_raise() -> None:
 
 
 def test_acquire_update_refunds_unused_tokens() -> None:
-    limits = LimitSet(
-        [RateLimit(key="tokens", window_seconds=60, capacity=100), CallLimit(window_seconds=60, capacity=5)]
-    )
+    limits = LimitSet([RateLimit(key="tokens", window=60, capacity=100), CallLimit(window=60, capacity=5)])
     with limits.acquire(requested={"tokens": 100}) as acq:
         assert acq.granted == {"tokens": 100, "call_count": 1}
         acq.update(usage={"tokens": 80})
@@ -162,7 +160,7 @@ def _assert_bucket_bound(grants: list[tuple[int, int, int, int]], capacity: int,
 
 @pytest.mark.parametrize("algorithm", ["token_bucket", "gcra"])
 def test_two_processes_never_exceed_a_shared_rate_limit_together(algorithm: str) -> None:
-    limit = RateLimit(key="tokens", window_seconds=0.2, capacity=10, algorithm=algorithm)
+    limit = RateLimit(key="tokens", window=0.2, capacity=10, algorithm=algorithm)
     with Hammer.options(mode="process", max_workers=2, limits=[limit]).init() as pool:
         runs = [pool.hammer(0.6, "tokens", 2) for _ in range(2)]
         results = [f.result() for f in runs]

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -54,15 +55,34 @@ def worker(cls: type | None = None, /, **options: Any) -> Any:
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turns a function into a pool of :class:`TaskWorker` bound to it: ``f(*args)`` and
     ``f.submit(*args)`` return futures (values with ``blocking=True``), ``f.map(xs)`` yields
-    results; ``f.stop()`` ends the pool."""
+    results; ``f.stop()`` ends the pool. With ``limits=``, a function that has a ``limits``
+    parameter receives the pool's :class:`LimitSet` there (unless the call passes one)."""
 
     def decorate(function: Callable[..., Any]) -> TaskPool:
-        pool = TaskWorker.options(**options).init(fn=function)
+        configured = TaskWorker.options(**options)
+        bound = function
+        limits = configured.options.get("limits")
+        if options.get("limits") is not None and "limits" in _parameters(function):
+            # The set made by options(): its budget is the pool's (shared memory in every mode).
+            bound = functools.partial(_with_limits, function, limits)
+        pool = configured.init(fn=bound)
         assert isinstance(pool, TaskPool)
         functools.update_wrapper(pool, function, updated=())
         return pool
 
     return decorate if fn is None else decorate(fn)
+
+
+def _parameters(function: Callable[..., Any]) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
+def _with_limits(function: Callable[..., Any], limits: Any, /, *args: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("limits", limits)
+    return function(*args, **kwargs)
 
 
 def Executor(

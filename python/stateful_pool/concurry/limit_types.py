@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
 from .constants import RateLimitAlgorithm, RateWindow
@@ -17,9 +18,10 @@ _log = logging.getLogger("stateful_pool.concurry.limits")
 _NO_WINDOW = object()
 
 
-def _window_seconds(key: str, window: Any, per: Any, window_seconds: Any) -> float:
+def _window_seconds(key: str, window: Any, per: Any, window_seconds: Any, stacklevel: int) -> float:
     """The window of a rate limit from ``window=`` (concurry 0.13's keyword), its alias
-    ``per=`` or the older ``window_seconds=``: seconds, or a :class:`RateWindow` name."""
+    ``per=`` or the older ``window_seconds=`` (a ``DeprecationWarning`` at the caller's line
+    ``stacklevel`` frames up, as concurry 0.13 warns): seconds, or a :class:`RateWindow` name."""
     named = (("window", window), ("per", per), ("window_seconds", window_seconds))
     given = [name for name, v in named if v is not None]
     if len(given) > 1:
@@ -27,6 +29,11 @@ def _window_seconds(key: str, window: Any, per: Any, window_seconds: Any) -> flo
             f"RateLimit {key!r}: pass one of window= (per= is its alias, window_seconds= deprecated), got {given}"
         )
     if window_seconds is not None:
+        warnings.warn(
+            f"RateLimit {key!r}: window_seconds= is deprecated, use window= (same value)",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
         value: Any = window_seconds
     elif per is not None:
         value = per
@@ -91,7 +98,9 @@ class RateLimit:
         if capacity is None:
             raise TypeError(f"RateLimit {key!r} needs capacity=")
         self.key = key
-        self.window = self.window_seconds = _window_seconds(key, window, per, window_seconds)
+        # The caller's line: two frames up, or three from CallLimit's __init__.
+        stacklevel = 4 if isinstance(self, CallLimit) else 3
+        self.window = self.window_seconds = _window_seconds(key, window, per, window_seconds, stacklevel)
         self.capacity = _rate_capacity(capacity, type(self).__name__)
         self.algorithm = RateLimitAlgorithm.from_str(algorithm)
 

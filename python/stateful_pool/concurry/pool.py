@@ -30,6 +30,7 @@ from .constants import LoadBalancingAlgorithm
 from .futures import when_resolved
 from .limits import LimitSet
 from .retry import PerMethodRetry, RetryConfig
+from .synch import SyncFuture
 from .worker import Worker, WorkerHost, host_class, public_methods
 
 __all__ = ["WorkerPool"]
@@ -130,9 +131,11 @@ class _Backend:
 
     def stop(self, timeout: float | None) -> None:
         if timeout is None:
-            self.spool.shutdown(wait=True)
+            self.spool.shutdown(wait=True, cancel_pending=True)
             return
-        graceful = threading.Thread(target=self.spool.shutdown, name="concurry-stop", daemon=True)
+        graceful = threading.Thread(
+            target=self.spool.shutdown, kwargs={"cancel_pending": True}, name="concurry-stop", daemon=True
+        )
         graceful.start()
         graceful.join(timeout)
         if graceful.is_alive():
@@ -191,6 +194,7 @@ class WorkerPool:
         blocking: bool = False,
         unwrap_futures: bool = True,
         actor_options: dict[str, Any] | None = None,
+        mp_context: str | None = None,
         pool_options: dict[str, Any] | None = None,
     ):
         balancer = load_balancing or ("random" if on_demand else "round_robin")
@@ -213,6 +217,7 @@ class WorkerPool:
         self.on_demand = on_demand
         self.max_queued_tasks = max_queued_tasks
         self.actor_options = actor_options
+        self.mp_context = mp_context
         self.limits = limits if limits is not None else LimitSet()
         self._algorithm = _BALANCERS[balancer]
         self._blocking = blocking
@@ -232,6 +237,14 @@ class WorkerPool:
         # Completers hold the backend, never this pool: a pool nobody references is collected,
         # finishes its queued calls and stops (like a dropped executor).
         weakref.finalize(self, self._backend.abandon).atexit = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # As concurry's proxies (frozen models): a started pool's configuration is read-only.
+        if "_generation" in self.__dict__ and not name.startswith("_"):
+            raise AttributeError(
+                f"{type(self).__name__} is immutable: cannot set {name!r} (configure the pool with options())"
+            )
+        object.__setattr__(self, name, value)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -270,6 +283,8 @@ class WorkerPool:
         future = self._backend.submit(method, args, kwargs)
         latencies = self._latencies
         future.add_done_callback(lambda _: latencies.append(time.perf_counter() - start))
+        if self.mode == "sync" and future.done() and not future.cancelled():
+            return SyncFuture.of(future)  # the call ran in submit: concurry's future class for it
         return future
 
     # -- management ----------------------------------------------------------------------
@@ -283,7 +298,7 @@ class WorkerPool:
         if self._generation != _lifecycle.GENERATION:
             raise _lifecycle.forked_error()
         self._backend.resize(n)
-        self.max_workers = n
+        object.__setattr__(self, "max_workers", n)  # public attributes are read-only to users
 
     def get_pool_stats(self) -> WorkerPoolStats:
         """``total_workers``, ``max_workers``, ``on_demand``, ``stopped``, ``mode``,
@@ -343,8 +358,9 @@ class WorkerPool:
         return self._backend.spool
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stops the pool after the queued and running calls finish; with ``timeout``, kills
-        the workers still busy after that many seconds. Idempotent. In a child made by
+        """Stops the pool as concurry does: queued calls are cancelled, running ones finish;
+        with ``timeout``, the workers still busy after that many seconds are killed (their
+        calls fail with :class:`PoolShutDownError`). Idempotent. In a child made by
         ``os.fork()``, an inherited pool is the parent's: this only marks it stopped."""
         if self._stopped:
             return

@@ -145,7 +145,8 @@ class RetryConfig:
             base = self.retry_wait * a
         else:
             base = self.retry_wait
-        return max(0.0, base * (1 + random.uniform(-self.retry_jitter, self.retry_jitter)))
+        # concurry's "full jitter" (AWS): any jitter draws the wait uniformly from [0, base].
+        return random.uniform(0.0, base) if self.retry_jitter > 0 else max(0.0, base)
 
     def should_retry(self, exc: BaseException, context: dict[str, Any]) -> bool:
         """Whether ``exc`` matches ``retry_on`` (a type it is an instance of, or a predicate

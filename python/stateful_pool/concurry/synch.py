@@ -50,6 +50,12 @@ class SyncFuture(Future):  # type: ignore[type-arg]
         else:
             self.set_result(result_value)
 
+    @classmethod
+    def of(cls, done: Future[Any]) -> SyncFuture:
+        """The outcome of the finished future ``done`` (a sync-mode call's) as a ``SyncFuture``."""
+        exc = done.exception(timeout=0)
+        return cls(exception_value=exc) if exc is not None else cls(result_value=done.result(timeout=0))
+
 
 class _Options(TypedDict, total=False):
     timeout: float | None

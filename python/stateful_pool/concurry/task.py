@@ -39,18 +39,27 @@ class TaskWorker(Worker):
         del fn  # a bound function stays with the pool, which sends it with each call
         self._functions: dict[bytes, Callable[..., Any]] = {}
 
+    _function_method: ClassVar[str | None] = "run"
+
     def run(self, fn_blob: bytes | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Runs the cloudpickled ``fn_blob`` with the arguments (the function is unpickled
-        once per worker); in-process modes pass the function itself (its closure is shared,
-        as the caller expects)."""
-        if not isinstance(fn_blob, bytes):
-            return fn_blob(*args, **kwargs)
-        fn = self._functions.get(fn_blob)
+        """Runs the cloudpickled ``fn_blob`` with the arguments (through a pool, the host runs
+        the function itself: see ``WorkerHost.invoke``)."""
+        return self._function(fn_blob)(*args, **kwargs)
+
+    def _function(self, handle: Any) -> Callable[..., Any]:
+        """The function ``handle`` stands for: a cloudpickle (unpickled once per worker), or
+        the function itself in the in-process modes (its closure is shared, as the caller
+        expects)."""
+        if not isinstance(handle, bytes):
+            if not callable(handle):
+                raise TypeError(f"expected a function, got {type(handle).__name__}")
+            return handle  # type: ignore[no-any-return]
+        fn = self._functions.get(handle)
         if fn is None:
             if len(self._functions) > 64:
                 self._functions.clear()
-            fn = self._functions[fn_blob] = cloudpickle.loads(fn_blob)
-        return fn(*args, **kwargs)
+            fn = self._functions[handle] = cloudpickle.loads(handle)
+        return fn
 
 
 class TaskPool(WorkerPool, concurrent.futures.Executor):

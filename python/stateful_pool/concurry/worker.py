@@ -35,6 +35,7 @@ _CLASS_OPTIONS = frozenset(
     {"mode", "max_workers", "load_balancing", "max_queued_tasks", "on_demand", "limits", "blocking"}
     | {"unwrap_futures"}
     | {"num_retries", "retry_algorithm", "retry_wait", "retry_jitter", "retry_on", "retry_until", "actor_options"}
+    | {"mp_context"}
 )
 _DEFAULT_QUEUED = {"process": 100, "ray": 3}
 _MODES = {"Sync": "sync", "Asyncio": "asyncio", "Threads": "thread", "Processes": "process", "Ray": "ray"}
@@ -68,6 +69,12 @@ class Worker:
     _class_options: ClassVar[dict[str, Any]] = {}
     _auto_init: ClassVar[bool] = False
     _method_aliases: ClassVar[dict[str, str]] = {}
+    # The method that runs a function it is given (``TaskWorker.run``): its first argument is
+    # resolved by ``_function`` and the function itself is what is retried (and awaited).
+    _function_method: ClassVar[str | None] = None
+
+    def _function(self, handle: Any) -> Callable[..., Any]:
+        raise NotImplementedError
 
     def __init_subclass__(cls, **options: Any) -> None:
         """``class X(Worker, mode="thread", max_workers=4, auto_init=True)``: the class keywords
@@ -118,6 +125,7 @@ class Worker:
         blocking: bool = False,
         unwrap_futures: bool = True,
         actor_options: dict[str, Any] | None = None,
+        mp_context: str | None = None,
         **pool_options: Any,
     ) -> WorkerOptions:
         """How to run this worker; ``.init(*args, **kwargs)`` then starts the pool.
@@ -139,6 +147,8 @@ class Worker:
             unwrap_futures: futures among a call's arguments are replaced by their results
                 (default); ``False`` passes them as they are.
             actor_options: Ray actor options, passed on where a Ray mode exists.
+            mp_context: ``"spawn"``, ``"fork"`` or ``"forkserver"`` for ``mode="process"``:
+                checked and reported (``pool.mp_context``); workers are always fresh interpreters.
             pool_options: further :class:`~stateful_pool.SPool` options (``task_timeout``, ...).
         """
         blocking, on_demand, unwrap_futures = _flag(blocking), _flag(on_demand), _flag(unwrap_futures)
@@ -160,6 +170,11 @@ class Worker:
         if isinstance(retry, PerMethodRetry):
             retry.check_methods(public_methods(cls), cls.__name__)
         mode = mode_name(mode)
+        if mp_context is not None and (mode != "process" or mp_context not in ("spawn", "fork", "forkserver")):
+            raise ValueError(
+                f"mp_context must be 'spawn', 'fork' or 'forkserver', with mode='process'; got {mp_context!r} "
+                f"with mode={mode!r}"
+            )
         if on_demand and mode in ("sync", "asyncio"):
             raise ValueError(
                 f"on_demand mode is not supported for {mode.capitalize()} mode: it needs a mode that can start "
@@ -177,6 +192,7 @@ class Worker:
             blocking=blocking,
             unwrap_futures=unwrap_futures,
             actor_options=actor_options,
+            mp_context=mp_context,
             pool_options=pool_options,
         )
 
@@ -236,7 +252,7 @@ class WorkerHost(SWorker):
         wrapped = set()
         for name in public_methods(self.worker_cls):
             config = self.retry.for_method(name)
-            if not (config.num_retries or config.retry_until):
+            if name == self.worker_cls._function_method or not (config.num_retries or config.retry_until):
                 continue
             original = getattr(instance, name)
             context = self._context(name)
@@ -269,20 +285,32 @@ class WorkerHost(SWorker):
         check_method_name(method)
         if method in _RESERVED:
             raise AttributeError(f"{self.worker_cls.__name__} has no method {method!r} callable through a pool")
+        runs_function = method == self.worker_cls._function_method
         try:
             fn = getattr(self.instance, method)
         except AttributeError:
             raise AttributeError(f"{self.worker_cls.__name__} has no method {method!r}") from None
+        if runs_function:  # the function given is what runs, is retried and is awaited
+            fn, args = self.instance._function(args[0] if args else None), args[1:]
         # A method wrapped on the instance retries by itself.
         config = RetryConfig() if method in getattr(self, "retried", ()) else self.retry.for_method(method)
-        context = self._context(method)
+        call = RetriedCall(fn, args, kwargs, config, **self._context(method))
         if inspect.iscoroutinefunction(fn):
-            coro = RetriedCall(fn, args, kwargs, config, **context).run_async()
-            return coro if self.worker_mode == "asyncio" else run_to_completion(coro)
-        result = RetriedCall(fn, args, kwargs, config, **context).run()
+            return call.run_async() if self.worker_mode == "asyncio" else run_to_completion(call.run_async())
+        if runs_function and self.worker_mode == "asyncio":
+            return self._run_off_loop(call)
+        result = call.run()
         if inspect.isawaitable(result) and self.worker_mode != "asyncio":
             return run_to_completion(result)
         return result
+
+    @staticmethod
+    async def _run_off_loop(call: RetriedCall) -> Any:
+        """Runs a plain function (with its retries) in a thread of the event loop's default
+        executor, so blocking functions overlap as in a thread pool while coroutines share the
+        loop (the asyncio host gives every call a thread and joins them when it ends)."""
+        result = await asyncio.get_running_loop().run_in_executor(None, call.run)
+        return await result if inspect.isawaitable(result) else result
 
 
 _constructing = threading.local()

@@ -12,6 +12,7 @@ go on: the call fails with ``WorkerCrashedError`` and the worker is started agai
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
 import functools
 import inspect
@@ -177,9 +178,57 @@ def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
 
 def launch_asyncio(channel: Any, init: Any) -> None:
     """Launcher for ``mode="asyncio"``: one event loop thread per worker; its lanes
-    (``max_concurrency``) put up to that many calls in flight on the loop."""
+    (``max_concurrency``) put up to that many calls in flight on the loop. A call may return
+    an awaitable (a coroutine, or a ``run_in_executor`` future for blocking work): the host
+    awaits it; the loop's default executor is shut down, its threads joined, when the host ends."""
     name = f"stateful-pool-asyncio-{decode_init(init)[0].__name__}"
     threading.Thread(target=_serve_asyncio, args=(channel, init), name=name, daemon=True).start()
+
+
+class CallThreads(concurrent.futures.ThreadPoolExecutor):
+    """An asyncio host's default executor (``run_in_executor(None, ...)``): a thread for each
+    call, all joined by ``shutdown``. Unlike its base class it keeps taking calls during
+    interpreter shutdown (the stdlib's executors refuse them, and the pool lets submitted work
+    finish at exit); a ``ThreadPoolExecutor`` still, as ``loop.set_default_executor`` requires.
+    Calls in flight are bounded by the worker's lanes."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(max_workers=1)  # makes no thread; only this class's own are used
+        self._name = name
+        self._calls: set[threading.Thread] = set()
+        self._calls_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Runs ``fn(*args, **kwargs)`` in a new thread; returns its future."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        result = fn(*args, **kwargs)
+                    except BaseException as exc:
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+            finally:
+                with self._calls_lock:
+                    self._calls.discard(thread)
+
+        thread = threading.Thread(target=call, name=self._name, daemon=True)
+        with self._calls_lock:
+            self._calls.add(thread)
+        thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Waits (with ``wait``) for the calls still running; there is never a queue."""
+        while wait:
+            with self._calls_lock:
+                running = next(iter(self._calls), None)
+            if running is None:
+                return
+            running.join()
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -189,6 +238,7 @@ async def _maybe_await(value: Any) -> Any:
 def _serve_asyncio(channel: Any, init: Any) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    loop.set_default_executor(CallThreads(f"{threading.current_thread().name}-call"))
     try:
         try:
             worker_cls, args, kwargs = decode_init(init)
@@ -257,5 +307,10 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
         if tasks:
             loop.run_until_complete(asyncio.gather(*tasks.values(), return_exceptions=True))
     finally:
-        loop.close()
-        channel.exited()
+        try:
+            # Calls the worker ran with run_in_executor (a TaskWorker's plain functions) end
+            # here: the host leaves no thread behind (CallThreads.shutdown joins them).
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            channel.exited()
