@@ -138,7 +138,7 @@ impl<C: Clock> SharedLimits<C> {
     /// Waits until every limit of `requests` grants (all or nothing, as
     /// [`try_acquire_all`](SharedLimits::try_acquire_all)), parked on the table between
     /// attempts: woken when units are given back, or when the refusing rate limit has refilled.
-    /// Every [`SLICE`] (50 ms) at most, `keep_waiting` is asked whether to go on (a caller
+    /// Every 50 ms at most, `keep_waiting` is asked whether to go on (a caller
     /// checks for signals there). A leaky bucket's delay is waited out before returning.
     ///
     /// # Errors

@@ -23,7 +23,7 @@ pub enum LimitError {
         /// How many limits there are.
         count: usize,
     },
-    /// Semaphore units are held through a lease ([`SharedLimits::try_lease`]), so that they can
+    /// Semaphore units are held through a lease ([`super::SharedLimits::try_lease`]), so that they can
     /// be given back when their holder dies.
     #[error("limit #{0} is a resource limit: hold its units with a lease")]
     NeedsLease(usize),

@@ -31,7 +31,7 @@ pub enum FrameKind {
     /// Worker → supervisor: setup or the call raised; payload is a [`RaisedPayload`].
     Raised = 12,
     /// Worker → supervisor, while a call runs: a request for the pool's upcall handler (see
-    /// [`super::upcall`]), id 0. The worker waits for the [`FrameKind::UpcallReply`] before it
+    /// `src/process/upcall.rs`), id 0. The worker waits for the [`FrameKind::UpcallReply`] before it
     /// sends anything else.
     Upcall = 13,
 }
