@@ -58,6 +58,10 @@ def _spool_options(mode: str, load_balancing: str, extra: dict[str, Any]) -> dic
         options["mode"] = mode
     if "load_balancing" in _SPOOL_PARAMS:
         options["load_balancing"] = load_balancing
+    if mode == "process" and "worker_output" in _SPOOL_PARAMS:
+        # concurry's workers (and the executors built on them, stand-ins for
+        # ProcessPoolExecutor) write their output as it is.
+        options.setdefault("worker_output", "plain")
     if mode == "process" and options.get("start_method", "zygote") == "zygote" and "preload" in _SPOOL_PARAMS:
         # Every worker runs this package's host: imported once in the zygote, not in each
         # worker (about 0.3 s each, which an on-demand pool would pay on every call).
