@@ -238,7 +238,8 @@ async def _maybe_await(value: Any) -> Any:
 def _serve_asyncio(channel: Any, init: Any) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.set_default_executor(CallThreads(f"{threading.current_thread().name}-call"))
+    call_threads = CallThreads(f"{threading.current_thread().name}-call")
+    loop.set_default_executor(call_threads)
     try:
         try:
             worker_cls, args, kwargs = decode_init(init)
@@ -309,8 +310,10 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
     finally:
         try:
             # Calls the worker ran with run_in_executor (a TaskWorker's plain functions) end
-            # here: the host leaves no thread behind (CallThreads.shutdown joins them).
-            loop.run_until_complete(loop.shutdown_default_executor())
+            # here: the host leaves no thread behind (CallThreads.shutdown joins them). Joined
+            # directly: a crashing call may have stopped the loop again, and a stopped loop
+            # cannot run `shutdown_default_executor`.
+            call_threads.shutdown(wait=True)
         finally:
             loop.close()
             channel.exited()
