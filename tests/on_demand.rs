@@ -214,7 +214,10 @@ fn a_graceful_shutdown_runs_what_is_queued_then_stops() {
 fn a_kill_fails_running_and_queued_tasks_and_stops() {
     let (pool, census) = pool(2, true);
     let handles: Vec<_> = (0..5).map(|i| pool.try_submit(i).unwrap()).collect();
-    eventually("two workers to hold two tasks", || pool.live_worker_ids().len() == 2 && pool.queued() == 3);
+    // Made, not only launched: a slot counts as live before its factory has run.
+    eventually("two workers to hold two tasks", || {
+        pool.live_worker_ids().len() == 2 && census.made.load(Ordering::SeqCst) == 2 && pool.queued() == 3
+    });
     pool.shutdown(ShutdownMode::Kill);
     let outcomes: Vec<_> = handles.into_iter().map(worker_pool::TaskHandle::wait).collect();
     // The running ones fail with ShutDown, the queued ones are cancelled.
