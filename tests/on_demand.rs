@@ -130,7 +130,10 @@ fn no_worker_runs_while_idle_and_each_task_gets_a_fresh_one() {
 fn the_cap_bounds_live_workers_and_queued_tasks_wait_for_capacity() {
     let (pool, census) = pool(3, true);
     let handles: Vec<_> = (0..20).map(|i| pool.try_submit(i).unwrap()).collect();
-    eventually("three workers to hold three tasks", || pool.live_worker_ids().len() == 3 && pool.queued() == 17);
+    // A launched slot counts as live before its factory runs, so wait for the factory calls too.
+    eventually("three workers to hold three tasks", || {
+        pool.live_worker_ids().len() == 3 && pool.queued() == 17 && census.made.load(Ordering::SeqCst) >= 3
+    });
     assert_eq!(census.made.load(Ordering::SeqCst), 3, "no worker beyond the cap");
     // One task at a time: each finished task makes room for exactly one fresh worker.
     for done in 1..=17 {
