@@ -77,6 +77,13 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def dev_shm() -> set[str]:
+    """What is in /dev/shm, less other programs' multiprocessing semaphores (``sem.mp-*``): this
+    package creates none (its shared memory is memfd, never in /dev/shm), and another test run on
+    the same machine may come and go with its own."""
+    return {name for name in os.listdir("/dev/shm") if not name.startswith("sem.mp-")}
+
+
 def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 

@@ -254,6 +254,32 @@ def test_retry_validation_error_keeps_every_result() -> None:
         Counter.options(mode="thread", retry_until="not callable")
 
 
+def test_retry_predicates_are_called_as_concurry_calls_them() -> None:
+    class Echo(Worker):
+        def echo(self, x: int) -> int:
+            return x
+
+        def fail(self) -> None:
+            raise ConnectionError("down")
+
+    seen: list[dict[str, object]] = []
+
+    def retry_on(**ctx: object) -> bool:  # keywords only: exception=..., attempt=..., ...
+        seen.append(ctx)
+        return False
+
+    def only_result(result: int) -> bool:  # no **context: concurry's call raises TypeError
+        return True
+
+    with Echo.options(mode="thread", num_retries=1, retry_on=retry_on, retry_until=only_result, **FAST).init() as pool:
+        with pytest.raises(RetryValidationError, match="unexpected keyword argument"):
+            pool.echo(1).result(timeout=30)
+        with pytest.raises(ConnectionError):
+            pool.fail().result(timeout=30)
+    assert isinstance(seen[0]["exception"], ConnectionError) and seen[0]["attempt"] == 1
+    assert seen[0]["method_name"] == "fail"
+
+
 # -- limits API, enums, missing methods, progress bars, validation -----------------------------
 
 
@@ -424,3 +450,18 @@ def test_task_with_limits_passes_them_to_a_limits_parameter(mode: str) -> None:
         assert held.submit(8, limits=own).result(timeout=60) == (8, 4)  # a caller's set wins
     finally:
         held.stop()
+
+
+def test_a_limit_set_made_for_threads_is_refused_by_process_workers() -> None:
+    class Dummy(Worker):
+        def run(self) -> int:
+            return 1
+
+    made_for_threads = LimitSet([CallLimit(window=1, capacity=10)], shared=True, mode="thread")
+    with pytest.raises(ValueError, match="not compatible with worker mode 'Processes'"):
+        Dummy.options(mode="process", limits=made_for_threads).init()
+    with Dummy.options(mode="thread", limits=made_for_threads).init() as pool:  # what it was made for
+        assert pool.run().result(timeout=30) == 1
+    shared = LimitSet([CallLimit(window=1, capacity=10)], shared=True)  # no mode: any worker may share it
+    with Dummy.options(mode="process", limits=shared).init() as pool:
+        assert pool.run().result(timeout=30) == 1

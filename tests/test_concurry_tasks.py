@@ -80,9 +80,9 @@ def test_retry_on_predicate_gets_exception_attempt_and_context() -> None:
 
 
 def test_retry_until_validates_results() -> None:
-    with Flaky.options(mode=MODE, num_retries=4, retry_until=lambda result: result >= 3, **FAST).init() as pool:
+    with Flaky.options(mode=MODE, num_retries=4, retry_until=lambda result, **_: result >= 3, **FAST).init() as pool:
         assert pool.count("x").result() == 3
-    with Flaky.options(mode=MODE, num_retries=1, retry_until=[lambda r: r > 10], **FAST).init() as pool:
+    with Flaky.options(mode=MODE, num_retries=1, retry_until=[lambda r, **_: r > 10], **FAST).init() as pool:
         with pytest.raises(RetryValidationError, match="after 2 attempts") as info:
             pool.count("y").result()
         assert info.value.result == 2

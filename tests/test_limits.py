@@ -4,11 +4,11 @@ LimitSet API, and two worker processes that never exceed a shared limit together
 from __future__ import annotations
 
 import itertools
-import os
 import pickle
 import time
 
 import pytest
+from conftest import dev_shm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stateful_pool import _core
@@ -67,8 +67,11 @@ def test_windows_never_grant_more_than_the_capacity_per_window(
     assert all(v <= capacity for v in per_window.values())
 
 
-def test_leaky_bucket_spaces_grants_without_bursts() -> None:
-    table = _core.CoreLimits([("leaky_bucket", 1.0, 4)])
+def test_leaky_bucket_meters_a_burst_and_the_queue_spaces_it() -> None:
+    meter = _core.CoreLimits([("leaky_bucket", 1.0, 4)])
+    assert [meter.try_acquire(0, 1, T0)[:2] for _ in range(4)] == [(True, 0.0)] * 4
+    assert meter.try_acquire(0, 1, T0)[0] is False
+    table = _core.CoreLimits([("leaky_bucket_queue", 1.0, 4)])
     delays = [table.try_acquire(0, 1, T0)[1] for _ in range(4)]
     assert delays == [0.0, 0.25, 0.5, 0.75]
     assert table.try_acquire(0, 1, T0)[0] is False
@@ -183,7 +186,7 @@ def test_two_processes_never_hold_a_shared_resource_at_once() -> None:
 
 
 def test_limits_leave_nothing_in_dev_shm() -> None:
-    before = set(os.listdir("/dev/shm"))
+    before = dev_shm()
     with Hammer.options(max_workers=1, limits=[ResourceLimit(key="db", capacity=1)]).init() as pool:
         pool.hammer(0.01, "db", 1).result()
-    assert set(os.listdir("/dev/shm")) <= before
+    assert dev_shm() <= before

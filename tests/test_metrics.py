@@ -24,6 +24,12 @@ class Timed(SWorker):
     def crash(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def hold(self, gate: str) -> int:
+        """Runs until the test creates ``gate``: busy for as long as the test needs."""
+        while not os.path.exists(gate):
+            time.sleep(0.005)
+        return os.getpid()
+
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
@@ -33,7 +39,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_metrics_count_outcomes_queue_workers_and_run_times() -> None:
+def test_metrics_count_outcomes_queue_workers_and_run_times(tmp_path: Any) -> None:
+    gate = str(tmp_path / "gate")
     with SPool(Timed) as pool:
         pool.spawn()
         pool.spawn()
@@ -42,7 +49,8 @@ def test_metrics_count_outcomes_queue_workers_and_run_times() -> None:
         pool.execute(0)  # a blocking call, through the direct lane
         with pytest.raises(WorkerCrashedError):
             pool.call("crash")
-        blocker = [pool.submit_execute(0.5) for _ in range(3)]
+        # Held until the metrics are read, however slow the machine: two run, one waits.
+        blocker = [pool.submit_call("hold", gate) for _ in range(3)]
         wait_until(lambda: pool.stats()["queued"] == 1, what="a task to queue")
         got: dict[Any, float] = samples(pool.metrics())
         assert got[("stateful_pool_tasks_total", (("outcome", "done"),))] == 7
@@ -56,6 +64,7 @@ def test_metrics_count_outcomes_queue_workers_and_run_times() -> None:
         assert got[("stateful_pool_task_run_seconds_bucket", (("le", "0.01"),))] <= 1
         assert got[("stateful_pool_task_run_seconds_bucket", (("le", "1.0"),))] == 7
         assert 0.12 <= got[("stateful_pool_task_run_seconds_sum", ())] < 7
+        open(gate, "w").close()
         for f in blocker:
             f.result(timeout=30)
 

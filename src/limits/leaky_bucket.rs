@@ -1,12 +1,17 @@
-//! Leaky bucket as a queue (a shaper): requests leave at exactly `capacity / window`, never in
-//! bursts. A grant reserves the next free slot and tells the caller how long to wait for it; a
-//! request is refused while the queue already holds a whole window of work.
+//! The leaky bucket, both ways, over one word: the time the queue of granted units runs dry.
+//! The queue drains at `capacity / window` and never holds more than a window of work (its
+//! `capacity`); a request that does not fit is refused with how long until it would.
+//!
+//! - As a meter (`shaped == false`, concurry's `LeakyBucket`): a grant that fits goes at once,
+//!   so bursts up to the capacity pass.
+//! - As a queue (a shaper, `shaped == true`): a grant reserves the next free slot and tells the
+//!   caller how long to wait for it, so requests leave evenly spaced, never in bursts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Decision, Params};
 
-pub(super) fn try_acquire(word: &AtomicU64, p: Params, amount: u64, now: u64) -> Decision {
+pub(super) fn try_acquire(word: &AtomicU64, p: Params, amount: u64, now: u64, shaped: bool) -> Decision {
     let cost = p.cost(amount);
     let mut next = word.load(Ordering::Acquire);
     loop {
@@ -16,7 +21,7 @@ pub(super) fn try_acquire(word: &AtomicU64, p: Params, amount: u64, now: u64) ->
             return Decision::Wait(end - now - p.window);
         }
         match word.compare_exchange_weak(next, end, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return Decision::Granted { token: start, delay: start - now },
+            Ok(_) => return Decision::Granted { token: start, delay: if shaped { start - now } else { 0 } },
             Err(seen) => next = seen,
         }
     }

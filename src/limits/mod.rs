@@ -101,8 +101,9 @@ pub enum Algorithm {
     TokenBucket,
     /// Generic cell rate algorithm (one theoretical arrival time); same traffic as the bucket.
     Gcra,
-    /// A shaper: grants are spaced evenly at `capacity / window`, never bursting; a grant can
-    /// come with a delay to wait before proceeding.
+    /// A leaky bucket as a meter (concurry's): a queue of at most `capacity` units that drains
+    /// at `capacity / window`. A request is granted at once while it fits, so it admits bursts
+    /// up to `capacity`.
     LeakyBucket,
     /// The weighted estimate of the units in the last `window`.
     SlidingWindow,
@@ -110,16 +111,21 @@ pub enum Algorithm {
     FixedWindow,
     /// At most `capacity` units held at once, until released (a resource limit).
     Semaphore,
+    /// A leaky bucket as a queue (a shaper): grants are spaced evenly at `capacity / window`,
+    /// never bursting; a grant can come with a delay to wait before proceeding.
+    LeakyQueue,
 }
 
 impl Algorithm {
-    const ALL: [Algorithm; 6] = [
+    // Appended, never reordered: a limit's code in the shared table is its place here.
+    const ALL: [Algorithm; 7] = [
         Algorithm::TokenBucket,
         Algorithm::Gcra,
         Algorithm::LeakyBucket,
         Algorithm::SlidingWindow,
         Algorithm::FixedWindow,
         Algorithm::Semaphore,
+        Algorithm::LeakyQueue,
     ];
 
     /// The name used by the Python API (`"token_bucket"`, `"gcra"`, ...).
@@ -132,6 +138,7 @@ impl Algorithm {
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::FixedWindow => "fixed_window",
             Algorithm::Semaphore => "semaphore",
+            Algorithm::LeakyQueue => "leaky_bucket_queue",
         }
     }
 
@@ -162,6 +169,7 @@ impl FromStr for Algorithm {
             "sliding_window" | "slidingwindow" => Ok(Algorithm::SlidingWindow),
             "fixed_window" | "fixedwindow" => Ok(Algorithm::FixedWindow),
             "semaphore" | "resource" => Ok(Algorithm::Semaphore),
+            "leaky_bucket_queue" | "leakybucketqueue" => Ok(Algorithm::LeakyQueue),
             _ => Err(LimitError::UnknownAlgorithm(s.to_owned())),
         }
     }
@@ -276,7 +284,7 @@ impl LimitSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Granted. `token` identifies the grant for [`SharedLimits::refund`]; `delay` is how many
-    /// nanoseconds the caller must wait before proceeding (only a leaky bucket sets it).
+    /// nanoseconds the caller must wait before proceeding (only a leaky bucket queue sets it).
     Granted {
         /// Identifies the grant (the window for windowed limits, the slot for a leaky bucket).
         token: u64,
@@ -524,7 +532,8 @@ impl<C: Clock> SharedLimits<C> {
         Ok(match spec.algorithm {
             Algorithm::TokenBucket => token_bucket::try_acquire(&state[0], p, amount, now),
             Algorithm::Gcra => gcra::try_acquire(&state[0], p, amount, now),
-            Algorithm::LeakyBucket => leaky_bucket::try_acquire(&state[0], p, amount, now),
+            Algorithm::LeakyBucket => leaky_bucket::try_acquire(&state[0], p, amount, now, false),
+            Algorithm::LeakyQueue => leaky_bucket::try_acquire(&state[0], p, amount, now, true),
             Algorithm::SlidingWindow => sliding_window::try_acquire(state, p, amount, now),
             Algorithm::FixedWindow => fixed_window::try_acquire(&state[0], p, amount, now),
             Algorithm::Semaphore => return Err(LimitError::NeedsLease(index)),
@@ -552,7 +561,7 @@ impl<C: Clock> SharedLimits<C> {
         match spec.algorithm {
             Algorithm::TokenBucket => token_bucket::refund(&state[0], p, amount),
             Algorithm::Gcra => gcra::refund(&state[0], p, amount),
-            Algorithm::LeakyBucket => leaky_bucket::refund(&state[0], p, amount, self.now()),
+            Algorithm::LeakyBucket | Algorithm::LeakyQueue => leaky_bucket::refund(&state[0], p, amount, self.now()),
             Algorithm::SlidingWindow => sliding_window::refund(state, amount, token),
             Algorithm::FixedWindow => fixed_window::refund(&state[0], amount, token),
             Algorithm::Semaphore => {}
@@ -577,7 +586,7 @@ impl<C: Clock> SharedLimits<C> {
         Ok(match spec.algorithm {
             Algorithm::TokenBucket => token_bucket::available(&state[0], p, now),
             Algorithm::Gcra => gcra::available(&state[0], p, now),
-            Algorithm::LeakyBucket => leaky_bucket::available(&state[0], p, now),
+            Algorithm::LeakyBucket | Algorithm::LeakyQueue => leaky_bucket::available(&state[0], p, now),
             Algorithm::SlidingWindow => sliding_window::available(state, p, now),
             Algorithm::FixedWindow => fixed_window::available(&state[0], p, now),
             Algorithm::Semaphore => semaphore::available(&state[0], p),

@@ -88,8 +88,20 @@ fn token_bucket_matches_a_reference_model() {
 }
 
 #[test]
-fn leaky_bucket_spaces_grants_evenly() {
+fn a_leaky_bucket_meter_grants_a_burst_at_once_then_drains_at_its_rate() {
     let (l, clock) = table(LimitSpec::rate(Algorithm::LeakyBucket, SEC, 4));
+    for _ in 0..4 {
+        assert!(matches!(l.try_acquire(0, 1).unwrap(), Decision::Granted { delay: 0, .. }));
+    }
+    assert_eq!(l.try_acquire(0, 1).unwrap(), Decision::Wait(SEC / 4), "full: one unit drains in a quarter");
+    clock.advance(SEC / 4);
+    assert!(matches!(l.try_acquire(0, 1).unwrap(), Decision::Granted { delay: 0, .. }));
+    assert!(!granted(l.try_acquire(0, 1).unwrap()));
+}
+
+#[test]
+fn leaky_bucket_queue_spaces_grants_evenly() {
+    let (l, clock) = table(LimitSpec::rate(Algorithm::LeakyQueue, SEC, 4));
     let delays: Vec<u64> = (0..4)
         .map(|_| match l.try_acquire(0, 1).unwrap() {
             Decision::Granted { delay, .. } => delay,
@@ -285,8 +297,8 @@ fn sliding_window_weight(prev: u64, p: Params, elapsed: u64) -> u64 {
 }
 
 #[test]
-fn threads_never_overshoot_a_leaky_bucket() {
-    let spec = LimitSpec::rate(Algorithm::LeakyBucket, SEC, 20);
+fn threads_never_overshoot_a_leaky_bucket_queue() {
+    let spec = LimitSpec::rate(Algorithm::LeakyQueue, SEC, 20);
     let p = spec.params();
     let mut slots: Vec<Grant> = hammer(spec, 2000);
     slots.sort_by_key(|g| g.token);

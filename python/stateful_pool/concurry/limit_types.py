@@ -81,7 +81,9 @@ class RateLimit:
     """At most ``capacity`` units of ``key`` per ``window`` seconds (or a name: ``"minute"``,
     ``"per_hour"``...; ``window_seconds=`` is the older spelling), by ``algorithm``: token
     bucket (default: bursts up to ``capacity``, continuous refill), ``"gcra"`` (the same traffic,
-    one timestamp of state), ``"leaky_bucket"`` (evenly spaced, never bursting),
+    one timestamp of state), ``"leaky_bucket"`` (concurry's: a queue of ``capacity`` units
+    draining at ``capacity / window``, granted at once while it fits), ``"leaky_bucket_queue"``
+    (a shaper: grants evenly spaced, never bursting, a grant waiting for its slot),
     ``"sliding_window"`` (weighted rolling window) or ``"fixed_window"``; a
     :class:`RateLimitAlgorithm` member works too."""
 

@@ -39,7 +39,7 @@ __all__ = [
     "ResourceLimit",
 ]
 
-RATE_ALGORITHMS = ("token_bucket", "gcra", "leaky_bucket", "sliding_window", "fixed_window")
+RATE_ALGORITHMS = ("token_bucket", "gcra", "leaky_bucket", "leaky_bucket_queue", "sliding_window", "fixed_window")
 """The algorithms a :class:`RateLimit` may use (or a :class:`RateLimitAlgorithm` member)."""
 
 _log = logging.getLogger(__name__)

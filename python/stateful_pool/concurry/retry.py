@@ -5,7 +5,6 @@ or predicates), ``retry_algorithm`` with ``retry_wait`` and ``retry_jitter``, an
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -58,19 +57,6 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
     if isinstance(value, type) or callable(value):
         return (value,)
     return tuple(value)
-
-
-def _call_with_context(fn: Callable[..., Any], first: Any, context: dict[str, Any]) -> Any:
-    """Calls a user predicate with ``first`` and whichever context keywords it accepts."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(first)
-    names = list(params)
-    rest = {k: v for k, v in context.items() if k != (names[0] if names else None)}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(first, **rest)
-    return fn(first, **{k: v for k, v in rest.items() if k in names[1:]})
 
 
 @dataclass(frozen=True)
@@ -149,24 +135,31 @@ class RetryConfig:
         return random.uniform(0.0, base) if self.retry_jitter > 0 else max(0.0, base)
 
     def should_retry(self, exc: BaseException, context: dict[str, Any]) -> bool:
-        """Whether ``exc`` matches ``retry_on`` (a type it is an instance of, or a predicate
-        returning true for it)."""
+        """Whether ``exc`` matches ``retry_on``: a type it is an instance of, or a predicate
+        called as concurry calls it, ``predicate(exception=exc, **context)``, that returns
+        true. A predicate that raises does not ask for a retry (as in concurry)."""
         for item in self.retry_on:
             if isinstance(item, type):
                 if isinstance(exc, item):
                     return True
-            elif _call_with_context(item, exc, {"exception": exc, **context}):
-                return True
+                continue
+            try:
+                if item(exception=exc, **context):
+                    return True
+            except Exception:
+                continue
         return False
 
     def rejections(self, result: Any, context: dict[str, Any]) -> list[str]:
         """Why ``result`` is rejected: one line per ``retry_until`` validator that returned
-        false or raised (empty: accepted)."""
+        false or raised (empty: accepted). Validators are called as concurry calls them,
+        ``validator(result, **context)``: one without ``**kwargs`` raises ``TypeError``, which
+        the rejection (and the final error) names."""
         out = []
         for check in self.retry_until:
             name = getattr(check, "__name__", repr(check))
             try:
-                if not _call_with_context(check, result, {"result": result, **context}):
+                if not check(result, **context):
                     out.append(f"{name} returned False")
             except Exception as exc:
                 out.append(f"{name} raised {type(exc).__name__}: {exc}")
@@ -285,7 +278,7 @@ class RetriedCall:
             if attempt == self.total or not isinstance(exc, Exception) or not self.config.should_retry(exc, context):
                 return "raise", exc
             return "sleep", self.config.wait(attempt)
-        rejected = self.config.rejections(result, {**context, "result": result})
+        rejected = self.config.rejections(result, context)
         if not rejected:
             return "return", result
         self.results.append(result)

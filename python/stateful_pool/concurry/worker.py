@@ -180,6 +180,8 @@ class Worker:
                 f"on_demand mode is not supported for {mode.capitalize()} mode: it needs a mode that can start "
                 "workers (thread, process, ray)"
             )
+        limits = coerce_limits(limits)
+        _check_limit_set_mode(limits, mode)
         return WorkerOptions(
             cls,
             mode=mode,
@@ -187,7 +189,7 @@ class Worker:
             load_balancing=load_balancing,
             max_queued_tasks=max_queued_tasks,
             on_demand=on_demand,
-            limits=coerce_limits(limits),
+            limits=limits,
             retry=retry,
             blocking=blocking,
             unwrap_futures=unwrap_futures,
@@ -314,6 +316,27 @@ class WorkerHost(SWorker):
 
 
 _constructing = threading.local()
+
+
+_IN_PROCESS_MODES = {"sync": "Sync", "thread": "Threads", "asyncio": "Asyncio"}
+_CROSS_PROCESS_MODES = {"process": "Processes", "ray": "Ray"}
+
+
+def _check_limit_set_mode(limits: Any, mode: str) -> None:
+    """Refuses, as concurry does, a shared limit set made for in-process workers
+    (``LimitSet(..., mode="thread")``) given to workers in other processes: asked for that way,
+    it was meant for one process, and the error says how to share it instead."""
+    from .limit_pool import LimitPool
+
+    sets = limits.limit_sets if isinstance(limits, LimitPool) else [limits]
+    for limit_set in sets:
+        made_for = None if limit_set.mode is None else mode_name(limit_set.mode)
+        if limit_set.shared and made_for in _IN_PROCESS_MODES and mode in _CROSS_PROCESS_MODES:
+            raise ValueError(
+                f"InMemorySharedLimitSet is not compatible with worker mode '{_CROSS_PROCESS_MODES[mode]}': "
+                f"this LimitSet was made with mode={made_for!r}; make it with mode={mode!r} (or without "
+                "mode=) to share it between worker processes"
+            )
 
 
 def coerce_limits(limits: Any) -> Any:
