@@ -63,4 +63,4 @@ pub use crate::worker::restart::{
 };
 pub use crate::worker::slot::WorkerInfo;
 pub use crate::worker::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
-pub use crate::worker::workable::{Coalesced, Response, SuccessorStart, Workable};
+pub use crate::worker::workable::{CallToken, Cancellation, Coalesced, Refusal, Response, SuccessorStart, Workable};
