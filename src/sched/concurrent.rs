@@ -178,7 +178,8 @@ impl<W: Workable> Runner<'_, '_, W> {
     /// to give up on, or a task for a free seat.
     async fn next_event(&mut self, inbox: &mut mpsc::UnboundedReceiver<Job<W>>) -> Event<W> {
         let room = self.accepting && self.seats.len() < self.concurrency;
-        let deadline = self.seats.iter().filter_map(|s| s.deadline.map(|(at, _)| (s.call, at))).min_by_key(|d| d.1);
+        let deadline =
+            self.seats.iter().filter_map(|s| s.deadline.map(|(at, d)| (s.call, at, d))).min_by_key(|&(_, at, _)| at);
         let Claimed { worker, phase, .. } = &mut self.claimed;
         let seats = &mut self.seats;
         let kill_requested = std::future::poll_fn(|cx| {
@@ -192,9 +193,8 @@ impl<W: Workable> Runner<'_, '_, W> {
             _ = phase.wait_for(|p| *p >= Phase::Killing) => Event::Abort,
             (call, response) = worker.next_done() => Event::Done(call, response),
             call = kill_requested => Event::GiveUp(call, GiveUp::Killed),
-            () = until(deadline.map(|d| d.1)) => {
-                let (call, _) = deadline.expect("a deadline passed");
-                let d = self.seats.iter().find(|s| s.call == call).and_then(|s| s.deadline).map_or(Duration::ZERO, |d| d.1);
+            () = until(deadline.map(|(_, at, _)| at)) => {
+                let (call, _, d) = deadline.expect("a deadline passed");
                 Event::GiveUp(call, GiveUp::TimedOut(d))
             }
             Some(job) = inbox.recv(), if room => Event::Job(job),
@@ -210,17 +210,20 @@ impl<W: Workable> Runner<'_, '_, W> {
             held.push_back(job);
             return None;
         }
+        // A task addressed to the worker came past the dispatcher: it takes an offered seat
+        // itself (if one is left; the worker has room either way).
+        let offered_seat = !job.addressed || slot.take_seat();
         if job.addressed {
-            // It came past the dispatcher: it takes a seat of its own.
             slot.addressed_waiting.fetch_sub(1, Ordering::AcqRel);
-            slot.take_seat();
         }
         if !job.ticket.begin() {
             job.fail(TaskError::Cancelled);
-            self.free_seat();
+            if offered_seat {
+                self.free_seat();
+            }
             return None;
         }
-        self.start(job).err().map(|fault| (fault, FailureStage::Task, WorkerEvent::Crashed))
+        self.start(job).err().map(|fault| (fault, FailureStage::Idle, WorkerEvent::Crashed))
     }
 
     /// Handles a call that ended; a failure of the worker when it died.
@@ -235,7 +238,8 @@ impl<W: Workable> Runner<'_, '_, W> {
             Response::Refused(task, fault) => {
                 let attempts = seat.attempts;
                 self.push_unstarted(seat, Some(task), attempts);
-                Some((fault, FailureStage::Task, WorkerEvent::Crashed))
+                // Found dead before this call reached it (a call lost with it makes it `Task`).
+                Some((fault, FailureStage::Idle, WorkerEvent::Crashed))
             }
             Response::Fatal(fault) => {
                 self.crashed(seat, &fault);
