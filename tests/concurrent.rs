@@ -48,6 +48,9 @@ struct Shared {
     started: AtomicUsize,
     /// Worker (re)starts.
     restarts: AtomicUsize,
+    /// Tasks begun since the last (re)start, and the most of them any incarnation took.
+    since_restart: AtomicUsize,
+    most_per_incarnation: AtomicUsize,
     /// Whether a `CrashOnce` task crashed already.
     crashed_once: std::sync::atomic::AtomicBool,
     /// Opened to let `Hold` tasks return.
@@ -151,6 +154,8 @@ impl Workable for Seats {
         let call = CallToken(self.next);
         let (shared, done, id) = (Arc::clone(&self.shared), self.done_tx.clone(), self.id);
         shared.started.fetch_add(1, Ordering::SeqCst);
+        let taken = shared.since_restart.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_per_incarnation.fetch_max(taken, Ordering::SeqCst);
         {
             let mut running = shared.running.lock().unwrap();
             let now = running.entry(id).or_default();
@@ -208,6 +213,7 @@ impl Workable for Seats {
 
     async fn restart(&mut self) -> Result<(), WorkerFault> {
         self.shared.restarts.fetch_add(1, Ordering::SeqCst);
+        self.shared.since_restart.store(0, Ordering::SeqCst);
         self.calls.clear();
         self.dead = false;
         Ok(())
@@ -423,4 +429,19 @@ fn every_task_is_answered_and_no_worker_runs_more_than_its_seats() {
     assert!(most.values().all(|&m| m <= 4), "{most:?}");
     pool.shutdown(ShutdownMode::Graceful);
     assert!(pool.wait_stopped(Duration::from_secs(10)));
+}
+
+#[test]
+fn a_worker_due_for_recycling_takes_no_more_and_is_renewed_once_its_calls_end() {
+    let pool = Supervisor::<Seats>::builder().queue_capacity(100).max_tasks_per_worker(4).build().unwrap();
+    let shared = Shared::new();
+    pool.add_worker(Seats::new(0, 3, &shared, true));
+    let replies: Vec<Reply> = (0..12).map(|i| submit(&pool, Task::Sleep(i * 50), TaskOptions::default())).collect();
+    for reply in &replies {
+        assert_eq!(outcome(reply).unwrap(), "slept");
+    }
+    // Each incarnation took at most its 4 tasks, however many ran at once.
+    assert!(shared.most_per_incarnation.load(Ordering::SeqCst) <= 4);
+    eventually("the third renewal", || pool.workers()[0].restarts == 3);
+    assert_eq!(pool.workers()[0].tasks_done, 12);
 }

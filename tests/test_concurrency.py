@@ -46,6 +46,11 @@ class Gated(SWorker):
     async def quick(self) -> str:
         return "quick"
 
+    async def calls_seen(self) -> int:
+        """How many calls this instance ran (this one included)."""
+        self.seen = getattr(self, "seen", 0) + 1
+        return self.seen
+
     async def die(self) -> None:
         raise WorkerLost("the loop ends")
 
@@ -107,3 +112,14 @@ def test_a_dying_loop_fails_every_call_in_flight_naming_the_one_worker() -> None
         assert [f.result(timeout=20) for f in futures] == [3] * 3
         worker = _only_worker(pool)
         assert (worker["id"], worker["restarts"], worker["tasks_failed"]) == (worker_id, 1, 3)
+
+
+def test_max_tasks_per_worker_renews_a_concurrent_worker_after_its_share() -> None:
+    with SPool(Gated, mode="asyncio", max_concurrency=4, max_tasks_per_worker=4) as pool:
+        pool.spawn(4)
+        # Four calls at once on the first instance: the gate opens only with all four inside.
+        assert [f.result(timeout=20) for f in [pool.submit_call("through_gate") for _ in range(4)]] == [4] * 4
+        # The next call runs on a fresh instance, set up again with the same arguments.
+        assert pool.call("calls_seen") == 1
+        worker = _only_worker(pool)
+        assert (worker["restarts"], worker["tasks_done"]) == (1, 5)
