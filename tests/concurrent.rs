@@ -27,6 +27,9 @@ enum Task {
     Hold,
     /// Waits forever (until cancelled).
     Forever,
+    /// Like `Hold`, but stands for a call still queued at the worker: if the worker dies, it
+    /// is given back as never started.
+    Queued,
     /// Kills the worker (a fatal answer).
     Crash,
     /// Kills the worker the first time any such task runs; returns afterwards.
@@ -85,7 +88,8 @@ struct Seats {
     /// Whether a call can be cancelled alone (else the worker must die).
     cancel_alone: bool,
     next: u64,
-    calls: HashMap<CallToken, JoinHandle<()>>,
+    /// Calls in flight, with the task of a `Queued` one (given back if the worker dies).
+    calls: HashMap<CallToken, (JoinHandle<()>, Option<Task>)>,
     done_tx: tokio_mpsc::UnboundedSender<(CallToken, Response<Seats>)>,
     done_rx: tokio_mpsc::UnboundedReceiver<(CallToken, Response<Seats>)>,
     dead: bool,
@@ -114,7 +118,7 @@ async fn run_task(task: Task, shared: &Shared) -> Response<Seats> {
             Response::Complete(Ok("through".into()))
         }
         Task::Probe => Response::Complete(Ok("probed".into())),
-        Task::Hold => {
+        Task::Hold | Task::Queued => {
             let mut hold = shared.hold.lock().unwrap().as_ref().unwrap().subscribe();
             let _ = hold.wait_for(|o| *o).await;
             Response::Complete(Ok("held".into()))
@@ -152,6 +156,7 @@ impl Workable for Seats {
         assert!(self.calls.len() < self.seats, "more calls begun than seats");
         self.next += 1;
         let call = CallToken(self.next);
+        let queued = matches!(task, Task::Queued).then(|| task.clone());
         let (shared, done, id) = (Arc::clone(&self.shared), self.done_tx.clone(), self.id);
         shared.started.fetch_add(1, Ordering::SeqCst);
         let taken = shared.since_restart.fetch_add(1, Ordering::SeqCst) + 1;
@@ -169,7 +174,7 @@ impl Workable for Seats {
             shared.left(id);
             let _ = done.send((call, response));
         });
-        self.calls.insert(call, handle);
+        self.calls.insert(call, (handle, queued));
         Ok(call)
     }
 
@@ -190,7 +195,7 @@ impl Workable for Seats {
         if !self.cancel_alone {
             return Cancellation::Worker;
         }
-        if let Some(handle) = self.calls.remove(&call) {
+        if let Some((handle, _)) = self.calls.remove(&call) {
             handle.abort();
             self.shared.left(self.id);
         }
@@ -200,10 +205,14 @@ impl Workable for Seats {
     async fn kill(&mut self) {
         // Every call still in flight is lost with the worker: answered as such.
         self.dead = true;
-        for (call, handle) in &self.calls {
+        for (call, (handle, queued)) in &self.calls {
             handle.abort();
             self.shared.left(self.id);
-            let _ = self.done_tx.send((*call, Response::Fatal(WorkerFault::new("killed"))));
+            let response = match queued {
+                Some(task) => Response::Refused(task.clone(), WorkerFault::new("died before it started")),
+                None => Response::Fatal(WorkerFault::new("killed")),
+            };
+            let _ = self.done_tx.send((*call, response));
         }
     }
 
@@ -444,4 +453,40 @@ fn a_worker_due_for_recycling_takes_no_more_and_is_renewed_once_its_calls_end() 
     assert!(shared.most_per_incarnation.load(Ordering::SeqCst) <= 4);
     eventually("the third renewal", || pool.workers()[0].restarts == 3);
     assert_eq!(pool.workers()[0].tasks_done, 12);
+}
+
+#[test]
+fn a_retiring_worker_finishes_its_calls_and_takes_no_more() {
+    let (pool, shared) = pool_of(1, 3, true);
+    let first = pool.workers()[0].id;
+    let held = submit(&pool, Task::Hold, TaskOptions::default());
+    eventually("the held task started", || shared.started.load(Ordering::SeqCst) == 1);
+    let second = pool.add_worker(Seats::new(1, 3, &shared, true));
+    assert!(pool.retire_worker(first));
+    // Its two free seats are not filled any more: these run on the other worker.
+    let probes: Vec<Reply> = (0..3).map(|_| submit(&pool, Task::Probe, TaskOptions::default())).collect();
+    for reply in &probes {
+        assert_eq!(outcome(reply).unwrap(), "probed");
+    }
+    shared.release();
+    assert_eq!(outcome(&held).unwrap(), "held");
+    // The retired worker leaves once its call ended; the other one ran every probe.
+    let done = |id: u64| pool.workers().iter().find(|w| w.id == id).map(|w| w.tasks_done);
+    eventually("the retired worker left", || done(first).is_none());
+    assert_eq!((pool.live_worker_ids(), done(second)), (vec![second], Some(3)));
+}
+
+#[test]
+fn a_call_the_dead_worker_never_started_runs_again_on_its_successor() {
+    let (pool, shared) = pool_of(1, 3, true);
+    let queued = submit(&pool, Task::Queued, TaskOptions::default());
+    eventually("the queued call was handed over", || shared.started.load(Ordering::SeqCst) == 1);
+    let crash = submit(&pool, Task::Crash, TaskOptions::default());
+    assert!(matches!(outcome(&crash), Err(TaskError::WorkerCrashed { .. })));
+    // Given back, not failed: it runs again once the worker is restarted.
+    eventually("the queued call ran again", || shared.started.load(Ordering::SeqCst) == 3);
+    shared.release();
+    assert_eq!(outcome(&queued).unwrap(), "held");
+    let w = &pool.workers()[0];
+    assert_eq!((w.tasks_failed, w.tasks_done, w.restarts), (1, 1, 1));
 }

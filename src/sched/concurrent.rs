@@ -201,13 +201,22 @@ impl<W: Workable> Runner<'_, '_, W> {
         }
     }
 
-    /// Takes a task that reached the worker while it runs: begins it in a free seat, or,
-    /// if it must run alone, keeps it for the serve loop (and takes no more meanwhile).
+    /// Takes a task that reached the worker while it runs: begins it in a free seat, or, if
+    /// it must run alone or the worker takes no more, keeps it for the serve loop.
     fn take(&mut self, job: Job<W>, held: &mut VecDeque<Job<W>>) -> Option<(WorkerFault, FailureStage, WorkerEvent)> {
         let slot = self.claimed.slot;
-        if job.options.coalesce.is_some() {
+        self.check_accepting();
+        if !self.accepting || job.options.coalesce.is_some() {
+            // Leaving, due for recycling, or a call that runs alone: no more are taken here
+            // meanwhile. Another worker may run it, unless it is addressed to this one (or the
+            // pool drains, when the dispatcher may be done): then the serve loop decides once
+            // the calls in flight end.
             self.stop_accepting();
-            held.push_back(job);
+            if job.addressed || self.claimed.shared.queue.is_closed() {
+                held.push_back(job);
+            } else {
+                self.claimed.shared.queue.give_back(job);
+            }
             return None;
         }
         // A task addressed to the worker came past the dispatcher: it takes an offered seat

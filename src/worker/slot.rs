@@ -154,19 +154,20 @@ impl<W: Workable> WorkerSlot<W> {
 
     /// Whether the dispatcher may send it a task: idle, or busy with free seats.
     pub(crate) fn has_room(&self) -> bool {
-        self.state() == WorkerState::Idle || self.open_seats.load(Ordering::Acquire) > 0
+        self.state() == WorkerState::Idle || self.has_open_seat()
     }
 
-    /// Whether it runs tasks and has a free seat for one more (see [`WorkerSlot::has_room`]).
+    /// Whether it runs tasks and has a free seat for one more (see [`WorkerSlot::has_room`]);
+    /// never while it is leaving (it takes nothing new then).
     pub(crate) fn has_open_seat(&self) -> bool {
-        self.open_seats.load(Ordering::Acquire) > 0
+        self.open_seats.load(Ordering::Acquire) > 0 && !self.is_retiring()
     }
 
     /// Reserves the worker for one task the dispatcher sends it: an idle worker takes it as its
-    /// next task, a busy one only into a free seat. False: no room (it was taken meanwhile).
+    /// next task, a busy one only into a free seat. False: no room (it was taken meanwhile, or
+    /// the worker is leaving).
     pub(crate) fn reserve(&self) -> bool {
-        self.state() == WorkerState::Idle
-            || self.open_seats.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+        self.state() == WorkerState::Idle || (!self.is_retiring() && self.take_seat())
     }
 
     /// Offers `n` more seats to the dispatcher (a concurrent worker's runner, as calls end).
