@@ -169,7 +169,7 @@ pub(crate) struct HealthOptions<'a> {
 /// How the in-process hosts of an engine are started.
 pub(crate) struct HostOptions {
     pub(crate) launcher: std::sync::Arc<Py<PyAny>>,
-    /// Calls one host takes at once (lanes per host).
+    /// Calls one host takes at once (its worker's `Workable::concurrency`).
     pub(crate) concurrency: usize,
     pub(crate) stop_timeout: Duration,
 }
