@@ -6,7 +6,9 @@
 //! restart intensity. [`ProcessWorker`] runs a worker in a child process (the Python
 //! package `stateful_pool` is built on it). A worker that implements
 //! [`Workable::try_send`] and [`Workable::receive`] gets short queued tasks in batches, one
-//! wake-up for several. See `src/SUPERVISOR.md` for the design.
+//! wake-up for several; one whose [`Workable::concurrency`] is above 1 (an event loop, an
+//! actor) runs that many tasks at once through [`Workable::begin`] and [`Workable::next_done`].
+//! See `src/SUPERVISOR.md` for the design.
 //!
 //! ```
 //! use worker_pool::{Response, Supervisor, Workable};
@@ -63,4 +65,4 @@ pub use crate::worker::restart::{
 };
 pub use crate::worker::slot::WorkerInfo;
 pub use crate::worker::state::{transition, InvalidTransition, WorkerEvent, WorkerState};
-pub use crate::worker::workable::{Coalesced, Response, SuccessorStart, Workable};
+pub use crate::worker::workable::{CallToken, Cancellation, Coalesced, Refusal, Response, SuccessorStart, Workable};

@@ -54,7 +54,7 @@ pub(crate) async fn dispatch<W: Workable>(
         if shared.queue.is_closed() && shared.queue.len() == 0 {
             break; // drained: a graceful shutdown needs no more workers
         }
-        let job = if !idle.iter().any(|s| s.state() == WorkerState::Idle) {
+        let job = if !idle.iter().any(|s| s.has_room()) {
             tokio::select! {
                 slot = idle_rx.recv() => {
                     idle.extend(slot);
@@ -77,7 +77,7 @@ pub(crate) async fn dispatch<W: Workable>(
         let Some(job) = route_keyed(&shared, &mut idle, job) else { continue };
         // Workers may have been claimed since the check above: pick among those still idle, or
         // put the task back and wait.
-        let free: Vec<usize> = (0..idle.len()).filter(|&i| idle[i].state() == WorkerState::Idle).collect();
+        let free: Vec<usize> = (0..idle.len()).filter(|&i| idle[i].has_room()).collect();
         if free.is_empty() {
             shared.queue.give_back(job);
             continue;
@@ -85,11 +85,10 @@ pub(crate) async fn dispatch<W: Workable>(
         candidates.clear();
         candidates.extend(free.iter().map(|&i| Candidate {
             id: idle[i].id,
-            active: 0,
+            active: idle[i].in_flight.load(Ordering::Relaxed),
             total: idle[i].dispatched.load(Ordering::Relaxed),
         }));
-        let slot = idle.swap_remove(free[balancer.pick(&candidates)]);
-        send(&shared, &slot, job);
+        place(&shared, &mut idle, free[balancer.pick(&candidates)], job);
     }
     shared.drained.send_replace(true);
 }
@@ -114,13 +113,14 @@ fn hand_out_parked<W: Workable>(shared: &Shared<W>, idle: &mut Vec<Arc<WorkerSlo
     for owner in gone {
         moved |= shared.queue.unpark(owner);
     }
-    let Some(at) = idle.iter().position(|s| s.state() == WorkerState::Idle && owners.contains(&s.id)) else {
+    let Some(at) = idle.iter().position(|s| s.has_room() && owners.contains(&s.id)) else {
         return moved;
     };
-    let slot = idle.swap_remove(at);
-    if let Some(job) = shared.queue.take_parked(slot.id) {
+    if let Some(job) = shared.queue.take_parked(idle[at].id) {
         shared.sticky.record(true);
-        send(shared, &slot, job);
+        place(shared, idle, at, job);
+    } else {
+        idle.swap_remove(at);
     }
     true
 }
@@ -173,6 +173,21 @@ pub(crate) fn begin_on<W: Workable>(shared: &Shared<W>, slot: &WorkerSlot<W>, jo
     Some(job)
 }
 
+/// Hands `job` to the listed worker at `at`, which it takes off the list unless it still has
+/// free seats (a worker running several tasks at once); back to the queue if the worker has no
+/// room after all (claimed meanwhile) or is gone.
+fn place<W: Workable>(shared: &Shared<W>, idle: &mut Vec<Arc<WorkerSlot<W>>>, at: usize, job: Job<W>) {
+    let slot = idle.swap_remove(at);
+    if !slot.reserve() {
+        shared.queue.give_back(job);
+        return;
+    }
+    send(shared, &slot, job);
+    if slot.has_open_seat() {
+        idle.push(slot);
+    }
+}
+
 /// Hands `job` to `slot`'s serve loop (back to the queue if that worker is gone).
 fn send<W: Workable>(shared: &Shared<W>, slot: &WorkerSlot<W>, job: Job<W>) {
     count_dispatch(shared, slot);
@@ -188,11 +203,10 @@ fn route_keyed<W: Workable>(shared: &Shared<W>, idle: &mut Vec<Arc<WorkerSlot<W>
     let Some(key) = job.options.key else { return Some(job) };
     let owner = rendezvous::owner(key, shared.slots().iter().filter(|s| serving(s)).map(|s| s.id));
     let Some(owner) = owner else { return Some(job) };
-    match idle.iter().position(|s| s.id == owner && s.state() == WorkerState::Idle) {
+    match idle.iter().position(|s| s.id == owner && s.has_room()) {
         Some(at) => {
-            let slot = idle.swap_remove(at);
             shared.sticky.record(true);
-            send(shared, &slot, job);
+            place(shared, idle, at, job);
         }
         None if job.options.sticky == Sticky::Spill => {
             shared.sticky.record(false);

@@ -5,6 +5,7 @@
 
 pub(crate) mod balance;
 pub(crate) mod batch;
+pub(crate) mod concurrent;
 pub(crate) mod dispatch;
 pub(crate) mod gather;
 pub(crate) mod line;

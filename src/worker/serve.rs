@@ -21,7 +21,7 @@ use crate::pool::config::WorkerExit;
 use crate::pool::shutdown::Phase;
 use crate::pool::supervisor::Shared;
 use crate::sched::batch::{self, BatchEnd, Claimed, Pace};
-use crate::sched::gather;
+use crate::sched::{concurrent, gather};
 use crate::worker::renew::Successor;
 use crate::worker::restart::{FailureStage, RestartDecision, RestartPacer};
 use crate::worker::slot::WorkerSlot;
@@ -184,7 +184,8 @@ pub(crate) async fn serve<W: Workable>(
                     // The dispatcher may have put more of the call's tasks here: gather them too.
                     gather::requeue_inbox(&mut inbox, &mut held, &shared);
                 }
-                match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut held).await {
+                let mut queues = JobQueues { inbox: &mut inbox, held: &mut held };
+                match run_job(&mut worker, &slot, job, &mut phase, &shared, &mut pace, &mut queues).await {
                     JobEnd::Idle if config.on_demand.is_some() => break Exit::Spent { failed: false },
                     JobEnd::Idle if needs_recycling(&worker, &slot, config) => {
                         if successor.start(&worker, &shared) {
@@ -363,17 +364,25 @@ async fn wait_for_release<W: Workable>(slot: &WorkerSlot<W>, phase: &mut watch::
     released
 }
 
+/// Where jobs reach a serve loop besides the queue: its inbox, and the jobs it holds.
+struct JobQueues<'a, W: Workable> {
+    inbox: &'a mut mpsc::UnboundedReceiver<Job<W>>,
+    held: &'a mut VecDeque<Job<W>>,
+}
+
 /// Runs one job on the worker, which it first takes (`Idle` to `Busy`), or a batch starting
-/// with it (see [`crate::sched::batch`]).
+/// with it (see [`crate::sched::batch`]), or, on a worker that runs several tasks at once,
+/// it and the tasks that reach the worker while it runs (see [`crate::sched::concurrent`]).
 async fn run_job<W: Workable>(
     worker: &mut W,
-    slot: &WorkerSlot<W>,
+    slot: &Arc<WorkerSlot<W>>,
     job: Job<W>,
     phase: &mut watch::Receiver<Phase>,
     shared: &Shared<W>,
     pace: &mut Pace,
-    held: &mut VecDeque<Job<W>>,
+    queues: &mut JobQueues<'_, W>,
 ) -> JobEnd {
+    let held = &mut *queues.held;
     if !slot.try_claim() {
         // A direct-lane caller holds the worker. A job addressed to it waits for it (direct
         // callers leave the worker alone meanwhile); any other job goes back to the queue, for
@@ -393,9 +402,13 @@ async fn run_job<W: Workable>(
         job.fail(TaskError::Cancelled);
         return JobEnd::Idle;
     }
+    // Coalesced calls and on-demand workers (one task per worker) run one call at a time.
+    let concurrent = worker.concurrency() > 1 && shared.config.on_demand.is_none();
     let claimed = Claimed { worker, slot, phase, shared };
     let ran = if job.options.coalesce.is_some() {
         gather::run(claimed, job).await
+    } else if concurrent {
+        concurrent::run(claimed, slot, job, queues.inbox, held).await
     } else {
         batch::run(claimed, job, pace).await
     };

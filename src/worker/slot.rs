@@ -74,6 +74,13 @@ pub(crate) struct WorkerSlot<W: Workable> {
     replacement: Mutex<Option<crate::error::WorkerFault>>,
     /// `tasks_done` when its current process took over (`max_tasks_per_worker` counts from it).
     tasks_at_renewal: AtomicU64,
+    /// Seats a worker running several tasks at once (`Workable::concurrency`) has free for the
+    /// dispatcher while it is `Busy`: opened by its runner (`sched::concurrent`) as calls end,
+    /// taken by the dispatcher as it sends tasks, closed when the runner stops. Always 0 for
+    /// workers that run one task at a time.
+    open_seats: AtomicUsize,
+    /// Tasks in flight on it, for the balancers (0 or 1 unless it runs several at once).
+    pub(crate) in_flight: AtomicU64,
 }
 
 /// A type-erased direct lane (see [`crate::Workable::lane`]).
@@ -105,6 +112,8 @@ impl<W: Workable> WorkerSlot<W> {
             health_failures: AtomicU64::new(0),
             replacement: Mutex::new(None),
             tasks_at_renewal: AtomicU64::new(0),
+            open_seats: AtomicUsize::new(0),
+            in_flight: AtomicU64::new(0),
         }
     }
 
@@ -141,6 +150,41 @@ impl<W: Workable> WorkerSlot<W> {
         self.state
             .compare_exchange(WorkerState::Idle as u8, WorkerState::Busy as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Whether the dispatcher may send it a task: idle, or busy with free seats.
+    pub(crate) fn has_room(&self) -> bool {
+        self.state() == WorkerState::Idle || self.has_open_seat()
+    }
+
+    /// Whether it runs tasks and has a free seat for one more (see [`WorkerSlot::has_room`]);
+    /// never while it is leaving (it takes nothing new then).
+    pub(crate) fn has_open_seat(&self) -> bool {
+        self.open_seats.load(Ordering::Acquire) > 0 && !self.is_retiring()
+    }
+
+    /// Reserves the worker for one task the dispatcher sends it: an idle worker takes it as its
+    /// next task, a busy one only into a free seat. False: no room (it was taken meanwhile, or
+    /// the worker is leaving).
+    pub(crate) fn reserve(&self) -> bool {
+        self.state() == WorkerState::Idle || (!self.is_retiring() && self.take_seat())
+    }
+
+    /// Offers `n` more seats to the dispatcher (a concurrent worker's runner, as calls end).
+    pub(crate) fn open_seats(&self, n: usize) {
+        self.open_seats.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Takes one offered seat for a task that reached the worker without the dispatcher (one
+    /// addressed to it); false when none was left.
+    pub(crate) fn take_seat(&self) -> bool {
+        self.open_seats.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    }
+
+    /// Withdraws every offered seat (the runner stops taking tasks); tasks already sent into
+    /// them wait in the inbox for the serve loop.
+    pub(crate) fn close_seats(&self) {
+        self.open_seats.store(0, Ordering::Release);
     }
 
     /// Ends a direct-lane claim: back to `Idle`, or `Failed` with the fault for the serve loop.

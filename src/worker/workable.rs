@@ -30,6 +30,32 @@ pub enum Coalesced<W: Workable> {
     Refused(Vec<W::Task>, WorkerFault),
 }
 
+/// One call a worker runs among others (see [`Workable::concurrency`]): the worker's name for
+/// it, unique among its calls in flight, from [`Workable::begin`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallToken(pub u64);
+
+/// A task a worker could not start because it was found dead first (see [`Workable::begin`]):
+/// the task, untouched, goes back to the queue and the worker is recovered.
+#[derive(Debug)]
+pub struct Refusal<T> {
+    /// The task, which never ran.
+    pub task: T,
+    /// Why the worker could not take it.
+    pub fault: WorkerFault,
+}
+
+/// How far giving up on one of a worker's concurrent calls reached (see [`Workable::cancel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cancellation {
+    /// Only that call was stopped; the worker goes on serving its other calls.
+    Call,
+    /// That call cannot be stopped alone: the supervisor kills the worker, every other call in
+    /// flight on it fails (or goes back to the queue if it never started), and the worker is
+    /// restarted.
+    Worker,
+}
+
 /// The start of a worker's successor (see [`Workable::successor`]).
 pub type SuccessorStart<W> = std::pin::Pin<Box<dyn Future<Output = Result<W, WorkerFault>> + Send>>;
 
@@ -111,6 +137,48 @@ pub trait Workable: Send + Sized + 'static {
     /// cancelled receive is followed by [`Workable::kill`].
     fn receive(&mut self) -> impl Future<Output = Response<Self>> + Send {
         async { Response::Fatal(WorkerFault::new("this worker does not pipeline tasks")) }
+    }
+
+    /// How many tasks the worker runs at once (an asyncio event loop's `max_concurrency`; an
+    /// actor with several calls queued at it). Above 1, the supervisor keeps up to this many
+    /// tasks in flight on the worker through [`Workable::begin`], [`Workable::next_done`] and
+    /// [`Workable::cancel`] instead of [`Workable::process`], and their results may come back in
+    /// any order; a task arriving while some of its seats are free starts at once. Coalesced
+    /// calls and on-demand pools still run one call at a time. The default, 1: one task at a time.
+    fn concurrency(&self) -> usize {
+        1
+    }
+
+    /// Starts `task` beside the calls already in flight and returns its token, without waiting
+    /// for it to end. Only called while fewer than [`Workable::concurrency`] calls are in
+    /// flight. The default refuses: a worker of concurrency 1 is never asked.
+    ///
+    /// # Errors
+    /// A [`Refusal`] with the task, untouched, when the worker was found dead before it took
+    /// the task; the supervisor queues the task again and recovers the worker.
+    fn begin(&mut self, task: Self::Task) -> Result<CallToken, Refusal<Self::Task>> {
+        Err(Refusal { task, fault: WorkerFault::new("this worker does not run concurrent calls") })
+    }
+
+    /// The next call begun with [`Workable::begin`] to end, in any order, and how it ended.
+    /// Must be cancel-safe: the supervisor polls it beside new tasks, deadlines and kill
+    /// requests. [`Response::Refused`] gives back a call the worker took but never started.
+    /// Once the worker has died (a [`Response::Fatal`] for one call, or after
+    /// [`Workable::kill`]), it must answer every other call in flight promptly: `Refused` for
+    /// those that never started, `Fatal` for the others (the supervisor waits a few seconds
+    /// for them, then fails the rest with [`crate::TaskError::WorkerCrashed`]). Never resolves
+    /// while no call is in flight.
+    fn next_done(&mut self) -> impl Future<Output = (CallToken, Response<Self>)> + Send {
+        std::future::pending()
+    }
+
+    /// Gives up on one call in flight (its deadline passed, or its caller asked to kill it).
+    /// [`Cancellation::Call`]: only that call stopped, and [`Workable::next_done`] never yields
+    /// its token; [`Cancellation::Worker`] (the default): it cannot be stopped alone, and the
+    /// supervisor kills the worker.
+    fn cancel(&mut self, call: CallToken) -> impl Future<Output = Cancellation> + Send {
+        let _ = call;
+        async { Cancellation::Worker }
     }
 
     /// Runs `tasks`, gathered from the queue because their [`crate::TaskOptions::coalesce`] keys

@@ -177,8 +177,8 @@ def serve_calls(channel: Any, run: Callable[[Any], Any]) -> None:
 
 
 def launch_asyncio(channel: Any, init: Any) -> None:
-    """Launcher for ``mode="asyncio"``: one event loop thread per worker; its lanes
-    (``max_concurrency``) put up to that many calls in flight on the loop. A call may return
+    """Launcher for ``mode="asyncio"``: one event loop thread per worker, with up to
+    ``max_concurrency`` calls in flight on the loop. A call may return
     an awaitable (a coroutine, or a ``run_in_executor`` future for blocking work): the host
     awaits it; the loop's default executor is shut down, its threads joined, when the host ends."""
     name = f"stateful-pool-asyncio-{decode_init(init)[0].__name__}"
@@ -190,7 +190,7 @@ class CallThreads(concurrent.futures.ThreadPoolExecutor):
     call, all joined by ``shutdown``. Unlike its base class it keeps taking calls during
     interpreter shutdown (the stdlib's executors refuse them, and the pool lets submitted work
     finish at exit); a ``ThreadPoolExecutor`` still, as ``loop.set_default_executor`` requires.
-    Calls in flight are bounded by the worker's lanes."""
+    Calls in flight are bounded by the worker's ``max_concurrency``."""
 
     def __init__(self, name: str) -> None:
         super().__init__(max_workers=1)  # makes no thread; only this class's own are used

@@ -11,9 +11,8 @@ use pyo3::types::PyList;
 
 use super::inline::InlineQueue;
 use super::kind::{Kind, PyReply, StartOutcome};
-use super::members::Members;
 use super::slot::{CoreTicket, ReplySlot};
-use crate::job::{Outcome, ReplyFn, TaskOptions};
+use crate::job::{ReplyFn, TaskOptions};
 use crate::python::common::{parse_shutdown, submit_blocking, worker_dicts};
 use crate::python::wait::{recv_interruptible, SLICE};
 use crate::Supervisor;
@@ -32,16 +31,14 @@ pub(crate) struct EngineCore<W: Kind> {
     pub(crate) supervisor: Supervisor<W>,
     done_tx: Sender<(u64, Done<W>)>,
     done_rx: Receiver<(u64, Done<W>)>,
-    /// The lanes of each worker, for kinds that run several per worker (else `None`).
-    members: Option<Members>,
     /// Sync mode: the worker code callers run while they wait (else `None`).
     inline: Option<Arc<InlineQueue>>,
 }
 
 impl<W: Kind> EngineCore<W> {
-    pub(crate) fn new(supervisor: Supervisor<W>, members: Option<Members>, inline: Option<Arc<InlineQueue>>) -> Self {
+    pub(crate) fn new(supervisor: Supervisor<W>, inline: Option<Arc<InlineQueue>>) -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        Self { supervisor, done_tx, done_rx, members, inline }
+        Self { supervisor, done_tx, done_rx, inline }
     }
 
     /// Whether calls are run inline by their callers (sync mode).
@@ -60,14 +57,6 @@ impl<W: Kind> EngineCore<W> {
     /// In sync mode, a channel whose message says a reply is in: the caller pumps until it is.
     fn inline_signal(&self) -> Option<(Sender<()>, Receiver<()>)> {
         self.inline.as_ref().map(|_| crossbeam_channel::bounded(1))
-    }
-
-    /// `outcome` with a crashed lane's id replaced by its worker's.
-    fn relabel(members: Option<&Members>, outcome: Outcome<W>) -> Outcome<W> {
-        match members {
-            Some(members) => members.relabel::<W>(outcome),
-            None => outcome,
-        }
     }
 
     /// Starts a worker through `start` and waits for its setup: `(status, value)`.
@@ -104,11 +93,10 @@ impl<W: Kind> EngineCore<W> {
         submit_timeout: Option<f64>,
     ) -> PyResult<PyReply<'py>> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let members = self.members.clone();
         let reply = || -> ReplyFn<W> {
-            let (tx, members) = (tx.clone(), members.clone());
+            let tx = tx.clone();
             Box::new(move |outcome| {
-                let _ = tx.send(Self::relabel(members.as_ref(), outcome));
+                let _ = tx.send(outcome);
             })
         };
         let ticket = submit_blocking(py, &self.supervisor, task, options, submit_timeout, reply)?;
@@ -124,9 +112,8 @@ impl<W: Kind> EngineCore<W> {
     fn task_reply(&self, token: u64, slot: &Arc<ReplySlot<W>>, notify: Option<Sender<()>>) -> ReplyFn<W> {
         let tx = self.done_tx.clone();
         let slot = Arc::clone(slot);
-        let members = self.members.clone();
         Box::new(move |outcome| {
-            slot.fill(Self::relabel(members.as_ref(), outcome));
+            slot.fill(outcome);
             let _ = tx.send((token, Done::Task(slot)));
             if let Some(notify) = notify {
                 let _ = notify.send(());
@@ -163,24 +150,20 @@ impl<W: Kind> EngineCore<W> {
         py: Python<'py>,
         task: &W::Task,
     ) -> PyResult<Vec<(u64, u8, Bound<'py, PyAny>)>> {
-        let live = self.supervisor.live_worker_ids();
-        let workers = match &self.members {
-            Some(members) => members.live(live),
-            None => live.into_iter().map(|id| (id, id)).collect(),
-        };
+        let workers = self.supervisor.live_worker_ids();
         let mut waits = Vec::with_capacity(workers.len());
-        for (worker, lane) in workers {
+        for worker in workers {
             let (tx, rx) = crossbeam_channel::bounded(1);
             let reply: ReplyFn<W> = Box::new(move |outcome| {
                 let _ = tx.send(outcome);
             });
-            if self.supervisor.submit_to(lane, task.clone(), TaskOptions::default(), reply).is_ok() {
+            if self.supervisor.submit_to(worker, task.clone(), TaskOptions::default(), reply).is_ok() {
                 waits.push((worker, rx));
             }
         }
         let mut out = Vec::with_capacity(waits.len());
         for (worker, rx) in waits {
-            let (status, value) = W::task_reply(py, Self::relabel(self.members.as_ref(), self.wait(py, &rx)?))?;
+            let (status, value) = W::task_reply(py, self.wait(py, &rx)?)?;
             out.push((worker, status, value));
         }
         Ok(out)
@@ -240,29 +223,18 @@ impl<W: Kind> EngineCore<W> {
         }
     }
 
-    /// Asks one worker (every lane of it) to leave after its current task; returns whether it
-    /// was live.
+    /// Asks one worker to leave after its current tasks; returns whether it was live.
     pub(crate) fn retire_worker(&self, worker: u64) -> bool {
-        let lanes = self.members.as_ref().map_or_else(|| vec![worker], |m| m.lanes_of(worker));
-        // Every lane must be asked, so no short-circuiting `any`.
-        lanes.into_iter().fold(false, |retired, lane| self.supervisor.retire_worker(lane) | retired)
+        self.supervisor.retire_worker(worker)
     }
 
     /// Ids of workers starting or serving.
     pub(crate) fn live_worker_ids(&self) -> Vec<u64> {
-        let live = self.supervisor.live_worker_ids();
-        match &self.members {
-            Some(members) => members.live(live).into_iter().map(|(worker, _)| worker).collect(),
-            None => live,
-        }
+        self.supervisor.live_worker_ids()
     }
 
     /// One dict per worker (see `common::worker_dicts`).
     pub(crate) fn workers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let lanes = self.supervisor.workers();
-        match &self.members {
-            Some(members) => worker_dicts(py, members.merge(lanes)),
-            None => worker_dicts(py, lanes),
-        }
+        worker_dicts(py, self.supervisor.workers())
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  Supervisor (queue, timeouts, restarts, stats)     one tokio thread, no GIL
-//!      │  Lane::process: Request::Call over a channel
+//!      │  HostWorker::process / begin: Request::Call over a channel
 //!      ▼
 //!  host (daemon thread; or a caller thread, sync)
 //!      │  recv() ─▶ instance.method(*args) ─▶ Replier.ok/raised/fatal
@@ -57,6 +57,16 @@ pub(crate) enum CallPayload {
     Coalesced(Vec<Arc<Py<PyAny>>>),
 }
 
+impl CallPayload {
+    /// Another handle on the same payload (to give back if the call never starts).
+    pub(crate) fn share(&self) -> Self {
+        match self {
+            CallPayload::One(task) => CallPayload::One(Arc::clone(task)),
+            CallPayload::Coalesced(tasks) => CallPayload::Coalesced(tasks.clone()),
+        }
+    }
+}
+
 /// A message to a host.
 pub(crate) enum Request {
     Call {
@@ -87,10 +97,10 @@ pub(crate) enum KillPolicy {
 
 /// Why a host could not be started.
 pub(crate) enum StartFailure {
+    /// The setup raised this exception (with a one-line summary).
     Raised(Py<PyAny>, String),
+    /// The host ended during its setup; the text says why.
     Crashed(String),
-    /// This lane found its host's setup failed; the lane that ran the setup reports why.
-    NotStarted,
 }
 
 /// The state a host and the supervisor share.
@@ -104,7 +114,7 @@ pub(crate) struct HostShared {
     /// Runs one call on the calling thread, `direct(payload) -> (status, value)`, bypassing the
     /// host's thread (a Ray actor's blocking calls); set by the host, if it can.
     pub(crate) direct: Mutex<Option<Py<PyAny>>>,
-    /// Calls the host is sent at once (its worker's lanes).
+    /// Calls the host may be sent at once (`max_concurrency`).
     pub(crate) concurrency: usize,
     /// Process id behind the host (this process, or a Ray actor's).
     pub(crate) pid: AtomicU64,
@@ -137,7 +147,7 @@ impl HostShared {
     }
 }
 
-/// How the hosts of one worker are started and stopped.
+/// How a worker's host is started (and started again) and stopped.
 #[derive(Clone)]
 pub(crate) struct HostSpec {
     pub(crate) launcher: Arc<Py<PyAny>>,
@@ -145,7 +155,8 @@ pub(crate) struct HostSpec {
     pub(crate) stop_timeout: Duration,
     /// What giving up on one call does to the host.
     pub(crate) kill_policy: KillPolicy,
-    /// Calls the host is sent at once (its worker's lanes).
+    /// Calls the host may be sent at once (`max_concurrency`): its worker's
+    /// [`crate::Workable::concurrency`].
     pub(crate) concurrency: usize,
     /// Sync mode: where the host's setup and calls wait for a caller thread to run them.
     pub(crate) inline: Option<Arc<InlineQueue>>,

@@ -1,28 +1,25 @@
-//! In-process workers (thread, asyncio, ray and sync modes) in an engine: each worker is a
-//! host with `concurrency` lanes (see `members.rs`), values cross as Python objects.
+//! In-process workers (thread, asyncio, ray and sync modes) in an engine: each worker is one
+//! host (see `host_worker.rs`), running up to `max_concurrency` calls at once; values cross as
+//! Python objects.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 
 use super::core::{EngineCore, ReportFn};
-use super::host::{lock, Host, HostSpec, KillPolicy, StartFailure};
+use super::host::{lock, Host, HostSpec, KillPolicy};
+use super::host_worker::HostWorker;
 use super::inline::InlineQueue;
-use super::kind::StartOutcome;
 use super::kind::{Kind, PyReply};
-use super::lane::{Group, Lane};
-use super::members::Members;
 use super::options::{EngineOptions, HostOptions, Mode};
-use crate::error::{StartError, TaskError, WorkerFault};
+use crate::error::{TaskError, WorkerFault};
 use crate::python::protocol::{READY_OK, READY_RAISED};
 use crate::Supervisor;
 
 /// An engine's in-process workers: how to start their hosts.
 pub(crate) struct HostedEngine {
-    pub(crate) core: EngineCore<Lane>,
+    pub(crate) core: EngineCore<HostWorker>,
     hosts: HostOptions,
-    members: Members,
     /// What giving up on one call does to its host.
     kill_policy: KillPolicy,
     inline: Option<Arc<InlineQueue>>,
@@ -40,7 +37,7 @@ impl HostedEngine {
             && config.task_timeout.is_none()
             && config.max_tasks_per_worker.is_none()
             && config.crash_retries == 0;
-        let supervisor = Supervisor::<Lane>::builder()
+        let supervisor = Supervisor::<HostWorker>::builder()
             .config(config)
             .build()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
@@ -51,20 +48,10 @@ impl HostedEngine {
             _ => KillPolicy::Host,
         };
         let inline = (mode == Mode::Sync).then(|| Arc::new(InlineQueue::new()));
-        // Grouping lanes only matters where a host has several.
-        let members = Members::default();
-        let grouped = (hosts.concurrency > 1).then(|| members.clone());
-        Ok(Self {
-            core: EngineCore::new(supervisor, grouped, inline.clone()),
-            hosts,
-            members,
-            kill_policy,
-            inline,
-            direct,
-        })
+        Ok(Self { core: EngineCore::new(supervisor, inline.clone()), hosts, kill_policy, inline, direct })
     }
 
-    /// Starts one host with its lanes, set up with `init` (the spawn arguments). A host runs
+    /// Starts one host, set up with `init` (the spawn arguments). A host runs
     /// in this process, so it cannot have an environment or CPUs of its own: a `placement` is
     /// refused (a Ray actor's travels in `init`, as actor options); `like` places nothing.
     pub(crate) fn start(
@@ -72,14 +59,14 @@ impl HostedEngine {
         init: &Bound<'_, PyAny>,
         placement: Option<super::options::PlacementArg>,
         _like: Option<u64>,
-    ) -> PyResult<impl FnOnce(ReportFn<Lane>) + '_> {
+    ) -> PyResult<impl FnOnce(ReportFn<HostWorker>) + '_> {
         if placement.is_some() {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "env and cpus per worker need mode='process' or 'ray' (in-process workers share one environment)",
             ));
         }
         let init = Arc::new(init.clone().unbind());
-        Ok(move |report| self.start_group(init, report))
+        Ok(move |report| self.start_host(init, report))
     }
 
     /// Checks idle hosts' health: a reply that is the healthy object itself (`True`) is healthy.
@@ -134,14 +121,14 @@ impl HostedEngine {
                 // Its actor is gone: the restart must not reuse the host.
                 host.release();
                 claim.finish(Some(fault.clone()));
-                return Some(Lane::task_reply(py, Err(TaskError::WorkerCrashed { worker, fault })));
+                return Some(HostWorker::task_reply(py, Err(TaskError::WorkerCrashed { worker, fault })));
             }
         };
         claim.finish(None);
-        Some(Lane::task_reply(py, outcome))
+        Some(HostWorker::task_reply(py, outcome))
     }
 
-    fn start_group(&self, init: Arc<Py<PyAny>>, report: ReportFn<Lane>) {
+    fn start_host(&self, init: Arc<Py<PyAny>>, report: ReportFn<HostWorker>) {
         let spec = HostSpec {
             launcher: Arc::clone(&self.hosts.launcher),
             init,
@@ -153,49 +140,7 @@ impl HostedEngine {
         if self.core.supervisor.config().on_demand.is_some() {
             return super::on_demand::record_hosted(&self.core.supervisor, spec, report);
         }
-        let group = Arc::new(Group::new(spec));
-        let report = Arc::new(StartReport(Mutex::new(Some(report))));
-        // Group id = first lane id; ids are handed out in order, so it is known before starting.
-        let group_id = Arc::new(AtomicU64::new(u64::MAX));
-        for lane in 0..self.hosts.concurrency {
-            let (report, gid, members) = (Arc::clone(&report), Arc::clone(&group_id), self.members.clone());
-            let on_ready = move |outcome: StartOutcome<Lane>| {
-                // `start_group` holds this lock until the group id is known.
-                let group = {
-                    let _ids = members.lock();
-                    gid.load(Ordering::Acquire)
-                };
-                report.deliver(group, outcome);
-            };
-            // Register the mapping before the lane can possibly report or serve. A worker of one
-            // lane is not recorded: its lane id is its id.
-            let mut ids = self.members.lock();
-            let id = self.core.supervisor.start_worker(Lane::start(Arc::clone(&group)), on_ready);
-            if lane == 0 {
-                group_id.store(id, Ordering::Release);
-            }
-            if self.hosts.concurrency > 1 {
-                ids.insert(id, group_id.load(Ordering::Acquire));
-            }
-        }
-    }
-}
-
-/// Forwards the one decisive outcome of a group's start (the lane that ran the setup, or a
-/// shutdown) to Python; the other lanes' outcomes are dropped.
-struct StartReport(Mutex<Option<ReportFn<Lane>>>);
-
-impl StartReport {
-    fn deliver(&self, group_id: u64, outcome: StartOutcome<Lane>) {
-        let decisive = match &outcome {
-            Ok((_, value)) => value.is_some(),
-            Err(StartError::Failed(StartFailure::NotStarted)) => false,
-            Err(_) => true,
-        };
-        if decisive {
-            if let Some(report) = lock(&self.0).take() {
-                report(outcome.map(|(_, v)| (group_id, v)));
-            }
-        }
+        let on_ready = move |outcome: Result<(u64, Py<PyAny>), _>| report(outcome.map(|(id, value)| (id, Some(value))));
+        self.core.supervisor.start_worker(HostWorker::start(spec), on_ready);
     }
 }

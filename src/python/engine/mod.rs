@@ -5,19 +5,18 @@
 //! hosts (thread, asyncio, ray, sync). What every kind does alike lives once in
 //! [`core::EngineCore`]; a kind adds how its payloads cross ([`kind::Kind`]) and how its
 //! workers start. Files: `options` (the pool's options), `core` (the shared engine), `slot`
-//! (reply slots and tickets), `members` (lanes of one worker), `process` and `direct`
-//! (process workers and their direct lane), `hosted`, `lane`, `host`, `channel` (in-process
-//! hosts), `inline` (sync mode's caller-run work), `on_demand` (a fresh worker per call).
+//! (reply slots and tickets), `process` and `direct` (process workers and their direct
+//! lane), `hosted`, `host_worker`, `host`, `channel` (in-process hosts, one worker each, running
+//! up to `max_concurrency` calls at once), `inline` (sync mode's caller-run work), `on_demand` (a fresh worker per call).
 
 mod channel;
 mod core;
 mod direct;
 mod host;
+mod host_worker;
 mod hosted;
 mod inline;
 mod kind;
-mod lane;
-mod members;
 mod on_demand;
 mod options;
 mod process;

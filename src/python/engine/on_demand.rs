@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use super::core::ReportFn;
 use super::host::{HostSpec, StartFailure};
-use super::lane::{Group, Lane};
+use super::host_worker::HostWorker;
 use crate::error::TaskError;
 use crate::process::{ProcessSpec, ProcessWorker, SpawnFailure};
 use crate::{Supervisor, WorkerFault};
@@ -30,7 +30,7 @@ pub(crate) fn record_process(
 }
 
 /// Records `spec` (with the spawn arguments) as the factory of an in-process engine's workers.
-pub(crate) fn record_hosted(supervisor: &Supervisor<Lane>, spec: HostSpec, report: ReportFn<Lane>) {
+pub(crate) fn record_hosted(supervisor: &Supervisor<HostWorker>, spec: HostSpec, report: ReportFn<HostWorker>) {
     supervisor.set_worker_factory(move |id| hosted_worker(spec.clone(), id));
     report(Ok((0, None)));
 }
@@ -54,13 +54,12 @@ async fn process_worker(
     }
 }
 
-/// Worker `id`, a fresh host with one lane for one call; a setup that raised fails the call
-/// with that exception.
-async fn hosted_worker(spec: HostSpec, id: u64) -> Result<Lane, TaskError<Py<PyAny>>> {
-    match Lane::start(Arc::new(Group::new(spec))).await {
-        Ok((lane, _)) => Ok(lane),
+/// Worker `id`, a fresh host for one call; a setup that raised fails the call with that
+/// exception.
+async fn hosted_worker(spec: HostSpec, id: u64) -> Result<HostWorker, TaskError<Py<PyAny>>> {
+    match HostWorker::start(spec).await {
+        Ok((worker, _)) => Ok(worker),
         Err(StartFailure::Raised(exc, _)) => Err(TaskError::Failed(exc)),
         Err(StartFailure::Crashed(message)) => Err(not_started(id, message)),
-        Err(StartFailure::NotStarted) => Err(not_started(id, "its setup failed")),
     }
 }

@@ -169,7 +169,7 @@ pub(crate) struct HealthOptions<'a> {
 /// How the in-process hosts of an engine are started.
 pub(crate) struct HostOptions {
     pub(crate) launcher: std::sync::Arc<Py<PyAny>>,
-    /// Calls one host takes at once (lanes per host).
+    /// Calls one host takes at once (its worker's `Workable::concurrency`).
     pub(crate) concurrency: usize,
     pub(crate) stop_timeout: Duration,
 }
@@ -295,10 +295,6 @@ impl EngineOptions {
             // `config` refused max_concurrency in every other mode.
             (_, n) => n.unwrap_or(1),
         };
-        if concurrency > 1 && self.max_tasks_per_worker.is_some() {
-            // Lanes share one instance; recycling one lane cannot renew the instance.
-            return Err(PyValueError::new_err("max_tasks_per_worker needs max_concurrency=1"));
-        }
         Ok(HostOptions {
             launcher: std::sync::Arc::new(launcher.clone_ref(py)),
             concurrency,

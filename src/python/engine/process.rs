@@ -69,7 +69,7 @@ impl ProcessEngine {
         if let (StartMethod::Zygote(zygote), Some(runtime)) = (&spec.start_method, supervisor.runtime()) {
             zygote.warm_up(Arc::clone(&spec), &runtime);
         }
-        Ok(Self { core: EngineCore::new(supervisor, None, None), spec, direct, placed: Mutex::default() })
+        Ok(Self { core: EngineCore::new(supervisor, None), spec, direct, placed: Mutex::default() })
     }
 
     /// Starts one worker process whose setup payload is `init` (pickled bytes), with
