@@ -227,35 +227,86 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-class _Answer:
-    """Answers one call when its Ray object is ready (on a Ray thread); a call whose actor was
-    already found dead is refused instead, so the supervisor queues it again."""
+def _answer(replier: Any, ref: Any, outcome: tuple[int, Any] | None, actor_died: threading.Event) -> None:
+    """Answers one call with its ``outcome``, fetched already, or else with ``ray.get(ref)``."""
+    import ray
+    from ray.exceptions import RayActorError
 
-    def __init__(self, replier: Any, in_flight: dict[int, Any], call_id: int, actor_died: threading.Event) -> None:
-        self.replier, self.in_flight, self.call_id, self.actor_died = replier, in_flight, call_id, actor_died
+    try:
+        status, result = outcome if outcome is not None else ray.get(ref)
+    except RayActorError as exc:
+        actor_died.set()
+        replier.fatal(f"ray actor died: {_first_line(exc)}")
+        return
+    except BaseException as exc:
+        replier.fatal(f"ray call failed: {type(exc).__name__}: {exc}")
+        return
+    if status == _SKIPPED:
+        # Cancelled by the supervisor, which has already answered the call.
+        replier.fatal("call cancelled")
+    elif status == READY_OK:
+        replier.ok(result)
+    else:
+        from .._serialize import load_exception
 
-    def __call__(self, done: concurrent.futures.Future[Any]) -> None:
-        from ray.exceptions import RayActorError
+        replier.raised(load_exception(result))
 
-        self.in_flight.pop(self.call_id, None)
-        try:
-            status, result = done.result()
-        except RayActorError as exc:
-            self.actor_died.set()
-            self.replier.fatal(f"ray actor died: {_first_line(exc)}")
-            return
-        except BaseException as exc:
-            self.replier.fatal(f"ray call failed: {type(exc).__name__}: {exc}")
-            return
-        if status == _SKIPPED:
-            # Cancelled by the supervisor, which has already answered the call.
-            self.replier.fatal("call cancelled")
-        elif status == READY_OK:
-            self.replier.ok(result)
-        else:
-            from .._serialize import load_exception
 
-            self.replier.raised(load_exception(result))
+class _Answers:
+    """The calls at the actor, answered by one thread as their results come: it waits on all of
+    them at once (``ray.wait``) and fetches whatever is ready in one ``ray.get``, so a stream of
+    calls costs one wake-up of this thread per batch rather than a Ray callback per call. A
+    call whose actor was already found dead is refused instead (see ``_forward_calls``)."""
+
+    def __init__(self) -> None:
+        self.actor_died = threading.Event()
+        self._cond = threading.Condition()
+        # call id -> (its ObjectRef, its replier), until answered; in the order sent.
+        self._pending: dict[int, tuple[Any, Any]] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="stateful-pool-ray-answers", daemon=True)
+        self._thread.start()
+
+    def add(self, call_id: int, ref: Any, replier: Any) -> None:
+        with self._cond:
+            self._pending[call_id] = (ref, replier)
+            self._cond.notify()
+
+    def unanswered(self, call_id: int) -> bool:
+        with self._cond:
+            return call_id in self._pending
+
+    def close(self) -> None:
+        """Answers what is still at the actor (it is killed next, which ends those calls), then
+        lets the thread end."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        import ray
+
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = list(self._pending.items())
+            refs = [ref for _, (ref, _) in batch]
+            ray.wait(refs, num_returns=1)
+            ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+            done = [(call_id, ref, replier) for call_id, (ref, replier) in batch if ref in ready]
+            try:
+                outcomes = ray.get([ref for _, ref, _ in done])
+            except BaseException:
+                outcomes = None  # one of them failed: each is fetched alone below
+            with self._cond:
+                for call_id, _, _ in done:
+                    self._pending.pop(call_id, None)
+            for i, (_, ref, replier) in enumerate(done):
+                _answer(replier, ref, None if outcomes is None else outcomes[i], self.actor_died)
+            del batch, refs, done, outcomes
 
 
 def _confirm(replier: Any, _done: concurrent.futures.Future[Any]) -> None:
@@ -264,34 +315,34 @@ def _confirm(replier: Any, _done: concurrent.futures.Future[Any]) -> None:
 
 def _forward_calls(channel: Any, actor: Any) -> None:
     """Submits each call to the actor as it comes, without waiting for the previous answer:
-    the actor queues them and runs them in order, and each is answered (on a Ray thread) when
-    its result is ready. The supervisor bounds how many are in flight
-    (``max_concurrency``) and asks to cancel one that timed out or was killed while still
-    queued; a running one it kills with the actor."""
-    in_flight: dict[int, Any] = {}  # call id -> its ObjectRef, until answered
-    actor_died = threading.Event()
+    the actor queues them and runs them in order, and ``_Answers`` answers each when its
+    result is ready. The supervisor bounds how many are in flight (``max_concurrency``) and
+    asks to cancel one that timed out or was killed while still queued; a running one it
+    kills with the actor."""
+    answers = _Answers()
     go_on = True
-    while go_on:
-        # All the requests waiting: one wake-up of this thread for the lot.
-        requests, go_on = channel.recv_many()
-        for kind, call_id, payload, replier in requests:
-            if kind == REQUEST_CANCEL:
-                _cancel(actor, in_flight, call_id, replier)
-            elif actor_died.is_set():
-                # Calls already at the actor failed with it; this one never reached it.
-                replier.not_run("ray actor died")
-                return
-            else:
-                ref = actor.call.remote(call_id, _shippable(payload))
-                in_flight[call_id] = ref
-                ref.future().add_done_callback(_Answer(replier, in_flight, call_id, actor_died))
-        del requests
+    try:
+        while go_on:
+            # All the requests waiting: one wake-up of this thread for the lot.
+            requests, go_on = channel.recv_many()
+            for kind, call_id, payload, replier in requests:
+                if kind == REQUEST_CANCEL:
+                    _cancel(actor, answers, call_id, replier)
+                elif answers.actor_died.is_set():
+                    # Calls already at the actor failed with it; this one never reached it.
+                    replier.not_run("ray actor died")
+                    return
+                else:
+                    answers.add(call_id, actor.call.remote(call_id, _shippable(payload)), replier)
+            del requests
+    finally:
+        answers.close()
 
 
-def _cancel(actor: Any, in_flight: dict[int, Any], call_id: int, replier: Any) -> None:
+def _cancel(actor: Any, answers: _Answers, call_id: int, replier: Any) -> None:
     """Makes call ``call_id`` a no-op if still queued at the actor; ``replier`` (if any) is
     answered once the actor has the cancel, so the call fails only when it cannot run."""
-    if call_id not in in_flight:
+    if not answers.unanswered(call_id):
         if replier is not None:
             replier.ok(None)  # answered already: nothing to cancel
         return
