@@ -218,8 +218,14 @@ def _call_direct(actor: Any, payload: Any) -> tuple[int, Any]:
 
 
 def _shippable(payload: Any) -> Any:
-    # Buffer views of the caller's memory: Ray ships bytes.
-    return [bytes(part) for part in payload] if isinstance(payload, list) else payload
+    """The payload as Ray ships it: bytes, not buffer views of the caller's memory; a call
+    without out-of-band buffers as its pickle body alone, which Ray sends without pickling it
+    again (a list would go through cloudpickle on both sides)."""
+    if not isinstance(payload, list):
+        return payload
+    if len(payload) == 2:
+        return bytes(payload[1])
+    return [bytes(part) for part in payload]
 
 
 def _first_line(exc: BaseException) -> str:
