@@ -194,6 +194,38 @@ def test_a_crash_requeues_the_chunks_handed_over_behind_it(tmp_path: Path, seque
         assert {f"done-{x}" for x in range(10)} <= set(os.listdir(log))
 
 
+UNPICKLED_IN: list[str] = []
+
+
+def _unpickled_here(_pad: bytes) -> str:
+    UNPICKLED_IN.append(threading.current_thread().name)
+    return "probe"
+
+
+class ThreadProbe:
+    """A result that records which thread of the parent unpickles it; 20 KB, as small replies
+    are unpickled by the core as it hands them over, whichever thread takes them."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unpickled_here, (b"x" * 20_000,))
+
+
+class Probes(SWorker):
+    def execute(self, seconds: float) -> ThreadProbe:
+        time.sleep(seconds)
+        return ThreadProbe()
+
+
+def test_chunk_replies_are_unpickled_by_the_thread_consuming_the_map() -> None:
+    # The first chunk is slow; the others finish on the second worker while the map waits for
+    # it. Their replies are not unpickled by the pool's completion thread (which would hold the
+    # interpreter while the consuming thread waits for it), but by the consumer.
+    UNPICKLED_IN.clear()
+    with _pool(Probes, "process") as pool:
+        assert list(pool.map([0.5] + [0.0] * 6, chunksize=1, window=7)) == ["probe"] * 7
+    assert UNPICKLED_IN == [threading.current_thread().name] * 7
+
+
 def test_a_task_timeout_applies_per_chunk_and_fails_the_slow_item_only() -> None:
     with _pool(Sleepy, "process", task_timeout=1.0) as pool:
         results = pool.map([0.0, 0.0, 30.0, 0.0], chunksize=4)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from ._decode import decode
 from ._serialize import dump_exception, encode, load_exception, safe_str
 from .errors import ResultPicklingError
 from .worker import check_method_name
@@ -266,8 +267,10 @@ def chunk_parts(
         raise _item_exception(error)
 
 
-def _result(future: concurrent.futures.Future[Any]) -> Any:
-    return future.result()
+def _decoded(future: concurrent.futures.Future[Any]) -> Any:
+    """A future's result; a ``RawReplyFuture``'s (a chunk's) decoded here."""
+    result = future.result()
+    return decode(*result) if getattr(future, "_raw", False) else result
 
 
 def chunk_source(iterable: Iterable[Any]) -> Callable[[int], Sequence[Any]]:
@@ -299,9 +302,10 @@ def map_parts(
     sizer: ChunkSizer,
     bar: Any,
 ) -> Generator[Iterable[Any], None, None]:
-    """``SPool.map``'s engine: keeps at most ``window`` chunks in flight (``submit_chunk``),
-    yields each chunk's results in input order (or as chunks finish), and re-runs a chunk that
-    failed as a whole one item per task (``submit_one``, see ``chunk_parts``)."""
+    """``SPool.map``'s engine: keeps at most ``window`` chunks in flight (``submit_chunk``, which
+    returns a ``RawReplyFuture``: the replies are decoded here, in the consuming thread), yields
+    each chunk's results in input order (or as chunks finish), and re-runs a chunk that failed
+    as a whole one item per task (``submit_one``, see ``chunk_parts``)."""
     inflight: collections.deque[tuple[PoolFuture[Any], Sequence[Any]]] = collections.deque()
     try:
         exhausted = False
@@ -324,7 +328,7 @@ def map_parts(
                 at = next(i for i, entry in enumerate(inflight) if entry[0] is done)
                 future, chunk = inflight[at]
                 del inflight[at], finished, done
-            yield from chunk_parts(future, chunk, _result, submit_one, sizer, bar, hand_over=False)
+            yield from chunk_parts(future, chunk, _decoded, submit_one, sizer, bar, hand_over=False)
             del future, chunk
     finally:
         for future, _ in inflight:

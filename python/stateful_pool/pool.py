@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 from . import _core, _lifecycle
 from ._chunk import CHUNK_METHOD, ChunkSizer, MapIterator, chunk_payload, chunk_source, map_iterator, map_parts
 from ._decode import decode
-from ._futures import PoolFuture
+from ._futures import PoolFuture, RawReplyFuture
 from ._output import worker_env
 from ._placement import Placement, health_call, placement, ray_init
 from ._protocol import encode_init
@@ -338,14 +338,14 @@ class SPool(Generic[W]):
         return encode((method, args, kwargs))
 
     def _submit_chunk(
-        self, method: str, items: Sequence[Any], prefix: tuple[Any, ...] = (), spread: bool = False
+        self, method: str, items: Sequence[Any], prefix: tuple[Any, ...] = (), spread: bool = False, raw: bool = False
     ) -> PoolFuture[Any]:
         """Queues one chunk of ``method`` calls, one per item (see ``_chunk.py``); its future's
-        result is the chunk's reply, for ``_chunk.chunk_results``."""
+        result is the chunk's reply, for ``_chunk.chunk_parts`` (``raw``: undecoded)."""
         self._check_method(method)
         call: tuple[Any, ...] = (CHUNK_METHOD, chunk_payload(method, prefix, items, spread), {})
         payload = call if self._in_process else encode(call)
-        future: PoolFuture[Any] = PoolFuture()
+        future: PoolFuture[Any] = RawReplyFuture() if raw else PoolFuture()
         # pipelined: a worker is handed the next chunk behind the one it runs (no wait on the
         # supervisor between two chunks of about a millisecond each).
         return self._completer.register(
@@ -437,7 +437,7 @@ class SPool(Generic[W]):
 
             bar = tqdm(total=total, desc=progress if isinstance(progress, str) else None, unit="task")
         parts = map_parts(
-            lambda chunk: self._submit_chunk("execute", chunk),
+            lambda chunk: self._submit_chunk("execute", chunk, raw=True),
             lambda item: self.submit_call("execute", item),
             chunk_source(iterable),
             ordered,
