@@ -247,6 +247,26 @@ def test_a_dead_zygote_takes_its_workers_and_is_restarted() -> None:
         assert sorted(pool.execute(i) for i in range(4)) == list(range(4))
 
 
+def test_starts_waiting_together_on_a_hung_zygote_all_fork_from_the_next_one() -> None:
+    # Fork requests are answered concurrently: four starts time out on the hung zygote at once,
+    # which counts as one broken zygote (two in a row would make the pool start fresh
+    # interpreters), and all four are forked by its successor.
+    with SPool(Inspect) as pool:
+        pool.spawn()
+        (zygote,) = zygote_pids()
+        os.kill(zygote, signal.SIGSTOP)
+        try:
+            starts = [pool.submit_spawn(tag=str(i)) for i in range(4)]
+            pids = [start.result(timeout=60)["pid"] for start in starts]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(zygote, signal.SIGCONT)
+        (successor,) = zygote_pids()
+        assert successor != zygote and {parent_of(pid) for pid in pids} == {successor}
+        assert {w["tag"] for w in pool.broadcast("whoami")} >= {"0", "1", "2", "3"}
+        assert sorted(pool.execute(i) for i in range(5)) == list(range(5))
+
+
 def test_the_spare_becomes_the_next_worker_and_a_dead_spare_costs_nothing() -> None:
     with SPool(Inspect) as pool:
         first = pool.spawn()["pid"]
