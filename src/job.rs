@@ -107,6 +107,11 @@ pub struct TaskOptions {
     /// Gather this task with queued tasks of the same key into one coalesced call
     /// ([`Workable::process_coalesced`]); `None`: it runs on its own.
     pub coalesce: Option<crate::sched::gather::Coalesce>,
+    /// The task is one of a stream of similar, short tasks (a `map`'s chunks, each sized to
+    /// about a millisecond of work): a worker may be handed it behind the task it runs, as
+    /// if its recent tasks were short, so it never waits for the supervisor between two of
+    /// them. Default `false`: only workers whose recent tasks were short are handed several.
+    pub pipelined: bool,
 }
 
 /// What a keyed task ([`TaskOptions::key`]) does when its worker is busy.

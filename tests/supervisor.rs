@@ -581,3 +581,41 @@ fn slow_tasks_are_never_batched() {
     let workers = pool.workers();
     assert!(workers.iter().all(|w| w.batches == 0 && w.tasks_done >= 2), "both workers took turns: {workers:?}");
 }
+
+#[test]
+fn slow_pipelined_tasks_are_batched_but_not_the_plain_tasks_behind_them() {
+    // A map's chunks (`TaskOptions::pipelined`) are handed to a worker behind the one it runs
+    // though its recent tasks were slow; a slow worker still takes no plain task that way.
+    let pool = Supervisor::<Pipelined>::builder().build().unwrap();
+    let most_in_flight = Arc::new(AtomicUsize::new(0));
+    pool.add_worker(Pipelined {
+        crash_at: u64::MAX,
+        handed: std::collections::VecDeque::new(),
+        ran: Arc::default(),
+        crashed: Arc::default(),
+        most_in_flight: Arc::clone(&most_in_flight),
+    });
+    let gate = pool.try_submit(1000).unwrap(); // 50 ms: a slow pace, and the queue fills meanwhile
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipelined = worker_pool::TaskOptions { pipelined: true, ..Default::default() };
+    for task in 0..4 {
+        let tx = tx.clone();
+        let reply: worker_pool::ReplyFn<Pipelined> = Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        });
+        pool.submit_with(task, pipelined, reply, worker_pool::Backpressure::Fail).unwrap();
+    }
+    let plain: Vec<_> = (10..13).map(|i| pool.try_submit(i).unwrap()).collect();
+    assert_eq!(gate.wait().unwrap(), 1000);
+    let mut chunks: Vec<u64> = (0..4).map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap()).collect();
+    chunks.sort_unstable();
+    assert_eq!(chunks, vec![0, 1, 2, 3]);
+    for (i, h) in (10..13).zip(plain) {
+        assert_eq!(h.wait().unwrap(), i);
+    }
+    let info = &pool.workers()[0];
+    assert_eq!(most_in_flight.load(Ordering::SeqCst), 4, "the four pipelined tasks went in one batch");
+    assert_eq!((info.batches, info.batched_tasks), (1, 4), "the plain tasks went alone: {info:?}");
+    pool.shutdown(ShutdownMode::Graceful);
+    assert!(pool.wait_stopped(Duration::from_secs(10)));
+}

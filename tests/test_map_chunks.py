@@ -159,6 +159,73 @@ def test_items_of_a_crashed_chunk_are_requeued(tmp_path: Path) -> None:
         assert pool.num_workers == 2, "the crashed worker was replaced"
 
 
+def _batched_tasks(pool: SPool[Any]) -> int:
+    return sum(int(w["batched_tasks"]) for w in pool.stats()["workers"])
+
+
+def test_a_worker_is_handed_the_next_chunks_behind_the_one_it_runs() -> None:
+    # Chunks are pipelined: a worker takes its share of the queued chunks in one go, though its
+    # tasks are far from short (a 1 s task, then 20 ms chunks), so it never waits on the
+    # supervisor between two of them. Other tasks of slow workers are never batched.
+    with _pool(Sleepy, "process") as pool:
+        blockers = [pool.submit_execute(1.0) for _ in range(2)]  # both workers busy, so the chunks queue
+        assert list(pool.map([0.02] * 8, chunksize=1, window=8)) == [0.02] * 8
+        assert [b.result(timeout=30) for b in blockers] == [1.0, 1.0]
+        assert _batched_tasks(pool) >= 2, pool.stats()["workers"]
+        before = _batched_tasks(pool)
+        blockers = [pool.submit_execute(1.0) for _ in range(2)]
+        plain = [pool.submit_execute(0.02) for _ in range(8)]
+        assert [f.result(timeout=30) for f in blockers + plain] == [1.0] * 2 + [0.02] * 8
+        assert _batched_tasks(pool) == before, "slow plain tasks were batched"
+
+
+@pytest.mark.parametrize("sequence", [list, tuple, iter])
+def test_a_crash_requeues_the_chunks_handed_over_behind_it(tmp_path: Path, sequence: Any) -> None:
+    # One worker, one item per chunk, ten in flight: the chunks handed over behind the crashing
+    # one never ran; they run on the replacement.
+    marker = str(tmp_path / "crashed-once")
+    log = tmp_path / "log"
+    log.mkdir()
+    with SPool(Crashy) as pool:
+        pool.spawn(str(log))
+        items = sequence([(x, marker) for x in range(10)])
+        assert list(pool.map(items, chunksize=1, window=10)) == list(range(10))
+        assert os.path.exists(marker), "the chunk did crash its worker"
+        assert {f"done-{x}" for x in range(10)} <= set(os.listdir(log))
+
+
+UNPICKLED_IN: list[str] = []
+
+
+def _unpickled_here(_pad: bytes) -> str:
+    UNPICKLED_IN.append(threading.current_thread().name)
+    return "probe"
+
+
+class ThreadProbe:
+    """A result that records which thread of the parent unpickles it; 20 KB, as small replies
+    are unpickled by the core as it hands them over, whichever thread takes them."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unpickled_here, (b"x" * 20_000,))
+
+
+class Probes(SWorker):
+    def execute(self, seconds: float) -> ThreadProbe:
+        time.sleep(seconds)
+        return ThreadProbe()
+
+
+def test_chunk_replies_are_unpickled_by_the_thread_consuming_the_map() -> None:
+    # The first chunk is slow; the others finish on the second worker while the map waits for
+    # it. Their replies are not unpickled by the pool's completion thread (which would hold the
+    # interpreter while the consuming thread waits for it), but by the consumer.
+    UNPICKLED_IN.clear()
+    with _pool(Probes, "process") as pool:
+        assert list(pool.map([0.5] + [0.0] * 6, chunksize=1, window=7)) == ["probe"] * 7
+    assert UNPICKLED_IN == [threading.current_thread().name] * 7
+
+
 def test_a_task_timeout_applies_per_chunk_and_fails_the_slow_item_only() -> None:
     with _pool(Sleepy, "process", task_timeout=1.0) as pool:
         results = pool.map([0.0, 0.0, 30.0, 0.0], chunksize=4)

@@ -113,6 +113,35 @@ def test_a_preloaded_module_is_imported_once_in_the_zygote(tmp_path: Path, monke
         assert pool.call("imported_in", "zygote_preloaded") is None, "not preloaded: not imported"
 
 
+def test_a_forked_worker_imports_nothing_of_its_own_before_its_setup() -> None:
+    # What the worker's main loop imports (its output prefixing, the upcall channel, logging)
+    # was imported by the zygote, not by each worker as it starts (fails on the old code: 8 ms
+    # of every start went to importing them).
+    with SPool(Inspect) as pool:
+        pool.spawn()
+        startup = ("stateful_pool._output", "stateful_pool._upcall", "stateful_pool._worker", "logging", "cloudpickle")
+        assert pool.call("imported_since_fork", *startup) == []
+        assert pool.call("imported_since_fork", "zygote_workers") == ["zygote_workers"], "the check sees imports"
+
+
+def test_a_stopped_forked_worker_runs_its_exit_handlers_and_exits_0(tmp_path: Path) -> None:
+    # A forked worker skips the interpreter's teardown when told to stop, but not its exit
+    # handlers (logging's flush among them).
+    marker = tmp_path / "atexit-ran"
+    with SPool(Inspect, on_demand=1) as on_demand:
+        on_demand.spawn()
+        on_demand.call("register_exit_file", str(marker))  # a fresh worker per call: retired after it
+        wait_until(marker.exists, what="the retired worker's exit handler")
+    marker.unlink()
+    pool = SPool(Inspect)
+    pool.spawn()
+    pid = pool.call("facts")["pid"]
+    pool.call("register_exit_file", str(marker))
+    pool.shutdown()
+    assert marker.read_text() == str(pid)
+    assert not pid_alive(pid)
+
+
 def test_a_preload_that_starts_a_thread_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _module(
         tmp_path,
@@ -216,6 +245,26 @@ def test_a_dead_zygote_takes_its_workers_and_is_restarted() -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(zygote, signal.SIGCONT)
         assert sorted(pool.execute(i) for i in range(4)) == list(range(4))
+
+
+def test_starts_waiting_together_on_a_hung_zygote_all_fork_from_the_next_one() -> None:
+    # Fork requests are answered concurrently: four starts time out on the hung zygote at once,
+    # which counts as one broken zygote (two in a row would make the pool start fresh
+    # interpreters), and all four are forked by its successor.
+    with SPool(Inspect) as pool:
+        pool.spawn()
+        (zygote,) = zygote_pids()
+        os.kill(zygote, signal.SIGSTOP)
+        try:
+            starts = [pool.submit_spawn(tag=str(i)) for i in range(4)]
+            pids = [start.result(timeout=60)["pid"] for start in starts]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(zygote, signal.SIGCONT)
+        (successor,) = zygote_pids()
+        assert successor != zygote and {parent_of(pid) for pid in pids} == {successor}
+        assert {w["tag"] for w in pool.broadcast("whoami")} >= {"0", "1", "2", "3"}
+        assert sorted(pool.execute(i) for i in range(5)) == list(range(5))
 
 
 def test_the_spare_becomes_the_next_worker_and_a_dead_spare_costs_nothing() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -28,3 +29,16 @@ class Inspect(Faulty):
         """The pid that imported ``module``, as the module recorded it (``None``: not imported)."""
         found = sys.modules.get(module)
         return None if found is None else int(found.IMPORTED_IN)
+
+    def imported_since_fork(self, *modules: str) -> list[str]:
+        """Those of ``modules`` this worker imported itself: a module the zygote imported is
+        frozen there (``gc.freeze``), so the collector does not list its namespace."""
+        tracked = {id(obj) for obj in gc.get_objects()}
+        return [name for name in modules if id(vars(sys.modules[name])) in tracked]
+
+    def register_exit_file(self, path: str) -> None:
+        """Writes ``path`` when this worker's interpreter runs its exit handlers."""
+        import atexit
+        from pathlib import Path
+
+        atexit.register(Path(path).write_text, str(os.getpid()))

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from ._decode import decode
 from ._serialize import dump_exception, encode, load_exception, safe_str
 from .errors import ResultPicklingError
 from .worker import check_method_name
@@ -58,7 +59,7 @@ _FIRST_SIZE = 1
 _MAX_SIZE = 1 << 16
 
 
-def chunk_payload(method: str, prefix: tuple[Any, ...], items: list[Any], spread: bool) -> tuple[Any, ...]:
+def chunk_payload(method: str, prefix: tuple[Any, ...], items: Sequence[Any], spread: bool) -> tuple[Any, ...]:
     """The arguments of a chunk call: per item, ``worker.<method>(*prefix, item)``, or
     ``(*prefix, *item)`` with ``spread`` (items are argument tuples)."""
     return (method, prefix, items, spread)
@@ -220,16 +221,20 @@ def iter_handing_over(results: list[Any]) -> Iterable[Any]:
 
 def chunk_parts(
     future: concurrent.futures.Future[Any],
-    items: list[Any],
+    items: Sequence[Any],
     wait: Callable[[concurrent.futures.Future[Any]], Any],
     one: Callable[[Any], concurrent.futures.Future[Any]],
     sizer: ChunkSizer | None = None,
     bar: Any = None,
+    hand_over: bool = True,
 ) -> Iterator[Iterable[Any]]:
     """Yields the chunk's results (as iterables, in item order), then raises the first failed
     item's exception. ``wait(future)`` returns a future's result (it may raise ``TimeoutError``
     for the map's own deadline); ``one(item)`` submits an item alone, for a chunk whose call
-    failed as a whole. ``bar`` (a progress bar or ``None``) counts the items handed over."""
+    failed as a whole. ``bar`` (a progress bar or ``None``) counts the items handed over.
+    ``hand_over``: each result is dropped as it is handed over (``Executor.map``'s contract),
+    else the chunk's results list is yielded as it is (faster; it lives until the chunk is
+    consumed)."""
     try:
         reply = wait(future)
     except Exception:
@@ -257,33 +262,56 @@ def chunk_parts(
         del results[index:]
     if bar is not None:
         bar.update(len(results))
-    yield iter_handing_over(results)
+    yield iter_handing_over(results) if hand_over else results
     if errors:
         raise _item_exception(error)
 
 
-def _result(future: concurrent.futures.Future[Any]) -> Any:
-    return future.result()
+def _decoded(future: concurrent.futures.Future[Any]) -> Any:
+    """A future's result; a ``RawReplyFuture``'s (a chunk's) decoded here."""
+    result = future.result()
+    return decode(*result) if getattr(future, "_raw", False) else result
+
+
+def chunk_source(iterable: Iterable[Any]) -> Callable[[int], Sequence[Any]]:
+    """``take(n)``: the next ``n`` items of ``iterable`` (fewer at its end, none after). A list,
+    tuple or range is sliced: no item is touched in this process, and a range's slice is a
+    range, which pickles as three numbers (the worker makes its items). Any other iterable is
+    read ``n`` items at a time into a list."""
+    if type(iterable) in (list, tuple, range):
+        sequence = cast("Sequence[Any]", iterable)
+        start = 0
+
+        def take(n: int) -> Sequence[Any]:
+            nonlocal start
+            part = sequence[start : start + n]
+            start += len(part)
+            return part
+
+        return take
+    items = iter(iterable)
+    return lambda n: list(itertools.islice(items, n))
 
 
 def map_parts(
-    submit_chunk: Callable[[list[Any]], PoolFuture[Any]],
+    submit_chunk: Callable[[Sequence[Any]], PoolFuture[Any]],
     submit_one: Callable[[Any], PoolFuture[Any]],
-    items: Iterator[Any],
+    take: Callable[[int], Sequence[Any]],
     ordered: bool,
     window: int,
     sizer: ChunkSizer,
     bar: Any,
 ) -> Generator[Iterable[Any], None, None]:
-    """``SPool.map``'s engine: keeps at most ``window`` chunks in flight (``submit_chunk``),
-    yields each chunk's results in input order (or as chunks finish), and re-runs a chunk that
-    failed as a whole one item per task (``submit_one``, see ``chunk_parts``)."""
-    inflight: collections.deque[tuple[PoolFuture[Any], list[Any]]] = collections.deque()
+    """``SPool.map``'s engine: keeps at most ``window`` chunks in flight (``submit_chunk``, which
+    returns a ``RawReplyFuture``: the replies are decoded here, in the consuming thread), yields
+    each chunk's results in input order (or as chunks finish), and re-runs a chunk that failed
+    as a whole one item per task (``submit_one``, see ``chunk_parts``)."""
+    inflight: collections.deque[tuple[PoolFuture[Any], Sequence[Any]]] = collections.deque()
     try:
         exhausted = False
         while True:
             while not exhausted and len(inflight) < window:
-                chunk = list(itertools.islice(items, sizer.next_size()))
+                chunk = take(sizer.next_size())
                 if not chunk:
                     exhausted = True
                     break
@@ -300,7 +328,7 @@ def map_parts(
                 at = next(i for i, entry in enumerate(inflight) if entry[0] is done)
                 future, chunk = inflight[at]
                 del inflight[at], finished, done
-            yield from chunk_parts(future, chunk, _result, submit_one, sizer, bar)
+            yield from chunk_parts(future, chunk, _decoded, submit_one, sizer, bar, hand_over=False)
             del future, chunk
     finally:
         for future, _ in inflight:

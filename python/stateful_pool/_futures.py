@@ -16,11 +16,11 @@ from typing import Any, Generic, TypeVar
 
 from . import _core, _lifecycle
 from ._decode import decode
-from ._protocol import STATUS_OBJECT
+from ._protocol import STATUS_OBJECT, STATUS_OK
 
 T = TypeVar("T")
 
-__all__ = ["PoolFuture", "Completer"]
+__all__ = ["PoolFuture", "RawReplyFuture", "Completer"]
 
 _CANCELLED_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED)
 _DONE_STATES = (_CANCELLED, _CANCELLED_AND_NOTIFIED, _FINISHED)
@@ -79,6 +79,8 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
     _ticket: _core.CoreTicket | None
     _token: int
     _completer: Completer | None
+    # Whether a result reply is kept as it came, ``(status, value)``, for the caller to decode.
+    _raw = False
 
     def __init__(self) -> None:  # no super().__init__(): see the class docstring
         self._state = _PENDING
@@ -212,6 +214,18 @@ class PoolFuture(Future, Generic[T]):  # type: ignore[type-arg]
         return self.cancelled()
 
 
+class RawReplyFuture(PoolFuture[Any]):
+    """A future whose result is the task's reply as it came, ``(status, value)``, for
+    ``_decode.decode``; failures still raise. A ``map`` decodes its chunks' replies in the thread
+    that consumes them, so the completion thread never holds the interpreter for a chunk's
+    unpickling while that thread waits for it."""
+
+    _raw = True
+
+
+_RAW_STATUSES = (STATUS_OK, STATUS_OBJECT)
+
+
 class Completer:
     """Owns the pool's completion thread: it waits (without the GIL) for finished tasks in the
     Rust core and completes their futures, many per wake-up.
@@ -272,7 +286,7 @@ class Completer:
                 future = pending.pop(token, None)
                 if future is None or future.done():
                     continue
-                if status == STATUS_OBJECT:  # the common case, inline: it runs once per task
+                if status == STATUS_OBJECT and not future._raw:  # the common case, inline: once per task
                     try:
                         future.set_result(value)
                     except InvalidStateError:  # cancelled meanwhile
@@ -358,6 +372,12 @@ class Completer:
 
 
 def _complete(future: PoolFuture[Any], status: int, value: Any) -> None:
+    if future._raw and status in _RAW_STATUSES:
+        try:
+            future.set_result((status, value))
+        except InvalidStateError:  # cancelled meanwhile
+            pass
+        return
     try:
         result = decode(status, value)
     except CancelledError:

@@ -14,6 +14,7 @@ zygote), takes its descriptors on 3, 4 and 5, its environment and working direct
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import gc
@@ -273,7 +274,9 @@ def main() -> None:
 
     import cloudpickle  # noqa: F401 - imported once here, for every worker
 
-    from . import _worker
+    # Everything _worker.main imports, once here: a worker importing _output (and so logging)
+    # itself took 8 ms of every start on a loaded machine.
+    from . import _output, _upcall, _worker  # noqa: F401
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up once, not in every worker
     refused = _preload(sys.argv[1:])
@@ -291,3 +294,12 @@ def main() -> None:
         return
     _become_worker(*job)
     _worker.main()
+    # A forked worker that was told to stop skips the interpreter's teardown (as
+    # multiprocessing's forked children do): it would touch every object inherited from the
+    # zygote, copying their pages, and cost each retiring worker milliseconds of CPU beside
+    # the workers starting meanwhile (an on-demand pool retires one per call). Exit handlers
+    # (logging's flush included) still run.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

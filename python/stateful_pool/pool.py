@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from . import _core, _lifecycle
-from ._chunk import CHUNK_METHOD, ChunkSizer, MapIterator, chunk_payload, map_iterator, map_parts
+from ._chunk import CHUNK_METHOD, ChunkSizer, MapIterator, chunk_payload, chunk_source, map_iterator, map_parts
 from ._decode import decode
-from ._futures import PoolFuture
+from ._futures import PoolFuture, RawReplyFuture
 from ._output import worker_env
 from ._placement import Placement, health_call, placement, ray_init
 from ._protocol import encode_init
@@ -338,16 +338,18 @@ class SPool(Generic[W]):
         return encode((method, args, kwargs))
 
     def _submit_chunk(
-        self, method: str, items: list[Any], prefix: tuple[Any, ...] = (), spread: bool = False
+        self, method: str, items: Sequence[Any], prefix: tuple[Any, ...] = (), spread: bool = False, raw: bool = False
     ) -> PoolFuture[Any]:
         """Queues one chunk of ``method`` calls, one per item (see ``_chunk.py``); its future's
-        result is the chunk's reply, for ``_chunk.chunk_results``."""
+        result is the chunk's reply, for ``_chunk.chunk_parts`` (``raw``: undecoded)."""
         self._check_method(method)
         call: tuple[Any, ...] = (CHUNK_METHOD, chunk_payload(method, prefix, items, spread), {})
         payload = call if self._in_process else encode(call)
-        future: PoolFuture[Any] = PoolFuture()
+        future: PoolFuture[Any] = RawReplyFuture() if raw else PoolFuture()
+        # pipelined: a worker is handed the next chunk behind the one it runs (no wait on the
+        # supervisor between two chunks of about a millisecond each).
         return self._completer.register(
-            future, self._core.submit, payload, self._call_timeout, self._submit_timeout, *self._routing
+            future, self._core.submit, payload, self._call_timeout, self._submit_timeout, *self._routing, None, True
         )
 
     def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -423,8 +425,9 @@ class SPool(Generic[W]):
         ``window`` chunks are in flight, so huge or endless inputs work."""
         self._check_open()
         workers = max(1, len(self._core.live_worker_ids()))
-        # Chunks of about 1 ms keep a worker busy with two in flight each; small fixed chunks need more.
-        window = window or (2 * workers + 2 if chunksize is None else max(64, 4 * workers))
+        # Chunks of about 1 ms: each worker runs one with the next ones handed to it behind it
+        # (pipelined), and more wait queued; small fixed chunks need more.
+        window = window or (4 * workers + 2 if chunksize is None else max(64, 4 * workers))
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
         sizer = ChunkSizer(chunksize, total, workers)
         self._check_method("execute")
@@ -434,9 +437,9 @@ class SPool(Generic[W]):
 
             bar = tqdm(total=total, desc=progress if isinstance(progress, str) else None, unit="task")
         parts = map_parts(
-            lambda chunk: self._submit_chunk("execute", chunk),
+            lambda chunk: self._submit_chunk("execute", chunk, raw=True),
             lambda item: self.submit_call("execute", item),
-            iter(iterable),
+            chunk_source(iterable),
             ordered,
             window,
             sizer,

@@ -252,8 +252,9 @@ pub type CallReply = Vec<u8>;
 
 /// How many calls a worker may be handed at once (see [`Workable::pipeline_depth`]).
 const PIPELINE_DEPTH: usize = 32;
-/// Larger calls always travel alone: batching saves wake-ups, which matter for small calls.
-const PIPELINE_MAX_TASK_BYTES: usize = 64 * 1024;
+/// Larger calls always travel alone. Batching saves wake-ups, which matter for small calls and
+/// for a `map`'s chunks (tens of KiB of items each, about a millisecond of work).
+const PIPELINE_MAX_TASK_BYTES: usize = 1 << 20;
 
 fn call_response(reply: frame::Frame) -> Response<ProcessWorker> {
     match reply.kind {

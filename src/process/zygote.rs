@@ -79,6 +79,18 @@ struct State {
     broken: u32,
     /// The number of the last fork request.
     seq: u64,
+    /// Bumped each time the running zygote is given up, so a fork that waited for an answer
+    /// gives up only the zygote it asked, not a newer one.
+    generation: u64,
+}
+
+impl State {
+    /// The running zygote is broken: it is killed (with its driver) and counted.
+    fn give_up(&mut self) {
+        self.running = None;
+        self.broken += 1;
+        self.generation += 1;
+    }
 }
 
 impl std::fmt::Debug for Zygote {
@@ -117,6 +129,8 @@ impl Zygote {
 
     /// Forks a worker with `fds` on 3, 4 and 5 and `env` on top of the zygote's environment;
     /// starts (or restarts) the zygote first when needed. Must run on the supervisor's runtime.
+    /// Requests are sent one at a time, but their answers are awaited concurrently: the forks
+    /// of a pool's workers started together follow each other without a round trip each.
     pub(crate) async fn fork(
         &self,
         spec: &ProcessSpec,
@@ -124,41 +138,56 @@ impl Zygote {
         env: &[(OsString, OsString)],
     ) -> Result<ForkedChild, ZygoteError> {
         let request_body = encode_request(spec, env)?;
-        let mut state = self.state.lock().await;
         let mut why = String::from("the zygote broke too often");
-        while state.broken < BROKEN_AT_MOST {
-            state.seq += 1;
-            let seq = state.seq;
-            if state.running.as_ref().is_some_and(|running| running.driver.is_finished()) {
-                state.running = None; // it died while idle: start another, no harm done
-            }
-            let running = match state.running.take() {
-                Some(running) => running,
-                None => match self.start(spec).await {
-                    Ok(running) => running,
-                    Err(ZygoteError::Broken(broken)) => {
-                        state.broken += 1;
+        loop {
+            let (answer, generation) = {
+                let mut state = self.state.lock().await;
+                if state.broken >= BROKEN_AT_MOST {
+                    return Err(ZygoteError::Broken(why));
+                }
+                state.seq += 1;
+                let seq = state.seq;
+                if state.running.as_ref().is_some_and(|running| running.driver.is_finished()) {
+                    state.running = None; // it died while idle: start another, no harm done
+                }
+                let running = match state.running.take() {
+                    Some(running) => running,
+                    None => match self.start(spec).await {
+                        Ok(running) => running,
+                        Err(ZygoteError::Broken(broken)) => {
+                            state.broken += 1;
+                            why = broken;
+                            continue;
+                        }
+                        Err(refused) => return Err(refused),
+                    },
+                };
+                let running = state.running.insert(running);
+                match running.request(seq, &request_body, fds).await {
+                    Ok(answer) => (answer, state.generation),
+                    Err(broken) => {
+                        state.give_up();
                         why = broken;
                         continue;
                     }
-                    Err(refused) => return Err(refused),
-                },
+                }
             };
-            let running = state.running.insert(running);
-            match running.fork(seq, &request_body, fds).await {
-                Ok(child) => {
-                    state.broken = 0;
+            let broken = match tokio::time::timeout(FORK_TIMEOUT, answer).await {
+                Ok(Ok(Ok(child))) => {
+                    self.state.lock().await.broken = 0;
                     return Ok(child);
                 }
-                Err(ZygoteError::Broken(broken)) => {
-                    state.running = None; // killed with its driver
-                    state.broken += 1;
-                    why = broken;
-                }
-                Err(refused) => return Err(refused),
+                Ok(Ok(Err(ZygoteError::Broken(broken)))) => broken,
+                Ok(Ok(Err(refused))) => return Err(refused),
+                Ok(Err(_)) => "the zygote died".to_owned(),
+                Err(_) => format!("the zygote did not answer a fork request within {FORK_TIMEOUT:?}; it was killed"),
+            };
+            let mut state = self.state.lock().await;
+            if state.generation == generation {
+                state.give_up(); // killed with its driver
             }
+            why = broken;
         }
-        Err(ZygoteError::Broken(why))
     }
 
     /// Starts the zygote and waits until it is ready (or refuses, or dies).
@@ -177,8 +206,9 @@ impl Zygote {
         drop(theirs);
         let control = Arc::new(register(ours, Interest::READABLE | Interest::WRITABLE).map_err(broken)?);
         let (tx, replies) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(drive(process, Arc::clone(&control), tx));
-        let mut running = Running { control, replies, driver };
+        let answers = Arc::new(Answers::default());
+        let driver = tokio::spawn(drive(process, Arc::clone(&control), tx, Arc::clone(&answers)));
+        let mut running = Running { control, replies, answers, driver };
         match running.replies.recv().await {
             Some(Reply::Ready) => Ok(running),
             Some(Reply::Refused(why)) => {
@@ -189,7 +219,6 @@ impl Zygote {
             }
             Some(Reply::Gone(why)) => Err(ZygoteError::Broken(format!("the zygote died while starting: {why}"))),
             None => Err(ZygoteError::Broken("the zygote died while starting".to_owned())),
-            Some(_) => Err(ZygoteError::Broken("the zygote sent a fork reply before it was ready".to_owned())),
         }
     }
 }
@@ -213,10 +242,12 @@ fn encode_request(spec: &ProcessSpec, env: &[(OsString, OsString)]) -> Result<Ve
     Ok(body)
 }
 
-/// A started zygote: its control socket and what its driver task hears on it.
+/// A started zygote: its control socket, what its driver task hears on it while it starts, and
+/// the fork requests waiting for their answers.
 struct Running {
     control: Arc<AsyncFd<OwnedFd>>,
     replies: mpsc::UnboundedReceiver<Reply>,
+    answers: Arc<Answers>,
     driver: JoinHandle<()>,
 }
 
@@ -227,49 +258,80 @@ impl Drop for Running {
     }
 }
 
+/// The answer to one fork request.
+type Answer = Result<ForkedChild, ZygoteError>;
+
 impl Running {
-    async fn fork(&mut self, seq: u64, body: &[u8], fds: ChildFds) -> Result<ForkedChild, ZygoteError> {
-        let broken = |e: io::Error| ZygoteError::Broken(format!("cannot send a fork request to the zygote: {e}"));
+    /// Sends fork request `seq`; its answer comes on the returned receiver (dropped unanswered
+    /// when the zygote dies). Errors: why the request could not be sent (the zygote is broken).
+    async fn request(&mut self, seq: u64, body: &[u8], fds: ChildFds) -> Result<oneshot::Receiver<Answer>, String> {
+        let answer = self.answers.wait_for(seq)?;
         let message = [b"F".as_slice(), &seq.to_le_bytes(), body].concat();
         let fds: Vec<_> = fds.into_iter().flatten().collect();
-        send_packet(&self.control, &message, &fds).await.map_err(broken)?;
-        let deadline = tokio::time::Instant::now() + FORK_TIMEOUT;
-        loop {
-            let reply = match tokio::time::timeout_at(deadline, self.replies.recv()).await {
-                Ok(reply) => reply,
-                Err(_) => {
-                    return Err(ZygoteError::Broken(format!(
-                        "the zygote did not answer a fork request within {FORK_TIMEOUT:?}; it was killed"
-                    )))
-                }
-            };
-            match reply {
-                // Answers to requests whose starts were abandoned: their workers are killed as
-                // they are dropped here.
-                Some(Reply::Forked(answered, _) | Reply::ForkFailed(answered, _)) if answered != seq => {}
-                Some(Reply::Forked(_, Ok(child))) => return Ok(child),
-                Some(Reply::Forked(_, Err(e))) => {
-                    return Err(ZygoteError::Broken(format!("cannot watch the forked worker: {e}")))
-                }
-                Some(Reply::ForkFailed(_, why)) => {
-                    return Err(ZygoteError::Refused(format!("the zygote could not fork a worker: {why}")))
-                }
-                Some(Reply::Gone(why)) => return Err(ZygoteError::Broken(format!("the zygote died: {why}"))),
-                None => return Err(ZygoteError::Broken("the zygote died".to_owned())),
-                Some(Reply::Ready | Reply::Refused(_)) => {
-                    return Err(ZygoteError::Broken("the zygote announced itself twice".to_owned()))
-                }
-            }
+        if let Err(e) = send_packet(&self.control, &message, &fds).await {
+            self.answers.forget(seq);
+            return Err(format!("cannot send a fork request to the zygote: {e}"));
+        }
+        Ok(answer)
+    }
+}
+
+/// Fork requests waiting for their answers, by number, shared by [`Running`] and its driver.
+#[derive(Default)]
+struct Answers(std::sync::Mutex<AnswerBook>);
+
+#[derive(Default)]
+struct AnswerBook {
+    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Set when the zygote is gone: why.
+    gone: Option<String>,
+}
+
+impl Answers {
+    fn book(&self) -> std::sync::MutexGuard<'_, AnswerBook> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wait_for(&self, seq: u64) -> Result<oneshot::Receiver<Answer>, String> {
+        let mut book = self.book();
+        if let Some(why) = &book.gone {
+            return Err(format!("the zygote died: {why}"));
+        }
+        let (tx, rx) = oneshot::channel();
+        book.waiting.insert(seq, tx);
+        Ok(rx)
+    }
+
+    fn forget(&self, seq: u64) {
+        self.book().waiting.remove(&seq);
+    }
+
+    /// Hands request `seq` its answer. A request nobody waits for any more (its start was
+    /// abandoned) drops it: its worker is killed as it is dropped.
+    fn answer(&self, seq: u64, answer: Answer) {
+        let waiter = self.book().waiting.remove(&seq);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(answer);
+        }
+    }
+
+    /// The zygote is gone: every request still waiting fails with `why`.
+    fn close(&self, why: &str) {
+        let waiting = {
+            let mut book = self.book();
+            book.gone = Some(why.to_owned());
+            std::mem::take(&mut book.waiting)
+        };
+        for waiter in waiting.into_values() {
+            let _ = waiter.send(Err(ZygoteError::Broken(format!("the zygote died: {why}"))));
         }
     }
 }
 
-/// What the driver passes on to whoever waits on the zygote.
+/// What the driver passes on to whoever starts the zygote.
 enum Reply {
     Ready,
     Refused(String),
-    Forked(u64, io::Result<ForkedChild>),
-    ForkFailed(u64, String),
     /// The zygote is gone (and reaped): why.
     Gone(String),
 }
@@ -277,10 +339,16 @@ enum Reply {
 /// Reads the zygote's messages until it is gone: hands replies on and routes each worker's exit
 /// status to its [`ForkedChild`]. Owns the zygote's process, which dies when this task is
 /// dropped (`kill_on_drop`), and its workers with it.
-async fn drive(process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::UnboundedSender<Reply>) {
+async fn drive(
+    process: Child,
+    control: Arc<AsyncFd<OwnedFd>>,
+    replies: mpsc::UnboundedSender<Reply>,
+    answers: Arc<Answers>,
+) {
     let mut process = ZygoteProcess(process);
     let process = &mut process.0;
     let mut reports: HashMap<u32, oneshot::Sender<i32>> = HashMap::new();
+    let mut announced = false;
     let why = loop {
         let (bytes, mut fds) = match recv_packet(&control).await {
             Ok(Some(packet)) => packet,
@@ -300,12 +368,18 @@ async fn drive(process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::Un
                 let pid = u32::from_le_bytes(bytes[9..13].try_into().unwrap_or_default());
                 let (report, reported) = oneshot::channel();
                 reports.insert(pid, report);
-                Reply::Forked(seq, ForkedChild::new(pid, fds.remove(0), reported))
+                let child = ForkedChild::new(pid, fds.remove(0), reported)
+                    .map_err(|e| ZygoteError::Broken(format!("cannot watch the forked worker: {e}")));
+                answers.answer(seq, child);
+                continue;
             }
             (Some(b'X'), 9.., 0) => {
                 let seq = u64::from_le_bytes(bytes[1..9].try_into().unwrap_or_default());
-                Reply::ForkFailed(seq, String::from_utf8_lossy(&bytes[9..]).into_owned())
+                let why = String::from_utf8_lossy(&bytes[9..]);
+                answers.answer(seq, Err(ZygoteError::Refused(format!("the zygote could not fork a worker: {why}"))));
+                continue;
             }
+            (Some(b'R' | b'E'), _, 0) if announced => break "it announced itself twice".to_owned(),
             (Some(b'R'), 1, 0) => Reply::Ready,
             (Some(b'E'), _, 0) => Reply::Refused(String::from_utf8_lossy(&bytes[1..]).into_owned()),
             _ => {
@@ -316,9 +390,8 @@ async fn drive(process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::Un
                 )
             }
         };
-        if replies.send(reply).is_err() {
-            break "nobody uses it any more".to_owned();
-        }
+        announced = true;
+        let _ = replies.send(reply); // Ready or refused: the start waits for it
     };
     // Workers still waiting for a report learn that the zygote is gone (and they with it).
     drop(reports);
@@ -327,7 +400,9 @@ async fn drive(process: Child, control: Arc<AsyncFd<OwnedFd>>, replies: mpsc::Un
         Ok(status) => status.to_string(),
         Err(e) => format!("exit status unknown: {e}"),
     };
-    let _ = replies.send(Reply::Gone(format!("{why}; {status}")));
+    let why = format!("{why}; {status}");
+    answers.close(&why);
+    let _ = replies.send(Reply::Gone(why));
 }
 
 /// How long dropping a zygote's process waits for it to exit after SIGKILL.

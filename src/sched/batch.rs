@@ -140,7 +140,7 @@ impl<W: Workable> Handed<W> {
 fn should_batch<W: Workable>(worker: &W, job: &Job<W>, pace: &Pace, shared: &Shared<W>) -> bool {
     let c = &shared.config;
     worker.pipeline_depth() > 1
-        && pace.is_short()
+        && (pace.is_short() || job.options.pipelined)
         && job.options.timeout.is_none()
         && c.task_timeout.is_none()
         && c.max_tasks_per_worker.is_none()
@@ -158,7 +158,7 @@ pub(crate) async fn run<W: Workable>(claimed: Claimed<'_, W>, first: Job<W>, pac
         match hand_over(worker, first) {
             Ok(h) => {
                 handed.push_back(h);
-                take_share(worker, slot, shared, &mut handed);
+                take_share(worker, slot, shared, &mut handed, pace.is_short());
             }
             Err(first) => handed.push_back(Handed::alone(first, crash_retries)),
         }
@@ -289,10 +289,20 @@ async fn run_alone<W: Workable>(
 
 /// Hands the worker its share of the queue (queued / live workers, up to its pipeline depth)
 /// behind the task it already took.
-fn take_share<W: Workable>(worker: &mut W, slot: &WorkerSlot<W>, shared: &Shared<W>, handed: &mut VecDeque<Handed<W>>) {
+fn take_share<W: Workable>(
+    worker: &mut W,
+    slot: &WorkerSlot<W>,
+    shared: &Shared<W>,
+    handed: &mut VecDeque<Handed<W>>,
+    short: bool,
+) {
     let share = 1 + shared.queue.len() / shared.live_workers().max(1);
     while handed.len() < share.min(worker.pipeline_depth()) {
-        let Some(job) = shared.queue.try_pop_if(|job| job.options.key.is_none()) else { break };
+        // A worker batching only for pipelined tasks takes no other kind behind them.
+        let Some(job) = shared.queue.try_pop_if(|job| job.options.key.is_none() && (short || job.options.pipelined))
+        else {
+            break;
+        };
         if job.options.timeout.is_some() {
             // Needs its own deadline: run it alone, first thing.
             shared.queue.give_back(job);

@@ -167,8 +167,9 @@ impl Engine {
     }
 
     /// Queues one call; its outcome arrives through `take_completions` under `token` (options
-    /// as for `call`).
-    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait", method=None))]
+    /// as for `call`). `pipelined`: the call is one of a `map`'s chunks (see
+    /// [`TaskOptions::pipelined`]).
+    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait", method=None, pipelined=false))]
     #[allow(clippy::too_many_arguments)] // the Python signature: each one a keyword
     fn submit(
         &self,
@@ -181,8 +182,10 @@ impl Engine {
         key: Option<&Bound<'_, PyAny>>,
         sticky: &str,
         method: Option<&str>,
+        pipelined: bool,
     ) -> PyResult<CoreTicket> {
-        let options = self.task_options(task_options(timeout, priority, key, sticky)?, method);
+        let options =
+            TaskOptions { pipelined, ..self.task_options(task_options(timeout, priority, key, sticky)?, method) };
         with_kind!(self, kind => kind.core.submit(py, kind.task(py, payload)?, token, options, submit_timeout))
     }
 

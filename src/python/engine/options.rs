@@ -313,7 +313,7 @@ pub(crate) fn task_options(
 ) -> PyResult<TaskOptions> {
     let sticky = sticky.parse::<Sticky>().map_err(|e| PyValueError::new_err(e.to_string()))?;
     let key = key.map(|k| k.hash().map(|h| u64::from_ne_bytes(h.to_ne_bytes()))).transpose()?;
-    Ok(TaskOptions { timeout: seconds("timeout", timeout)?, priority, key, sticky, coalesce: None })
+    Ok(TaskOptions { timeout: seconds("timeout", timeout)?, priority, key, sticky, ..TaskOptions::default() })
 }
 
 /// One worker's placement as `SPool` passes it to `spawn`: `(env, cpus)`, the environment as
