@@ -226,6 +226,20 @@ def test_queue_size_applies_backpressure_and_drops_nothing() -> None:
         assert [f.result(timeout=10) for f in queued] == [0, 1]
 
 
+def test_max_in_flight_counts_running_tasks_too() -> None:
+    with SPool(Echo, max_in_flight=2, submit_timeout=0.2) as pool:
+        pool.spawn()
+        running = pool.submit_call("sleep", 1.0)
+        wait_until(lambda: pool.stats()["workers"][0]["state"] == "busy", what="the task to start")
+        queued = pool.submit_execute(1)  # one running, one queued: two unanswered, the bound
+        assert isinstance(pool.submit_execute(2).exception(timeout=5), queue.Full)
+        assert running.result(timeout=10) > 0 and queued.result(timeout=10) == 1
+        # Answered: room again, without a timeout to wait on.
+        assert pool.submit_execute(3).result(timeout=10) == 3
+    with pytest.raises(ValueError, match="max_in_flight"):
+        SPool(Echo, max_in_flight=0)
+
+
 def test_full_queue_blocks_submit_until_space_frees() -> None:
     with SPool(Echo, queue_size=1) as pool:
         pool.spawn()

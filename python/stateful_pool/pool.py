@@ -79,21 +79,21 @@ class SPool(Generic[W]):
         worker_cls: an :class:`SWorker` subclass.
         queue_size: how many tasks may wait for a worker (``None``: unbounded). When the queue
             is full, submitting blocks, or raises :class:`queue.Full` after ``submit_timeout``.
+        max_in_flight: how many submitted tasks may be unanswered, queued or running (``None``:
+            unbounded); beyond it submitting blocks as on a full queue, until one is answered.
         task_timeout: default seconds a task may run; past it the future fails with
             :class:`TaskTimeoutError` and the worker is killed and replaced.
         restart: ``"on-failure"`` (default: a crashed worker is started again with the same
             spawn arguments), ``"never"``, or ``"always"``.
-        max_restarts: a worker that keeps failing without serving (its ``spawn`` crashes, or it
-            dies while idle) is restarted, with a backoff, at most this many times within
-            ``restart_window``; then it gives up and stays failed. A crash during a task
-            (whatever the exit code) always restarts the worker at once and never counts.
+        max_restarts: a worker failing without serving (``spawn`` crashes, or it dies idle) is
+            restarted, with a backoff, at most this many times within ``restart_window``, then
+            stays failed. A crash during a task always restarts it at once and never counts.
         restart_window: the window, in seconds, in which ``max_restarts`` is counted.
         max_tasks_per_worker: replace a worker gracefully after this many tasks: its replacement
             starts while it keeps serving and takes over between tasks once ready, one worker of
             the pool at a time.
         max_memory_per_worker: replace a worker the same way once its RSS exceeds these bytes.
-        submit_timeout: seconds a submit may wait on a full queue (``None``: wait as long as it
-            takes).
+        submit_timeout: seconds a submit may wait on a full queue (``None``: as long as it takes).
         stop_timeout: seconds a worker may take to exit on shutdown before it is killed.
         crash_retries: how many times a task whose worker crashed under it is run again on
             another worker (default 0: its future fails with :class:`WorkerCrashedError`; a task
@@ -101,10 +101,9 @@ class SPool(Generic[W]):
         shm_capacity: bytes per direction of each worker's shared-memory channel (default
             8 MiB; larger messages stream through it; at most 1 TiB). ``None`` sends frames
             through pipes.
-        max_message_size: the largest pickled call or result, in bytes (default 1 GiB). A call
-            over it raises :class:`ValueError` without reaching a worker, a result over it fails
-            its task with :class:`ValueError`; a worker that announces a larger message broke
-            the protocol (it fails with :class:`WorkerCrashedError` and is replaced).
+        max_message_size: the largest pickled call or result, in bytes (default 1 GiB): a call
+            over it raises :class:`ValueError` unsent, a result over it fails its task so; a
+            worker announcing a larger message is replaced (:class:`WorkerCrashedError`).
         load_balancing: which idle worker gets the next task: ``"round_robin"`` (``"rr"``,
             default), ``"active"`` (``"least_active"``), ``"total"`` (``"least_total"``) or
             ``"random"`` (``"rand"``). Tasks are bound to workers only when one is idle, so no
@@ -129,10 +128,9 @@ class SPool(Generic[W]):
             call (which starts nothing and returns ``None``), and retired once it is done. A
             worker whose setup raises fails that task with the exception. Process, thread and
             ray modes only.
-        health_interval: seconds between health checks: every idle worker's ``health()`` method
-            runs this often; a worker whose check returns anything but ``True``, raises, or runs
-            past ``health_timeout`` seconds (default 10) is replaced, and its ``health_failures``
-            stat counts it. Not in ``mode="sync"``.
+        health_interval: seconds between runs of every idle worker's ``health()``; a worker
+            whose check returns anything but ``True``, raises, or runs past ``health_timeout``
+            seconds (default 10) is replaced (``health_failures`` counts it). Not in sync mode.
         worker_output: what a process worker's ``print`` and ``logging`` output looks like on
             this process's stdout and stderr: ``"prefix"`` (default: every line starts with
             ``(pid=<worker pid>) ``, like Ray's) or ``"plain"`` (untouched). Other modes'
@@ -144,6 +142,7 @@ class SPool(Generic[W]):
         worker_cls: type[W],
         queue_size: int | None = None,
         *,
+        max_in_flight: int | None = None,
         task_timeout: float | None = None,
         restart: str = "on-failure",
         max_restarts: int = 5,
@@ -190,6 +189,7 @@ class SPool(Generic[W]):
         options: dict[str, Any] = {
             "mode": mode,
             "queue_size": queue_size,
+            "max_in_flight": max_in_flight,
             "task_timeout": task_timeout,
             "restart": restart,
             "max_restarts": max_restarts,

@@ -14,6 +14,11 @@ use crate::worker::workable::Workable;
 pub struct Config {
     /// How many tasks may wait in the queue (`None`: no bound). Running tasks do not count.
     pub queue_capacity: Option<usize>,
+    /// How many submitted tasks may be unanswered at once, queued or running (`None`: no
+    /// bound). A submission beyond it waits (or fails) as one to a full queue does, until a
+    /// task is answered; broadcasts and direct calls do not count. concurry's
+    /// `max_queued_tasks` backpressure.
+    pub max_in_flight: Option<usize>,
     /// Threads of the supervisor's tokio runtime.
     pub runtime_threads: usize,
     /// The name of those threads (as `top -H` and debuggers show it).
@@ -57,6 +62,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             queue_capacity: None,
+            max_in_flight: None,
             runtime_threads: 1,
             thread_name: "worker-pool".to_owned(),
             task_timeout: None,
@@ -128,6 +134,14 @@ impl SupervisorBuilder {
     #[must_use]
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.config.queue_capacity = Some(capacity);
+        self
+    }
+
+    /// Bounds the submitted tasks not answered yet (must be at least 1; see
+    /// [`Config::max_in_flight`]).
+    #[must_use]
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.config.max_in_flight = Some(max);
         self
     }
 
@@ -240,6 +254,9 @@ impl SupervisorBuilder {
         let c = &config;
         if c.queue_capacity == Some(0) {
             return Err(BuildError::InvalidOption { option: "queue_capacity", expected: "at least 1" });
+        }
+        if c.max_in_flight == Some(0) {
+            return Err(BuildError::InvalidOption { option: "max_in_flight", expected: "at least 1" });
         }
         if c.runtime_threads == 0 {
             return Err(BuildError::InvalidOption { option: "runtime_threads", expected: "at least 1" });

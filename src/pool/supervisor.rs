@@ -120,7 +120,7 @@ impl<W: Workable> Supervisor<W> {
             .map_err(|e| BuildError::Runtime(e.to_string()))?;
         let (idle_tx, idle_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            queue: TaskQueue::new(config.queue_capacity),
+            queue: TaskQueue::new(config.queue_capacity).bounding_unanswered(config.max_in_flight),
             config,
             workers: Mutex::new(Vec::new()),
             phase: watch::Sender::new(Phase::Running),
@@ -259,6 +259,23 @@ impl<W: Workable> Supervisor<W> {
         Ok(task)
     }
 
+    /// `reply`, which also frees the task's place among the unanswered ones when the pool
+    /// bounds them ([`crate::Config::max_in_flight`]).
+    fn counted(&self, reply: ReplyFn<W>) -> ReplyFn<W> {
+        if self.shared.config.max_in_flight.is_none() {
+            return reply;
+        }
+        // Weak: a reply kept by its caller must not keep the pool alive.
+        let shared = Arc::downgrade(&self.shared);
+        Box::new(move |outcome| {
+            // Room first: a caller told its task is done may submit the next one at once.
+            if let Some(shared) = shared.upgrade() {
+                shared.queue.answered();
+            }
+            reply(outcome);
+        })
+    }
+
     fn push_result(&self, pushed: Result<(), PushError<Job<W>>>) -> Result<(), SubmitError<W::Task>> {
         match pushed {
             Ok(()) => {
@@ -284,7 +301,7 @@ impl<W: Workable> Supervisor<W> {
     ) -> Result<Ticket, SubmitError<W::Task>> {
         let task = self.check_accepting(task)?;
         let ticket = Ticket::default();
-        let job = Job::new(task, ticket.clone(), options, reply);
+        let job = Job::new(task, ticket.clone(), options, self.counted(reply));
         let pushed = match backpressure {
             Backpressure::Fail => self.shared.queue.try_push(job),
             Backpressure::Block(timeout) => self.shared.queue.push_blocking(job, timeout),
@@ -320,7 +337,7 @@ impl<W: Workable> Supervisor<W> {
         let task = self.check_accepting(task)?;
         let (reply, rx) = TaskHandle::<W>::channel();
         let ticket = Ticket::default();
-        let job = Job::new(task, ticket.clone(), TaskOptions::default(), reply);
+        let job = Job::new(task, ticket.clone(), TaskOptions::default(), self.counted(reply));
         let pushed = self.shared.queue.push(job).await;
         self.push_result(pushed)?;
         Ok(TaskHandle { ticket, rx })

@@ -54,6 +54,10 @@ impl<T: Ranked> Waiting<T> {
 pub(crate) struct TaskQueue<T> {
     waiting: Mutex<Waiting<T>>,
     capacity: Option<usize>,
+    /// At most this many pushed items unanswered (see [`TaskQueue::answered`]), if set.
+    unanswered_cap: Option<usize>,
+    /// Pushed items not answered yet; counted only with `unanswered_cap`.
+    unanswered: AtomicUsize,
     /// Items waiting, returned and parked ones included (read without the lock).
     len: AtomicUsize,
     /// Parked items (read without the lock: the dispatcher's fast path).
@@ -77,6 +81,8 @@ impl<T: Ranked> TaskQueue<T> {
                 parked: HashMap::new(),
             }),
             capacity,
+            unanswered_cap: None,
+            unanswered: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
             items: Notify::new(),
@@ -84,6 +90,23 @@ impl<T: Ranked> TaskQueue<T> {
             space_blocking: Condvar::new(),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// Also refuses a push while `cap` pushed items are unanswered: each push counts until
+    /// [`TaskQueue::answered`] is called for it.
+    pub(crate) fn bounding_unanswered(mut self, cap: Option<usize>) -> Self {
+        self.unanswered_cap = cap;
+        self
+    }
+
+    /// One pushed item was answered: room for another push, if unanswered items are bounded.
+    pub(crate) fn answered(&self) {
+        // Under the lock, so a producer between its check and its wait does not miss it.
+        let waiting = self.lock();
+        self.unanswered.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
+        self.space.notify_one();
+        self.space_blocking.notify_one();
     }
 
     fn lock(&self) -> MutexGuard<'_, Waiting<T>> {
@@ -101,6 +124,12 @@ impl<T: Ranked> TaskQueue<T> {
         }
         if self.capacity.is_some_and(|cap| waiting.shared.len() >= cap) {
             return Err(PushError::Full(item));
+        }
+        if let Some(cap) = self.unanswered_cap {
+            if self.unanswered.load(Ordering::Acquire) >= cap {
+                return Err(PushError::Full(item));
+            }
+            self.unanswered.fetch_add(1, Ordering::AcqRel);
         }
         waiting.shared.push(item);
         self.len.fetch_add(1, Ordering::AcqRel);

@@ -78,6 +78,8 @@ engine_options! {
     #[pyo3(default)]
     queue_size: Option<usize>,
     #[pyo3(default)]
+    max_in_flight: Option<usize>,
+    #[pyo3(default)]
     task_timeout: Option<f64>,
     #[pyo3(default = "on-failure".to_owned())]
     restart: String,
@@ -222,6 +224,7 @@ impl EngineOptions {
         }
         Ok(Config {
             queue_capacity: self.queue_size,
+            max_in_flight: self.max_in_flight,
             // One thread: the serve loops' short reply spins measured faster serialised there
             // than spread over two threads competing with the workers for 2 cores.
             runtime_threads: 1,
