@@ -447,6 +447,17 @@ struct Pipelined {
 }
 
 impl Pipelined {
+    /// A worker that never crashes, recording its most tasks in flight in `most_in_flight`.
+    fn never_crashing(most_in_flight: &Arc<AtomicUsize>) -> Self {
+        Self {
+            crash_at: u64::MAX,
+            handed: std::collections::VecDeque::new(),
+            ran: Arc::default(),
+            crashed: Arc::default(),
+            most_in_flight: Arc::clone(most_in_flight),
+        }
+    }
+
     async fn run(&mut self, task: u64) -> Response<Self> {
         if task == 1000 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -565,13 +576,7 @@ fn slow_tasks_are_never_batched() {
     let pool = Supervisor::<Pipelined>::builder().build().unwrap();
     let most_in_flight = Arc::new(AtomicUsize::new(0));
     for _ in 0..2 {
-        pool.add_worker(Pipelined {
-            crash_at: u64::MAX,
-            handed: std::collections::VecDeque::new(),
-            ran: Arc::default(),
-            crashed: Arc::default(),
-            most_in_flight: Arc::clone(&most_in_flight),
-        });
+        pool.add_worker(Pipelined::never_crashing(&most_in_flight));
     }
     let handles: Vec<_> = (0..6).map(|_| pool.try_submit(1000).unwrap()).collect();
     for h in handles {
@@ -588,13 +593,7 @@ fn slow_pipelined_tasks_are_batched_but_not_the_plain_tasks_behind_them() {
     // though its recent tasks were slow; a slow worker still takes no plain task that way.
     let pool = Supervisor::<Pipelined>::builder().build().unwrap();
     let most_in_flight = Arc::new(AtomicUsize::new(0));
-    pool.add_worker(Pipelined {
-        crash_at: u64::MAX,
-        handed: std::collections::VecDeque::new(),
-        ran: Arc::default(),
-        crashed: Arc::default(),
-        most_in_flight: Arc::clone(&most_in_flight),
-    });
+    pool.add_worker(Pipelined::never_crashing(&most_in_flight));
     let gate = pool.try_submit(1000).unwrap(); // 50 ms: a slow pace, and the queue fills meanwhile
     let (tx, rx) = std::sync::mpsc::channel();
     let pipelined = worker_pool::TaskOptions { pipelined: true, ..Default::default() };
