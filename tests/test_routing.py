@@ -107,6 +107,11 @@ def test_bad_options_fail_at_once() -> None:
             pool.options(priority="high")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="unhashable"):
             pool.options(key=[1, 2])
+        # Timeouts too are checked when the view is made, not at its first call.
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            pool.options(timeout=-1)
+        with pytest.raises(ValueError, match="timeout must be a non-negative number"):
+            pool.options(submit_timeout=float("nan"))
         assert pool.execute("fine") == pool.options(priority=3, key="k").execute("fine")
 
 

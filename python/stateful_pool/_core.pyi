@@ -8,6 +8,7 @@ from ._stats import CoalesceStats, WorkerStats
 __version__: str
 __all__ = [
     "Engine",
+    "CallOptions",
     "CoreTicket",
     "CoreEndpoint",
     "Payload",
@@ -70,6 +71,19 @@ class CoreTicket:
     def claim(self, timeout: float | None = None) -> tuple[int, Any] | None: ...
 
 @final
+class CallOptions:
+    """One call's options as ``SPool.options`` sets them, checked once per pool or view."""
+
+    def __new__(
+        cls,
+        timeout: float | None = None,
+        submit_timeout: float | None = None,
+        priority: int = 0,
+        key: Any = None,
+        sticky: str = "wait",
+    ) -> CallOptions: ...
+
+@final
 class Engine:
     """The Rust supervisor of one SPool, for every mode (see ``stateful_pool.modes``).
 
@@ -91,25 +105,12 @@ class Engine:
     def submit_spawn(
         self, init: Any, token: int, placement: tuple[list[tuple[str, str]], list[int]] | None = None
     ) -> None: ...
-    def call(
-        self,
-        payload: Any,
-        timeout: float | None = None,
-        submit_timeout: float | None = None,
-        priority: int = 0,
-        key: Any = None,
-        sticky: str = "wait",
-        method: str | None = None,
-    ) -> tuple[int, Any]: ...
+    def call(self, payload: Any, options: CallOptions | None = None, method: str | None = None) -> tuple[int, Any]: ...
     def submit(
         self,
         payload: Any,
         token: int,
-        timeout: float | None = None,
-        submit_timeout: float | None = None,
-        priority: int = 0,
-        key: Any = None,
-        sticky: str = "wait",
+        options: CallOptions | None = None,
         method: str | None = None,
         pipelined: bool = False,
     ) -> CoreTicket: ...

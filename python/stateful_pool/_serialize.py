@@ -106,8 +106,9 @@ loads = pickle.loads
 # A payload is a small header (buffer count, then the length of the pickle body and of each
 # out-of-band buffer), the body, then the buffers. Large arrays travel as protocol-5 buffers,
 # copied once into the channel and rebuilt on the receiving side without another copy.
-_COUNT = struct.Struct("<I")
+BUFFER_COUNT = struct.Struct("<I")
 _PLAIN = struct.Struct("<IQ")  # no out-of-band buffer: count 0, body length
+PLAIN_HEADER_LEN = _PLAIN.size
 
 
 def encode(obj: Any) -> list[Any]:
@@ -129,18 +130,24 @@ def encode(obj: Any) -> list[Any]:
         body = pickle.dumps(obj, protocol=5)
         return [_PLAIN.pack(0, len(body)), body]
     sizes = struct.pack(f"<{len(raws) + 1}Q", len(body), *(r.nbytes for r in raws))
-    return [_COUNT.pack(len(raws)) + sizes, body, *raws]
+    return [BUFFER_COUNT.pack(len(raws)) + sizes, body, *raws]
 
 
 def decode(data: Any) -> Any:
     """The object of a payload made by :func:`encode` (``data`` is any bytes-like object; arrays
     in it are rebuilt as views of ``data``, which they keep alive)."""
     view = memoryview(data).cast("B")
-    (count,) = _COUNT.unpack_from(view)
+    (count,) = BUFFER_COUNT.unpack_from(view)
+    return decode_counted(view, count)
+
+
+def decode_counted(view: memoryview, count: int) -> Any:
+    """:func:`decode` of a byte view whose buffer count the caller read already (the worker
+    loop reads it first: a coalesced call keeps its marker there)."""
     if count == 0:
         return pickle.loads(view[_PLAIN.size :])
-    sizes = struct.unpack_from(f"<{count + 1}Q", view, _COUNT.size)
-    offset = _COUNT.size + 8 * (count + 1)
+    sizes = struct.unpack_from(f"<{count + 1}Q", view, BUFFER_COUNT.size)
+    offset = BUFFER_COUNT.size + 8 * (count + 1)
     body = view[offset : offset + sizes[0]]
     offset += sizes[0]
     buffers = []

@@ -17,16 +17,13 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
-from ._core import COALESCED_MARKER
-
 __all__ = ["BatchSizeError", "BatchedMethod", "batched", "batched_methods"]
 
 _T = TypeVar("_T")
 
-# A coalesced request (process mode, see src/process/coalesce.rs): the core's marker where a
-# single call's payload keeps its count of out-of-band buffers, a u32 call count, a u64 length
-# per call.
-_MARKER = COALESCED_MARKER.to_bytes(4, "little")
+# A coalesced request (process mode, see src/process/coalesce.rs): the core's COALESCED_MARKER
+# where a single call's payload keeps its count of out-of-band buffers (the worker loop checks
+# it), a u32 call count, a u64 length per call.
 _COUNT = struct.Struct("<I")
 _ENTRY = struct.Struct("<BQ")
 
@@ -185,11 +182,6 @@ async def arun_coalesced(instance: Any, calls: Sequence[tuple[str, tuple[Any, ..
 
 
 # -- process mode: the coalesced frame -----------------------------------------------------
-
-
-def is_coalesced(payload: Any) -> bool:
-    """Whether a call frame's payload is a coalesced call (checked on every call: cheap)."""
-    return bytes(memoryview(payload)[:4]) == _MARKER
 
 
 def split_request(payload: Any) -> list[memoryview]:

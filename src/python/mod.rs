@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<engine::CoreTicket>()?;
+    m.add_class::<engine::CallOptions>()?;
     m.add_class::<endpoint::CoreEndpoint>()?;
     m.add_class::<buffers::Payload>()?;
     m.add_class::<limits::CoreLimits>()?;

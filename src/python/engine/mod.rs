@@ -27,7 +27,8 @@ use pyo3::types::{PyDict, PyList};
 
 use self::hosted::HostedEngine;
 use self::kind::PyReply;
-use self::options::{task_options, EngineOptions, Mode, PlacementArg};
+pub(crate) use self::options::CallOptions;
+use self::options::{EngineOptions, Mode, PlacementArg};
 use self::process::ProcessEngine;
 pub(crate) use self::slot::CoreTicket;
 use crate::job::TaskOptions;
@@ -133,27 +134,22 @@ impl Engine {
     }
 
     /// Runs one call and waits for it: `(status, value)`. `payload` is the list of buffers of
-    /// an encoded call (process mode) or `(method, args, kwargs)`. `priority`, `key` and
-    /// `sticky` are those of `SPool.options`; `method` names the method called, so calls to a
-    /// batched one are gathered into coalesced calls.
-    #[pyo3(signature = (payload, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait", method=None))]
-    #[allow(clippy::too_many_arguments)] // the Python signature: each one a keyword
+    /// an encoded call (process mode) or `(method, args, kwargs)`; `options` are those of
+    /// `SPool.options` (default: none); `method` names the method called, so calls to a batched
+    /// one are gathered into coalesced calls.
+    #[pyo3(signature = (payload, options=None, method=None))]
     fn call<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        timeout: Option<f64>,
-        submit_timeout: Option<f64>,
-        priority: i32,
-        key: Option<&Bound<'py, PyAny>>,
-        sticky: &str,
+        options: Option<&Bound<'py, CallOptions>>,
         method: Option<&str>,
     ) -> PyResult<PyReply<'py>> {
-        let options = self.task_options(task_options(timeout, priority, key, sticky)?, method);
+        let (task, submit_timeout) = self.options(options, method);
         // The direct lanes take any idle worker: not for a keyed call, nor for a call to a
         // batched method (it waits in the queue to be gathered), nor for one with its own
         // timeout (the serve loop enforces it).
-        if options.key.is_none() && options.coalesce.is_none() && options.timeout.is_none() {
+        if task.key.is_none() && task.coalesce.is_none() && task.timeout.is_none() {
             let direct = match &self.flavor {
                 Flavor::Process(process) if process.direct => process.call_direct(py, payload),
                 Flavor::Hosted(hosted) if hosted.direct => hosted.call_direct(py, payload),
@@ -163,30 +159,25 @@ impl Engine {
                 return reply;
             }
         }
-        with_kind!(self, kind => kind.core.call(py, kind.task(py, payload)?, options, submit_timeout))
+        with_kind!(self, kind => kind.core.call(py, kind.task(py, payload)?, task, submit_timeout))
     }
 
-    /// Queues one call; its outcome arrives through `take_completions` under `token` (options
+    /// Queues one call; its outcome arrives through `take_completions` under `token` (the rest
     /// as for `call`). `pipelined`: the call is one of a `map`'s chunks (see
     /// [`TaskOptions::pipelined`]).
-    #[pyo3(signature = (payload, token, timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait", method=None, pipelined=false))]
-    #[allow(clippy::too_many_arguments)] // the Python signature: each one a keyword
+    #[pyo3(signature = (payload, token, options=None, method=None, pipelined=false))]
     fn submit(
         &self,
         py: Python<'_>,
         payload: &Bound<'_, PyAny>,
         token: u64,
-        timeout: Option<f64>,
-        submit_timeout: Option<f64>,
-        priority: i32,
-        key: Option<&Bound<'_, PyAny>>,
-        sticky: &str,
+        options: Option<&Bound<'_, CallOptions>>,
         method: Option<&str>,
         pipelined: bool,
     ) -> PyResult<CoreTicket> {
-        let options =
-            TaskOptions { pipelined, ..self.task_options(task_options(timeout, priority, key, sticky)?, method) };
-        with_kind!(self, kind => kind.core.submit(py, kind.task(py, payload)?, token, options, submit_timeout))
+        let (task, submit_timeout) = self.options(options, method);
+        let task = TaskOptions { pipelined, ..task };
+        with_kind!(self, kind => kind.core.submit(py, kind.task(py, payload)?, token, task, submit_timeout))
     }
 
     /// How many coalesced calls were made: `{"calls", "tasks", "max_size", "histogram"}`, the
@@ -293,8 +284,18 @@ impl Engine {
 }
 
 impl Engine {
-    /// A call's `options`, gathered with others if `method` is batched.
-    fn task_options(&self, options: TaskOptions, method: Option<&str>) -> TaskOptions {
-        TaskOptions { coalesce: method.and_then(|m| self.coalesce.get(m)).copied(), ..options }
+    /// A call's core options and `submit_timeout`: `options` (default: none), gathered with
+    /// others if `method` is batched.
+    fn options(&self, options: Option<&Bound<'_, CallOptions>>, method: Option<&str>) -> (TaskOptions, Option<f64>) {
+        let (task, submit_timeout) = options.map_or((TaskOptions::default(), None), |o| {
+            let o = o.get();
+            (o.task, o.submit_timeout)
+        });
+        // Most pools batch no method: skip hashing the name.
+        let coalesce = match self.coalesce.is_empty() {
+            true => None,
+            false => method.and_then(|m| self.coalesce.get(m)).copied(),
+        };
+        (TaskOptions { coalesce, ..task }, submit_timeout)
     }
 }

@@ -306,17 +306,36 @@ impl EngineOptions {
     }
 }
 
-/// One call's options (`timeout`, `priority`, `key`, `sticky`) as the core's [`TaskOptions`].
-/// A key is any hashable object: its `hash()` places it (equal keys share a worker).
-pub(crate) fn task_options(
-    timeout: Option<f64>,
-    priority: i32,
-    key: Option<&Bound<'_, PyAny>>,
-    sticky: &str,
-) -> PyResult<TaskOptions> {
-    let sticky = sticky.parse::<Sticky>().map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let key = key.map(|k| k.hash().map(|h| u64::from_ne_bytes(h.to_ne_bytes()))).transpose()?;
-    Ok(TaskOptions { timeout: seconds("timeout", timeout)?, priority, key, sticky, ..TaskOptions::default() })
+/// One call's options as `SPool.options` sets them (`timeout`, `submit_timeout`, `priority`,
+/// `key`, `sticky`), checked and converted once per pool or view, not on every call. A key is
+/// any hashable object: its `hash()` places it (equal keys share a worker).
+#[pyclass(module = "stateful_pool._core", frozen)]
+#[derive(Default)]
+pub(crate) struct CallOptions {
+    /// The core's options for each call (`coalesce` and `pipelined` are set per call).
+    pub(crate) task: TaskOptions,
+    /// Seconds a call may wait on a full queue; `None`: for as long as it takes.
+    pub(crate) submit_timeout: Option<f64>,
+}
+
+#[pymethods]
+impl CallOptions {
+    #[new]
+    #[pyo3(signature = (timeout=None, submit_timeout=None, priority=0, key=None, sticky="wait"))]
+    fn new(
+        timeout: Option<f64>,
+        submit_timeout: Option<f64>,
+        priority: i32,
+        key: Option<&Bound<'_, PyAny>>,
+        sticky: &str,
+    ) -> PyResult<Self> {
+        let sticky = sticky.parse::<Sticky>().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let key = key.map(|k| k.hash().map(|h| u64::from_ne_bytes(h.to_ne_bytes()))).transpose()?;
+        crate::python::wait::deadline(submit_timeout)?; // checked now, not at the first call
+        let task =
+            TaskOptions { timeout: seconds("timeout", timeout)?, priority, key, sticky, ..TaskOptions::default() };
+        Ok(Self { task, submit_timeout })
+    }
 }
 
 /// One worker's placement as `SPool` passes it to `spawn`: `(env, cpus)`, the environment as
