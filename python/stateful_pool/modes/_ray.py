@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import itertools
 import os
 import threading
 from typing import Any
@@ -176,7 +177,8 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
         else:
             channel.ready(READY_OK, value, kill, pid)
             del value
-            _forward_calls(channel, actor)
+            # Ray runs an actor's calls in the order sent unless it may run several at once.
+            _forward_calls(channel, actor, in_order=options.get("max_concurrency", 1) == 1)
     finally:
         if actor is not None:
             try:
@@ -259,13 +261,20 @@ def _answer(replier: Any, ref: Any, outcome: tuple[int, Any] | None, actor_died:
 
 
 class _Answers:
-    """The calls at the actor, answered by one thread as their results come: it waits on all of
-    them at once (``ray.wait``) and fetches whatever is ready in one ``ray.get``, so a stream of
-    calls costs one wake-up of this thread per batch rather than a Ray callback per call. A
-    call whose actor was already found dead is refused instead (see ``_forward_calls``)."""
+    """The calls at the actor, answered by one thread as their results come.
 
-    def __init__(self) -> None:
+    An actor that runs one call at a time (Ray's default) runs them in the order sent, so the
+    thread fetches the oldest half of the calls in flight with one ``ray.get``: they are the
+    next to be done, the other half keeps the actor busy meanwhile, and a stream of calls costs
+    one Ray call per batch rather than a wait and a get per call (each costs as much Python as
+    the call itself). An actor that runs several at once (``actor_options={"max_concurrency":
+    N}``) may finish them in any order: the thread then waits on all of them (``ray.wait``) and
+    fetches whatever is ready. A call whose actor was already found dead is refused instead
+    (see ``_forward_calls``)."""
+
+    def __init__(self, in_order: bool) -> None:
         self.actor_died = threading.Event()
+        self._in_order = in_order
         self._cond = threading.Condition()
         # call id -> (its ObjectRef, its replier), until answered; in the order sent.
         self._pending: dict[int, tuple[Any, Any]] = {}
@@ -298,34 +307,37 @@ class _Answers:
                     self._cond.wait()
                 if not self._pending:
                     return
-                batch = list(self._pending.items())
+                count = max(1, len(self._pending) // 2) if self._in_order else len(self._pending)
+                batch = list(itertools.islice(self._pending.items(), count))
             refs = [ref for _, (ref, _) in batch]
-            ray.wait(refs, num_returns=1)
-            ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
-            done = [(call_id, ref, replier) for call_id, (ref, replier) in batch if ref in ready]
+            if not self._in_order:
+                ray.wait(refs, num_returns=1)
+                ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+                batch = [item for item in batch if item[1][0] in ready]
+                refs = [ref for _, (ref, _) in batch]
             try:
-                outcomes = ray.get([ref for _, ref, _ in done])
+                outcomes = ray.get(refs)
             except BaseException:
                 outcomes = None  # one of them failed: each is fetched alone below
             with self._cond:
-                for call_id, _, _ in done:
+                for call_id, _ in batch:
                     self._pending.pop(call_id, None)
-            for i, (_, ref, replier) in enumerate(done):
+            for i, (_, (ref, replier)) in enumerate(batch):
                 _answer(replier, ref, None if outcomes is None else outcomes[i], self.actor_died)
-            del batch, refs, done, outcomes
+            del batch, refs, outcomes
 
 
 def _confirm(replier: Any, _done: concurrent.futures.Future[Any]) -> None:
     replier.ok(None)
 
 
-def _forward_calls(channel: Any, actor: Any) -> None:
+def _forward_calls(channel: Any, actor: Any, in_order: bool) -> None:
     """Submits each call to the actor as it comes, without waiting for the previous answer:
     the actor queues them and runs them in order, and ``_Answers`` answers each when its
     result is ready. The supervisor bounds how many are in flight (``max_concurrency``) and
     asks to cancel one that timed out or was killed while still queued; a running one it
     kills with the actor."""
-    answers = _Answers()
+    answers = _Answers(in_order)
     go_on = True
     try:
         while go_on:
