@@ -214,3 +214,28 @@ def test_a_blocking_call_whose_actor_dies_fails_and_the_worker_restarts(tmp_path
         assert again["tag"] == "kept" and again["pid"] != info["pid"]
         (worker,) = pool.stats()["workers"]
         assert worker["restarts"] == 1 and worker["tasks_failed"] == 1
+
+
+@pytest.mark.parametrize("depth", [1, 4], ids=["one-at-a-time", "pipelined"])
+def test_every_value_shape_crosses_to_the_actor_and_back_unchanged(depth: int) -> None:
+    # A call crosses as one argument and comes back as a [status, value] list (see
+    # RayWorkerHost): the value inside must keep its exact type (a tuple stays a tuple, not
+    # msgpack's list), arrays travel as out-of-band buffers, errors and chunks as in every mode.
+    np = pytest.importorskip("numpy")
+    values: list[Any] = [None, 7, 2.5, "text", b"\x00bytes", (1, 2), [1, (2, 3)], {"k": (1,)}, {3, 4}, 2**80]
+    with SPool(ModeEcho, mode="ray", actor_options={"num_cpus": 0.1}, max_concurrency=depth) as pool:
+        pool.spawn()
+        futures = [pool.submit_execute(value) for value in values]
+        for value, future in zip(values, futures, strict=True):
+            result = future.result(timeout=30)
+            assert result == value and type(result) is type(value)
+        assert [pool.execute(value) for value in values] == values
+        array = np.arange(100_000, dtype=np.float64)
+        for result in (pool.execute(array), pool.submit_execute(array).result(timeout=30)):
+            assert isinstance(result, np.ndarray) and np.array_equal(result, array)
+        with pytest.raises(ValueError, match="boom") as raised:
+            pool.call("fail", "boom")
+        assert "RemoteTraceback" in type(raised.value.__cause__).__name__
+        with pytest.raises(ValueError, match="late boom"):
+            pool.submit_call("fail", "late boom").result(timeout=30)
+        assert list(pool.map([(i,) for i in range(50)], chunksize=7)) == [(i,) for i in range(50)]

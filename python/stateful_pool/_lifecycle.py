@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["GENERATION", "forked_error", "on_fork_in_child", "track", "wind_down"]
+__all__ = ["GENERATION", "Users", "forked_error", "on_fork_in_child", "track", "wind_down"]
 
 # Bumped in every child forked from this process: an object made under another generation
 # belongs to an ancestor process.
@@ -46,6 +46,13 @@ def forked_error(what: str = "pool") -> RuntimeError:
         f"this {what} was created by a parent of process {os.getpid()} before fork(): its workers "
         "and threads belong to that process; create a new pool in the child"
     )
+
+
+class Users:
+    """Held by a pool and every ``options()`` view of it: once the last is collected, the pool
+    is abandoned (a finalizer on this object runs) and winds down."""
+
+    __slots__ = ("__weakref__",)
 
 
 def track(engine: Any) -> None:

@@ -52,13 +52,6 @@ _lifecycle.at_interpreter_exit(_stop_live_pools)
 _lifecycle.on_fork_in_child(_live_pools.clear)
 
 
-class _Users:
-    """Held by an ``SPool`` and every ``options()`` view of it: once the last is collected, the
-    pool is abandoned (its finalizer runs) and winds down."""
-
-    __slots__ = ("__weakref__",)
-
-
 class SPool(Generic[W]):
     """A pool of worker processes, each hosting one instance of ``worker_cls``.
 
@@ -229,7 +222,7 @@ class SPool(Generic[W]):
         self._worker: type | bytes = worker_cls if self._in_process else by_value(worker_cls)
         self._generation = _lifecycle.GENERATION
         # Not a reference to this pool: the completer finishes the work of a dropped pool.
-        self._users = _Users()
+        self._users = _lifecycle.Users()
         self._abandon = weakref.finalize(self._users, self._completer.abandon)
         self._abandon.atexit = False  # at exit, the exit hook winds every pool down instead
         _live_pools.add(self)

@@ -18,23 +18,32 @@ import concurrent.futures
 import functools
 import itertools
 import os
+import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
+from .._chunk import CHUNK_METHOD, call_method, picklable_errors
 from .._protocol import READY_FATAL, READY_OK, READY_RAISED, REQUEST_CANCEL, decode_init
-from ._host import WorkerLost, remote_exception, serve_calls
+from .._serialize import dump_exception, load_exception
+from ._host import WorkerLost, call_args, remote_exception, serve_calls
 
 __all__ = ["RayWorkerHost", "launcher"]
 
 # A call's status when it was cancelled before it ran (beside READY_OK / READY_RAISED).
 _SKIPPED = -1
+# A pipelined call's id, in front of its pickle.
+_CALL_ID = struct.Struct("<Q")
 
 
 class RayWorkerHost:
     """The actor class (wrapped with ``ray.remote`` on first use): holds one worker instance.
 
-    Exceptions come back in the process-mode payload format so the caller sees the same type,
-    message and ``RemoteTraceback`` cause in every mode.
+    A call comes back as ``[status, value]``: the result, or the exception in the process-mode
+    payload format, so the caller sees the same type, message and ``RemoteTraceback`` cause in
+    every mode. A list, not a tuple: Ray encodes a list (of plain values) with msgpack, and
+    pickles a tuple, which cost about 8% of a no-op round trip; so does each argument beyond
+    one, hence the call id framed into the payload (:func:`_framed`).
 
     Calls run in order on the actor's default thread; ``cancel`` runs at once on a thread of
     its own (Ray's ``control`` concurrency group) and makes a call still queued a no-op when
@@ -46,8 +55,6 @@ class RayWorkerHost:
         """Prepends the caller's ``sys.path`` (a local cluster shares the file system; on a real
         cluster ship code with ``actor_options={"runtime_env": ...}``), loads the worker class
         and runs its ``spawn``."""
-        from .._serialize import dump_exception
-
         try:
             worker_cls, args, kwargs = decode_init(init)
             self.cancelled = set()
@@ -56,13 +63,25 @@ class RayWorkerHost:
         except Exception as exc:
             return READY_RAISED, dump_exception(exc), os.getpid()
 
-    def call(self, call_id: int, payload: bytes) -> tuple[int, Any]:
-        """Runs call ``call_id`` unless it was cancelled; a raised exception comes back as a
-        payload, not as a Ray error."""
-        from .._chunk import CHUNK_METHOD, call_method, picklable_errors
-        from .._serialize import dump_exception
-        from ._host import call_args
+    def run(self, payload: Any) -> list[Any]:
+        """Runs one call sent alone (the caller waits for it: nothing to cancel)."""
+        try:
+            method, args, kwargs = call_args(payload)
+            result = call_method(self.instance, method, args, kwargs)
+            return [READY_OK, picklable_errors(result) if method == CHUNK_METHOD else result]
+        except Exception as exc:
+            return [READY_RAISED, dump_exception(exc)]
 
+    def call(self, framed: Any) -> list[Any]:
+        """Runs a pipelined call (its id framed in, see :func:`_framed`) unless it was
+        cancelled."""
+        if isinstance(framed, tuple):
+            call_id, payload = framed
+        elif isinstance(framed, list):
+            call_id, payload = framed[0], framed
+        else:
+            (call_id,) = _CALL_ID.unpack_from(framed)
+            payload = memoryview(framed)[_CALL_ID.size :]
         if self.cancelled:
             # Ids grow: a cancel that came after its call ran is dropped here. A copy, as
             # `cancel` may add to the set meanwhile.
@@ -70,13 +89,8 @@ class RayWorkerHost:
                 if old <= call_id:
                     self.cancelled.discard(old)
                     if old == call_id:
-                        return _SKIPPED, None
-        try:
-            method, args, kwargs = call_args(payload)
-            result = call_method(self.instance, method, args, kwargs)
-            return READY_OK, picklable_errors(result) if method == CHUNK_METHOD else result
-        except Exception as exc:
-            return READY_RAISED, dump_exception(exc)
+                        return [_SKIPPED, None]
+        return self.run(payload)
 
     def cancel(self, call_id: int) -> None:
         """Call ``call_id``, if still queued, will not run (called in the ``control`` group)."""
@@ -152,8 +166,6 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
     import ray
     from ray.exceptions import RayActorError
 
-    from .._serialize import load_exception
-
     actor = None
     try:
         try:
@@ -171,9 +183,9 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
         kill = functools.partial(ray.kill, actor, no_restart=True)
         if channel.concurrency == 1:
             # Blocking calls may run on the caller's thread (`direct`); the others come here.
-            channel.ready(READY_OK, value, kill, pid, functools.partial(_call_direct, actor))
+            channel.ready(READY_OK, value, kill, pid, _direct_caller(actor))
             del value
-            serve_calls(channel, functools.partial(_call, actor))
+            serve_calls(channel, _host_caller(actor))
         else:
             channel.ready(READY_OK, value, kill, pid)
             del value
@@ -188,35 +200,45 @@ def _serve(options: dict[str, Any], channel: Any, init: Any) -> None:
         channel.exited()
 
 
-def _call(actor: Any, payload: Any) -> Any:
-    """Runs one call and waits for it (one call at a time: no hop through a Ray thread)."""
+def _direct_caller(actor: Any) -> Callable[[Any], tuple[int, Any]]:
+    """The blocking-call path on the caller's thread: ``call(payload)`` returns ``(READY_OK,
+    result)``, ``(READY_RAISED, exception)`` or ``(READY_FATAL, why the actor is gone)`` (see
+    ``HostChannel.ready``). What it needs is looked up once here, not on every call: a no-op
+    round trip is a millisecond, of which Ray takes nearly all."""
     import ray
     from ray.exceptions import RayActorError
 
-    from .._serialize import load_exception
+    get, run = ray.get, actor.run
 
-    try:
-        status, result = ray.get(actor.call.remote(0, _shippable(payload)))
-    except RayActorError as exc:
-        raise WorkerLost(f"ray actor died: {_first_line(exc)}") from None
-    if status != READY_OK:
-        raise load_exception(result)
-    return result
+    def call(payload: Any, _actor: Any = actor) -> tuple[int, Any]:  # holds the handle `run` refers to
+        try:
+            status, value = get(run.remote(_shippable(payload)))
+        except RayActorError as exc:
+            return READY_FATAL, f"ray actor died: {_first_line(exc)}"
+        except (Exception, SystemExit) as exc:  # SystemExit fails its call only, as on the host thread
+            return READY_RAISED, remote_exception(exc)
+        if status == READY_OK:
+            return READY_OK, value
+        return READY_RAISED, load_exception(value)
+
+    return call
 
 
-def _call_direct(actor: Any, payload: Any) -> tuple[int, Any]:
-    """Runs one blocking call on the caller's thread: ``(READY_OK, result)``, ``(READY_RAISED,
-    exception)`` or ``(READY_FATAL, why the actor is gone)`` (see ``HostChannel.ready``)."""
-    from ray.exceptions import RayActorError
+def _host_caller(actor: Any) -> Callable[[Any], Any]:
+    """The host thread's path for a worker that runs one call at a time (calls submitted as
+    futures): the result, or raises what the call raised (``WorkerLost`` when the actor is
+    gone)."""
+    direct = _direct_caller(actor)
 
-    try:
-        return READY_OK, _call(actor, payload)
-    except WorkerLost as exc:
-        return READY_FATAL, str(exc)
-    except RayActorError as exc:
-        return READY_FATAL, f"ray actor died: {_first_line(exc)}"
-    except (Exception, SystemExit) as exc:  # SystemExit fails its call only, as on the host thread
-        return READY_RAISED, remote_exception(exc)
+    def call(payload: Any) -> Any:
+        status, value = direct(payload)
+        if status == READY_OK:
+            return value
+        if status == READY_FATAL:
+            raise WorkerLost(value)
+        raise value
+
+    return call
 
 
 def _shippable(payload: Any) -> Any:
@@ -230,34 +252,21 @@ def _shippable(payload: Any) -> Any:
     return [bytes(part) for part in payload]
 
 
+def _framed(call_id: int, payload: Any) -> Any:
+    """A pipelined call as its one argument: the call id, then the pickle body (a copy, where
+    :func:`_shippable` sends the body itself: a few hundred bytes for most calls); a call with
+    out-of-band buffers as the list of its parts with the id in place of the header, which
+    ``call_args`` does not read."""
+    if isinstance(payload, list) and len(payload) == 2:
+        return b"".join((_CALL_ID.pack(call_id), payload[1]))
+    if isinstance(payload, list):
+        return [call_id, *(bytes(part) for part in payload[1:])]
+    return call_id, payload  # not an encoded payload (a (method, args, kwargs) tuple): rare
+
+
 def _first_line(exc: BaseException) -> str:
     # Ray's message runs to a dozen lines; its first one says what happened.
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _answer(replier: Any, ref: Any, outcome: tuple[int, Any] | None, actor_died: threading.Event) -> None:
-    """Answers one call with its ``outcome``, fetched already, or else with ``ray.get(ref)``."""
-    import ray
-    from ray.exceptions import RayActorError
-
-    try:
-        status, result = outcome if outcome is not None else ray.get(ref)
-    except RayActorError as exc:
-        actor_died.set()
-        replier.fatal(f"ray actor died: {_first_line(exc)}")
-        return
-    except BaseException as exc:
-        replier.fatal(f"ray call failed: {type(exc).__name__}: {exc}")
-        return
-    if status == _SKIPPED:
-        # Cancelled by the supervisor, which has already answered the call.
-        replier.fatal("call cancelled")
-    elif status == READY_OK:
-        replier.ok(result)
-    else:
-        from .._serialize import load_exception
-
-        replier.raised(load_exception(result))
 
 
 class _Answers:
@@ -273,6 +282,10 @@ class _Answers:
     (see ``_forward_calls``)."""
 
     def __init__(self, in_order: bool) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        self._get, self._actor_error = ray.get, RayActorError
         self.actor_died = threading.Event()
         self._in_order = in_order
         self._cond = threading.Condition()
@@ -297,6 +310,25 @@ class _Answers:
         with self._cond:
             self._closed = True
             self._cond.notify()
+
+    def _answer(self, replier: Any, ref: Any, outcome: list[Any] | None) -> None:
+        """Answers one call with its ``outcome``, fetched already, or else fetched here."""
+        try:
+            status, result = outcome if outcome is not None else self._get(ref)
+        except self._actor_error as exc:
+            self.actor_died.set()
+            replier.fatal(f"ray actor died: {_first_line(exc)}")
+            return
+        except BaseException as exc:
+            replier.fatal(f"ray call failed: {type(exc).__name__}: {exc}")
+            return
+        if status == READY_OK:
+            replier.ok(result)
+        elif status == _SKIPPED:
+            # Cancelled by the supervisor, which has already answered the call.
+            replier.fatal("call cancelled")
+        else:
+            replier.raised(load_exception(result))
 
     def _run(self) -> None:
         import ray
@@ -323,7 +355,7 @@ class _Answers:
                 for call_id, _ in batch:
                     self._pending.pop(call_id, None)
             for i, (_, (ref, replier)) in enumerate(batch):
-                _answer(replier, ref, None if outcomes is None else outcomes[i], self.actor_died)
+                self._answer(replier, ref, None if outcomes is None else outcomes[i])
             del batch, refs, outcomes
 
 
@@ -351,7 +383,7 @@ def _forward_calls(channel: Any, actor: Any, in_order: bool) -> None:
                     replier.not_run("ray actor died")
                     return
                 else:
-                    answers.add(call_id, actor.call.remote(call_id, _shippable(payload)), replier)
+                    answers.add(call_id, actor.call.remote(_framed(call_id, payload)), replier)
             del requests
     finally:
         answers.close()
