@@ -216,7 +216,10 @@ impl Engine {
 
     /// Starts shutting down: `mode` is "graceful", "cancel" or "kill". Returns at once.
     fn shutdown(&self, mode: &str) -> PyResult<()> {
-        with_core!(self, core => core.shutdown(mode))
+        match &self.flavor {
+            Flavor::Process(process) => process.core.shutdown(mode),
+            Flavor::Hosted(hosted) => hosted.shutdown(mode),
+        }
     }
 
     /// Waits up to `timeout` seconds (interruptibly) for every worker to stop.
