@@ -386,6 +386,12 @@ class MpirePeer(Peer):
         self.pool.stop_and_join()
         self.pool.terminate()
 
+    def warm(self, workers: int, burn_iters: int) -> None:
+        # With map: mpire 2.10's map on a pool whose workers were started by apply_async passes
+        # them one argument too many (TypeError); apply_async after map is fine.
+        self.pool.map(mpire_ident, range(50 * workers))
+        self.pool.map(mpire_burn, [burn_iters // 10] * (2 * workers), chunk_size=1)
+
     def call(self, x: Any) -> Any:
         return self.pool.apply(mpire_ident, args=(x,), task_timeout=TASK_TIMEOUT_S)
 
