@@ -18,6 +18,7 @@ from stateful_pool.concurry import (
     CallLimit,
     ExecutionMode,
     Executor,
+    LimitPool,
     LimitSet,
     LoadBalancingAlgorithm,
     ProgressBar,
@@ -465,3 +466,25 @@ def test_a_limit_set_made_for_threads_is_refused_by_process_workers() -> None:
     shared = LimitSet([CallLimit(window=1, capacity=10)], shared=True)  # no mode: any worker may share it
     with Dummy.options(mode="process", limits=shared).init() as pool:
         assert pool.run().result(timeout=30) == 1
+
+
+def test_limits_and_limit_pools_are_frozen_as_concurrys_models_are() -> None:
+    validation_error = pytest.importorskip("pydantic_core").ValidationError
+    rate, slots = RateLimit(key="tokens", window=60, capacity=100), ResourceLimit(key="slots", capacity=2)
+    limit_set = LimitSet(limits=[rate, slots], shared=True, mode="sync")
+    pool = LimitPool(limit_sets=[limit_set], load_balancing="round_robin")
+    for obj, name, value in (
+        (pool, "worker_index", 999),
+        (pool, "load_balancing", "random"),
+        (rate, "capacity", 1),
+        (CallLimit(window=1, capacity=3), "capacity", 1),
+        (slots, "capacity", 9),
+    ):
+        before = getattr(obj, name)
+        with pytest.raises(validation_error, match="frozen"):
+            setattr(obj, name, value)
+        assert getattr(obj, name) == before, "a refused assignment changes nothing"
+    assert hash(rate) == hash(RateLimit(key="tokens", window=60, capacity=100))
+    with pool.acquire({"tokens": 1, "slots": 1}) as acquisition:
+        assert acquisition.successful, "a frozen pool still acquires"
+        acquisition.update({"tokens": 1})

@@ -16,15 +16,16 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._frozen import Frozen
 from .constants import LoadBalancingAlgorithm
 from .limits import Acquisition, LimitSet
 
 __all__ = ["LimitPool"]
 
 
-class LimitPool:
+class LimitPool(Frozen):
     """Acquires from one of ``limit_sets`` per call (``load_balancing``: ``RoundRobin`` from
-    ``worker_index``, or ``Random``)."""
+    ``worker_index``, or ``Random``). Frozen, as concurry's is (see ``_frozen.py``)."""
 
     def __init__(
         self,

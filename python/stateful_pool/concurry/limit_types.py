@@ -9,6 +9,7 @@ import math
 import warnings
 from typing import Any
 
+from ._frozen import Frozen
 from .constants import RateLimitAlgorithm, RateWindow
 
 __all__ = ["CallLimit", "RateLimit", "ResourceLimit"]
@@ -77,7 +78,7 @@ def _rate_capacity(value: Any, what: str) -> int | float:
     return value
 
 
-class RateLimit:
+class RateLimit(Frozen):
     """At most ``capacity`` units of ``key`` per ``window`` seconds (or a name: ``"minute"``,
     ``"per_hour"``...; ``window_seconds=`` is the older spelling), by ``algorithm``: token
     bucket (default: bursts up to ``capacity``, continuous refill), ``"gcra"`` (the same traffic,
@@ -174,7 +175,7 @@ class CallLimit(RateLimit):
             raise ValueError(f"usage of 'call_count' for an implicit acquisition must be 1, got {used}")
 
 
-class ResourceLimit:
+class ResourceLimit(Frozen):
     """At most ``capacity`` units of ``key`` held at once (a semaphore shared by the pool):
     units are given back when the acquisition ends, or when the process holding them dies."""
 
