@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import validate_call
 from stateful_pool import SPool, SWorker
+from stateful_pool.concurry import Worker
 
 
 class PydanticValidatedWorker(SWorker):
@@ -102,3 +103,13 @@ class Pipelined(SWorker):
         with self.lock:
             self.running -= 1
         return self.peak
+
+
+class Scaler(Worker):
+    """A concurry-style worker (``stateful_pool.concurry.Worker``) for ``mode="ray"``."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def scale(self, value: int) -> int:
+        return value * self.factor

@@ -19,7 +19,7 @@ from stateful_pool import SPool, TaskTimeoutError, WorkerCrashedError
 ray = pytest.importorskip("ray")
 pytest.importorskip("pydantic")
 
-from ray_workers import BranchWorker, Pipelined, PydanticValidatedWorker, ResourceProbe  # noqa: E402
+from ray_workers import BranchWorker, Pipelined, PydanticValidatedWorker, ResourceProbe, Scaler  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -239,3 +239,12 @@ def test_every_value_shape_crosses_to_the_actor_and_back_unchanged(depth: int) -
         with pytest.raises(ValueError, match="late boom"):
             pool.submit_call("fail", "late boom").result(timeout=30)
         assert list(pool.map([(i,) for i in range(50)], chunksize=7)) == [(i,) for i in range(50)]
+
+
+def test_a_concurry_ray_worker_refuses_an_unknown_method_at_once() -> None:
+    # concurry 0.13: in ray (and sync) mode a missing method raises at the attribute, as an
+    # actor handle does; in the other modes the call's future fails.
+    with Scaler.options(mode="ray", actor_options={"num_cpus": 0.1}).init(3) as worker:
+        with pytest.raises(AttributeError, match="no method 'nope'"):
+            worker.nope(1)
+        assert worker.scale(5).result(timeout=30) == 15
