@@ -248,3 +248,14 @@ def test_a_concurry_ray_worker_refuses_an_unknown_method_at_once() -> None:
         with pytest.raises(AttributeError, match="no method 'nope'"):
             worker.nope(1)
         assert worker.scale(5).result(timeout=30) == 15
+
+
+def test_a_concurry_ray_task_worker_takes_max_workers_zero() -> None:
+    # concurry 0.13 lets Ray schedule with max_workers=0; here it is one actor, as for a Worker.
+    from stateful_pool.concurry import TaskWorker
+
+    with TaskWorker.options(mode="ray", max_workers=0, actor_options={"num_cpus": 0.1}).init() as pool:
+        assert pool.max_workers == 1
+        assert [f.result(timeout=60) for f in [pool.submit(pow, i, 2) for i in range(5)]] == [0, 1, 4, 9, 16]
+    with pytest.raises(ValueError, match="greater than 0"):
+        TaskWorker.options(mode="thread", max_workers=0).init()

@@ -73,8 +73,11 @@ class TaskPool(WorkerPool, concurrent.futures.Executor):
 
     def __init__(self, worker_cls: type[Worker], args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any):
         max_workers = options.get("max_workers")
-        if max_workers is not None and max_workers <= 0 and not options.get("on_demand"):
-            raise ValueError(f"max_workers must be greater than 0, got {max_workers}")  # as executors
+        # As executors refuse it; concurry's Ray mode takes 0 (Ray schedules): one actor here,
+        # as for a Worker.
+        ray_default = max_workers == 0 and options.get("mode") == "ray"
+        if max_workers is not None and max_workers <= 0 and not options.get("on_demand") and not ray_default:
+            raise ValueError(f"max_workers must be greater than 0, got {max_workers}")
         kwargs = dict(kwargs)
         bound = kwargs.pop("fn", None)
         if bound is not None and not callable(bound):
