@@ -48,10 +48,12 @@ per-repeat values, and the ratio of the median to ProcessPoolExecutor's, > 1 mea
    replacement (ProcessPoolExecutor breaks on a crash: a new executor serves the next call).
    Each repeat is the median of 20 samples.
 
-Workloads 7 and 8 have extra peers, which run only these two: ``stateful_pool (spawn)`` (a fresh
-interpreter per worker, ``start_method="spawn"``; ``stateful_pool`` is the default zygote) and
-ProcessPoolExecutor with the ``forkserver`` and ``spawn`` start methods (the baseline uses the
-platform default, fork on Linux before Python 3.14); and, for ``start`` only, two pools that run
+Workloads 7 and 8 have extra peers, which run only these two and workload 4: ``stateful_pool
+(spawn)`` (a fresh interpreter per worker, ``start_method="spawn"``; ``stateful_pool`` is the
+default zygote), ``stateful_pool (forkserver)`` (a zygote shared by the process's pools and kept
+after them: of the ``spawn`` repeats, the first starts it) and ProcessPoolExecutor with the
+``forkserver`` and ``spawn`` start methods (the baseline uses the platform default, fork on Linux
+before Python 3.14); and, for ``start`` only, two pools that run
 every call in a fresh process, timed per call (back to back, each on a new process): pebble's
 ``ProcessPool(max_tasks=1)`` and a concurry ``Worker.options(mode="process", on_demand=True,
 max_workers=2)`` pool of stateful_pool (its per-call overhead).
@@ -100,6 +102,7 @@ PEERS = (
     "mpire",
     "ray",
     "stateful_pool (spawn)",
+    "stateful_pool (forkserver)",
     f"{BASELINE} (forkserver)",
     f"{BASELINE} (spawn)",
     "pebble (max_tasks=1)",
@@ -109,6 +112,8 @@ START_WORKLOADS = ("start", "recover")
 # Peers that only run the START_WORKLOADS (the start method is all that differs).
 START_ONLY_PEERS = PEERS[6:]
 START_PEERS = ("stateful_pool", BASELINE, *START_ONLY_PEERS)
+# Start-only peers that also run the ``spawn`` workload (a whole pool's start).
+SPAWN_TOO = (f"{BASELINE} (forkserver)", f"{BASELINE} (spawn)", "stateful_pool (spawn)", "stateful_pool (forkserver)")
 PEER_PACKAGES = {"loky": "loky", "mpire": "mpire", "ray": "ray", "pebble (max_tasks=1)": "pebble"}
 WORKLOADS = ("roundtrip", "tiny", "map", "numpy", "spawn", "cpu", "idle", *START_WORKLOADS)
 
@@ -387,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for w in workloads
             if (peer in START_PEERS and peer not in START_ONLY_PEERS)
             or (w in START_WORKLOADS) == (peer in START_ONLY_PEERS)
+            or (w == "spawn" and peer in SPAWN_TOO)
         ]
         if not runs:
             continue

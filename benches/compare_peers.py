@@ -188,6 +188,14 @@ class SPoolSpawnPeer(SPoolPeer):
     start_method = "spawn"
 
 
+class SPoolForkserverPeer(SPoolPeer):
+    """The zygote shared by the process's pools and kept after them: the first pool (the first
+    ``spawn`` repeat) starts it, later ones fork from it at once."""
+
+    name = "stateful_pool (forkserver)"
+    start_method = "forkserver"
+
+
 class PerCallProcessPeer(Peer):
     """A pool that runs every call in a fresh process: ``start`` times one call after another
     (each on a new process, started by the pool when and how it likes); ``recover`` does not
@@ -497,6 +505,7 @@ PEER_CLASSES: dict[str, type[Peer]] = {
     "mpire": MpirePeer,
     "ray": RayPeer,
     "stateful_pool (spawn)": SPoolSpawnPeer,
+    "stateful_pool (forkserver)": SPoolForkserverPeer,
     f"{BASELINE} (forkserver)": ForkserverExecutorPeer,
     f"{BASELINE} (spawn)": SpawnExecutorPeer,
     "pebble (max_tasks=1)": PebblePeer,

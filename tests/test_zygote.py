@@ -343,3 +343,72 @@ def test_no_descriptor_leaks_over_many_worker_and_zygote_restarts() -> None:
         gc.collect()
         assert len(open_fds()) <= fds, "no descriptor leaked"
         assert len(child_pids()) == 1 and len(zygote_pids()) == 1
+
+
+FORKSERVER = """
+import json, os, sys, time
+sys.path.insert(0, "tests")
+from conftest import pid_alive
+from stateful_pool import SPool
+from zygote_workers import Inspect
+
+def one_pool(**options):
+    with SPool(Inspect, start_method="forkserver", **options) as pool:
+        worker = pool.spawn()["pid"]
+        zygote = pool.call("facts")["ppid"]
+    return {"worker": worker, "zygote": zygote, "worker_left": pid_alive(worker), "zygote_left": pid_alive(zygote)}
+
+def crash_and_recover():
+    with SPool(Inspect, start_method="forkserver") as pool:
+        old = pool.spawn()["pid"]
+        os.kill(old, 9)  # seen through a pidfd registered on the shared zygotes' runtime
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            (worker,) = pool.stats()["workers"]
+            if worker["state"] == "idle" and worker["pid"] not in (None, old):
+                break
+            time.sleep(0.01)
+        return {"reported": "killed by signal 9" in str(worker["last_error"]), "serves": pool.execute(7) == 7}
+
+first, second = one_pool(), one_pool()
+recovered = crash_and_recover()
+os.kill(second["zygote"], 9)
+while pid_alive(second["zygote"]):
+    time.sleep(0.01)
+third = one_pool()
+preloading = one_pool(preload=["json"])
+print(json.dumps({"pools": [first, second, third, preloading], "recovered": recovered}), flush=True)
+time.sleep(120)
+"""
+
+
+def test_forkserver_zygote_is_shared_by_pools_outlives_them_and_dies_with_the_parent() -> None:
+    # In a child process: the shared zygote outlives pools, which this test process must not.
+    with subprocess.Popen([sys.executable, "-c", FORKSERVER], cwd=REPO, stdout=subprocess.PIPE, text=True) as parent:
+        try:
+            assert parent.stdout is not None
+            line = parent.stdout.readline()
+            assert line, "the parent script failed"
+            pools, recovered = json.loads(line).values()
+            first, second, third, preloading = pools
+            assert recovered == {"reported": True, "serves": True}, "a crash is seen and recovered from"
+            assert not any(pool["worker_left"] for pool in pools), "no worker outlives its pool"
+            assert all(pool["zygote_left"] for pool in pools), "the zygote outlives each pool"
+            assert first["zygote"] == second["zygote"], "one zygote for both pools"
+            assert first["worker"] != second["worker"]
+            assert third["zygote"] != second["zygote"], "a killed shared zygote is started again"
+            assert preloading["zygote"] not in (first["zygote"], third["zygote"]), "another preload, another zygote"
+            left = {third["zygote"], preloading["zygote"]}
+            assert all(is_zygote(pid) and parent_of(pid) == parent.pid for pid in left)
+            left |= {pid for zygote in set(left) for pid in _child_pids(zygote)}  # their spares
+        finally:
+            parent.send_signal(signal.SIGKILL)
+            parent.wait(timeout=30)
+    wait_until(lambda: not any(pid_alive(pid) for pid in left), timeout=15, what=f"{left} to die with their parent")
+
+
+def test_forkserver_is_a_start_method_and_takes_preloads() -> None:
+    with pytest.raises(ValueError, match="'forkserver'"):
+        SPool(Inspect, start_method="fork")
+    with pytest.raises(ValueError, match="preload needs"):
+        SPool(Inspect, mode="thread", start_method="forkserver", preload=["json"])

@@ -33,7 +33,8 @@ from typing import Any
 CONTROL_FD = 3
 WORKER_FDS = (3, 4, 5)
 PR_SET_PDEATHSIG = 1
-START_METHODS = ("zygote", "spawn")
+# "forkserver": the zygote is shared by this process's pools and kept until it exits.
+START_METHODS = ("zygote", "forkserver", "spawn")
 # How long the zygote waits with no request before it forks its next spare.
 SPARE_AFTER_IDLE_S = 0.005
 
@@ -45,9 +46,10 @@ def zygote_command(mode: str, start_method: str, preload: Sequence[str]) -> tupl
         raise ValueError(f"start_method must be one of {START_METHODS}, got {start_method!r}")
     if isinstance(preload, str) or not all(isinstance(name, str) and name for name in preload):
         raise TypeError(f"preload must be a list of module names, got {preload!r}")
-    if preload and (mode != "process" or start_method != "zygote"):
-        raise ValueError("preload needs mode='process' and start_method='zygote'")
-    if mode != "process" or start_method != "zygote":
+    forks = start_method != "spawn"
+    if preload and (mode != "process" or not forks):
+        raise ValueError("preload needs mode='process' and start_method='zygote' (or 'forkserver')")
+    if mode != "process" or not forks:
         return None
     # The collector is off while the zygote imports (4 ms of its 60 ms start here): what it
     # imports lives as long as it does, and is frozen before the first fork.

@@ -111,7 +111,9 @@ class SPool(Generic[W]):
         max_concurrency: calls in flight per worker for ``mode="asyncio"`` (default 32) and
             ``mode="ray"`` (default 1: calls queued at the actor).
         start_method: how a process worker starts: ``"zygote"`` (default: forked, in about a
-            millisecond, from a single-threaded template process the pool starts afresh) or
+            millisecond, from a single-threaded template process the pool starts afresh and
+            ends with its shutdown), ``"forkserver"`` (the same, from a zygote shared by this
+            process's pools and kept until it exits, as ``multiprocessing``'s forkserver is) or
             ``"spawn"`` (a fresh interpreter per worker, about 50 ms). See the README.
         preload: modules the zygote imports once, so forked workers start with them loaded
             (e.g. ``["numpy", "mypkg.model"]``); one that starts a thread (or CUDA) is refused.
@@ -206,6 +208,7 @@ class SPool(Generic[W]):
             "namespace": _namespace,
             # Process mode: fork workers from a template process (None: a fresh interpreter each).
             "zygote": zygote,
+            "zygote_shared": start_method == "forkserver",
             "on_demand": on_demand,
             # Batched methods: the core gathers calls to them (stateful_pool.batching).
             "coalesce": batched_methods(worker_cls),

@@ -15,6 +15,7 @@ mod lane;
 #[cfg_attr(not(feature = "python"), allow(dead_code))]
 pub(crate) mod namespace;
 pub(crate) mod recycle;
+mod shared_zygote;
 mod shm_transport;
 mod spawn;
 pub(crate) mod transport;

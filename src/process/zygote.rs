@@ -70,6 +70,8 @@ pub struct Zygote {
     program: PathBuf,
     args: Vec<OsString>,
     state: Mutex<State>,
+    /// The runtime a shared zygote lives on (see `shared_zygote.rs`); `None`: the pool's own.
+    home: Option<tokio::runtime::Handle>,
 }
 
 #[derive(Default)]
@@ -105,7 +107,34 @@ impl Zygote {
     /// the module docs, e.g. `python -c "from stateful_pool._zygote import main; main()"`.
     #[must_use]
     pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<OsString>>) -> Self {
-        Self { program: program.into(), args: args.into_iter().map(Into::into).collect(), state: Mutex::default() }
+        Self {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            state: Mutex::default(),
+            home: None,
+        }
+    }
+
+    /// The zygote of every pool of this process that starts `program` with `args` in the same
+    /// environment and working directory, like `multiprocessing`'s forkserver: started by the
+    /// first pool that needs it (on a runtime and thread of its own, see `shared_zygote.rs`),
+    /// restarted when it dies, and kept until this process exits, when it dies with its workers.
+    ///
+    /// # Errors
+    /// The thread of the shared zygotes' runtime could not be started.
+    pub fn shared(
+        program: impl Into<PathBuf>,
+        args: impl IntoIterator<Item = impl Into<OsString>>,
+        env: Vec<(OsString, OsString)>,
+        cwd: Option<PathBuf>,
+    ) -> io::Result<Arc<Self>> {
+        super::shared_zygote::shared_zygote(program.into(), args.into_iter().map(Into::into).collect(), env, cwd)
+    }
+
+    /// This zygote, living on `runtime` (see [`Zygote::shared`]).
+    pub(super) fn living_on(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.home = Some(runtime);
+        self
     }
 
     /// Starts the zygote now, in a task on `runtime` (the supervisor's), so that a new pool's
@@ -114,7 +143,7 @@ impl Zygote {
     /// left stopped: the first fork starts it again and fails with the reason the user must see.
     pub fn warm_up(self: &Arc<Self>, spec: Arc<ProcessSpec>, runtime: &tokio::runtime::Handle) {
         let zygote = Arc::clone(self);
-        runtime.spawn(async move {
+        self.home.as_ref().unwrap_or(runtime).spawn(async move {
             let mut state = zygote.state.lock().await;
             if state.running.is_some() || state.broken >= BROKEN_AT_MOST {
                 return;
@@ -128,16 +157,32 @@ impl Zygote {
     }
 
     /// Forks a worker with `fds` on 3, 4 and 5 and `env` on top of the zygote's environment;
-    /// starts (or restarts) the zygote first when needed. Must run on the supervisor's runtime.
+    /// starts (or restarts) the zygote first when needed. Must run on the supervisor's runtime
+    /// (a shared zygote's work runs on its own).
     /// Requests are sent one at a time, but their answers are awaited concurrently: the forks
     /// of a pool's workers started together follow each other without a round trip each.
     pub(crate) async fn fork(
-        &self,
+        self: &Arc<Self>,
         spec: &ProcessSpec,
         fds: ChildFds,
         env: &[(OsString, OsString)],
     ) -> Result<ForkedChild, ZygoteError> {
         let request_body = encode_request(spec, env)?;
+        let Some(home) = &self.home else { return self.fork_here(spec, fds, request_body).await };
+        // A shared zygote is driven on its own runtime. The descriptors stay open meanwhile:
+        // they are the caller's, and it waits here.
+        let (zygote, spec) = (Arc::clone(self), spec.clone());
+        home.spawn(async move { zygote.fork_here(&spec, fds, request_body).await })
+            .await
+            .unwrap_or_else(|e| Err(ZygoteError::Broken(format!("the shared zygotes' runtime failed: {e}"))))
+    }
+
+    async fn fork_here(
+        &self,
+        spec: &ProcessSpec,
+        fds: ChildFds,
+        request_body: Vec<u8>,
+    ) -> Result<ForkedChild, ZygoteError> {
         let mut why = String::from("the zygote broke too often");
         loop {
             let (answer, generation) = {

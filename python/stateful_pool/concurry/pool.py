@@ -62,7 +62,7 @@ def _spool_options(mode: str, load_balancing: str, extra: dict[str, Any]) -> dic
         # concurry's workers (and the executors built on them, stand-ins for
         # ProcessPoolExecutor) write their output as it is.
         options.setdefault("worker_output", "plain")
-    if mode == "process" and options.get("start_method", "zygote") == "zygote" and "preload" in _SPOOL_PARAMS:
+    if mode == "process" and options.get("start_method", "zygote") != "spawn" and "preload" in _SPOOL_PARAMS:
         # Every worker runs this package's host: imported once in the zygote, not in each
         # worker (about 0.3 s each, which an on-demand pool would pay on every call).
         options["preload"] = [__package__, *options.get("preload", ())]

@@ -125,6 +125,10 @@ engine_options! {
     /// fresh interpreter per worker).
     #[pyo3(default)]
     zygote: Option<(String, Vec<String>)>,
+    /// Process mode: the zygote is shared by this process's pools and outlives them (see
+    /// `Zygote::shared`).
+    #[pyo3(default)]
+    zygote_shared: bool,
     /// The worker class's batched methods: `(name, max_size, max_wait)` each.
     #[pyo3(default)]
     coalesce: Vec<(String, usize, f64)>,
@@ -279,7 +283,13 @@ impl EngineOptions {
         // The workers reach the namespace with upcalls (see `process::upcall`).
         spec.upcalls = self.namespace.as_ref().map(|ns| ns.get().upcalls());
         if let Some((program, args)) = &self.zygote {
-            spec.start_method = StartMethod::Zygote(std::sync::Arc::new(Zygote::new(program, args.clone())));
+            let zygote = if self.zygote_shared {
+                Zygote::shared(program, args.clone(), spec.env.clone(), spec.cwd.clone())
+                    .map_err(|e| PyValueError::new_err(format!("cannot start the shared zygotes' thread: {e}")))?
+            } else {
+                std::sync::Arc::new(Zygote::new(program, args.clone()))
+            };
+            spec.start_method = StartMethod::Zygote(zygote);
         }
         Ok(spec)
     }
