@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -349,7 +349,12 @@ where
 
 /// Waits until a direct-lane caller gives the worker back; false when the pool is killed first.
 async fn wait_for_release<W: Workable>(slot: &WorkerSlot<W>, phase: &mut watch::Receiver<Phase>) -> bool {
-    slot.serve_waiting.store(true, Ordering::Release);
+    slot.serve_waiting.store(true, Ordering::SeqCst);
+    // A store then a load, against release_claim's store (the state) then load (this flag):
+    // without a full fence on both sides each may read the other's old value (the store waits in
+    // a store buffer), the release rings nobody and this waits for ever on a worker already
+    // given back, holding the job it was sent (CI hung on it once).
+    fence(Ordering::SeqCst);
     let released = loop {
         // Checked after announcing we wait, so a release in between is not missed.
         if slot.state() != WorkerState::Busy {

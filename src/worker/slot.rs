@@ -205,7 +205,10 @@ impl<W: Workable> WorkerSlot<W> {
         };
         // Only from Busy: a pool being killed may have moved the worker on already.
         let _ = self.state.compare_exchange(WorkerState::Busy as u8, to as u8, Ordering::AcqRel, Ordering::Acquire);
-        if failed || self.serve_waiting.load(Ordering::Acquire) {
+        // Pairs with the fence in `serve::wait_for_release`: the state stored above, then its
+        // flag read here, in one total order with its flag stored, then the state read.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if failed || self.serve_waiting.load(Ordering::SeqCst) {
             self.released.notify_one();
         }
     }
