@@ -53,6 +53,12 @@ def _wait_ready_file(path: str, n: int, timeout: float) -> float:
         time.sleep(0.002)
 
 
+def _gather_async_results(handles: Sequence[Any], timeout: float) -> list[Any]:
+    """``get()`` of each ``AsyncResult`` (multiprocessing's, mpire's), all within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    return [h.get(max(0.0, deadline - time.monotonic())) for h in handles]
+
+
 def _gather_futures(handles: Sequence[concurrent.futures.Future[Any]], timeout: float) -> list[Any]:
     _done, pending = concurrent.futures.wait(handles, timeout)
     if pending:
@@ -368,8 +374,7 @@ class MPPoolPeer(Peer):
         return self.pool.apply_async(burn, (n,))
 
     def gather(self, handles: list[Any], timeout: float = TASK_TIMEOUT_S) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        return [h.get(max(0.0, deadline - time.monotonic())) for h in handles]
+        return _gather_async_results(handles, timeout)
 
     def spawn_ready(self, workers: int, delay: float, timeout: float) -> float:
         path = _ready_file(self.tmp)
@@ -413,8 +418,7 @@ class MpirePeer(Peer):
         return self.pool.apply_async(mpire_burn, args=(n,))
 
     def gather(self, handles: list[Any], timeout: float = TASK_TIMEOUT_S) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        return [h.get(max(0.0, deadline - time.monotonic())) for h in handles]
+        return _gather_async_results(handles, timeout)
 
     def spawn_ready(self, workers: int, delay: float, timeout: float) -> float:
         from mpire import WorkerPool

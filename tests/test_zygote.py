@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO, _child_pids, child_pids, is_spare, is_zygote, open_fds, pid_alive, wait_until, zygote_pids
@@ -307,20 +309,27 @@ time.sleep(120)
 """
 
 
-def test_a_sigkilled_parent_leaves_no_process() -> None:
-    with subprocess.Popen([sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True) as parent:
+@contextlib.contextmanager
+def sigkilled_parent(script: str) -> Iterator[tuple[int, Any]]:
+    """Runs ``script`` in a child process until it prints a JSON line; yields the child's pid
+    and that line's value, then kills the child with SIGKILL."""
+    with subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True) as parent:
         try:
             assert parent.stdout is not None
             line = parent.stdout.readline()
             assert line, "the parent script failed"
-            pids = json.loads(line)
-            wait_until(lambda: any(is_spare(p) for p in _child_pids(pids["zygote"])), what="a spare")
-            left = {pids["zygote"], *pids["workers"], *_child_pids(pids["zygote"])}
-            assert all(pid_alive(pid) for pid in left) and len(left) == 4, "zygote, 2 workers, spare"
-            assert is_zygote(pids["zygote"]) and parent_of(pids["zygote"]) == parent.pid
+            yield parent.pid, json.loads(line)
         finally:
             parent.send_signal(signal.SIGKILL)
             parent.wait(timeout=30)
+
+
+def test_a_sigkilled_parent_leaves_no_process() -> None:
+    with sigkilled_parent(PARENT) as (parent, pids):
+        wait_until(lambda: any(is_spare(p) for p in _child_pids(pids["zygote"])), what="a spare")
+        left = {pids["zygote"], *pids["workers"], *_child_pids(pids["zygote"])}
+        assert all(pid_alive(pid) for pid in left) and len(left) == 4, "zygote, 2 workers, spare"
+        assert is_zygote(pids["zygote"]) and parent_of(pids["zygote"]) == parent
     wait_until(lambda: not any(pid_alive(pid) for pid in left), timeout=15, what=f"{left} to die with their parent")
 
 
@@ -377,33 +386,25 @@ while pid_alive(second["zygote"]):
     time.sleep(0.01)
 third = one_pool()
 preloading = one_pool(preload=["json"])
-print(json.dumps({"pools": [first, second, third, preloading], "recovered": recovered}), flush=True)
+print(json.dumps([[first, second, third, preloading], recovered]), flush=True)
 time.sleep(120)
 """
 
 
 def test_forkserver_zygote_is_shared_by_pools_outlives_them_and_dies_with_the_parent() -> None:
     # In a child process: the shared zygote outlives pools, which this test process must not.
-    with subprocess.Popen([sys.executable, "-c", FORKSERVER], cwd=REPO, stdout=subprocess.PIPE, text=True) as parent:
-        try:
-            assert parent.stdout is not None
-            line = parent.stdout.readline()
-            assert line, "the parent script failed"
-            pools, recovered = json.loads(line).values()
-            first, second, third, preloading = pools
-            assert recovered == {"reported": True, "serves": True}, "a crash is seen and recovered from"
-            assert not any(pool["worker_left"] for pool in pools), "no worker outlives its pool"
-            assert all(pool["zygote_left"] for pool in pools), "the zygote outlives each pool"
-            assert first["zygote"] == second["zygote"], "one zygote for both pools"
-            assert first["worker"] != second["worker"]
-            assert third["zygote"] != second["zygote"], "a killed shared zygote is started again"
-            assert preloading["zygote"] not in (first["zygote"], third["zygote"]), "another preload, another zygote"
-            left = {third["zygote"], preloading["zygote"]}
-            assert all(is_zygote(pid) and parent_of(pid) == parent.pid for pid in left)
-            left |= {pid for zygote in set(left) for pid in _child_pids(zygote)}  # their spares
-        finally:
-            parent.send_signal(signal.SIGKILL)
-            parent.wait(timeout=30)
+    with sigkilled_parent(FORKSERVER) as (parent, (pools, recovered)):
+        first, second, third, preloading = pools
+        assert recovered == {"reported": True, "serves": True}, "a crash is seen and recovered from"
+        assert not any(pool["worker_left"] for pool in pools), "no worker outlives its pool"
+        assert all(pool["zygote_left"] for pool in pools), "the zygote outlives each pool"
+        assert first["zygote"] == second["zygote"], "one zygote for both pools"
+        assert first["worker"] != second["worker"]
+        assert third["zygote"] != second["zygote"], "a killed shared zygote is started again"
+        assert preloading["zygote"] not in (first["zygote"], third["zygote"]), "another preload, another zygote"
+        left = {third["zygote"], preloading["zygote"]}
+        assert all(is_zygote(pid) and parent_of(pid) == parent for pid in left)
+        left |= {pid for zygote in set(left) for pid in _child_pids(zygote)}  # their spares
     wait_until(lambda: not any(pid_alive(pid) for pid in left), timeout=15, what=f"{left} to die with their parent")
 
 

@@ -257,11 +257,12 @@ class WorkerPool:
         if type(name) is not str or name.startswith("_") or name not in self.__dict__.get("_methods", ()):
             owner = self.__dict__.get("_worker_cls", type(None)).__name__
             missing = f"{type(self).__name__} of {owner} has no method {name!r}"
-            if type(name) is not str or name.startswith("_") or "_methods" not in self.__dict__:
+            # concurry: in sync and ray modes at once (as an actor handle does); in the others
+            # the call's future fails, as the worker would.
+            private = type(name) is not str or name.startswith("_") or "_methods" not in self.__dict__
+            if private or self.mode in ("sync", "ray"):
                 raise AttributeError(missing)
-            if self.mode in ("sync", "ray"):
-                raise AttributeError(missing)  # concurry: at once, as a Ray actor handle does
-            return _Missing(missing)  # concurry: the call's future fails, as the worker would
+            return _Missing(missing)
         method = _Method(self, name)
         self.__dict__[name] = method  # cached: __getattr__ is not asked again
         return method

@@ -253,15 +253,16 @@ def _shippable(payload: Any) -> Any:
 
 
 def _framed(call_id: int, payload: Any) -> Any:
-    """A pipelined call as its one argument: the call id, then the pickle body (a copy, where
-    :func:`_shippable` sends the body itself: a few hundred bytes for most calls); a call with
-    out-of-band buffers as the list of its parts with the id in place of the header, which
-    ``call_args`` does not read."""
-    if isinstance(payload, list) and len(payload) == 2:
-        return b"".join((_CALL_ID.pack(call_id), payload[1]))
-    if isinstance(payload, list):
-        return [call_id, *(bytes(part) for part in payload[1:])]
-    return call_id, payload  # not an encoded payload (a (method, args, kwargs) tuple): rare
+    """A pipelined call as its one argument: :func:`_shippable`'s form with the call id in it.
+    In front of the pickle body (a copy: a few hundred bytes for most calls), or in place of
+    the header of a call with out-of-band buffers (``call_args`` does not read it)."""
+    shipped = _shippable(payload)
+    if isinstance(shipped, bytes):
+        return b"".join((_CALL_ID.pack(call_id), shipped))
+    if isinstance(shipped, list):
+        shipped[0] = call_id
+        return shipped
+    return call_id, shipped  # not an encoded payload (a (method, args, kwargs) tuple): rare
 
 
 def _first_line(exc: BaseException) -> str:
@@ -348,7 +349,7 @@ class _Answers:
                 batch = [item for item in batch if item[1][0] in ready]
                 refs = [ref for _, (ref, _) in batch]
             try:
-                outcomes = ray.get(refs)
+                outcomes = self._get(refs)
             except BaseException:
                 outcomes = None  # one of them failed: each is fetched alone below
             with self._cond:
