@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from typing import Any
 
@@ -68,11 +67,6 @@ class AsyncEcho(Echo):
     async def nap(self, seconds: float) -> float:
         await asyncio.sleep(seconds)
         return seconds
-
-    def hold_loop(self, entered: threading.Event, gate: threading.Event) -> None:
-        """Blocking, not async: holds the event loop (no other call begins) until ``gate``."""
-        entered.set()
-        gate.wait(60)
 
     async def afail(self, message: str) -> None:
         await asyncio.sleep(0)

@@ -8,7 +8,6 @@ import asyncio
 import concurrent.futures
 import os
 import queue
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -442,32 +441,6 @@ def test_asyncio_timeout_cancels_the_coroutine_and_keeps_the_loop() -> None:
         assert pool.execute(3) == 3
         (worker,) = pool.stats()["workers"]
         assert worker["tasks_failed"] == 1 and worker["tasks_done"] >= 2
-
-
-def test_asyncio_cancelling_shutdown_does_not_run_calls_the_busy_loop_has_not_begun() -> None:
-    pool = SPool(AsyncEcho, mode="asyncio", max_concurrency=4)
-    pool.spawn()
-    entered, gate = threading.Event(), threading.Event()
-    holding = pool.submit_call("hold_loop", entered, gate)
-    assert entered.wait(30)
-    taken = [pool.submit_call("nap", 0) for _ in range(3)]  # handed to the held loop
-    wait_until(lambda: pool.stats()["queued"] == 0, what="the host to take the calls")
-    stopping = threading.Thread(target=pool.shutdown, kwargs={"cancel_pending": True})
-    stopping.start()
-
-    def refused() -> bool:  # a call submitted now fails at once (before: it queues, cancelled here)
-        probe = pool.submit_execute(0)
-        probe.cancel()
-        return not probe.cancelled() and isinstance(probe.exception(timeout=10), PoolShutDownError)
-
-    wait_until(refused, what="the cancelling shutdown to begin")
-    gate.set()
-    stopping.join(30)
-    assert not stopping.is_alive()
-    assert holding.result(timeout=10) is None, "the call that had begun finished"
-    for future in taken:
-        with pytest.raises(PoolShutDownError, match="before this call started"):
-            future.result(timeout=10)
 
 
 def test_invalid_mode_options_are_rejected() -> None:

@@ -28,7 +28,7 @@ from .._chunk import CHUNK_METHOD, await_reply, call_method
 from .._protocol import decode_init
 from .._serialize import safe_str
 from ..batching import arun_coalesced, run_coalesced
-from ..errors import PoolShutDownError, RemoteTraceback
+from ..errors import RemoteTraceback
 from ..worker import check_method_name
 
 __all__ = ["WorkerLost", "call_args", "launch_asyncio", "launch_thread", "remote_exception"]
@@ -255,22 +255,7 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
             return
         tasks: dict[int, asyncio.Task[None]] = {}
 
-        begun = 0  # calls begun and not finished (read by the feeder thread too)
-
-        async def run(payload: Any, replier: Any, coalesced: list[Any] | None, behind: bool) -> None:
-            nonlocal begun
-            if behind and channel.cancelling:
-                # Taken while other calls ran (one holds the loop if it blocks), and not begun
-                # when the pool began a cancelling shutdown: as much queued behind them as the
-                # calls still in the pool's queue, and not run either. A call taken with nothing
-                # else running began at once: it runs.
-                refused = PoolShutDownError("the pool shut down before this call started")
-                if coalesced is None:
-                    replier.raised(refused)
-                else:
-                    replier.coalesced([(False, refused)] * len(coalesced))
-                return
-            begun += 1
+        async def run(payload: Any, replier: Any, coalesced: list[Any] | None) -> None:
             try:
                 if coalesced is not None:
                     _reply_coalesced(replier, await arun_coalesced(instance, [call_args(p) for p in coalesced]))
@@ -286,10 +271,8 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
                 loop.stop()
             else:
                 replier.ok(result)
-            finally:
-                begun -= 1
 
-        def dispatch(request: Any, behind: bool) -> None:
+        def dispatch(request: Any) -> None:
             if request is None:
                 loop.stop()
                 return
@@ -299,8 +282,7 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
                 if task is not None:
                     task.cancel()
                 return
-            coalesced = payload if kind == protocol.REQUEST_COALESCED else None
-            task = loop.create_task(run(payload, replier, coalesced, behind))
+            task = loop.create_task(run(payload, replier, payload if kind == protocol.REQUEST_COALESCED else None))
             tasks[call_id] = task
             task.add_done_callback(lambda _t: tasks.pop(call_id, None))
 
@@ -310,9 +292,7 @@ def _serve_asyncio(channel: Any, init: Any) -> None:
                 request = channel.recv()
                 last = request is None
                 try:
-                    # Whether other calls run as this one is taken: read here, as a blocking call
-                    # holds the loop, where `dispatch` would run only after it.
-                    loop.call_soon_threadsafe(dispatch, request, begun > 0)
+                    loop.call_soon_threadsafe(dispatch, request)
                 except RuntimeError:
                     return  # the loop is closed: the host is gone
                 del request  # not kept while waiting for the next: the caller may drop its arguments

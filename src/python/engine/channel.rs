@@ -121,14 +121,6 @@ impl HostChannel {
         self.0.concurrency
     }
 
-    /// Whether the pool began a cancelling (or killing) shutdown: a call the host has taken but
-    /// not begun fails with `PoolShutDownError` instead of running, as a call still queued in
-    /// the pool is cancelled.
-    #[getter]
-    fn cancelling(&self) -> bool {
-        self.0.cancelling.load(Ordering::Acquire)
-    }
-
     /// Called by the host as its last act.
     fn exited(&self) {
         self.0.exit();

@@ -116,9 +116,6 @@ pub(crate) struct HostShared {
     pub(crate) direct: Mutex<Option<Py<PyAny>>>,
     /// Calls the host may be sent at once (`max_concurrency`).
     pub(crate) concurrency: usize,
-    /// Set when the pool begins a cancelling shutdown: a call the host has taken but not begun
-    /// (asyncio: its task not started yet on a busy loop) must not run then.
-    pub(crate) cancelling: Arc<AtomicBool>,
     /// Process id behind the host (this process, or a Ray actor's).
     pub(crate) pid: AtomicU64,
     /// Set by the host as its last act.
@@ -163,8 +160,6 @@ pub(crate) struct HostSpec {
     pub(crate) concurrency: usize,
     /// Sync mode: where the host's setup and calls wait for a caller thread to run them.
     pub(crate) inline: Option<Arc<InlineQueue>>,
-    /// Set when the pool begins a cancelling (or killing) shutdown, for every host of the pool.
-    pub(crate) cancelling: Arc<AtomicBool>,
 }
 
 /// The supervisor's handle on one host.
@@ -186,7 +181,6 @@ impl Host {
             server: Mutex::new(None),
             direct: Mutex::new(None),
             concurrency: spec.concurrency,
-            cancelling: Arc::clone(&spec.cancelling),
             pid: AtomicU64::new(0),
             exited: watch::Sender::new(false),
             abandoned: AtomicBool::new(false),

@@ -2,7 +2,6 @@
 //! host (see `host_worker.rs`), running up to `max_concurrency` calls at once; values cross as
 //! Python objects.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -26,8 +25,6 @@ pub(crate) struct HostedEngine {
     inline: Option<Arc<InlineQueue>>,
     /// Whether blocking calls may run on the caller's thread (see `call_direct`).
     pub(super) direct: bool,
-    /// Set by a cancelling shutdown, seen by every host (see `HostShared::cancelling`).
-    cancelling: Arc<AtomicBool>,
 }
 
 impl HostedEngine {
@@ -51,8 +48,7 @@ impl HostedEngine {
             _ => KillPolicy::Host,
         };
         let inline = (mode == Mode::Sync).then(|| Arc::new(InlineQueue::new()));
-        let cancelling = Arc::default();
-        Ok(Self { core: EngineCore::new(supervisor, inline.clone()), hosts, kill_policy, inline, direct, cancelling })
+        Ok(Self { core: EngineCore::new(supervisor, inline.clone()), hosts, kill_policy, inline, direct })
     }
 
     /// Starts one host, set up with `init` (the spawn arguments). A host runs
@@ -90,16 +86,6 @@ impl HostedEngine {
     #[allow(clippy::unnecessary_wraps)] // the same signature as the process kind's
     pub(crate) fn task(&self, _py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<Arc<Py<PyAny>>> {
         Ok(Arc::new(payload.clone().unbind()))
-    }
-
-    /// Starts shutting down (see `EngineCore::shutdown`); a cancelling or killing one also
-    /// tells the hosts that a call they have not begun must not run.
-    pub(crate) fn shutdown(&self, mode: &str) -> PyResult<()> {
-        // Before the pool reads as shut down, so no call begins in between unwarned.
-        if matches!(mode, "cancel" | "kill") {
-            self.cancelling.store(true, Ordering::Release);
-        }
-        self.core.shutdown(mode)
     }
 
     /// Runs a blocking call on the calling thread through an idle worker whose host takes
@@ -150,7 +136,6 @@ impl HostedEngine {
             kill_policy: self.kill_policy,
             concurrency: self.hosts.concurrency,
             inline: self.inline.clone(),
-            cancelling: Arc::clone(&self.cancelling),
         };
         if self.core.supervisor.config().on_demand.is_some() {
             return super::on_demand::record_hosted(&self.core.supervisor, spec, report);

@@ -216,10 +216,7 @@ impl Engine {
 
     /// Starts shutting down: `mode` is "graceful", "cancel" or "kill". Returns at once.
     fn shutdown(&self, mode: &str) -> PyResult<()> {
-        match &self.flavor {
-            Flavor::Process(process) => process.core.shutdown(mode),
-            Flavor::Hosted(hosted) => hosted.shutdown(mode),
-        }
+        with_core!(self, core => core.shutdown(mode))
     }
 
     /// Waits up to `timeout` seconds (interruptibly) for every worker to stop.
